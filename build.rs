@@ -1,0 +1,26 @@
+//! Compiles proto/ with protox (pure Rust, no system protoc) and writes the
+//! file descriptor set that server reflection serves.
+use std::{env, fs, path::PathBuf};
+
+const PROTOS: &[&str] = &[
+    "proto/vitals/echo/v1/echo.proto",
+    "proto/vitals/metrics/v1/metrics.proto",
+    "proto/grpc/health/v1/health.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out.join("vitals_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

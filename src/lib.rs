@@ -1,0 +1,4 @@
+//! vitals: a small gRPC daemon for ARM Linux devices, and its client.
+#![forbid(unsafe_code)]
+
+pub mod proto;
