@@ -2,3 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod proto;
+pub mod config;
+pub mod pki;
+pub mod tls;

@@ -1,0 +1,907 @@
+//! Configuration: the files pushed onto the device, read in layers, validated whole.
+//!
+//! Layers, later ones winning: built-in defaults (the `default_*` functions below), the main
+//! file (`/etc/vitalsd/vitalsd.toml` or `--config FILE`), `vitalsd.d/*.toml` beside it in
+//! lexical order, then `VITALSD_*` environment variables (`VITALSD_SERVER__LISTEN=a,b`).
+//!
+//! Two stages, as ripgrep does with its arguments: [`RawConfig`] is what serde reads (strings
+//! for durations and addresses, unknown keys refused), [`Config`] is the validated, typed
+//! value the daemon runs on. Every error names the file (or "the environment"), the key and
+//! the reason.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon looks for its config when not told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/vitalsd/vitalsd.toml";
+/// The drop-in directory, beside the main file.
+pub const DROPIN_DIR: &str = "vitalsd.d";
+/// Prefix of environment overrides; `__` separates key levels.
+pub const ENV_PREFIX: &str = "VITALSD";
+/// Keys whose environment value is a comma-separated list.
+const ENV_LIST_KEYS: &[&str] = &["server.listen", "health.plaintext_listen", "health.disk_paths"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file that could not be read or parsed as TOML.
+    #[error("{origin}: {reason}")]
+    Parse { origin: String, reason: String },
+    /// A key that is unknown, of the wrong type, or has an invalid value.
+    #[error("{origin}: `{key}`: {reason}")]
+    Invalid {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+    #[error("reading drop-in directory {path}")]
+    DropinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which files to read.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// `/etc/vitalsd/vitalsd.toml`, which may be absent (then defaults and drop-ins apply).
+    Default,
+    /// `--config FILE`: must exist.
+    File(PathBuf),
+    /// `--dev`: no files; TLS from the dev PKI in this directory, loopback listener.
+    Dev(PathBuf),
+}
+
+/// The typed, validated configuration the daemon runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: Server,
+    pub tls: Tls,
+    pub health: Health,
+    pub metrics: Metrics,
+    pub log: Log,
+    /// The files that were read, in order, for the startup log line.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub tcp_keepalive: Option<Duration>,
+    pub http2_keepalive_interval: Option<Duration>,
+    pub http2_keepalive_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub max_message_bytes: usize,
+    pub max_header_list_bytes: u32,
+    pub max_deadline: Duration,
+    pub max_connection_idle: Option<Duration>,
+    pub max_connection_age: Option<Duration>,
+    pub max_connection_age_grace: Duration,
+    pub drain_timeout: Duration,
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub plaintext_listen: Vec<SocketAddr>,
+    pub disk_paths: Vec<PathBuf>,
+    pub min_disk_free_percent: f64,
+    pub min_memory_available_percent: f64,
+    pub max_temperature_celsius: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub sample_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// An `EnvFilter` directive such as `info` or `info,vitals=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald when `$JOURNAL_STREAM` says stderr is the journal, text otherwise.
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw: what serde reads. Every field documented; defaults come from named functions.
+
+/// The config file's shape. `config/vitalsd.toml` documents every key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Addresses of the mTLS gRPC port.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Open connections (TLS handshakes included) above which new ones are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: String,
+    /// TCP keepalive idle time ("0s" turns it off).
+    #[serde(default = "default_tcp_keepalive")]
+    pub tcp_keepalive: String,
+    /// HTTP/2 PING sent after this much silence on a connection ("0s" turns it off).
+    #[serde(default = "default_http2_keepalive_interval")]
+    pub http2_keepalive_interval: String,
+    /// A PING not answered within this closes the connection.
+    #[serde(default = "default_http2_keepalive_timeout")]
+    pub http2_keepalive_timeout: String,
+    /// Concurrent streams (RPCs) per connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u64,
+    /// Largest request or response message ("4MiB", "65536").
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: String,
+    /// Largest request header list.
+    #[serde(default = "default_max_header_list_size")]
+    pub max_header_list_size: String,
+    /// Cap on a unary call's deadline, also applied when the client sends none.
+    #[serde(default = "default_max_deadline")]
+    pub max_deadline: String,
+    /// GOAWAY a connection with no RPC for this long ("0s": never).
+    #[serde(default = "default_max_connection_idle")]
+    pub max_connection_idle: String,
+    /// GOAWAY a connection this old, ±10% jitter ("0s": never).
+    #[serde(default = "default_max_connection_age")]
+    pub max_connection_age: String,
+    /// After an age GOAWAY, in-flight RPCs get this long before the connection is closed.
+    #[serde(default = "default_max_connection_age_grace")]
+    pub max_connection_age_grace: String,
+    /// On SIGTERM, in-flight RPCs get this long to finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+    /// Runtime worker threads; 0 means one per CPU.
+    #[serde(default)]
+    pub worker_threads: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain of the server, leaf first.
+    #[serde(default = "default_tls_cert")]
+    pub cert: String,
+    /// PEM private key of the server; refused when readable by group or others.
+    #[serde(default = "default_tls_key")]
+    pub key: String,
+    /// PEM bundle of the CAs that issue client certificates.
+    #[serde(default = "default_tls_client_ca")]
+    pub client_ca: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Plaintext listeners that serve only grpc.health.v1 (for probes without mTLS). Empty: none.
+    #[serde(default)]
+    pub plaintext_listen: Vec<String>,
+    /// Filesystems whose free space is checked.
+    #[serde(default = "default_disk_paths")]
+    pub disk_paths: Vec<String>,
+    /// Overall health is NOT_SERVING below this much free space, in percent (0 turns it off).
+    #[serde(default = "default_min_disk_free_percent")]
+    pub min_disk_free_percent: f64,
+    /// Overall health is NOT_SERVING below this much available memory, in percent (0: off).
+    #[serde(default = "default_min_memory_available_percent")]
+    pub min_memory_available_percent: f64,
+    /// Overall health is NOT_SERVING when any sensor reads above this (0: off).
+    #[serde(default = "default_max_temperature_celsius")]
+    pub max_temperature_celsius: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// How often the sampler reads /proc and /sys; also the shortest Watch interval.
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// Level or filter directive: error, warn, info, debug, trace, or `info,vitals=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// auto, text, json or journald.
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:50051".into()]
+}
+fn default_max_connections() -> u64 {
+    1024
+}
+fn default_handshake_timeout() -> String {
+    "10s".into()
+}
+fn default_tcp_keepalive() -> String {
+    "60s".into()
+}
+fn default_http2_keepalive_interval() -> String {
+    "30s".into()
+}
+fn default_http2_keepalive_timeout() -> String {
+    "20s".into()
+}
+fn default_max_concurrent_streams() -> u64 {
+    128
+}
+fn default_max_message_size() -> String {
+    "4MiB".into()
+}
+fn default_max_header_list_size() -> String {
+    "16KiB".into()
+}
+fn default_max_deadline() -> String {
+    "5m".into()
+}
+fn default_max_connection_idle() -> String {
+    "0s".into()
+}
+fn default_max_connection_age() -> String {
+    "0s".into()
+}
+fn default_max_connection_age_grace() -> String {
+    "30s".into()
+}
+fn default_drain_timeout() -> String {
+    "10s".into()
+}
+fn default_tls_cert() -> String {
+    "/etc/vitalsd/tls/server.crt".into()
+}
+fn default_tls_key() -> String {
+    "/etc/vitalsd/tls/server.key".into()
+}
+fn default_tls_client_ca() -> String {
+    "/etc/vitalsd/tls/ca.crt".into()
+}
+fn default_disk_paths() -> Vec<String> {
+    vec!["/".into()]
+}
+fn default_min_disk_free_percent() -> f64 {
+    2.0
+}
+fn default_min_memory_available_percent() -> f64 {
+    2.0
+}
+fn default_max_temperature_celsius() -> f64 {
+    0.0
+}
+fn default_sample_interval() -> String {
+    "5s".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Auto
+}
+
+macro_rules! default_from_serde {
+    ($($ty:ty),*) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                // Every field has a serde default, so an empty table is the default value.
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    )*};
+}
+default_from_serde!(RawServer, RawTls, RawHealth, RawMetrics, RawLog);
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+impl Config {
+    /// Reads every layer for `location`, then validates the result.
+    pub fn load(location: &Location) -> Result<Config, Error> {
+        let (layers, files) = Layers::read(location)?;
+        let raw = layers.raw()?;
+        layers.validate(raw, files)
+    }
+
+    /// Reads every layer and returns the merged raw config without validating it
+    /// (for `--check-config`, after [`Config::load`] has succeeded).
+    pub fn load_raw(location: &Location) -> Result<RawConfig, Error> {
+        Layers::read(location)?.0.raw()
+    }
+}
+
+/// The merged layers, kept so that an error can say which layer a key came from.
+struct Layers(config::Config);
+
+impl Layers {
+    fn read(location: &Location) -> Result<(Layers, Vec<PathBuf>), Error> {
+        let mut builder = config::Config::builder();
+        let mut files = Vec::new();
+        match location {
+            Location::Dev(dir) => {
+                for (key, file) in [
+                    ("tls.cert", "server.crt"),
+                    ("tls.key", "server.key"),
+                    ("tls.client_ca", "ca.crt"),
+                ] {
+                    let path = dir.join(file).display().to_string();
+                    builder = builder.set_default(key, path).expect("static key");
+                }
+            }
+            Location::Default | Location::File(_) => {
+                let (main, required) = match location {
+                    Location::File(path) => (path.clone(), true),
+                    _ => (PathBuf::from(DEFAULT_PATH), false),
+                };
+                if required || main.exists() {
+                    files.push(main.clone());
+                }
+                let dropins = main
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(DROPIN_DIR);
+                files.extend(dropin_files(&dropins)?);
+                if required && !main.is_file() {
+                    return Err(Error::Parse {
+                        origin: main.display().to_string(),
+                        reason: "no such file".into(),
+                    });
+                }
+            }
+        }
+        for file in &files {
+            builder = builder.add_source(TomlFile::read(file)?);
+        }
+        let mut env = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true);
+        for key in ENV_LIST_KEYS {
+            env = env.with_list_parse_key(key);
+        }
+        let merged = builder.add_source(env).build().map_err(parse_error)?;
+        Ok((Layers(merged), files))
+    }
+
+    /// Deserializes the merged layers, naming the key and its layer on error.
+    fn raw(&self) -> Result<RawConfig, Error> {
+        serde_path_to_error::deserialize(self.0.clone()).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let reason = match &inner {
+                config::ConfigError::Message(m) => m.clone(),
+                other => other.to_string(),
+            };
+            let reason = reason
+                .split(" for key `")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            self.invalid(&path, reason)
+        })
+    }
+
+    /// The layer a key's value came from: a file path, "the environment" or "built-in defaults".
+    fn origin(&self, key: &str) -> String {
+        let mut value = &self.0.cache;
+        for part in key.split('.') {
+            match &value.kind {
+                config::ValueKind::Table(table) if table.contains_key(part) => value = &table[part],
+                _ => break,
+            }
+        }
+        value
+            .origin()
+            .unwrap_or("built-in defaults")
+            .to_string()
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            origin: self.origin(key),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig, files: Vec<PathBuf>) -> Result<Config, Error> {
+        let v = Validator { layers: self };
+        let s = &raw.server;
+        let server = Server {
+            listen: v.addrs("server.listen", &s.listen)?,
+            max_connections: v.range("server.max_connections", s.max_connections, 1, 1 << 20)?
+                as usize,
+            handshake_timeout: v.nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
+            tcp_keepalive: v.optional_duration("server.tcp_keepalive", &s.tcp_keepalive)?,
+            http2_keepalive_interval: v
+                .optional_duration("server.http2_keepalive_interval", &s.http2_keepalive_interval)?,
+            http2_keepalive_timeout: v
+                .nonzero_duration("server.http2_keepalive_timeout", &s.http2_keepalive_timeout)?,
+            max_concurrent_streams: v.range(
+                "server.max_concurrent_streams",
+                s.max_concurrent_streams,
+                1,
+                65_536,
+            )? as u32,
+            max_message_bytes: v.size("server.max_message_size", &s.max_message_size, 1024, 1 << 30)?
+                as usize,
+            max_header_list_bytes: v.size(
+                "server.max_header_list_size",
+                &s.max_header_list_size,
+                1024,
+                1 << 20,
+            )? as u32,
+            max_deadline: v.nonzero_duration("server.max_deadline", &s.max_deadline)?,
+            max_connection_idle: v
+                .optional_duration("server.max_connection_idle", &s.max_connection_idle)?,
+            max_connection_age: v
+                .optional_duration("server.max_connection_age", &s.max_connection_age)?,
+            max_connection_age_grace: v
+                .duration("server.max_connection_age_grace", &s.max_connection_age_grace)?,
+            drain_timeout: v.duration("server.drain_timeout", &s.drain_timeout)?,
+            worker_threads: v.range("server.worker_threads", s.worker_threads, 0, 256)? as usize,
+        };
+        if server.listen.is_empty() {
+            return Err(self.invalid("server.listen", "at least one address is needed"));
+        }
+        let tls = Tls {
+            cert: v.path("tls.cert", &raw.tls.cert)?,
+            key: v.path("tls.key", &raw.tls.key)?,
+            client_ca: v.path("tls.client_ca", &raw.tls.client_ca)?,
+        };
+        let h = &raw.health;
+        let health = Health {
+            plaintext_listen: v.addrs("health.plaintext_listen", &h.plaintext_listen)?,
+            disk_paths: h
+                .disk_paths
+                .iter()
+                .map(|p| v.path("health.disk_paths", p))
+                .collect::<Result<_, _>>()?,
+            min_disk_free_percent: v.percent("health.min_disk_free_percent", h.min_disk_free_percent)?,
+            min_memory_available_percent: v.percent(
+                "health.min_memory_available_percent",
+                h.min_memory_available_percent,
+            )?,
+            max_temperature_celsius: match h.max_temperature_celsius {
+                t if t == 0.0 => None,
+                t if t.is_finite() && t > 0.0 && t < 200.0 => Some(t),
+                t => {
+                    return Err(self.invalid(
+                        "health.max_temperature_celsius",
+                        format!("{t} is not between 0 and 200"),
+                    ));
+                }
+            },
+        };
+        let sample_interval = v.duration("metrics.sample_interval", &raw.metrics.sample_interval)?;
+        if sample_interval < Duration::from_millis(500) {
+            return Err(self.invalid("metrics.sample_interval", "must be at least 500ms"));
+        }
+        let log = Log {
+            level: v.log_level("log.level", &raw.log.level)?,
+            format: raw.log.format,
+        };
+        Ok(Config {
+            server,
+            tls,
+            health,
+            metrics: Metrics { sample_interval },
+            log,
+            files,
+        })
+    }
+}
+
+/// The `*.toml` files of a drop-in directory, in lexical order; none when it does not exist.
+fn dropin_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::DropinDir {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| Error::DropinDir {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One TOML file as a config layer, every value remembering the file's path as its origin.
+#[derive(Debug, Clone)]
+struct TomlFile {
+    origin: String,
+    table: toml::Table,
+}
+
+impl TomlFile {
+    fn read(path: &Path) -> Result<TomlFile, Error> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Parse {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let table = text.parse::<toml::Table>().map_err(|e| Error::Parse {
+            origin: origin.clone(),
+            reason: one_line_toml_error(&text, &e),
+        })?;
+        Ok(TomlFile { origin, table })
+    }
+
+    fn value(&self, value: &toml::Value) -> config::Value {
+        let origin = Some(&self.origin);
+        match value {
+            toml::Value::String(s) => config::Value::new(origin, s.as_str()),
+            toml::Value::Integer(i) => config::Value::new(origin, *i),
+            toml::Value::Float(f) => config::Value::new(origin, *f),
+            toml::Value::Boolean(b) => config::Value::new(origin, *b),
+            toml::Value::Datetime(d) => config::Value::new(origin, d.to_string()),
+            toml::Value::Array(items) => config::Value::new(
+                origin,
+                items.iter().map(|v| self.value(v)).collect::<Vec<_>>(),
+            ),
+            toml::Value::Table(table) => config::Value::new(origin, self.map(table)),
+        }
+    }
+
+    fn map(&self, table: &toml::Table) -> config::Map<String, config::Value> {
+        table
+            .iter()
+            .map(|(k, v)| (k.clone(), self.value(v)))
+            .collect()
+    }
+}
+
+impl config::Source for TomlFile {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        Ok(self.map(&self.table))
+    }
+}
+
+/// "invalid TOML at line 3, column 8: unclosed table" from toml's multi-line report.
+fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let what = err.message().trim();
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("invalid TOML at line {line}, column {column}: {what}")
+        }
+        None => format!("invalid TOML: {what}"),
+    }
+}
+
+fn parse_error(err: config::ConfigError) -> Error {
+    match err {
+        config::ConfigError::FileParse { uri, cause } => Error::Parse {
+            origin: uri.unwrap_or_else(|| "a config file".into()),
+            reason: cause.to_string().trim().replace('\n', " "),
+        },
+        config::ConfigError::Foreign(cause) => Error::Parse {
+            origin: "a config file".into(),
+            reason: cause.to_string(),
+        },
+        other => Error::Parse {
+            origin: "config".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+struct Validator<'a> {
+    layers: &'a Layers,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> Error {
+        self.layers.invalid(key, reason)
+    }
+
+    fn addrs(&self, key: &str, values: &[String]) -> Result<Vec<SocketAddr>, Error> {
+        values
+            .iter()
+            .map(|a| {
+                a.trim().parse().map_err(|_| {
+                    self.err(key, format!("`{a}` is not an address such as 127.0.0.1:50051 or [::]:50051"))
+                })
+            })
+            .collect()
+    }
+
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, Error> {
+        parse_duration(value).map_err(|reason| self.err(key, reason))
+    }
+
+    fn nonzero_duration(&self, key: &str, value: &str) -> Result<Duration, Error> {
+        match self.duration(key, value)? {
+            d if d.is_zero() => Err(self.err(key, "must be more than zero")),
+            d => Ok(d),
+        }
+    }
+
+    /// A duration where zero means "off".
+    fn optional_duration(&self, key: &str, value: &str) -> Result<Option<Duration>, Error> {
+        Ok(Some(self.duration(key, value)?).filter(|d| !d.is_zero()))
+    }
+
+    fn size(&self, key: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
+        let n = parse_size(value).map_err(|reason| self.err(key, reason))?;
+        if n < min || n > max {
+            return Err(self.err(key, format!("{n} bytes is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn range(&self, key: &str, n: u64, min: u64, max: u64) -> Result<u64, Error> {
+        if n < min || n > max {
+            return Err(self.err(key, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn percent(&self, key: &str, p: f64) -> Result<f64, Error> {
+        if !(0.0..100.0).contains(&p) {
+            return Err(self.err(key, format!("{p} is not a percentage below 100")));
+        }
+        Ok(p)
+    }
+
+    fn path(&self, key: &str, value: &str) -> Result<PathBuf, Error> {
+        if value.trim().is_empty() {
+            return Err(self.err(key, "a path is needed"));
+        }
+        Ok(PathBuf::from(value))
+    }
+
+    fn log_level(&self, key: &str, value: &str) -> Result<String, Error> {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(value)
+            .map(|_| value.to_string())
+            .map_err(|e| self.err(key, format!("`{value}` is not a log filter ({e})")))
+    }
+}
+
+/// Parses "250ms", "10s", "5m", "2h", "1d" or "0".
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("`{value}` needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = v.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{value}` is not a duration such as 500ms or 30s"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        other => return Err(format!("`{other}` is not a unit: use ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{value}` is out of range"))
+}
+
+/// Parses a byte size: "4MiB", "64KiB", "1048576", "512B".
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{value}` is not a size such as 4MiB or 65536"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("`{other}` is not a unit: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{value}` is out of range"))
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+            LogFormat::Journald => "journald",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load_file(text: &str) -> (tempfile::TempDir, Result<Config, Error>) {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "vitalsd.toml", text);
+        let result = Config::load(&Location::File(main));
+        (dir, result)
+    }
+
+    /// An empty file gives the documented defaults.
+    #[test]
+    fn empty_file_gives_defaults() {
+        let (_dir, config) = load_file("");
+        let config = config.unwrap();
+        assert_eq!(config.server.listen, vec!["127.0.0.1:50051".parse().unwrap()]);
+        assert_eq!(config.server.max_message_bytes, 4 << 20);
+        assert_eq!(config.server.max_connection_idle, None);
+        assert_eq!(config.metrics.sample_interval, Duration::from_secs(5));
+        assert_eq!(config.tls.cert, PathBuf::from("/etc/vitalsd/tls/server.crt"));
+    }
+
+    /// Drop-ins are applied after the main file, in lexical order.
+    #[test]
+    fn dropins_apply_in_lexical_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "vitalsd.toml", "[server]\nmax_connections = 10\n");
+        write(dir.path(), "vitalsd.d/20-b.toml", "[server]\nmax_connections = 30\n");
+        write(dir.path(), "vitalsd.d/10-a.toml", "[server]\nmax_connections = 20\nmax_concurrent_streams = 7\n");
+        write(dir.path(), "vitalsd.d/ignored.conf", "garbage");
+        let config = Config::load(&Location::File(main)).unwrap();
+        assert_eq!(config.server.max_connections, 30);
+        assert_eq!(config.server.max_concurrent_streams, 7);
+        assert_eq!(config.files.len(), 3);
+    }
+
+    /// An unknown key names the file it is in and the full key.
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "vitalsd.toml", "");
+        let dropin = write(dir.path(), "vitalsd.d/10-x.toml", "[server]\nlisten_addr = \"x\"\n");
+        let err = Config::load(&Location::File(main)).unwrap_err().to_string();
+        assert!(err.starts_with(&dropin.display().to_string()), "{err}");
+        assert!(err.contains("`server.listen_addr`"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    /// An invalid value names the file that set it, not the one loaded last.
+    #[test]
+    fn invalid_value_names_the_file_that_set_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "vitalsd.toml", "[server]\nlisten = [\"nonsense\"]\n");
+        write(dir.path(), "vitalsd.d/10-x.toml", "[log]\nlevel = \"debug\"\n");
+        let err = Config::load(&Location::File(main.clone())).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: `server.listen`: `nonsense` is not an address such as 127.0.0.1:50051 or [::]:50051",
+                main.display()
+            )
+        );
+    }
+
+    /// A value of the wrong type is reported with its key.
+    #[test]
+    fn wrong_type_names_key() {
+        let (_dir, err) = load_file("[server]\nmax_connections = \"many\"\n");
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("`server.max_connections`"), "{err}");
+    }
+
+    /// Broken TOML names the file.
+    #[test]
+    fn broken_toml_names_file() {
+        let (dir, err) = load_file("[server\nlisten = 1");
+        let err = err.unwrap_err().to_string();
+        assert!(err.starts_with(&dir.path().join("vitalsd.toml").display().to_string()), "{err}");
+    }
+
+    /// Bad durations and sizes are refused with the reason.
+    #[test]
+    fn durations_and_sizes_are_checked() {
+        let (_d, err) = load_file("[server]\nhandshake_timeout = \"10\"\n");
+        assert!(err.unwrap_err().to_string().contains("needs a unit"));
+        let (_d, err) = load_file("[server]\nhandshake_timeout = \"0s\"\n");
+        assert!(err.unwrap_err().to_string().contains("more than zero"));
+        let (_d, err) = load_file("[server]\nmax_message_size = \"4 parsecs\"\n");
+        assert!(err.unwrap_err().to_string().contains("not a unit"));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_size("64KiB").unwrap(), 65_536);
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    /// A missing `--config` file is an error, while the default location may be absent.
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(&Location::File(dir.path().join("nope.toml"))).unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+    }
+
+    /// Dev mode points TLS at the dev PKI directory.
+    #[test]
+    fn dev_mode_uses_dev_pki() {
+        let config = Config::load(&Location::Dev(PathBuf::from("certs/dev"))).unwrap();
+        assert_eq!(config.tls.key, PathBuf::from("certs/dev/server.key"));
+        assert!(config.files.is_empty());
+    }
+
+    /// A bad log filter is refused at load time rather than at reload.
+    #[test]
+    fn log_level_is_validated() {
+        let (_d, err) = load_file("[log]\nlevel = \"loud=?=\"\n");
+        assert!(err.unwrap_err().to_string().contains("`log.level`"));
+        let (_d, err) = load_file("[log]\nformat = \"xml\"\n");
+        assert!(err.unwrap_err().to_string().contains("`log.format`"));
+    }
+}

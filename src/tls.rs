@@ -1,0 +1,310 @@
+//! TLS: the server's rustls config (mutual TLS, TLS 1.2 and 1.3, ALPN h2), the client
+//! configs vitalsctl and the tests use, and the peer identity of a client certificate.
+//!
+//! The server config sits in a [`Store`] that the accept loop reads for every new
+//! connection, so a reload swaps certificates without touching established connections.
+
+use std::{
+    fs,
+    io::Read,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+
+use crate::config;
+
+/// The ALPN protocol gRPC speaks.
+pub const ALPN_H2: &[u8] = b"h2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate in it")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: not a PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    BadKey { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadPem { path: PathBuf, reason: String },
+    #[error("{path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`")]
+    KeyPermissions { path: PathBuf, mode: u32 },
+    #[error("client CA {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
+    #[error("certificate {cert} and key {key} do not go together: {source}")]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("building the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The crypto provider every config here uses: ring, small and fast on ARM.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let pem = fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_certs(&pem, path)
+}
+
+fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::BadPem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key, refusing a file that group or others can read.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = fs::File::open(path).map_err(read_err)?;
+    let mode = file.metadata().map_err(read_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyPermissions {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    let mut pem = Vec::new();
+    file.read_to_end(&mut pem).map_err(read_err)?;
+    parse_key(&pem, path)
+}
+
+/// Parses a PEM private key held in memory (a pulled secret); `origin` names it in errors.
+pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| Error::BadKey {
+        path: origin.to_path_buf(),
+    })
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| Error::ClientCa {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// What the server presents and whom it trusts, loaded and checked.
+pub struct ServerIdentity {
+    pub config: Arc<ServerConfig>,
+    /// When the server's own certificate expires, for the health check.
+    pub not_after: Option<SystemTime>,
+}
+
+/// Builds the server config: the chain and key, client certificates required and verified
+/// against the client CA bundle, TLS 1.3 and 1.2, ALPN h2.
+pub fn server_config(tls: &config::Tls) -> Result<ServerIdentity, Error> {
+    let chain = load_certs(&tls.cert)?;
+    let key = load_key(&tls.key)?;
+    let roots = roots(&tls.client_ca)?;
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| Error::ClientCa {
+            path: tls.client_ca.clone(),
+            reason: e.to_string(),
+        })?;
+    let not_after = not_after(&chain[0]);
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|source| Error::KeyMismatch {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(ServerIdentity {
+        config: Arc::new(config),
+        not_after,
+    })
+}
+
+/// The server config currently in force; new connections read it, a reload replaces it.
+#[derive(Clone)]
+pub struct Store(Arc<RwLock<Arc<ServerConfig>>>);
+
+impl Store {
+    pub fn new(config: Arc<ServerConfig>) -> Store {
+        Store(Arc::new(RwLock::new(config)))
+    }
+
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
+/// How a client proves itself and checks the server.
+pub enum ClientAuth<'a> {
+    /// A client certificate and key (PEM files).
+    Certificate { cert: &'a Path, key: &'a Path },
+    /// No client certificate: the server will refuse the handshake.
+    Anonymous,
+}
+
+/// A client config that trusts `ca` and offers ALPN h2.
+pub fn client_config(ca: &Path, auth: ClientAuth<'_>) -> Result<ClientConfig, Error> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots(ca)?);
+    let mut config = match auth {
+        ClientAuth::Certificate { cert, key } => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|source| Error::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                source,
+            })?,
+        ClientAuth::Anonymous => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+/// The identity a client certificate names: its first URI SAN, else its first DNS SAN,
+/// else its subject CN. `None` when the certificate names nothing usable.
+pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let names = &san.value.general_names;
+        let uri = names.iter().find_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        });
+        let dns = || {
+            names.iter().find_map(|n| match n {
+                GeneralName::DNSName(d) => Some(*d),
+                _ => None,
+            })
+        };
+        if let Some(name) = uri.or_else(dns).filter(|n| !n.is_empty()) {
+            return Some(name.to_string());
+        }
+    }
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// When a certificate stops being valid.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Authority, DevPki, Leaf, Usage, write_file};
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    /// Identity prefers the URI SAN, then the DNS SAN, then the CN.
+    #[test]
+    fn identity_order() {
+        let ca = Authority::new("t").unwrap();
+        let issue = |sans: &[&str]| der(&ca.issue(&Leaf::new("the-cn", sans, Usage::Client, 1)).unwrap().cert);
+        assert_eq!(
+            identity(&issue(&["dev.example", "spiffe://fleet/prober"])).as_deref(),
+            Some("spiffe://fleet/prober")
+        );
+        assert_eq!(identity(&issue(&["dev.example", "10.0.0.1"])).as_deref(), Some("dev.example"));
+        assert_eq!(identity(&issue(&["10.0.0.1"])).as_deref(), Some("the-cn"));
+    }
+
+    /// Garbage bytes give no identity rather than a panic.
+    #[test]
+    fn identity_of_garbage_is_none() {
+        assert_eq!(identity(&CertificateDer::from(vec![0x30, 0x03, 0x01])), None);
+        assert_eq!(identity(&CertificateDer::from(Vec::new())), None);
+    }
+
+    /// A key readable by others is refused with the chmod hint; mode 0600 is accepted.
+    #[test]
+    fn key_permissions_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate(&[]).unwrap();
+        let path = dir.path().join("k.key");
+        write_file(&path, &pki.server.key, 0o644).unwrap();
+        let err = load_key(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        write_file(&path, &pki.server.key, 0o600).unwrap();
+        load_key(&path).unwrap();
+    }
+
+    /// A server config builds from the dev PKI, and a mismatched key is named.
+    #[test]
+    fn server_config_from_dev_pki() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate(&[]).unwrap();
+        pki.write(dir.path()).unwrap();
+        let tls = config::Tls {
+            cert: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            client_ca: dir.path().join("ca.crt"),
+        };
+        let identity = server_config(&tls).unwrap();
+        assert!(identity.not_after.unwrap() > SystemTime::now());
+        assert_eq!(identity.config.alpn_protocols, vec![b"h2".to_vec()]);
+        let wrong = config::Tls {
+            key: dir.path().join("client.key"),
+            ..tls
+        };
+        let err = server_config(&wrong).err().unwrap();
+        assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
+    }
+
+    /// A file without certificates is a clear error, not an empty trust store.
+    #[test]
+    fn empty_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        fs::write(&path, "nothing here").unwrap();
+        assert!(matches!(load_certs(&path), Err(Error::NoCertificate { .. })));
+    }
+}
