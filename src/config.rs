@@ -506,7 +506,7 @@ impl Layers {
                 h.min_memory_available_percent,
             )?,
             max_temperature_celsius: match h.max_temperature_celsius {
-                t if t == 0.0 => None,
+                0.0 => None,
                 t if t.is_finite() && t > 0.0 && t < 200.0 => Some(t),
                 t => {
                     return Err(self.invalid(

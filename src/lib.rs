@@ -1,7 +1,30 @@
-//! vitals: a small gRPC daemon for ARM Linux devices, and its client.
+//! vitals: a small gRPC daemon for ARM Linux devices (`vitalsd`), and its client (`vitalsctl`).
+//!
+//! - [`config`]: the layered config files, validated into typed values
+//! - [`tls`]: rustls server and client configs, peer identity from client certificates
+//! - [`pki`]: a development CA and certificates
+//! - [`daemon`]: startup after config, serving, drain on shutdown
+//! - [`server`]: accept loops, connection cap, per-connection HTTP/2 lifecycle, routing
+//! - [`service`]: the gRPC services: health, echo, metrics
+//! - [`health`]: health state from lifecycle and threshold checks
+//! - [`sampler`]: the one sysinfo sampler
+//! - [`rpc_stats`]: per-method call statistics
+//! - [`telemetry`]: tracing to journald, JSON or text
+//! - [`systemd`]: sd_notify and the watchdog
+//! - [`client`]: what vitalsctl and the tests use to call a daemon
+//! - [`proto`]: generated protobuf code
 #![forbid(unsafe_code)]
 
-pub mod proto;
+pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod health;
 pub mod pki;
+pub mod proto;
+pub mod rpc_stats;
+pub mod sampler;
+pub mod server;
+pub mod service;
+pub mod systemd;
+pub mod telemetry;
 pub mod tls;

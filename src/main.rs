@@ -1,1 +1,223 @@
-fn main() {}
+//! vitalsd. Startup order: args, telemetry, config, TLS, listeners, READY; then serve until
+//! SIGTERM or SIGINT, and drain. Every failed step exits with its own code before the next.
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode};
+
+use vitals::{
+    config::{Config, Location},
+    daemon::Daemon,
+    pki,
+    server::Listeners,
+    telemetry,
+};
+
+/// Exit codes, from sysexits.h.
+mod exit {
+    pub const USAGE: u8 = 64;
+    pub const CANTCREAT: u8 = 73;
+    pub const OSERR: u8 = 71;
+    pub const CONFIG: u8 = 78;
+}
+
+const USAGE: &str = "\
+usage: vitalsd [--config FILE | --dev] [--check-config]
+
+  --config FILE    read FILE (and vitalsd.d/*.toml beside it) instead of
+                   /etc/vitalsd/vitalsd.toml; VITALSD_* variables override both
+  --dev            development mode: make a dev PKI in certs/dev if absent and
+                   serve on 127.0.0.1:50051
+  --check-config   validate the config, print the effective values, exit
+  --version        print the version
+  --help           print this help
+
+exit codes: 0 stopped cleanly, 64 bad arguments, 71 cannot bind,
+            73 cannot write the dev PKI, 78 invalid config or TLS files";
+
+struct Args {
+    config: Option<PathBuf>,
+    dev: bool,
+    check_config: bool,
+}
+
+enum Parsed {
+    Run(Args),
+    Print(String),
+}
+
+fn parse_args() -> Result<Parsed, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut args = Args {
+        config: None,
+        dev: false,
+        check_config: false,
+    };
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("config") | Short('c') => args.config = Some(parser.value()?.into()),
+            Long("dev") => args.dev = true,
+            Long("check-config") => args.check_config = true,
+            Long("version") | Short('V') => {
+                return Ok(Parsed::Print(format!("vitalsd {}", env!("CARGO_PKG_VERSION"))));
+            }
+            Long("help") | Short('h') => return Ok(Parsed::Print(USAGE.to_string())),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if args.dev && args.config.is_some() {
+        return Err("--dev and --config cannot be used together".into());
+    }
+    Ok(Parsed::Run(args))
+}
+
+fn main() -> ExitCode {
+    // 1. Arguments.
+    let args = match parse_args() {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Print(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("vitalsd: {err}\n\n{USAGE}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+
+    // 2. Telemetry, at the default level until the config says otherwise.
+    let telemetry = telemetry::init();
+
+    // 3. Config.
+    let location = match (&args.config, args.dev) {
+        (Some(path), _) => Location::File(path.clone()),
+        (None, true) => Location::Dev(PathBuf::from(vitals::client::DEV_DIR)),
+        (None, false) => Location::Default,
+    };
+    if let Location::Dev(dir) = &location {
+        match pki::ensure_dev(dir) {
+            Ok(true) => tracing::info!(dir = %dir.display(), "created a dev PKI"),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!("{err:#}");
+                return ExitCode::from(exit::CANTCREAT);
+            }
+        }
+    }
+    let config = match Config::load(&location) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!("invalid config: {}", chain(&err));
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if args.check_config {
+        return print_effective(&location);
+    }
+    telemetry.apply(&config.log);
+
+    // 4. TLS and services, before any port is bound.
+    let dev = matches!(location, Location::Dev(_));
+    let workers = config.server.worker_threads;
+    let tls_addrs = config.server.listen.clone();
+    let plain_addrs = config.health.plaintext_listen.clone();
+    let daemon = match Daemon::new(config) {
+        Ok(daemon) => daemon,
+        Err(err) => {
+            tracing::error!("{}", chain(&err));
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("starting the runtime: {err}");
+            return ExitCode::from(exit::OSERR);
+        }
+    };
+    runtime.block_on(async move {
+        // 5. Listeners.
+        let listeners = match Listeners::bind(&tls_addrs, &plain_addrs).await {
+            Ok(listeners) => listeners,
+            Err(err) => {
+                tracing::error!("{}", chain(&err));
+                return ExitCode::from(exit::OSERR);
+            }
+        };
+        if dev {
+            print_dev_hint(&listeners);
+        }
+        // 6. Serve until told to stop, then drain.
+        daemon.run(listeners, stop_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// An error and its sources as one sentence.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn print_effective(location: &Location) -> ExitCode {
+    match Config::load_raw(location).map(|raw| toml::to_string(&raw)) {
+        Ok(Ok(text)) => {
+            println!("# effective configuration (defaults, files, then VITALSD_* environment)");
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(err)) => {
+            eprintln!("vitalsd: printing the config: {err}");
+            ExitCode::from(exit::CONFIG)
+        }
+        Err(err) => {
+            eprintln!("vitalsd: {err}");
+            ExitCode::from(exit::CONFIG)
+        }
+    }
+}
+
+fn print_dev_hint(listeners: &Listeners) {
+    let (addrs, _) = listeners.addrs();
+    let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
+    let dir = vitals::client::DEV_DIR;
+    eprintln!(
+        "\nvitalsd (dev) is serving mTLS on {addr} with the dev PKI in {dir}/. Try:\n\
+         \x20 cargo run --bin vitalsctl -- --dev probe\n\
+         \x20 cargo run --bin vitalsctl -- --dev echo hello\n\
+         \x20 cargo run --bin vitalsctl -- --dev metrics\n\
+         \x20 grpcurl -cacert {dir}/ca.crt -cert {dir}/client.crt -key {dir}/client.key {addr} list\n"
+    );
+}
+
+/// Resolves on SIGTERM or SIGINT. SIGHUP is caught (and reported) so that it does not
+/// kill the daemon.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not implemented yet; restart to apply changes"),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Per-method RPC statistics: calls, calls in flight, status codes and a latency histogram.
+//!
+//! The methods are fixed at startup (every method the server routes), so recording is a
+//! lookup in a short table and a few relaxed atomic adds; a path the server does not serve
+//! is counted under `unknown`, so a hostile client cannot grow the table.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+use crate::proto::metrics::{LatencyBucket, MethodStats as MethodStatsProto, StatusCount};
+
+/// Upper bounds of the latency buckets, in microseconds; one more bucket holds the rest.
+pub const BUCKETS_MICROS: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// The name the statistics use for paths the server does not serve.
+pub const UNKNOWN: &str = "unknown";
+
+/// The seventeen gRPC status codes, by number.
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The name of a gRPC status code, e.g. `DEADLINE_EXCEEDED`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    CODES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
+/// Counters of one method.
+#[derive(Debug)]
+pub struct Method {
+    name: &'static str,
+    calls: AtomicU64,
+    in_flight: AtomicU64,
+    codes: [AtomicU64; 17],
+    buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Method {
+    fn new(name: &'static str) -> Method {
+        Method {
+            name,
+            calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            codes: Default::default(),
+            buckets: Default::default(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// A call started.
+    pub fn start(&self) {
+        self.calls.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// A call ended with `code` after `latency`.
+    pub fn finish(&self, code: tonic::Code, latency: Duration) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        let index = (code as usize).min(CODES.len() - 1);
+        self.codes[index].fetch_add(1, Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_MICROS.partition_point(|&le| le < micros);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    fn snapshot(&self) -> MethodStatsProto {
+        let statuses = self
+            .codes
+            .iter()
+            .zip(CODES)
+            .map(|(n, code)| (code, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(code, count)| StatusCount {
+                code: code.to_string(),
+                count,
+            })
+            .collect();
+        let latency = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LatencyBucket {
+                le_micros: BUCKETS_MICROS.get(i).copied().unwrap_or(0),
+                count: n.load(Relaxed),
+            })
+            .collect();
+        MethodStatsProto {
+            method: self.name.to_string(),
+            calls: self.calls.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            statuses,
+            latency,
+            latency_sum_micros: self.sum_micros.load(Relaxed),
+        }
+    }
+}
+
+/// Statistics of every method the server routes, plus `unknown`.
+#[derive(Debug)]
+pub struct RpcStats {
+    methods: Vec<Method>,
+}
+
+impl RpcStats {
+    /// `paths` are the full method paths, e.g. `/vitals.echo.v1.Echo/Echo`.
+    pub fn new(paths: &[&'static str]) -> RpcStats {
+        let mut methods: Vec<Method> = paths.iter().map(|p| Method::new(p)).collect();
+        methods.push(Method::new(UNKNOWN));
+        RpcStats { methods }
+    }
+
+    /// The counters for a request path; `unknown` for a path not served.
+    pub fn method(&self, path: &str) -> &Method {
+        let (unknown, known) = self.methods.split_last().expect("unknown is always there");
+        known.iter().find(|m| m.name == path).unwrap_or(unknown)
+    }
+
+    /// Every method's counters, for a metrics snapshot. Methods never called are left out.
+    pub fn snapshot(&self) -> Vec<MethodStatsProto> {
+        self.methods
+            .iter()
+            .filter(|m| m.calls.load(Relaxed) > 0)
+            .map(Method::snapshot)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished call lands in its method, its status and the right latency bucket.
+    #[test]
+    fn records_calls_codes_and_buckets() {
+        let stats = RpcStats::new(&["/a.A/X"]);
+        let m = stats.method("/a.A/X");
+        m.start();
+        m.start();
+        m.finish(tonic::Code::Ok, Duration::from_micros(100));
+        assert_eq!(m.in_flight.load(Relaxed), 1);
+        m.finish(tonic::Code::DeadlineExceeded, Duration::from_micros(101));
+        let snap = stats.snapshot();
+        assert_eq!(snap.len(), 1);
+        let s = &snap[0];
+        assert_eq!((s.calls, s.in_flight, s.latency_sum_micros), (2, 0, 201));
+        let codes: Vec<_> = s.statuses.iter().map(|c| (c.code.as_str(), c.count)).collect();
+        assert_eq!(codes, vec![("OK", 1), ("DEADLINE_EXCEEDED", 1)]);
+        assert_eq!(s.latency[0].count, 1, "100us is inside the 100us bucket");
+        assert_eq!(s.latency[1].count, 1, "101us goes to the 250us bucket");
+        assert_eq!(s.latency.last().unwrap().le_micros, 0, "the last bucket is +Inf");
+    }
+
+    /// Paths the server does not serve share one `unknown` entry.
+    #[test]
+    fn unknown_paths_share_one_entry() {
+        let stats = RpcStats::new(&["/a.A/X"]);
+        for path in ["/x/y", "/random/garbage", ""] {
+            stats.method(path).start();
+        }
+        assert_eq!(stats.method("/whatever").name(), UNKNOWN);
+        assert_eq!(stats.snapshot()[0].calls, 3);
+    }
+
+    /// Status codes map to their canonical names.
+    #[test]
+    fn code_names() {
+        assert_eq!(code_name(tonic::Code::Unauthenticated), "UNAUTHENTICATED");
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+    }
+}

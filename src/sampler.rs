@@ -1,0 +1,767 @@
+//! The daemon's one sysinfo sampler: it owns the `sysinfo` state (`System`, `Disks`,
+//! `Networks`, `Components`), the daemon's own pid and what the previous sample left behind
+//! (its time, the process CPU time), and turns a selective refresh into the device part of a
+//! metrics [`Snapshot`].
+//!
+//! It never scans the process table: walking every `/proc/<pid>` costs milliseconds on a busy
+//! device and the metrics only describe the daemon itself, so the only process it refreshes is
+//! its own pid, and only the fields it reports (memory, CPU time). Lists that rarely change
+//! (mounts, sensors, interfaces, the hostname) are re-read every [`RELIST_EVERY`]th sample;
+//! every other sample only refreshes values.
+//!
+//! [`Sampler::spawn`] runs the sampler on its own OS thread and publishes through a tokio watch
+//! channel, so RPC handlers read the latest snapshot and never touch /proc themselves. A
+//! collector that fails logs once at warn (then at debug) and is skipped; the rest still report.
+
+use std::fmt::Display;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sysinfo::{
+    Components, CpuRefreshKind, DiskRefreshKind, Disks, MINIMUM_CPU_UPDATE_INTERVAL,
+    MemoryRefreshKind, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System,
+};
+use tokio::sync::watch;
+use tracing::{debug, error, warn};
+
+use crate::proto::metrics::{
+    CgroupMemory, Cpu, CpuCore, Filesystem, Host, Memory, NetworkInterface, Process, Snapshot,
+    Temperature,
+};
+
+/// What the sampler publishes: the device part of a metrics snapshot (`rpc` left empty).
+pub type Published = Arc<Snapshot>;
+
+/// Every this many samples the lists (mounts, interfaces, sensors, hostname, cgroup) are re-read.
+pub const RELIST_EVERY: u64 = 12;
+
+/// How long [`Sampler::spawn`] waits for the first sample before returning an empty one.
+const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Filesystem types that never describe storage, even when they report a size.
+const PSEUDO_FILESYSTEMS: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "proc",
+    "pstore",
+    "ramfs",
+    "securityfs",
+    "sysfs",
+    "tracefs",
+];
+
+/// Limits at or above this many bytes (4 EiB) mean "no limit" (cgroup v1 writes
+/// `PAGE_COUNTER_MAX`, about 8 EiB, rather than `max`).
+const UNLIMITED: u64 = 1 << 62;
+
+/// Samples the device and the daemon's own process; see the module docs.
+pub struct Sampler {
+    system: Option<System>,
+    disks: Option<Disks>,
+    networks: Option<Networks>,
+    components: Option<Components>,
+    pid: Pid,
+    /// Whether per-core frequency comes from cpufreq in sysfs (one small read per core). Without
+    /// it sysinfo parses /proc/cpuinfo once per core, so the frequency is only re-read at relist.
+    cpufreq: bool,
+    /// Host fields that do not change between samples (uptime is filled per sample).
+    host: Host,
+    cgroup: CgroupSource,
+    /// The daemon's cgroup swap limit, 0 when unlimited or unknown; re-read at relist.
+    cgroup_swap_limit: u64,
+    /// When `new` first read the CPU times: a usage figure needs a second read 200 ms later.
+    cpu_refreshed_at: Instant,
+    previous_sample_at: Instant,
+    /// The daemon's accumulated CPU time (ms) at the previous sample.
+    previous_process_cpu_ms: Option<u64>,
+    samples: u64,
+    /// Reused buffer for /proc/self/status.
+    status: String,
+    failures: Failures,
+}
+
+/// Where the daemon's memory cgroup limits come from, decided at construction and relist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CgroupSource {
+    /// No limited memory cgroup was found: nothing is read per sample.
+    None,
+    /// The daemon's own cgroup (e.g. a systemd unit with `MemoryMax=`).
+    Process,
+    /// The cgroup root as seen by the daemon (e.g. a container with a memory limit).
+    System,
+}
+
+impl Sampler {
+    /// Builds the sysinfo state with the lists it needs (no process-table scan).
+    pub fn new() -> Sampler {
+        let mut failures = Failures::default();
+        // CPU times first, so the 200 ms sysinfo needs before a usage figure run while the rest
+        // is listed.
+        let mut system = failures.check(Collector::System, System::new());
+        if let Some(system) = &mut system {
+            system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage().with_frequency());
+        }
+        let cpu_refreshed_at = Instant::now();
+        let cpufreq = Path::new("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").exists();
+
+        let disks = failures.check(
+            Collector::Disks,
+            Disks::new_with_refreshed_list_specifics(disk_refresh()),
+        );
+        let networks = failures.check(Collector::Networks, Networks::new_with_refreshed_list());
+        let components = failures.check(
+            Collector::Components,
+            Components::new_with_refreshed_list(),
+        );
+
+        let host = Host {
+            hostname: failures
+                .check(Collector::Hostname, System::host_name())
+                .unwrap_or_default(),
+            kernel_version: failures
+                .check(Collector::KernelVersion, System::kernel_version())
+                .unwrap_or_default(),
+            os: failures
+                .check(Collector::Os, System::long_os_version())
+                .unwrap_or_default(),
+            arch: System::cpu_arch(),
+            uptime_secs: 0,
+            boot_time_unix_secs: failures
+                .check(Collector::BootTime, System::boot_time())
+                .unwrap_or_default(),
+        };
+
+        let mut sampler = Sampler {
+            system,
+            disks,
+            networks,
+            components,
+            pid: Pid::from_u32(std::process::id()),
+            cpufreq,
+            host,
+            cgroup: CgroupSource::None,
+            cgroup_swap_limit: 0,
+            cpu_refreshed_at,
+            previous_sample_at: Instant::now(),
+            previous_process_cpu_ms: None,
+            samples: 0,
+            status: String::with_capacity(2048),
+            failures,
+        };
+        // The first process refresh gives the CPU time the first sample's CPU% is measured from.
+        if let Some(process) = sampler.refresh_process() {
+            sampler.previous_process_cpu_ms = Some(process.accumulated_cpu_time());
+        }
+        sampler.probe_cgroup();
+        sampler.previous_sample_at = Instant::now();
+        sampler
+    }
+
+    /// Refreshes selectively and returns a fresh snapshot. `elapsed` since the previous call is computed inside.
+    pub fn sample(&mut self) -> Snapshot {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.previous_sample_at);
+        self.previous_sample_at = now;
+        self.samples += 1;
+        let relist = self.samples.is_multiple_of(RELIST_EVERY);
+        if relist {
+            self.relist();
+        }
+
+        let cpu = self.cpu(relist);
+        let process = self.process(elapsed);
+        let memory = self.memory();
+        Snapshot {
+            sampled_at_unix_ms: unix_millis(SystemTime::now()),
+            host: Some(self.host()),
+            cpu,
+            memory,
+            filesystems: self.filesystems(relist),
+            networks: self.networks(relist, elapsed),
+            temperatures: self.temperatures(relist),
+            process,
+            rpc: Vec::new(),
+        }
+    }
+
+    /// Starts a dedicated OS thread (named "vitals-sampler") that takes a first sample, publishes it, then
+    /// samples every `interval` and publishes each through a tokio watch channel. The thread ends when
+    /// every receiver is dropped.
+    ///
+    /// Blocks until the first sample is published (about 200 ms: sysinfo needs two CPU reads that
+    /// far apart for a usage figure). Should the thread not get there within a second, it returns
+    /// anyway with an empty `Snapshot` as the current value and the first sample follows.
+    /// `interval` is raised to [`MINIMUM_CPU_UPDATE_INTERVAL`] when shorter. The thread notices
+    /// that every receiver is gone at its next tick.
+    pub fn spawn(interval: Duration) -> watch::Receiver<Published> {
+        let interval = interval.max(MINIMUM_CPU_UPDATE_INTERVAL);
+        let (tx, mut rx) = watch::channel(Published::default());
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let spawned = thread::Builder::new()
+            .name("vitals-sampler".to_owned())
+            .spawn(move || run(&tx, interval, ready_tx));
+        match spawned {
+            Ok(_) => {
+                if ready_rx.recv_timeout(FIRST_SAMPLE_WAIT).is_err() {
+                    warn!(
+                        "the sampler took longer than {FIRST_SAMPLE_WAIT:?} for its first sample"
+                    );
+                }
+            }
+            Err(e) => error!("starting the sampler thread: {e}; metrics stay empty"),
+        }
+        // The first sample is this receiver's starting value, not a change.
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// How long until a CPU refresh yields a usage figure.
+    fn cpu_ready_in(&self) -> Duration {
+        MINIMUM_CPU_UPDATE_INTERVAL.saturating_sub(self.cpu_refreshed_at.elapsed())
+    }
+
+    /// Re-reads the lists that rarely change; the collectors re-list mounts, interfaces and
+    /// sensors themselves.
+    fn relist(&mut self) {
+        if let Some(hostname) = self
+            .failures
+            .check(Collector::Hostname, System::host_name())
+        {
+            self.host.hostname = hostname;
+        }
+        self.probe_cgroup();
+    }
+
+    fn host(&mut self) -> Host {
+        let uptime_secs = self
+            .failures
+            .check(Collector::Uptime, System::uptime())
+            .unwrap_or_default();
+        Host {
+            uptime_secs,
+            ..self.host.clone()
+        }
+    }
+
+    fn cpu(&mut self, relist: bool) -> Option<Cpu> {
+        let system = self.system.as_mut()?;
+        let mut kind = CpuRefreshKind::nothing().with_usage();
+        if self.cpufreq || relist {
+            kind = kind.with_frequency();
+        }
+        // sysinfo skips the /proc/stat read when the last one is under 200 ms old, and then
+        // keeps reporting the usage it computed last.
+        system.refresh_cpu_specifics(kind);
+        let load = self
+            .failures
+            .check(Collector::LoadAverage, System::load_average())
+            .unwrap_or_default();
+        Some(Cpu {
+            usage_percent: system.global_cpu_usage(),
+            cores: system
+                .cpus()
+                .iter()
+                .map(|cpu| CpuCore {
+                    name: cpu.name().to_owned(),
+                    usage_percent: cpu.usage(),
+                    frequency_mhz: cpu.frequency(),
+                })
+                .collect(),
+            load_1: load.one,
+            load_5: load.five,
+            load_15: load.fifteen,
+        })
+    }
+
+    fn memory(&mut self) -> Option<Memory> {
+        let system = self.system.as_mut()?;
+        system.refresh_memory_specifics(MemoryRefreshKind::everything());
+        let limits = match self.cgroup {
+            CgroupSource::None => None,
+            CgroupSource::Process => system.process(self.pid).and_then(|p| p.cgroup_limits()),
+            CgroupSource::System => system.cgroup_limits(),
+        };
+        Some(Memory {
+            total_bytes: system.total_memory(),
+            available_bytes: system.available_memory(),
+            used_bytes: system.used_memory(),
+            swap_total_bytes: system.total_swap(),
+            swap_used_bytes: system.used_swap(),
+            cgroup: limits.map(|limits| CgroupMemory {
+                limit_bytes: limits.total_memory,
+                used_bytes: limits.total_memory.saturating_sub(limits.free_memory),
+                swap_limit_bytes: self.cgroup_swap_limit,
+            }),
+        })
+    }
+
+    /// Decides where cgroup limits come from: the daemon's own cgroup first, then the root the
+    /// daemon sees; neither when no memory limit applies, so samples then read nothing.
+    fn probe_cgroup(&mut self) {
+        let Some(system) = &self.system else {
+            return;
+        };
+        self.cgroup = if system
+            .process(self.pid)
+            .and_then(|p| p.cgroup_limits())
+            .is_some()
+        {
+            CgroupSource::Process
+        } else if system.cgroup_limits().is_some() {
+            CgroupSource::System
+        } else {
+            CgroupSource::None
+        };
+        self.cgroup_swap_limit = match self.cgroup {
+            CgroupSource::None => 0,
+            CgroupSource::Process | CgroupSource::System => read_cgroup_swap_limit(),
+        };
+    }
+
+    fn filesystems(&mut self, relist: bool) -> Vec<Filesystem> {
+        let Some(disks) = &mut self.disks else {
+            return Vec::new();
+        };
+        if relist {
+            disks.refresh_specifics(true, disk_refresh());
+        } else {
+            for disk in disks.iter_mut() {
+                disk.refresh_specifics(disk_refresh());
+            }
+        }
+        disks
+            .iter()
+            .filter(|disk| is_storage(&disk.file_system().to_string_lossy(), disk.total_space()))
+            .map(|disk| Filesystem {
+                mount_point: disk.mount_point().to_string_lossy().into_owned(),
+                device: disk.name().to_string_lossy().into_owned(),
+                fs_type: disk.file_system().to_string_lossy().into_owned(),
+                total_bytes: disk.total_space(),
+                available_bytes: disk.available_space(),
+                read_only: disk.is_read_only(),
+            })
+            .collect()
+    }
+
+    fn networks(&mut self, relist: bool, elapsed: Duration) -> Vec<NetworkInterface> {
+        let Some(networks) = &mut self.networks else {
+            return Vec::new();
+        };
+        // Reads every interface's counters; `true` also forgets interfaces that are gone.
+        networks.refresh(relist);
+        let mut interfaces: Vec<NetworkInterface> = networks
+            .iter()
+            .map(|(name, data)| NetworkInterface {
+                name: name.to_string_lossy().into_owned(),
+                rx_bytes: data.total_received(),
+                tx_bytes: data.total_transmitted(),
+                rx_packets: data.total_packets_received(),
+                tx_packets: data.total_packets_transmitted(),
+                rx_errors: data.total_errors_on_received(),
+                tx_errors: data.total_errors_on_transmitted(),
+                // sysinfo's deltas are since the previous refresh, which is the previous sample.
+                rx_bytes_per_sec: per_second(data.received(), elapsed),
+                tx_bytes_per_sec: per_second(data.transmitted(), elapsed),
+            })
+            .collect();
+        interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        interfaces
+    }
+
+    fn temperatures(&mut self, relist: bool) -> Vec<Temperature> {
+        let Some(components) = &mut self.components else {
+            return Vec::new();
+        };
+        if relist {
+            components.refresh(true);
+        } else {
+            for component in components.iter_mut() {
+                component.refresh();
+            }
+        }
+        components
+            .iter()
+            .map(|component| Temperature {
+                label: component.label().to_owned(),
+                celsius: celsius(component.temperature()),
+                critical_celsius: celsius(component.critical()),
+            })
+            .collect()
+    }
+
+    /// Refreshes the daemon's own entry, and only it, with memory and CPU time.
+    fn refresh_process(&mut self) -> Option<&sysinfo::Process> {
+        let system = self.system.as_mut()?;
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            true,
+            ProcessRefreshKind::nothing()
+                .with_memory()
+                .with_cpu()
+                .without_tasks(),
+        );
+        let process = system.process(self.pid);
+        if process.is_none() {
+            self.failures.report(
+                Collector::Process,
+                &format_args!("/proc/{} could not be read", self.pid),
+            );
+        }
+        process
+    }
+
+    fn process(&mut self, elapsed: Duration) -> Option<Process> {
+        let mut out = Process {
+            pid: self.pid.as_u32(),
+            ..Process::default()
+        };
+        let mut cpu_ms = None;
+        if let Some(process) = self.refresh_process() {
+            out.rss_bytes = process.memory();
+            out.virtual_bytes = process.virtual_memory();
+            out.start_time_unix_secs = process.start_time();
+            cpu_ms = Some(process.accumulated_cpu_time());
+        }
+        if let (Some(now), Some(before)) = (cpu_ms, self.previous_process_cpu_ms) {
+            out.cpu_percent = cpu_percent(before, now, elapsed);
+        }
+        self.previous_process_cpu_ms = cpu_ms;
+
+        if let Some(fds) = self.failures.check(Collector::OpenFds, count_open_fds()) {
+            out.open_fds = fds;
+        }
+        let threads = read_threads(&mut self.status);
+        if let Some(threads) = self.failures.check(Collector::Threads, threads) {
+            out.threads = threads;
+        }
+        Some(out)
+    }
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler::new()
+    }
+}
+
+/// The sampler thread: first sample, then one per `interval` until every receiver is gone.
+fn run(tx: &watch::Sender<Published>, interval: Duration, ready: mpsc::SyncSender<()>) {
+    let mut sampler = Sampler::new();
+    thread::sleep(sampler.cpu_ready_in());
+    tx.send_replace(Arc::new(sampler.sample()));
+    // spawn() may have stopped waiting; then nobody hears this and that is fine.
+    let _ = ready.send(());
+    drop(ready);
+
+    let mut next = Instant::now() + interval;
+    loop {
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+        if tx.is_closed() {
+            break;
+        }
+        if tx.send(Arc::new(sampler.sample())).is_err() {
+            break;
+        }
+        next += interval;
+        // After a stall (a suspended device, a stopped process) resume the cadence from now
+        // rather than sampling back to back to catch up.
+        let now = Instant::now();
+        if next < now {
+            next = now + interval;
+        }
+    }
+    debug!("every metrics receiver is gone; the sampler stops");
+}
+
+/// What the filesystem and disk refreshes read: sizes only (statvfs), not kind or I/O counters.
+fn disk_refresh() -> DiskRefreshKind {
+    DiskRefreshKind::nothing().with_storage()
+}
+
+/// Whether a mount is storage worth reporting: pseudo filesystems report a total of 0 (or are
+/// known by type).
+fn is_storage(fs_type: &str, total_bytes: u64) -> bool {
+    total_bytes > 0 && !PSEUDO_FILESYSTEMS.contains(&fs_type)
+}
+
+/// A counter increment over `elapsed`, per second; 0 over no time.
+fn per_second(delta: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 { delta as f64 / secs } else { 0.0 }
+}
+
+/// CPU% of one process from its accumulated CPU time (ms) at two samples `elapsed` apart;
+/// 100 is one busy core.
+fn cpu_percent(before_ms: u64, now_ms: u64, elapsed: Duration) -> f32 {
+    (per_second(now_ms.saturating_sub(before_ms), elapsed) / 10.0) as f32
+}
+
+/// A sensor reading, or `None` when it is missing or unreadable (sysinfo may give NaN).
+fn celsius(reading: Option<f32>) -> Option<f32> {
+    reading.filter(|c| c.is_finite())
+}
+
+/// The number of threads on the `Threads:` line of a /proc/<pid>/status.
+fn parse_threads(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn read_threads(buf: &mut String) -> Result<u64, String> {
+    buf.clear();
+    fs::File::open("/proc/self/status")
+        .and_then(|mut file| file.read_to_string(buf))
+        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    parse_threads(buf).ok_or_else(|| "/proc/self/status has no Threads line".to_owned())
+}
+
+/// Counts the daemon's open file descriptors, not counting the one listing them.
+fn count_open_fds() -> Result<u64, String> {
+    let entries = fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("listing /proc/self/fd: {e}"))?
+        .count();
+    Ok((entries as u64).saturating_sub(1))
+}
+
+/// A cgroup memory limit file's value in bytes; `None` for "max" and values that mean no limit.
+fn parse_cgroup_limit(text: &str) -> Option<u64> {
+    text.trim().parse().ok().filter(|&bytes| bytes < UNLIMITED)
+}
+
+/// The daemon's memory cgroup paths from /proc/self/cgroup: (cgroup v1 memory, cgroup v2).
+fn parse_cgroup_paths(text: &str) -> (Option<&str>, Option<&str>) {
+    let mut v1 = None;
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            v2 = Some(path);
+        } else if controllers.split(',').any(|c| c == "memory") {
+            v1 = Some(path);
+        }
+    }
+    (v1, v2)
+}
+
+/// The swap limit of the daemon's memory cgroup (v1: `memsw` minus memory; v2:
+/// `memory.swap.max`), looked up at the usual mount points; 0 when unlimited or not found.
+fn read_cgroup_swap_limit() -> u64 {
+    /// Reads `file` in the cgroup directory, or at the mount root when that directory is not
+    /// visible (a container seeing its own cgroup as the root).
+    fn read(mount: &str, path: &str, file: &str) -> Option<u64> {
+        let text = fs::read_to_string(format!("{mount}{path}/{file}"))
+            .or_else(|_| fs::read_to_string(format!("{mount}/{file}")))
+            .ok()?;
+        parse_cgroup_limit(&text)
+    }
+    let Ok(text) = fs::read_to_string("/proc/self/cgroup") else {
+        return 0;
+    };
+    let path = |p: &str| p.trim_end_matches('/').to_owned();
+    match parse_cgroup_paths(&text) {
+        (Some(v1), _) => {
+            let v1 = path(v1);
+            let mount = "/sys/fs/cgroup/memory";
+            match (
+                read(mount, &v1, "memory.memsw.limit_in_bytes"),
+                read(mount, &v1, "memory.limit_in_bytes"),
+            ) {
+                (Some(memsw), Some(memory)) => memsw.saturating_sub(memory),
+                _ => 0,
+            }
+        }
+        (None, Some(v2)) => read("/sys/fs/cgroup", &path(v2), "memory.swap.max").unwrap_or(0),
+        (None, None) => 0,
+    }
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The collectors that can fail on their own.
+#[derive(Clone, Copy, Debug)]
+enum Collector {
+    System,
+    Disks,
+    Networks,
+    Components,
+    Hostname,
+    KernelVersion,
+    Os,
+    BootTime,
+    Uptime,
+    LoadAverage,
+    Process,
+    OpenFds,
+    Threads,
+}
+
+/// Which collectors have failed before: the first failure of each logs at warn, later ones at
+/// debug, so a device without some source does not fill the journal.
+#[derive(Debug, Default)]
+struct Failures(u32);
+
+impl Failures {
+    fn report(&mut self, collector: Collector, error: &dyn Display) {
+        let bit = 1 << collector as u32;
+        if self.0 & bit == 0 {
+            self.0 |= bit;
+            warn!(?collector, "metrics collector failed, skipping it: {error}");
+        } else {
+            debug!(?collector, "metrics collector failed: {error}");
+        }
+    }
+
+    fn check<T, E: Display>(&mut self, collector: Collector, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.report(collector, &e)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sampler reports what the brief promises on this machine: memory, hostname, the
+    /// kernel's arch, and the daemon's RSS, open fds and threads.
+    #[test]
+    fn two_samples_describe_the_device_and_the_process() {
+        let mut sampler = Sampler::new();
+        let _ = sampler.sample();
+        thread::sleep(Duration::from_millis(250));
+        let snapshot = sampler.sample();
+
+        let memory = snapshot.memory.expect("memory");
+        assert!(memory.total_bytes > 0, "{memory:?}");
+        let host = snapshot.host.expect("host");
+        assert!(!host.hostname.is_empty(), "{host:?}");
+        assert!(
+            uname_machine_matches(&host.arch, std::env::consts::ARCH),
+            "uname arch {:?} vs compiled for {}",
+            host.arch,
+            std::env::consts::ARCH
+        );
+        let process = snapshot.process.expect("process");
+        assert!(process.rss_bytes > 0, "{process:?}");
+        assert!(process.open_fds > 0, "{process:?}");
+        assert!(process.threads >= 1, "{process:?}");
+        assert_eq!(process.pid, std::process::id());
+        assert!(snapshot.rpc.is_empty());
+    }
+
+    /// uname(2)'s machine names for the arch Rust compiled for (`arm` runs as armv6l/armv7l,
+    /// or armv8l/aarch64 on a 64-bit kernel).
+    fn uname_machine_matches(machine: &str, arch: &str) -> bool {
+        match arch {
+            "arm" => machine.starts_with("arm") || machine == "aarch64",
+            "x86" => matches!(machine, "i386" | "i486" | "i586" | "i686"),
+            "powerpc64" => machine.starts_with("ppc64"),
+            _ => machine == arch,
+        }
+    }
+
+    /// The first published snapshot already carries CPU data and the thread stops once the
+    /// receiver is dropped.
+    #[test]
+    fn spawn_publishes_a_first_sample_before_returning() {
+        let started = Instant::now();
+        let rx = Sampler::spawn(Duration::from_millis(200));
+        let waited = started.elapsed();
+        let first = rx.borrow().clone();
+        assert!(first.cpu.is_some(), "spawn returned before the first sample");
+        assert!(first.sampled_at_unix_ms > 0);
+        assert!(waited < Duration::from_millis(400), "spawn blocked {waited:?}");
+        assert!(!rx.has_changed().unwrap(), "the first sample is the starting value");
+    }
+
+    /// Counter increments turn into per-second rates, and no elapsed time gives no rate.
+    #[test]
+    fn rates_are_per_second() {
+        assert_eq!(per_second(1_000, Duration::from_millis(500)), 2_000.0);
+        assert_eq!(per_second(0, Duration::from_secs(1)), 0.0);
+        assert_eq!(per_second(1_000, Duration::ZERO), 0.0);
+    }
+
+    /// Process CPU% is CPU time over wall time, 100 per busy core, and a counter that went
+    /// backwards reads as idle rather than wrapping.
+    #[test]
+    fn process_cpu_percent_is_per_core() {
+        assert_eq!(cpu_percent(1_000, 1_500, Duration::from_secs(1)), 50.0);
+        assert_eq!(cpu_percent(0, 2_000, Duration::from_secs(1)), 200.0);
+        assert_eq!(cpu_percent(2_000, 1_000, Duration::from_secs(1)), 0.0);
+    }
+
+    /// The Threads line is found among the other status lines, with its tab.
+    #[test]
+    fn threads_come_from_the_status_line() {
+        let status = "Name:\tvitalsd\nUmask:\t0022\nVmRSS:\t    1644 kB\nThreads:\t7\nSigQ:\t0/96365\n";
+        assert_eq!(parse_threads(status), Some(7));
+        assert_eq!(parse_threads("Name:\tvitalsd\n"), None);
+        assert_eq!(parse_threads("Threads:\tmany\n"), None);
+    }
+
+    /// Pseudo filesystems are dropped by their zero size or their type; real ones are kept.
+    #[test]
+    fn only_storage_filesystems_are_reported() {
+        assert!(is_storage("ext4", 270_553_174_016));
+        assert!(is_storage("vfat", 1));
+        assert!(!is_storage("ext4", 0));
+        assert!(!is_storage("overlay", 0));
+        assert!(!is_storage("sysfs", 4096));
+        assert!(!is_storage("cgroup2", 4096));
+    }
+
+    /// An unreadable sensor (missing or NaN) is absent, not a bogus number.
+    #[test]
+    fn unreadable_sensors_are_absent() {
+        assert_eq!(celsius(Some(41.5)), Some(41.5));
+        assert_eq!(celsius(Some(f32::NAN)), None);
+        assert_eq!(celsius(None), None);
+    }
+
+    /// "max" and cgroup v1's page-counter maximum both read as no limit; numbers are bytes.
+    #[test]
+    fn cgroup_limits_parse_with_unlimited_as_none() {
+        assert_eq!(parse_cgroup_limit("268435456\n"), Some(268_435_456));
+        assert_eq!(parse_cgroup_limit("max\n"), None);
+        assert_eq!(parse_cgroup_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_cgroup_limit("0\n"), Some(0));
+    }
+
+    /// The memory controller's v1 path and the unified v2 path are told apart.
+    #[test]
+    fn cgroup_paths_come_from_proc_self_cgroup() {
+        let v1 = "5:devices:/\n4:memory:/process_api/3fc1\n3:cpu,cpuacct:/\n0::/\n";
+        assert_eq!(parse_cgroup_paths(v1), (Some("/process_api/3fc1"), Some("/")));
+        let v2 = "0::/system.slice/vitalsd.service\n";
+        assert_eq!(
+            parse_cgroup_paths(v2),
+            (None, Some("/system.slice/vitalsd.service"))
+        );
+        assert_eq!(parse_cgroup_paths("garbage\n"), (None, None));
+    }
+}

@@ -1,0 +1,256 @@
+//! What happens around every call, in one place: the peer is put into the request, the
+//! deadline is capped and enforced, the call is counted while it runs and recorded when its
+//! response ends (status code and latency), and trailers a handler asked for are appended.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tonic::{Code, Status};
+
+use super::{Peer, Trailers, conn::Activity, router::Router};
+use crate::rpc_stats::RpcStats;
+
+/// Methods whose response is a stream: the deadline cap does not apply to them.
+const STREAMING: [&str; 5] = [
+    "/grpc.health.v1.Health/Watch",
+    "/vitals.echo.v1.Echo/EchoStream",
+    "/vitals.metrics.v1.Metrics/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The tower service a connection calls for each request.
+#[derive(Clone)]
+pub struct Calls {
+    pub(super) router: Router,
+    pub(super) stats: Arc<RpcStats>,
+    pub(super) max_deadline: Duration,
+    pub(super) peer: Peer,
+    pub(super) activity: Option<Arc<Activity>>,
+}
+
+pub type CallFuture =
+    Pin<Box<dyn Future<Output = Result<Response<CallBody>, Infallible>> + Send + 'static>>;
+
+impl<B> tower::Service<Request<B>> for Calls
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = Response<CallBody>;
+    type Error = Infallible;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> CallFuture {
+        let path = request.uri().path();
+        let deadline = deadline(
+            grpc_timeout(request.headers()),
+            !STREAMING.contains(&path),
+            self.max_deadline,
+        );
+        let mut record = Record::start(self, path);
+        request.extensions_mut().insert(self.peer.clone());
+        let body = request.map(tonic::body::Body::new);
+        let response = self.router.call(body);
+        Box::pin(async move {
+            let response = match deadline {
+                None => response.await,
+                Some(limit) => match tokio::time::timeout(limit, response).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(Status::deadline_exceeded(format!(
+                        "deadline of {}ms exceeded",
+                        limit.as_millis()
+                    ))
+                    .into_http()),
+                },
+            };
+            let (mut parts, body) = match response {
+                Ok(response) => response.into_parts(),
+                Err(never) => match never {},
+            };
+            record.code = status_code(&parts.headers);
+            record.trailers = parts.extensions.remove::<Trailers>().map(|t| t.0);
+            Ok(Response::from_parts(parts, CallBody { inner: body, record }))
+        })
+    }
+}
+
+/// The deadline a call runs under: the client's, capped for unary calls, and the cap
+/// itself for unary calls that bring none. Streams run until the client's own deadline.
+fn deadline(client: Option<Duration>, unary: bool, cap: Duration) -> Option<Duration> {
+    match (client, unary) {
+        (Some(d), true) => Some(d.min(cap)),
+        (None, true) => Some(cap),
+        (_, false) => None,
+    }
+}
+
+/// Parses `grpc-timeout`: up to eight digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn status_code(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    value.parse::<i32>().ok().map(Code::from)
+}
+
+/// One call's bookkeeping; recorded when dropped, which is when the response body ends or
+/// the call is abandoned (then as CANCELLED unless a status was already seen).
+struct Record {
+    stats: Arc<RpcStats>,
+    path: &'static str,
+    started: Instant,
+    code: Option<Code>,
+    trailers: Option<HeaderMap>,
+    activity: Option<Arc<Activity>>,
+    peer: Peer,
+}
+
+impl Record {
+    fn start(calls: &Calls, path: &str) -> Record {
+        let method = calls.stats.method(path);
+        method.start();
+        if let Some(activity) = &calls.activity {
+            activity.enter();
+        }
+        Record {
+            stats: calls.stats.clone(),
+            path: method.name(),
+            started: Instant::now(),
+            code: None,
+            trailers: None,
+            activity: calls.activity.clone(),
+            peer: calls.peer.clone(),
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(Code::Cancelled);
+        let latency = self.started.elapsed();
+        self.stats.method(self.path).finish(code, latency);
+        if let Some(activity) = &self.activity {
+            activity.leave();
+        }
+        tracing::debug!(
+            target: "vitals::access",
+            method = self.path,
+            peer = self.peer.identity.as_deref().unwrap_or("-"),
+            addr = %self.peer.addr,
+            code = crate::rpc_stats::code_name(code),
+            latency_us = latency.as_micros() as u64,
+            "call"
+        );
+    }
+}
+
+/// The response body, watched for the status in its trailers.
+pub struct CallBody {
+    inner: tonic::body::Body,
+    record: Record,
+}
+
+impl Body for CallBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        let frame = match frame.into_trailers() {
+            Ok(mut trailers) => {
+                if let Some(code) = status_code(&trailers) {
+                    this.record.code = Some(code);
+                }
+                if let Some(extra) = this.record.trailers.take() {
+                    for (name, value) in extra.iter() {
+                        trailers.append(name.clone(), value.clone());
+                    }
+                }
+                Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(timeout: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", timeout.parse().unwrap());
+        h
+    }
+
+    /// grpc-timeout values of every unit parse; malformed ones are ignored.
+    #[test]
+    fn parses_grpc_timeout() {
+        assert_eq!(grpc_timeout(&headers("1H")), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout(&headers("250m")), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(&headers("99999999n")), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(grpc_timeout(&headers("0m")), Some(Duration::ZERO));
+        for bad in ["", "5", "m", "123456789S", "-1S", "1x", "1.5S"] {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", bad.parse().unwrap());
+            assert_eq!(grpc_timeout(&h), None, "{bad:?}");
+        }
+    }
+
+    /// Unary calls get the cap at most, and the cap when they bring no deadline; streams
+    /// are left to the client.
+    #[test]
+    fn caps_unary_deadlines_only() {
+        let cap = Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        assert_eq!(deadline(Some(ms(50)), true, cap), Some(ms(50)));
+        assert_eq!(deadline(Some(ms(50_000)), true, cap), Some(cap));
+        assert_eq!(deadline(None, true, cap), Some(cap));
+        assert_eq!(deadline(Some(ms(50)), false, cap), None);
+        assert_eq!(deadline(None, false, cap), None);
+    }
+}

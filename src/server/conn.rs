@@ -1,0 +1,264 @@
+//! One connection's life: TLS handshake under a timeout, HTTP/2 with keepalive pings and
+//! stream limits, and gRPC connection management (proposal A9): a GOAWAY after max idle,
+//! after max age (±10% jitter, then a grace period), and at shutdown. A GOAWAY lets the
+//! RPCs in flight finish; only the age grace period, once passed, closes hard.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    sync::watch,
+    time::{Instant, sleep, sleep_until},
+};
+
+use super::{Peer, Shared, call::Calls, router::Router};
+use crate::tls;
+
+/// How connections are run; read when a connection starts, so a reload applies to new ones.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_bytes: u32,
+    pub max_deadline: Duration,
+    pub max_idle: Option<Duration>,
+    pub max_age: Option<Duration>,
+    pub age_grace: Duration,
+}
+
+impl Limits {
+    pub fn from_config(server: &crate::config::Server) -> Limits {
+        Limits {
+            handshake_timeout: server.handshake_timeout,
+            keepalive_interval: server.http2_keepalive_interval,
+            keepalive_timeout: server.http2_keepalive_timeout,
+            max_concurrent_streams: server.max_concurrent_streams,
+            max_header_list_bytes: server.max_header_list_bytes,
+            max_deadline: server.max_deadline,
+            max_idle: server.max_connection_idle,
+            max_age: server.max_connection_age,
+            age_grace: server.max_connection_age_grace,
+        }
+    }
+}
+
+/// How many calls a connection has running, and since when it has had none.
+#[derive(Debug)]
+pub struct Activity {
+    active: AtomicUsize,
+    idle_since: watch::Sender<Option<Instant>>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            active: AtomicUsize::new(0),
+            idle_since: watch::channel(Some(Instant::now())).0,
+        }
+    }
+
+    pub fn enter(&self) {
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.idle_since.send_replace(None);
+        }
+    }
+
+    pub fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.send_replace(Some(Instant::now()));
+        }
+    }
+
+    /// Resolves once the connection has had no call for `max`.
+    async fn idle_for(&self, max: Duration) {
+        let mut rx = self.idle_since.subscribe();
+        loop {
+            let since = *rx.borrow_and_update();
+            match since {
+                Some(since) => tokio::select! {
+                    _ = sleep_until(since + max) => {
+                        // enter() and leave() race only in whom they notify last; the count decides.
+                        if self.active.load(Ordering::Acquire) == 0 {
+                            return;
+                        }
+                        let _ = rx.changed().await;
+                    }
+                    _ = rx.changed() => {}
+                },
+                None => {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Completes the TLS handshake within the limit, then serves the connection.
+pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let limits = shared.limits();
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
+    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            // Scanners and probes hang up mid-handshake all the time: only a refused
+            // certificate is worth an operator's attention.
+            let certificate_problem = err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                            | rustls::Error::AlertReceived(_)
+                    )
+                });
+            if certificate_problem {
+                tracing::info!(%addr, reason = %err, "TLS handshake refused");
+            } else {
+                tracing::debug!(%addr, reason = %err, "TLS handshake failed");
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%addr, timeout_ms = limits.handshake_timeout.as_millis() as u64, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(tls::identity);
+    let peer = Peer {
+        addr,
+        identity: identity.map(Arc::from),
+    };
+    serve_http2(stream, peer, shared.router.clone(), &shared, &limits).await;
+}
+
+/// Serves a plaintext connection (the health-only listener).
+pub(super) async fn serve_plaintext(tcp: TcpStream, addr: SocketAddr, router: Router, shared: Arc<Shared>) {
+    let limits = shared.limits();
+    let peer = Peer {
+        addr,
+        identity: None,
+    };
+    serve_http2(tcp, peer, router, &shared, &limits).await;
+}
+
+async fn serve_http2<I>(io: I, peer: Peer, router: Router, shared: &Shared, limits: &Limits)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let activity = limits.max_idle.map(|_| Arc::new(Activity::new()));
+    tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "connection open");
+    let calls = Calls {
+        router,
+        stats: shared.stats.clone(),
+        max_deadline: limits.max_deadline,
+        peer: peer.clone(),
+        activity: activity.clone(),
+    };
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_bytes);
+    let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
+    tokio::pin!(conn);
+
+    let age = limits.max_age.map(|age| sleep(jitter(age)));
+    tokio::pin!(age);
+    let idle = async {
+        match (&activity, limits.max_idle) {
+            (Some(activity), Some(max)) => activity.idle_for(max).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(idle);
+    let mut closing: Option<&str> = None;
+    let mut hard_close = None;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = shared.shutdown.cancelled(), if closing.is_none() => {
+                closing = Some("shutdown");
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = async { age.as_mut().as_pin_mut().expect("guarded").await }, if closing.is_none() && age.is_some() => {
+                closing = Some("max age");
+                conn.as_mut().graceful_shutdown();
+                hard_close = Some(Instant::now() + limits.age_grace);
+            }
+            _ = &mut idle, if closing.is_none() => {
+                closing = Some("max idle");
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = async { sleep_until(hard_close.expect("guarded")).await }, if hard_close.is_some() => {
+                tracing::debug!(addr = %peer.addr, "max age grace passed; closing the connection");
+                return;
+            }
+        }
+    };
+    match result {
+        Ok(()) => tracing::debug!(addr = %peer.addr, goaway = closing.unwrap_or("-"), "connection closed"),
+        Err(err) => tracing::debug!(addr = %peer.addr, reason = %err, "connection ended"),
+    }
+}
+
+/// `d` ± 10%, so connections made together do not all age out together.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jitter stays within ±10%.
+    #[test]
+    fn jitter_is_within_ten_percent() {
+        let d = Duration::from_secs(100);
+        for _ in 0..1000 {
+            let j = jitter(d);
+            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110), "{j:?}");
+        }
+    }
+
+    /// Idle time counts from the last call's end, not from the connection's start.
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_last_call() {
+        let activity = Activity::new();
+        activity.enter();
+        let idle = activity.idle_for(Duration::from_secs(5));
+        tokio::pin!(idle);
+        tokio::select! {
+            _ = &mut idle => panic!("idle while a call runs"),
+            _ = sleep(Duration::from_secs(60)) => {}
+        }
+        activity.leave();
+        let left = Instant::now();
+        idle.await;
+        assert_eq!(left.elapsed(), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,235 @@
+//! The server: accept loops on bound listeners, a connection cap, and per-connection HTTP/2.
+//!
+//! The library never binds a port itself (`Listeners::bind` is called by the binary, or
+//! listeners come from systemd), so tests and socket activation hand listeners in.
+
+mod call;
+pub mod conn;
+mod router;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use http::{Extensions, HeaderMap};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use conn::Limits;
+pub use router::Router;
+
+use crate::{rpc_stats::RpcStats, tls};
+
+/// Who is calling: put into every request's extensions for handlers to read.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The verified client certificate's identity; `None` on the plaintext listener.
+    pub identity: Option<Arc<str>>,
+}
+
+impl Peer {
+    /// The identity of the request's peer, or an empty string.
+    pub fn identity_of(extensions: &Extensions) -> String {
+        extensions
+            .get::<Peer>()
+            .and_then(|p| p.identity.as_deref())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Trailers a handler wants sent after a successful response (tonic has no API for that):
+/// put into the response's extensions, appended by the call layer.
+#[derive(Debug, Clone)]
+pub struct Trailers(pub HeaderMap);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The sockets the server accepts on.
+pub struct Listeners {
+    /// The mutual-TLS gRPC port(s).
+    pub tls: Vec<TcpListener>,
+    /// Plaintext health-only port(s).
+    pub plaintext: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every configured address.
+    pub async fn bind(tls: &[SocketAddr], plaintext: &[SocketAddr]) -> Result<Listeners, Error> {
+        async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, Error> {
+            let mut listeners = Vec::new();
+            for &addr in addrs {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind { addr, source })?;
+                listeners.push(listener);
+            }
+            Ok(listeners)
+        }
+        Ok(Listeners {
+            tls: bind_all(tls).await?,
+            plaintext: bind_all(plaintext).await?,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn addrs(&self) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let addrs = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect();
+        (addrs(&self.tls), addrs(&self.plaintext))
+    }
+}
+
+/// What every connection shares.
+pub struct Shared {
+    pub tls: tls::Store,
+    limits: RwLock<Limits>,
+    pub router: Router,
+    pub health_router: Router,
+    pub stats: Arc<RpcStats>,
+    pub shutdown: CancellationToken,
+    tracker: TaskTracker,
+    slots: Arc<Semaphore>,
+    tcp_keepalive: Option<Duration>,
+    last_cap_warning: AtomicU64,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tls: tls::Store,
+        limits: Limits,
+        router: Router,
+        health_router: Router,
+        stats: Arc<RpcStats>,
+        max_connections: usize,
+        tcp_keepalive: Option<Duration>,
+        shutdown: CancellationToken,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            tls,
+            limits: RwLock::new(limits),
+            router,
+            health_router,
+            stats,
+            shutdown,
+            tracker: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            tcp_keepalive,
+            last_cap_warning: AtomicU64::new(0),
+        })
+    }
+
+    /// The limits new connections get.
+    pub fn limits(&self) -> Limits {
+        self.limits.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Connections open now (TLS handshakes included).
+    pub fn connections(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Says, at most once a minute, that the connection cap turned connections away.
+    fn warn_cap(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_cap_warning.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .last_cap_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("connection cap reached; closing new connections until some end");
+        }
+    }
+}
+
+/// Which kind of port a listener is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Tls,
+    Plaintext,
+}
+
+/// Accepts on every listener until shutdown is signalled, then waits for the open
+/// connections to drain (each has been sent a GOAWAY) for at most `drain_timeout`.
+/// Returns how many connections were still open when it gave up waiting.
+pub async fn serve(listeners: Listeners, shared: Arc<Shared>, drain_timeout: Duration) -> usize {
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners.tls {
+        loops.spawn(accept(listener, shared.clone(), Kind::Tls));
+    }
+    for listener in listeners.plaintext {
+        loops.spawn(accept(listener, shared.clone(), Kind::Plaintext));
+    }
+    while loops.join_next().await.is_some() {}
+    // Every accept loop has stopped and dropped its listener.
+    shared.tracker.close();
+    let open = shared.tracker.len();
+    if open > 0 {
+        tracing::info!(connections = open, "draining open connections");
+    }
+    match tokio::time::timeout(drain_timeout, shared.tracker.wait()).await {
+        Ok(()) => 0,
+        Err(_) => shared.tracker.len(),
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, kind: Kind) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!(reason = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+            shared.warn_cap();
+            drop(tcp);
+            continue;
+        };
+        let sock = socket2::SockRef::from(&tcp);
+        let _ = sock.set_tcp_nodelay(true);
+        if let Some(idle) = shared.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(idle / 4)
+                .with_retries(4);
+            let _ = sock.set_tcp_keepalive(&keepalive);
+        }
+        let conn_shared = shared.clone();
+        shared.tracker.spawn(async move {
+            let _slot = slot;
+            match kind {
+                Kind::Tls => conn::serve_tls(tcp, addr, conn_shared).await,
+                Kind::Plaintext => {
+                    let router = conn_shared.health_router.clone();
+                    conn::serve_plaintext(tcp, addr, router, conn_shared).await
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! Routes a request to its service by the service name in its path.
+//!
+//! A `match` on a handful of names instead of tonic's axum-based router: nothing to build
+//! per request, and no axum in the binary.
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use tonic::{Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture, server::NamedService};
+use tower::{Service, util::BoxCloneSyncService};
+
+use crate::{
+    proto::{echo::echo_server::EchoServer, health::health_server::HealthServer, metrics::metrics_server::MetricsServer},
+    service::{
+        self, echo::EchoService, health::HealthService, metrics::MetricsService,
+    },
+};
+
+type Reflection = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// The services a listener offers.
+#[derive(Clone)]
+pub struct Router {
+    health: HealthServer<HealthService>,
+    full: Option<Full>,
+}
+
+#[derive(Clone)]
+struct Full {
+    echo: EchoServer<EchoService>,
+    metrics: MetricsServer<MetricsService>,
+    reflection_v1: Reflection,
+    reflection_v1alpha: Reflection,
+}
+
+/// Accepts gzip and zstd requests, answers compressed when the client asks, and bounds
+/// message sizes both ways.
+macro_rules! configure {
+    ($server:expr, $max:expr) => {
+        $server
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size($max)
+            .max_encoding_message_size($max)
+    };
+}
+
+impl Router {
+    /// Health only, for the plaintext probe listener.
+    pub fn health_only(health: HealthService, max_message_bytes: usize) -> Router {
+        Router {
+            health: configure!(HealthServer::new(health), max_message_bytes),
+            full: None,
+        }
+    }
+
+    /// Health, echo, metrics and reflection (v1 and v1alpha).
+    pub fn full(
+        health: HealthService,
+        echo: EchoService,
+        metrics: MetricsService,
+        max_message_bytes: usize,
+    ) -> Router {
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        };
+        let v1 = reflection().build_v1().expect("the embedded descriptor set is valid");
+        let v1alpha = reflection()
+            .build_v1alpha()
+            .expect("the embedded descriptor set is valid");
+        Router {
+            health: configure!(HealthServer::new(health), max_message_bytes),
+            full: Some(Full {
+                echo: configure!(EchoServer::new(echo), max_message_bytes),
+                metrics: configure!(MetricsServer::new(metrics), max_message_bytes),
+                reflection_v1: BoxCloneSyncService::new(v1),
+                reflection_v1alpha: BoxCloneSyncService::new(v1alpha),
+            }),
+        }
+    }
+
+    pub fn call(&mut self, request: Request<Body>) -> BoxFuture<Response<Body>, Infallible> {
+        let path = request.uri().path();
+        let name = path
+            .strip_prefix('/')
+            .and_then(|p| p.split('/').next())
+            .unwrap_or_default();
+        match (name, &mut self.full) {
+            (HealthServer::<HealthService>::NAME, _) => self.health.call(request),
+            (service::ECHO, Some(full)) => full.echo.call(request),
+            (service::METRICS, Some(full)) => full.metrics.call(request),
+            (service::REFLECTION_V1, Some(full)) => full.reflection_v1.call(request),
+            (service::REFLECTION_V1ALPHA, Some(full)) => full.reflection_v1alpha.call(request),
+            _ => {
+                let status = Status::unimplemented(format!("no service `{name}` here"));
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Logging with tracing: to journald when stderr is the journal (or when asked), as JSON
+//! lines when asked, as readable text otherwise. Level and format can change after start
+//! (the config is read after logging starts, and a reload may change the level).
+
+use std::{io::IsTerminal, os::unix::fs::MetadataExt, sync::Mutex};
+
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, layer::Layered, layer::SubscriberExt, reload,
+    util::SubscriberInitExt,
+};
+
+use crate::config::{Log, LogFormat};
+
+type Base = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+type Output = Box<dyn Layer<Base> + Send + Sync>;
+
+/// Handles to change logging after it started.
+pub struct Telemetry {
+    filter: reload::Handle<EnvFilter, Registry>,
+    output: reload::Handle<Output, Base>,
+    format: Mutex<Resolved>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    Text,
+    Json,
+    Journald,
+}
+
+/// Starts logging at `info` in the automatic format. Call once.
+pub fn init() -> Telemetry {
+    let (filter, filter_handle) = reload::Layer::new(EnvFilter::new("info"));
+    let format = resolve(LogFormat::Auto);
+    let (output, output_handle) = reload::Layer::new(output(format));
+    let _ = tracing_subscriber::registry().with(filter).with(output).try_init();
+    Telemetry {
+        filter: filter_handle,
+        output: output_handle,
+        format: Mutex::new(format),
+    }
+}
+
+impl Telemetry {
+    /// Applies the configured level and format.
+    pub fn apply(&self, log: &Log) {
+        let filter = EnvFilter::builder()
+            .parse(&log.level)
+            .unwrap_or_else(|_| EnvFilter::new("info"));
+        let _ = self.filter.reload(filter);
+        let format = resolve(log.format);
+        let mut current = self.format.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != format {
+            *current = format;
+            let _ = self.output.reload(output(format));
+        }
+    }
+}
+
+/// `$JOURNAL_STREAM` is `device:inode` of the journal's stream; stderr is the journal when
+/// it is that same file.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+fn resolve(format: LogFormat) -> Resolved {
+    match format {
+        LogFormat::Auto if stderr_is_journal() => Resolved::Journald,
+        LogFormat::Auto | LogFormat::Text => Resolved::Text,
+        LogFormat::Json => Resolved::Json,
+        LogFormat::Journald => Resolved::Journald,
+    }
+}
+
+fn output(format: Resolved) -> Output {
+    match format {
+        Resolved::Journald => match tracing_journald::layer() {
+            Ok(layer) => return Box::new(layer.with_syslog_identifier("vitalsd".to_string())),
+            Err(err) => eprintln!("vitalsd: journald is not reachable ({err}); logging to stderr"),
+        },
+        Resolved::Json => {
+            return Box::new(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            );
+        }
+        Resolved::Text => {}
+    }
+    Box::new(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr),
+    )
+}
