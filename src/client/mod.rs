@@ -10,6 +10,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::tls::{self, ClientAuth};
 
+mod view;
+pub use view::{snapshot_json, snapshot_table};
+
 /// The dev PKI directory and address `--dev` means.
 pub const DEV_DIR: &str = "certs/dev";
 pub const DEV_ADDR: &str = "127.0.0.1:50051";

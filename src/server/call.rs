@@ -80,6 +80,7 @@ where
                 Ok(response) => response.into_parts(),
                 Err(never) => match never {},
             };
+            correct_status(&mut parts.headers);
             record.code = status_code(&parts.headers);
             record.trailers = parts.extensions.remove::<Trailers>().map(|t| t.0);
             Ok(Response::from_parts(parts, CallBody { inner: body, record }))
@@ -114,6 +115,22 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// tonic answers a message above the size limit with OUT_OF_RANGE; the gRPC spec says
+/// RESOURCE_EXHAUSTED, which is what clients (and retry policies) expect.
+fn correct_status(headers: &mut HeaderMap) {
+    const TOO_LARGE: &[&[u8]] = &[
+        b"Error, decoded message length too large",
+        b"Error,%20decoded%20message%20length%20too%20large",
+    ];
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| TOO_LARGE.iter().any(|p| m.as_bytes().starts_with(p)));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
 }
 
 fn status_code(headers: &HeaderMap) -> Option<Code> {
@@ -193,6 +210,7 @@ impl Body for CallBody {
         };
         let frame = match frame.into_trailers() {
             Ok(mut trailers) => {
+                correct_status(&mut trailers);
                 if let Some(code) = status_code(&trailers) {
                     this.record.code = Some(code);
                 }

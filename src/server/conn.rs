@@ -17,7 +17,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     sync::watch,
     time::{Instant, sleep, sleep_until},
@@ -164,9 +164,35 @@ pub(super) async fn serve_plaintext(tcp: TcpStream, addr: SocketAddr, router: Ro
     serve_http2(tcp, peer, router, &shared, &limits).await;
 }
 
-async fn serve_http2<I>(io: I, peer: Peer, router: Router, shared: &Shared, limits: &Limits)
+/// How long a closing connection may take to say goodbye (TLS close_notify, FIN, and the
+/// peer's last bytes read) before it is simply dropped.
+const LINGER: Duration = Duration::from_secs(1);
+
+async fn serve_http2<I>(mut io: I, peer: Peer, router: Router, shared: &Shared, limits: &Limits)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    if serve_http2_on(&mut io, &peer, router, shared, limits).await == Close::Graceful {
+        // Closing with the peer's bytes unread makes the kernel send a reset, which the
+        // peer sees as an error. Shut down our side, then read what is left until EOF.
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = io.shutdown().await;
+            let mut sink = [0u8; 1024];
+            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Close {
+    Graceful,
+    Hard,
+}
+
+async fn serve_http2_on<I>(io: &mut I, peer: &Peer, router: Router, shared: &Shared, limits: &Limits) -> Close
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let activity = limits.max_idle.map(|_| Arc::new(Activity::new()));
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "connection open");
@@ -183,7 +209,8 @@ where
         .keep_alive_interval(limits.keepalive_interval)
         .keep_alive_timeout(limits.keepalive_timeout)
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(limits.max_header_list_bytes);
+        .max_header_list_size(limits.max_header_list_bytes)
+        .auto_date_header(false);
     let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
     tokio::pin!(conn);
 
@@ -216,13 +243,19 @@ where
             }
             _ = async { sleep_until(hard_close.expect("guarded")).await }, if hard_close.is_some() => {
                 tracing::debug!(addr = %peer.addr, "max age grace passed; closing the connection");
-                return;
+                return Close::Hard;
             }
         }
     };
     match result {
-        Ok(()) => tracing::debug!(addr = %peer.addr, goaway = closing.unwrap_or("-"), "connection closed"),
-        Err(err) => tracing::debug!(addr = %peer.addr, reason = %err, "connection ended"),
+        Ok(()) => {
+            tracing::debug!(addr = %peer.addr, goaway = closing.unwrap_or("-"), "connection closed");
+            Close::Graceful
+        }
+        Err(err) => {
+            tracing::debug!(addr = %peer.addr, reason = %err, "connection ended");
+            Close::Hard
+        }
     }
 }
 

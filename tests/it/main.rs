@@ -1,1 +1,10 @@
+//! Integration tests: the real `vitalsd` binary, a fresh PKI, mutual TLS on loopback.
 
+mod support;
+
+mod config;
+mod connections;
+mod echo;
+mod health;
+mod metrics;
+mod tls;

@@ -1,0 +1,103 @@
+//! Metrics snapshots as a human table or as JSON.
+
+use std::fmt::Write;
+
+use crate::proto::metrics::Snapshot;
+
+pub fn snapshot_json(snapshot: &Snapshot) -> String {
+    serde_json::to_string_pretty(snapshot).expect("a snapshot is always serializable")
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
+}
+
+/// A readable multi-line summary.
+pub fn snapshot_table(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    if let Some(h) = &s.host {
+        let _ = writeln!(w, "host     {} ({}, kernel {}, {})", h.hostname, h.arch, h.kernel_version, h.os);
+        let _ = writeln!(w, "uptime   {}h{:02}m", h.uptime_secs / 3600, h.uptime_secs % 3600 / 60);
+    }
+    if let Some(c) = &s.cpu {
+        let cores: Vec<String> = c.cores.iter().map(|core| format!("{:.0}%", core.usage_percent)).collect();
+        let _ = writeln!(
+            w,
+            "cpu      {:.1}%  cores [{}]  load {:.2} {:.2} {:.2}",
+            c.usage_percent,
+            cores.join(" "),
+            c.load_1,
+            c.load_5,
+            c.load_15
+        );
+    }
+    if let Some(m) = &s.memory {
+        let _ = writeln!(
+            w,
+            "memory   {} available of {}  swap {} used of {}",
+            mib(m.available_bytes),
+            mib(m.total_bytes),
+            mib(m.swap_used_bytes),
+            mib(m.swap_total_bytes)
+        );
+        if let Some(cg) = &m.cgroup {
+            let _ = writeln!(w, "cgroup   {} used of {} limit", mib(cg.used_bytes), mib(cg.limit_bytes));
+        }
+    }
+    for f in &s.filesystems {
+        let _ = writeln!(
+            w,
+            "fs       {:<20} {} free of {} ({}{})",
+            f.mount_point,
+            gib(f.available_bytes),
+            gib(f.total_bytes),
+            f.fs_type,
+            if f.read_only { ", ro" } else { "" }
+        );
+    }
+    for n in &s.networks {
+        let _ = writeln!(
+            w,
+            "net      {:<12} rx {} ({:.1} KiB/s)  tx {} ({:.1} KiB/s)",
+            n.name,
+            mib(n.rx_bytes),
+            n.rx_bytes_per_sec / 1024.0,
+            mib(n.tx_bytes),
+            n.tx_bytes_per_sec / 1024.0
+        );
+    }
+    for t in &s.temperatures {
+        let reading = t.celsius.map_or("-".to_string(), |c| format!("{c:.1}°C"));
+        let _ = writeln!(w, "temp     {:<24} {reading}", t.label);
+    }
+    if let Some(p) = &s.process {
+        let _ = writeln!(
+            w,
+            "vitalsd  pid {}  rss {}  cpu {:.1}%  fds {}  threads {}",
+            p.pid,
+            mib(p.rss_bytes),
+            p.cpu_percent,
+            p.open_fds,
+            p.threads
+        );
+    }
+    for m in &s.rpc {
+        let codes: Vec<String> = m.statuses.iter().map(|c| format!("{} {}", c.code, c.count)).collect();
+        let mean = if m.calls > 0 { m.latency_sum_micros / m.calls } else { 0 };
+        let _ = writeln!(
+            w,
+            "rpc      {:<48} calls {}  in flight {}  mean {}us  [{}]",
+            m.method,
+            m.calls,
+            m.in_flight,
+            mean,
+            codes.join(", ")
+        );
+    }
+    out
+}

@@ -1,0 +1,127 @@
+use std::time::{Duration, Instant};
+
+use tokio::{io::AsyncReadExt, net::TcpStream};
+use vitals::{proto::echo::EchoRequest, tls::ClientAuth};
+
+use crate::support::{TestDaemon, raw};
+
+fn client_tls(daemon: &TestDaemon) -> rustls::ClientConfig {
+    daemon.client_tls(ClientAuth::Certificate {
+        cert: &daemon.pki.path("client.crt"),
+        key: &daemon.pki.path("client.key"),
+    })
+}
+
+fn delayed(ms: u32) -> bytes::Bytes {
+    raw::frame(&EchoRequest {
+        echo_message: "in flight".into(),
+        delay_ms: ms,
+        ..Default::default()
+    })
+}
+
+const ECHO: &str = "/vitals.echo.v1.Echo/Echo";
+
+/// An idle connection gets GOAWAY after max idle, counted from the end of its last call:
+/// a call longer than the idle time is not cut.
+#[tokio::test]
+async fn idle_connection_gets_goaway_after_last_call() {
+    let daemon = TestDaemon::start("[server]\nmax_connection_idle = \"1s\"\n").await;
+    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let reply = raw::call(&mut conn.send, ECHO, delayed(1500)).await.unwrap();
+    assert_eq!(reply.grpc_status.as_deref(), Some("0"), "a call longer than max idle completes");
+    let call_ended = Instant::now();
+    let (closed_at, result) = tokio::time::timeout(Duration::from_secs(5), conn.closed).await.unwrap().unwrap();
+    assert!(result.is_ok(), "graceful GOAWAY, not an error: {result:?}");
+    let idle = closed_at - call_ended;
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500), "closed {idle:?} after the last call");
+}
+
+/// An aged connection gets GOAWAY at max age, its in-flight call still completes, and
+/// new calls on it are refused.
+#[tokio::test]
+async fn aged_connection_drains_in_flight_call() {
+    let daemon = TestDaemon::start("[server]\nmax_connection_age = \"1s\"\nmax_connection_age_grace = \"10s\"\n").await;
+    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let started = Instant::now();
+    let mut send = conn.send.clone();
+    let in_flight = tokio::spawn(async move { raw::call(&mut send, ECHO, delayed(2500)).await });
+    tokio::time::sleep(Duration::from_millis(1600)).await; // past 1s + 10% jitter
+    let late = raw::call(&mut conn.send, ECHO, delayed(0)).await;
+    assert!(late.is_err(), "a new call after GOAWAY must be refused: {late:?}");
+    let reply = in_flight.await.unwrap().unwrap();
+    assert_eq!(reply.grpc_status.as_deref(), Some("0"));
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    let (_, result) = tokio::time::timeout(Duration::from_secs(5), conn.closed).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// After the age grace period the connection is closed even with a call in flight.
+#[tokio::test]
+async fn age_grace_bounds_the_drain() {
+    let daemon = TestDaemon::start("[server]\nmax_connection_age = \"500ms\"\nmax_connection_age_grace = \"500ms\"\n").await;
+    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let started = Instant::now();
+    let result = raw::call(&mut conn.send, ECHO, delayed(10_000)).await;
+    assert!(result.is_err() || result.as_ref().unwrap().grpc_status.as_deref() != Some("0"), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+}
+
+/// SIGTERM lets every in-flight call finish OK, then the daemon exits 0.
+#[tokio::test]
+async fn sigterm_drains_in_flight_calls() {
+    let mut daemon = TestDaemon::start("").await;
+    let mut calls = Vec::new();
+    for i in 0..4 {
+        let echo = daemon.echo().await; // a connection each
+        for j in 0..25 {
+            let mut echo = echo.clone();
+            calls.push(tokio::spawn(async move {
+                echo.echo(EchoRequest { echo_message: format!("{i}-{j}"), delay_ms: 1000, ..Default::default() })
+                    .await
+                    .map(|r| r.into_inner().echo_message)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.signal("TERM");
+    let mut ok = 0;
+    for call in calls {
+        let message = call.await.unwrap().expect("an in-flight call completes");
+        assert!(message.contains('-'));
+        ok += 1;
+    }
+    assert_eq!(ok, 100);
+    let status = daemon.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(daemon.logs().iter().any(|l| l.contains("stopped")));
+}
+
+/// Connections above the cap are closed at once; those inside it are served.
+#[tokio::test]
+async fn connection_cap_refuses_extra_connections() {
+    let daemon = TestDaemon::start("[server]\nmax_connections = 2\n").await;
+    let a = daemon.echo().await;
+    let b = daemon.echo().await;
+    let mut extra = TcpStream::connect(daemon.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the extra connection is closed: {read:?}");
+    for mut client in [a, b] {
+        client.echo(EchoRequest::default()).await.unwrap();
+    }
+}
+
+/// A connection that never starts its TLS handshake is closed at the handshake timeout.
+#[tokio::test]
+async fn silent_connection_closed_at_handshake_timeout() {
+    let daemon = TestDaemon::start("[server]\nhandshake_timeout = \"500ms\"\n").await;
+    let mut silent = TcpStream::connect(daemon.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(2), "{waited:?}");
+    daemon.echo().await.echo(EchoRequest::default()).await.unwrap();
+}

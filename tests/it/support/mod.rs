@@ -1,0 +1,288 @@
+//! The test harness: a fresh PKI, the real `vitalsd` binary started on a temp config, and
+//! clients that talk to it over mutual TLS.
+
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use vitals::{
+    client::Dial,
+    pki::{Authority, Leaf, Usage, write_file},
+    proto::{
+        echo::echo_client::EchoClient, health::health_client::HealthClient,
+        metrics::metrics_client::MetricsClient,
+    },
+    tls::{self, ClientAuth},
+};
+
+/// The identity of the default test client certificate.
+pub const CLIENT_ID: &str = "spiffe://test.vitals/client";
+
+/// A CA with a server certificate and a client certificate, written to a temp directory.
+pub struct TestPki {
+    pub dir: TempDir,
+    pub ca: Authority,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("vitals test CA").unwrap();
+        write_file(&dir.path().join("ca.crt"), &ca.cert_pem(), 0o644).unwrap();
+        let pki = TestPki { dir, ca };
+        pki.issue(
+            "server",
+            &Leaf::new("vitalsd test", &["localhost", "127.0.0.1", "::1"], Usage::Server, 30),
+        );
+        pki.issue("client", &Leaf::new("client", &[CLIENT_ID], Usage::Client, 30));
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `NAME.crt` and `NAME.key` (mode 0600) for a new leaf; returns their paths.
+    pub fn issue(&self, name: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
+        let pem = self.ca.issue(leaf).unwrap();
+        let cert = self.path(&format!("{name}.crt"));
+        let key = self.path(&format!("{name}.key"));
+        write_file(&cert, &pem.cert, 0o644).unwrap();
+        write_file(&key, &pem.key, 0o600).unwrap();
+        (cert, key)
+    }
+}
+
+/// The config every test daemon starts from; a test adds a drop-in on top.
+fn base_config(pki: &TestPki) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+drain_timeout = "10s"
+
+[tls]
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+
+[metrics]
+sample_interval = "1s"
+
+[log]
+format = "json"
+level = "info,vitals::access=debug"
+"#,
+        pki.path("server.crt").display(),
+        pki.path("server.key").display(),
+        pki.path("ca.crt").display()
+    )
+}
+
+/// A running `vitalsd`, killed when dropped.
+pub struct TestDaemon {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The plaintext health listener, when the config asked for one.
+    pub health_addr: Option<SocketAddr>,
+    pub pki: Arc<TestPki>,
+    pub config_dir: TempDir,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// The path of the built daemon.
+pub fn vitalsd() -> &'static str {
+    env!("CARGO_BIN_EXE_vitalsd")
+}
+
+/// Writes `vitalsd.toml` (the base config) and `vitalsd.d/50-test.toml` (`dropin`).
+pub fn write_config(pki: &TestPki, dropin: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vitalsd.toml"), base_config(pki)).unwrap();
+    std::fs::create_dir(dir.path().join("vitalsd.d")).unwrap();
+    std::fs::write(dir.path().join("vitalsd.d/50-test.toml"), dropin).unwrap();
+    dir
+}
+
+impl TestDaemon {
+    /// Starts a daemon with a fresh PKI and `dropin` applied over the base config.
+    pub async fn start(dropin: &str) -> TestDaemon {
+        TestDaemon::start_with(Arc::new(TestPki::new()), dropin, &[]).await
+    }
+
+    pub async fn start_with(pki: Arc<TestPki>, dropin: &str, env: &[(&str, &str)]) -> TestDaemon {
+        let config_dir = write_config(&pki, dropin);
+        let mut command = Command::new(vitalsd());
+        command
+            .arg("--config")
+            .arg(config_dir.path().join("vitalsd.toml"))
+            .envs(env.iter().copied())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("vitalsd starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["fields"]["message"] == "serving"
+                {
+                    let _ = tx.send(json["fields"].clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let fields = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)))
+            .await
+            .unwrap();
+        let Ok(fields) = fields else {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!("vitalsd did not start ({status}):\n{}", logs.lock().unwrap().join("\n"));
+        };
+        let addr = fields["listen"].as_str().unwrap().split(',').next().unwrap().parse().unwrap();
+        let health_addr = fields["health_listen"]
+            .as_str()
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok());
+        TestDaemon {
+            child,
+            addr,
+            health_addr,
+            pki,
+            config_dir,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (TERM, HUP, KILL, STOP, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the daemon to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "vitalsd did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the daemon printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The daemon's log lines as JSON.
+    pub fn log_json(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Dial settings for the default client certificate.
+    pub fn dial(&self) -> Dial {
+        self.dial_as("client")
+    }
+
+    /// Dial settings for the client certificate `NAME.crt`/`NAME.key` of this PKI.
+    pub fn dial_as(&self, name: &str) -> Dial {
+        Dial::mtls(
+            &self.addr.to_string(),
+            &self.pki.path("ca.crt"),
+            &self.pki.path(&format!("{name}.crt")),
+            &self.pki.path(&format!("{name}.key")),
+        )
+        .unwrap()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        self.dial().connect().await.expect("connects over mTLS")
+    }
+
+    pub async fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel().await)
+    }
+
+    pub async fn echo(&self) -> EchoClient<Channel> {
+        EchoClient::new(self.channel().await)
+    }
+
+    pub async fn metrics(&self) -> MetricsClient<Channel> {
+        MetricsClient::new(self.channel().await)
+    }
+
+    /// A rustls client config trusting this daemon's CA, with the given client auth.
+    pub fn client_tls(&self, auth: ClientAuth<'_>) -> rustls::ClientConfig {
+        tls::client_config(&self.pki.path("ca.crt"), auth).unwrap()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Retries `check` until it passes or `limit` passes (then panics with its last message).
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(message) if Instant::now() >= deadline => panic!("not within {limit:?}: {message}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Runs `vitalsd` with these arguments and environment to completion.
+pub fn run_vitalsd(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (Option<i32>, String) {
+    let output = Command::new(vitalsd())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}

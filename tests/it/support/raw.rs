@@ -1,0 +1,101 @@
+//! A raw HTTP/2 gRPC client (h2 over tokio-rustls), for what a channel hides: which
+//! connection a call used, GOAWAY, and when the server closed the connection.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use http::Request;
+use prost::Message;
+use rustls::pki_types::ServerName;
+use tokio::{net::TcpStream, task::JoinHandle};
+
+/// One HTTP/2 connection; `closed` resolves with the time the server ended it.
+pub struct RawConn {
+    pub send: SendRequest<Bytes>,
+    pub closed: JoinHandle<(Instant, Result<(), h2::Error>)>,
+}
+
+pub async fn connect(addr: SocketAddr, tls: rustls::ClientConfig) -> RawConn {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, connection) = h2::client::handshake(stream).await.unwrap();
+    let closed = tokio::spawn(async move {
+        let result = connection.await;
+        (Instant::now(), result)
+    });
+    RawConn { send, closed }
+}
+
+/// A length-prefixed, uncompressed gRPC message.
+pub fn frame(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut buf = BytesMut::with_capacity(5 + body.len());
+    buf.put_u8(0);
+    buf.put_u32(body.len() as u32);
+    buf.put_slice(&body);
+    buf.freeze()
+}
+
+/// What a unary call came back with.
+#[derive(Debug)]
+pub struct Reply {
+    pub grpc_status: Option<String>,
+    pub headers: http::HeaderMap,
+    pub trailers: Option<http::HeaderMap>,
+    pub body: Bytes,
+}
+
+/// Sends one unary call with `body` as its whole request body (already framed).
+pub async fn call(send: &mut SendRequest<Bytes>, path: &str, body: Bytes) -> Result<Reply, h2::Error> {
+    call_with(send, path, &[], body).await
+}
+
+/// [`call`] with extra request headers.
+pub async fn call_with(
+    send: &mut SendRequest<Bytes>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Reply, h2::Error> {
+    let mut ready = send.clone().ready().await?;
+    let mut request = Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(()).unwrap();
+    let (response, mut stream) = ready.send_request(request, false)?;
+    stream.send_data(body, true)?;
+    let response = response.await?;
+    let headers = response.headers().clone();
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    let mut body = response.into_body();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await?;
+    let grpc_status = grpc_status.or_else(|| {
+        trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_string())
+    });
+    Ok(Reply {
+        grpc_status,
+        headers,
+        trailers,
+        body: data.freeze(),
+    })
+}

@@ -1,0 +1,129 @@
+use std::{sync::Arc, time::{Duration, SystemTime}};
+
+use vitals::{
+    client::Dial,
+    pki::{Authority, Leaf, Usage, write_file},
+    proto::health::{HealthCheckRequest, health_client::HealthClient},
+    tls::ClientAuth,
+};
+
+use crate::support::{TestDaemon, TestPki, eventually};
+
+/// Connects with `config` and makes one call; the error if either step fails.
+async fn try_call(daemon: &TestDaemon, config: rustls::ClientConfig) -> Result<(), String> {
+    let dial = Dial::with_tls(&daemon.addr.to_string(), config);
+    let channel = dial.connect().await.map_err(|e| format!("{e:#}"))?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
+}
+
+async fn assert_refused(daemon: &TestDaemon, config: rustls::ClientConfig, why: &str) {
+    let result = try_call(daemon, config).await;
+    assert!(result.is_err(), "{why}: the call went through");
+    eventually(Duration::from_secs(3), || async {
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("TLS handshake refused"))
+            .then_some(())
+            .ok_or_else(|| "no refusal logged".to_string())
+    })
+    .await;
+}
+
+/// A client without a certificate never reaches a handler.
+#[tokio::test]
+async fn client_without_certificate_is_refused() {
+    let daemon = TestDaemon::start("").await;
+    assert_refused(&daemon, daemon.client_tls(ClientAuth::Anonymous), "anonymous").await;
+}
+
+/// A certificate from another CA is refused.
+#[tokio::test]
+async fn certificate_from_other_ca_is_refused() {
+    let daemon = TestDaemon::start("").await;
+    let other = TestPki::new();
+    let config = vitals::tls::client_config(
+        &daemon.pki.path("ca.crt"),
+        ClientAuth::Certificate { cert: &other.path("client.crt"), key: &other.path("client.key") },
+    )
+    .unwrap();
+    assert_refused(&daemon, config, "other CA").await;
+}
+
+/// An expired client certificate is refused.
+#[tokio::test]
+async fn expired_certificate_is_refused() {
+    let pki = Arc::new(TestPki::new());
+    let now = SystemTime::now();
+    let mut leaf = Leaf::new("old", &["spiffe://test.vitals/old"], Usage::Client, 1);
+    leaf.not_before = now - Duration::from_secs(7 * 86_400);
+    leaf.not_after = now - Duration::from_secs(86_400);
+    pki.issue("expired", &leaf);
+    let daemon = TestDaemon::start_with(pki, "", &[]).await;
+    let config = daemon.client_tls(ClientAuth::Certificate {
+        cert: &daemon.pki.path("expired.crt"),
+        key: &daemon.pki.path("expired.key"),
+    });
+    assert_refused(&daemon, config, "expired").await;
+}
+
+/// A certificate that may only serve, not be a client, is refused.
+#[tokio::test]
+async fn certificate_without_client_usage_is_refused() {
+    let pki = Arc::new(TestPki::new());
+    pki.issue("serveronly", &Leaf::new("s", &["serveronly.test"], Usage::Server, 1));
+    let daemon = TestDaemon::start_with(pki, "", &[]).await;
+    let config = daemon.client_tls(ClientAuth::Certificate {
+        cert: &daemon.pki.path("serveronly.crt"),
+        key: &daemon.pki.path("serveronly.key"),
+    });
+    assert_refused(&daemon, config, "no clientAuth usage").await;
+}
+
+/// The identity falls back to the DNS SAN, then the CN, as the echo reply shows.
+#[tokio::test]
+async fn identity_from_dns_san_or_cn() {
+    let pki = Arc::new(TestPki::new());
+    pki.issue("dns", &Leaf::new("cn-ignored", &["prober.fleet.test"], Usage::Client, 1));
+    pki.issue("cn", &Leaf::new("just-a-cn", &[], Usage::Client, 1));
+    let daemon = TestDaemon::start_with(pki, "", &[]).await;
+    for (name, expected) in [("dns", "prober.fleet.test"), ("cn", "just-a-cn")] {
+        let channel = daemon.dial_as(name).connect().await.unwrap();
+        let reply = vitals::proto::echo::echo_client::EchoClient::new(channel)
+            .echo(vitals::proto::echo::EchoRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.peer_identity, expected);
+    }
+}
+
+/// A server key readable by others stops startup with exit 78 and says how to fix it.
+#[tokio::test]
+async fn world_readable_key_is_refused() {
+    let pki = TestPki::new();
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    write_file(&pki.path("server.key"), &key, 0o644).unwrap();
+    let dir = crate::support::write_config(&pki, "");
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains("chmod 600"), "{out}");
+}
+
+/// A server certificate that does not match its key stops startup with exit 78.
+#[tokio::test]
+async fn mismatched_key_is_refused() {
+    let pki = TestPki::new();
+    let other = Authority::new("x").unwrap().issue(&Leaf::new("x", &["x.test"], Usage::Server, 1)).unwrap();
+    write_file(&pki.path("server.key"), &other.key, 0o600).unwrap();
+    let dir = crate::support::write_config(&pki, "");
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains("do not go together"), "{out}");
+}
