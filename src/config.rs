@@ -112,7 +112,7 @@ pub struct Metrics {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
-    /// An `EnvFilter` directive such as `info` or `info,vitals=debug`.
+    /// A filter such as `info` or `info,vitals=debug` (tracing-subscriber's `Targets`).
     pub level: String,
     pub format: LogFormat,
 }
@@ -715,8 +715,8 @@ impl Validator<'_> {
     }
 
     fn log_level(&self, key: &str, value: &str) -> Result<String, Error> {
-        tracing_subscriber::EnvFilter::builder()
-            .parse(value)
+        value
+            .parse::<tracing_subscriber::filter::Targets>()
             .map(|_| value.to_string())
             .map_err(|e| self.err(key, format!("`{value}` is not a log filter ({e})")))
     }
@@ -886,6 +886,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Config::load(&Location::File(dir.path().join("nope.toml"))).unwrap_err();
         assert!(err.to_string().contains("no such file"), "{err}");
+    }
+
+    /// The reference config documents every key with its default value: loading it gives
+    /// exactly what an empty file gives, and it leaves no key out.
+    #[test]
+    fn reference_config_matches_defaults() {
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vitalsd.toml");
+        let text = fs::read_to_string(&reference).unwrap();
+        let defaults = toml::to_string(&Config::load_raw(&Location::Dev("x".into())).unwrap()).unwrap();
+        let defaults: toml::Table = defaults.parse().unwrap();
+        let documented: toml::Table = text.parse().unwrap();
+        for (section, keys) in &defaults {
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    documented[section].as_table().unwrap().contains_key(key),
+                    "config/vitalsd.toml does not document `{section}.{key}`"
+                );
+            }
+        }
+        let (_d, a) = load_file(&text);
+        let (_d, b) = load_file("");
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        a.files.clear();
+        b.files.clear();
+        assert_eq!(a, b);
     }
 
     /// Dev mode points TLS at the dev PKI directory.

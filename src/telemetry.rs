@@ -5,18 +5,18 @@
 use std::{io::IsTerminal, os::unix::fs::MetadataExt, sync::Mutex};
 
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, layer::Layered, layer::SubscriberExt, reload,
+    Layer, Registry, filter::Targets, layer::Layered, layer::SubscriberExt, reload,
     util::SubscriberInitExt,
 };
 
 use crate::config::{Log, LogFormat};
 
-type Base = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+type Base = Layered<reload::Layer<Targets, Registry>, Registry>;
 type Output = Box<dyn Layer<Base> + Send + Sync>;
 
 /// Handles to change logging after it started.
 pub struct Telemetry {
-    filter: reload::Handle<EnvFilter, Registry>,
+    filter: reload::Handle<Targets, Registry>,
     output: reload::Handle<Output, Base>,
     format: Mutex<Resolved>,
 }
@@ -30,7 +30,7 @@ enum Resolved {
 
 /// Starts logging at `info` in the automatic format. Call once.
 pub fn init() -> Telemetry {
-    let (filter, filter_handle) = reload::Layer::new(EnvFilter::new("info"));
+    let (filter, filter_handle) = reload::Layer::new(default_filter());
     let format = resolve(LogFormat::Auto);
     let (output, output_handle) = reload::Layer::new(output(format));
     let _ = tracing_subscriber::registry().with(filter).with(output).try_init();
@@ -44,9 +44,7 @@ pub fn init() -> Telemetry {
 impl Telemetry {
     /// Applies the configured level and format.
     pub fn apply(&self, log: &Log) {
-        let filter = EnvFilter::builder()
-            .parse(&log.level)
-            .unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = log.level.parse().unwrap_or_else(|_| default_filter());
         let _ = self.filter.reload(filter);
         let format = resolve(log.format);
         let mut current = self.format.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,6 +53,10 @@ impl Telemetry {
             let _ = self.output.reload(output(format));
         }
     }
+}
+
+fn default_filter() -> Targets {
+    Targets::new().with_default(tracing::Level::INFO)
 }
 
 /// `$JOURNAL_STREAM` is `device:inode` of the journal's stream; stderr is the journal when
