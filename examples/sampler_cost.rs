@@ -11,7 +11,7 @@
 //! CPU time is the sampling thread's on-CPU nanoseconds from /proc/thread-self/schedstat. The
 //! kernel brings that counter up to date when the thread is switched out, so each reading is
 //! taken after the sleep that follows a sample, and the cost of that sleep and of the reading
-//! itself (measured first, without sampling) is subtracted.
+//! itself (the median of empty rounds interleaved with the samples) is subtracted.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -46,28 +46,31 @@ fn main() -> ExitCode {
         thread::sleep(interval);
     }
 
-    // Measurement overhead: the same loop without sampling.
+    // Each sample is paired with an empty round (sleep, read the clock) whose cost is the
+    // measurement overhead; interleaving them keeps the subtraction honest on a busy machine.
+    // The two half sleeps keep samples `interval` apart.
+    let half = interval / 2;
+    let mut cpu = Vec::with_capacity(samples);
+    let mut wall = Vec::with_capacity(samples);
     let mut overhead = Vec::with_capacity(samples);
     let mut before = clock.now();
-    for _ in 0..samples.min(100) {
-        thread::sleep(interval);
+    for _ in 0..samples {
+        thread::sleep(half);
         let after = clock.now();
         overhead.push(after.saturating_sub(before));
         before = after;
-    }
-    let overhead = median(&mut overhead);
 
-    let mut cpu = Vec::with_capacity(samples);
-    let mut wall = Vec::with_capacity(samples);
-    let mut before = clock.now();
-    for _ in 0..samples {
         let started = Instant::now();
         black_box(sampler.sample());
         wall.push(started.elapsed());
-        thread::sleep(interval);
+        thread::sleep(half);
         let after = clock.now();
-        cpu.push(after.saturating_sub(before).saturating_sub(overhead));
+        cpu.push(after.saturating_sub(before));
         before = after;
+    }
+    let overhead = median(&mut overhead);
+    for c in &mut cpu {
+        *c = c.saturating_sub(overhead);
     }
 
     let cpu_mean = cpu.iter().sum::<Duration>() / samples as u32;
@@ -80,8 +83,8 @@ fn main() -> ExitCode {
         ms(wall_mean),
     );
     eprintln!(
-        "  {} apart, CPU from {}, {:.3} ms of measurement overhead per sample subtracted",
-        humantime(interval),
+        "  {} ms apart, CPU from {}, {:.3} ms of measurement overhead per sample subtracted",
+        interval.as_millis(),
         clock.source(),
         ms(overhead),
     );
@@ -146,8 +149,4 @@ fn median(values: &mut [Duration]) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1_000.0
-}
-
-fn humantime(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
 }

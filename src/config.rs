@@ -25,7 +25,11 @@ pub const DROPIN_DIR: &str = "vitalsd.d";
 /// Prefix of environment overrides; `__` separates key levels.
 pub const ENV_PREFIX: &str = "VITALSD";
 /// Keys whose environment value is a comma-separated list.
-const ENV_LIST_KEYS: &[&str] = &["server.listen", "health.plaintext_listen", "health.disk_paths"];
+const ENV_LIST_KEYS: &[&str] = &[
+    "server.listen",
+    "health.plaintext_listen",
+    "health.disk_paths",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -378,10 +382,7 @@ impl Layers {
                 if required || main.exists() {
                     files.push(main.clone());
                 }
-                let dropins = main
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join(DROPIN_DIR);
+                let dropins = main.parent().unwrap_or(Path::new(".")).join(DROPIN_DIR);
                 files.extend(dropin_files(&dropins)?);
                 if required && !main.is_file() {
                     return Err(Error::Parse {
@@ -433,10 +434,7 @@ impl Layers {
                 _ => break,
             }
         }
-        value
-            .origin()
-            .unwrap_or("built-in defaults")
-            .to_string()
+        value.origin().unwrap_or("built-in defaults").to_string()
     }
 
     fn invalid(&self, key: &str, reason: impl Into<String>) -> Error {
@@ -454,10 +452,13 @@ impl Layers {
             listen: v.addrs("server.listen", &s.listen)?,
             max_connections: v.range("server.max_connections", s.max_connections, 1, 1 << 20)?
                 as usize,
-            handshake_timeout: v.nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
+            handshake_timeout: v
+                .nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
             tcp_keepalive: v.optional_duration("server.tcp_keepalive", &s.tcp_keepalive)?,
-            http2_keepalive_interval: v
-                .optional_duration("server.http2_keepalive_interval", &s.http2_keepalive_interval)?,
+            http2_keepalive_interval: v.optional_duration(
+                "server.http2_keepalive_interval",
+                &s.http2_keepalive_interval,
+            )?,
             http2_keepalive_timeout: v
                 .nonzero_duration("server.http2_keepalive_timeout", &s.http2_keepalive_timeout)?,
             max_concurrent_streams: v.range(
@@ -466,8 +467,12 @@ impl Layers {
                 1,
                 65_536,
             )? as u32,
-            max_message_bytes: v.size("server.max_message_size", &s.max_message_size, 1024, 1 << 30)?
-                as usize,
+            max_message_bytes: v.size(
+                "server.max_message_size",
+                &s.max_message_size,
+                1024,
+                1 << 30,
+            )? as usize,
             max_header_list_bytes: v.size(
                 "server.max_header_list_size",
                 &s.max_header_list_size,
@@ -479,8 +484,10 @@ impl Layers {
                 .optional_duration("server.max_connection_idle", &s.max_connection_idle)?,
             max_connection_age: v
                 .optional_duration("server.max_connection_age", &s.max_connection_age)?,
-            max_connection_age_grace: v
-                .duration("server.max_connection_age_grace", &s.max_connection_age_grace)?,
+            max_connection_age_grace: v.duration(
+                "server.max_connection_age_grace",
+                &s.max_connection_age_grace,
+            )?,
             drain_timeout: v.duration("server.drain_timeout", &s.drain_timeout)?,
             worker_threads: v.range("server.worker_threads", s.worker_threads, 0, 256)? as usize,
         };
@@ -500,7 +507,8 @@ impl Layers {
                 .iter()
                 .map(|p| v.path("health.disk_paths", p))
                 .collect::<Result<_, _>>()?,
-            min_disk_free_percent: v.percent("health.min_disk_free_percent", h.min_disk_free_percent)?,
+            min_disk_free_percent: v
+                .percent("health.min_disk_free_percent", h.min_disk_free_percent)?,
             min_memory_available_percent: v.percent(
                 "health.min_memory_available_percent",
                 h.min_memory_available_percent,
@@ -516,7 +524,8 @@ impl Layers {
                 }
             },
         };
-        let sample_interval = v.duration("metrics.sample_interval", &raw.metrics.sample_interval)?;
+        let sample_interval =
+            v.duration("metrics.sample_interval", &raw.metrics.sample_interval)?;
         if sample_interval < Duration::from_millis(500) {
             return Err(self.invalid("metrics.sample_interval", "must be at least 500ms"));
         }
@@ -663,7 +672,10 @@ impl Validator<'_> {
             .iter()
             .map(|a| {
                 a.trim().parse().map_err(|_| {
-                    self.err(key, format!("`{a}` is not an address such as 127.0.0.1:50051 or [::]:50051"))
+                    self.err(
+                        key,
+                        format!("`{a}` is not an address such as 127.0.0.1:50051 or [::]:50051"),
+                    )
                 })
             })
             .collect()
@@ -800,20 +812,38 @@ mod tests {
     fn empty_file_gives_defaults() {
         let (_dir, config) = load_file("");
         let config = config.unwrap();
-        assert_eq!(config.server.listen, vec!["127.0.0.1:50051".parse().unwrap()]);
+        assert_eq!(
+            config.server.listen,
+            vec!["127.0.0.1:50051".parse().unwrap()]
+        );
         assert_eq!(config.server.max_message_bytes, 4 << 20);
         assert_eq!(config.server.max_connection_idle, None);
         assert_eq!(config.metrics.sample_interval, Duration::from_secs(5));
-        assert_eq!(config.tls.cert, PathBuf::from("/etc/vitalsd/tls/server.crt"));
+        assert_eq!(
+            config.tls.cert,
+            PathBuf::from("/etc/vitalsd/tls/server.crt")
+        );
     }
 
     /// Drop-ins are applied after the main file, in lexical order.
     #[test]
     fn dropins_apply_in_lexical_order() {
         let dir = tempfile::tempdir().unwrap();
-        let main = write(dir.path(), "vitalsd.toml", "[server]\nmax_connections = 10\n");
-        write(dir.path(), "vitalsd.d/20-b.toml", "[server]\nmax_connections = 30\n");
-        write(dir.path(), "vitalsd.d/10-a.toml", "[server]\nmax_connections = 20\nmax_concurrent_streams = 7\n");
+        let main = write(
+            dir.path(),
+            "vitalsd.toml",
+            "[server]\nmax_connections = 10\n",
+        );
+        write(
+            dir.path(),
+            "vitalsd.d/20-b.toml",
+            "[server]\nmax_connections = 30\n",
+        );
+        write(
+            dir.path(),
+            "vitalsd.d/10-a.toml",
+            "[server]\nmax_connections = 20\nmax_concurrent_streams = 7\n",
+        );
         write(dir.path(), "vitalsd.d/ignored.conf", "garbage");
         let config = Config::load(&Location::File(main)).unwrap();
         assert_eq!(config.server.max_connections, 30);
@@ -826,7 +856,11 @@ mod tests {
     fn unknown_key_names_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let main = write(dir.path(), "vitalsd.toml", "");
-        let dropin = write(dir.path(), "vitalsd.d/10-x.toml", "[server]\nlisten_addr = \"x\"\n");
+        let dropin = write(
+            dir.path(),
+            "vitalsd.d/10-x.toml",
+            "[server]\nlisten_addr = \"x\"\n",
+        );
         let err = Config::load(&Location::File(main)).unwrap_err().to_string();
         assert!(err.starts_with(&dropin.display().to_string()), "{err}");
         assert!(err.contains("`server.listen_addr`"), "{err}");
@@ -837,9 +871,19 @@ mod tests {
     #[test]
     fn invalid_value_names_the_file_that_set_it() {
         let dir = tempfile::tempdir().unwrap();
-        let main = write(dir.path(), "vitalsd.toml", "[server]\nlisten = [\"nonsense\"]\n");
-        write(dir.path(), "vitalsd.d/10-x.toml", "[log]\nlevel = \"debug\"\n");
-        let err = Config::load(&Location::File(main.clone())).unwrap_err().to_string();
+        let main = write(
+            dir.path(),
+            "vitalsd.toml",
+            "[server]\nlisten = [\"nonsense\"]\n",
+        );
+        write(
+            dir.path(),
+            "vitalsd.d/10-x.toml",
+            "[log]\nlevel = \"debug\"\n",
+        );
+        let err = Config::load(&Location::File(main.clone()))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             format!(
@@ -862,7 +906,10 @@ mod tests {
     fn broken_toml_names_file() {
         let (dir, err) = load_file("[server\nlisten = 1");
         let err = err.unwrap_err().to_string();
-        assert!(err.starts_with(&dir.path().join("vitalsd.toml").display().to_string()), "{err}");
+        assert!(
+            err.starts_with(&dir.path().join("vitalsd.toml").display().to_string()),
+            "{err}"
+        );
     }
 
     /// Bad durations and sizes are refused with the reason.
@@ -894,7 +941,8 @@ mod tests {
     fn reference_config_matches_defaults() {
         let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vitalsd.toml");
         let text = fs::read_to_string(&reference).unwrap();
-        let defaults = toml::to_string(&Config::load_raw(&Location::Dev("x".into())).unwrap()).unwrap();
+        let defaults =
+            toml::to_string(&Config::load_raw(&Location::Dev("x".into())).unwrap()).unwrap();
         let defaults: toml::Table = defaults.parse().unwrap();
         let documented: toml::Table = text.parse().unwrap();
         for (section, keys) in &defaults {

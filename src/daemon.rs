@@ -120,7 +120,10 @@ impl Daemon {
             watchdog.abort();
         }
         if left > 0 {
-            tracing::warn!(connections = left, "drain timeout passed; closing what is left");
+            tracing::warn!(
+                connections = left,
+                "drain timeout passed; closing what is left"
+            );
         } else {
             tracing::info!("stopped");
         }
@@ -146,14 +149,16 @@ async fn run_checks(
         let snapshot = snapshots.borrow_and_update().clone();
         // The sampler's first value may be empty while its first sample is taken.
         if snapshot.sampled_at_unix_ms > 0 {
-            let failures = health::evaluate(&snapshot, &thresholds, cert_not_after, SystemTime::now());
+            let failures =
+                health::evaluate(&snapshot, &thresholds, cert_not_after, SystemTime::now());
             health.set_failures(failures);
         }
         if snapshots.changed().await.is_err() {
             // The sampler has stopped; keep checking the certificate.
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                let failures = health::evaluate(&snapshot, &thresholds, cert_not_after, SystemTime::now());
+                let failures =
+                    health::evaluate(&snapshot, &thresholds, cert_not_after, SystemTime::now());
                 health.set_failures(failures);
             }
         }

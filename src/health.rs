@@ -100,7 +100,11 @@ impl Health {
 
     /// Why the overall status is NOT_SERVING, if checks are the reason.
     pub fn failures(&self) -> Vec<String> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).failures.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failures
+            .clone()
     }
 
     /// A receiver that sees every change of phase or status.
@@ -177,7 +181,9 @@ pub fn evaluate(
         let secs = not_after
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        failures.push(format!("the server certificate expired (not after {secs} unix time)"));
+        failures.push(format!(
+            "the server certificate expired (not after {secs} unix time)"
+        ));
     }
     failures
 }
@@ -260,7 +266,11 @@ mod tests {
     fn thresholds_fail_with_reasons() {
         let now = SystemTime::now();
         let snapshot = Snapshot {
-            filesystems: vec![fs("/", 100, 50), fs("/var", 100, 1), fs("/var/lib/x/y", 100, 0)],
+            filesystems: vec![
+                fs("/", 100, 50),
+                fs("/var", 100, 1),
+                fs("/var/lib/x/y", 100, 0),
+            ],
             memory: Some(Memory {
                 total_bytes: 100,
                 available_bytes: 5,
@@ -273,9 +283,17 @@ mod tests {
             }],
             ..Default::default()
         };
-        let failures = evaluate(&snapshot, &thresholds(), Some(now - Duration::from_secs(1)), now);
+        let failures = evaluate(
+            &snapshot,
+            &thresholds(),
+            Some(now - Duration::from_secs(1)),
+            now,
+        );
         assert_eq!(failures.len(), 4, "{failures:?}");
-        assert!(failures[0].starts_with("filesystem /var has 1.0% free"), "{failures:?}");
+        assert!(
+            failures[0].starts_with("filesystem /var has 1.0% free"),
+            "{failures:?}"
+        );
         assert!(failures[1].starts_with("memory has 5.0% available"));
         assert!(failures[2].starts_with("cpu reads 91.0°C"));
         assert!(failures[3].contains("expired"));

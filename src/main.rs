@@ -59,7 +59,10 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("dev") => args.dev = true,
             Long("check-config") => args.check_config = true,
             Long("version") | Short('V') => {
-                return Ok(Parsed::Print(format!("vitalsd {}", env!("CARGO_PKG_VERSION"))));
+                return Ok(Parsed::Print(format!(
+                    "vitalsd {}",
+                    env!("CARGO_PKG_VERSION")
+                )));
             }
             Long("help") | Short('h') => return Ok(Parsed::Print(USAGE.to_string())),
             _ => return Err(arg.unexpected()),

@@ -170,11 +170,19 @@ mod tests {
         assert_eq!(snap.len(), 1);
         let s = &snap[0];
         assert_eq!((s.calls, s.in_flight, s.latency_sum_micros), (2, 0, 201));
-        let codes: Vec<_> = s.statuses.iter().map(|c| (c.code.as_str(), c.count)).collect();
+        let codes: Vec<_> = s
+            .statuses
+            .iter()
+            .map(|c| (c.code.as_str(), c.count))
+            .collect();
         assert_eq!(codes, vec![("OK", 1), ("DEADLINE_EXCEEDED", 1)]);
         assert_eq!(s.latency[0].count, 1, "100us is inside the 100us bucket");
         assert_eq!(s.latency[1].count, 1, "101us goes to the 250us bucket");
-        assert_eq!(s.latency.last().unwrap().le_micros, 0, "the last bucket is +Inf");
+        assert_eq!(
+            s.latency.last().unwrap().le_micros,
+            0,
+            "the last bucket is +Inf"
+        );
     }
 
     /// Paths the server does not serve share one `unknown` entry.

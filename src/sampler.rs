@@ -5,11 +5,11 @@
 //!
 //! It never scans the process table: walking every `/proc/<pid>` costs milliseconds on a busy
 //! device and the metrics only describe the daemon itself, so the only process it refreshes is
-//! its own pid, and only the fields it reports (memory, CPU time). Lists that rarely change
-//! (mounts, sensors, interfaces, the hostname) are re-read every [`RELIST_EVERY`]th sample;
-//! every other sample only refreshes values. Interface counters come from one read of
-//! /proc/net/dev rather than sysinfo's `Networks`, which opens nine sysfs files per interface and
-//! asks for every address on each refresh: that was half the cost of a sample.
+//! its own pid, and only the fields it reports (memory, CPU time). What rarely changes (mounts,
+//! sensors, the hostname, which cgroup limits memory) is re-read every 12th sample; the other
+//! samples only refresh values. Interface counters come from one read of /proc/net/dev rather
+//! than sysinfo's `Networks`, which opens nine sysfs files per interface and asks for every
+//! address on each refresh: that was half the cost of a sample.
 //!
 //! [`Sampler::spawn`] runs the sampler on its own OS thread and publishes through a tokio watch
 //! channel, so RPC handlers read the latest snapshot and never touch /proc themselves. A
@@ -20,7 +20,6 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,11 +38,12 @@ use crate::proto::metrics::{
 /// What the sampler publishes: the device part of a metrics snapshot (`rpc` left empty).
 pub type Published = Arc<Snapshot>;
 
-/// Every this many samples the lists (mounts, interfaces, sensors, hostname, cgroup) are re-read.
-pub const RELIST_EVERY: u64 = 12;
+/// Every this many samples the lists (mounts, sensors, hostname, cgroup) are re-read.
+const RELIST_EVERY: u64 = 12;
 
 /// How long [`Sampler::spawn`] waits for the first sample before returning an empty one.
-const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(1);
+/// How long a reader may wait for the sampler's first sample after startup.
+pub const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Filesystem types that never describe storage, even when they report a size.
 const PSEUDO_FILESYSTEMS: &[&str] = &[
@@ -200,7 +200,7 @@ impl Sampler {
             filesystems: self.filesystems(relist),
             networks: self.networks(elapsed),
             temperatures: self.temperatures(relist),
-            process,
+            process: Some(process),
             rpc: Vec::new(),
         }
     }
@@ -209,30 +209,20 @@ impl Sampler {
     /// samples every `interval` and publishes each through a tokio watch channel. The thread ends when
     /// every receiver is dropped.
     ///
-    /// Blocks until the first sample is published (about 200 ms: sysinfo needs two CPU reads that
-    /// far apart for a usage figure). Should the thread not get there within a second, it returns
-    /// anyway with an empty `Snapshot` as the current value and the first sample follows.
+    /// Returns at once, with an empty `Snapshot` (`sampled_at_unix_ms == 0`) as the current
+    /// value: the first sample follows about 200 ms later (sysinfo needs two CPU reads that far
+    /// apart for a usage figure), published as a change, so startup does not wait for it.
     /// `interval` is raised to [`MINIMUM_CPU_UPDATE_INTERVAL`] when shorter. The thread notices
     /// that every receiver is gone at its next tick.
     pub fn spawn(interval: Duration) -> watch::Receiver<Published> {
         let interval = interval.max(MINIMUM_CPU_UPDATE_INTERVAL);
-        let (tx, mut rx) = watch::channel(Published::default());
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (tx, rx) = watch::channel(Published::default());
         let spawned = thread::Builder::new()
             .name("vitals-sampler".to_owned())
-            .spawn(move || run(&tx, interval, ready_tx));
-        match spawned {
-            Ok(_) => {
-                if ready_rx.recv_timeout(FIRST_SAMPLE_WAIT).is_err() {
-                    warn!(
-                        "the sampler took longer than {FIRST_SAMPLE_WAIT:?} for its first sample"
-                    );
-                }
-            }
-            Err(e) => error!("starting the sampler thread: {e}; metrics stay empty"),
+            .spawn(move || run(&tx, interval));
+        if let Err(e) = spawned {
+            error!("starting the sampler thread: {e}; metrics stay empty");
         }
-        // The first sample is this receiver's starting value, not a change.
-        rx.mark_unchanged();
         rx
     }
 
@@ -241,8 +231,7 @@ impl Sampler {
         MINIMUM_CPU_UPDATE_INTERVAL.saturating_sub(self.cpu_refreshed_at.elapsed())
     }
 
-    /// Re-reads the lists that rarely change; the collectors re-list mounts, interfaces and
-    /// sensors themselves.
+    /// Re-reads what rarely changes; the collectors re-list mounts and sensors themselves.
     fn relist(&mut self) {
         if let Some(hostname) = self
             .failures
@@ -434,7 +423,7 @@ impl Sampler {
         process
     }
 
-    fn process(&mut self, elapsed: Duration) -> Option<Process> {
+    fn process(&mut self, elapsed: Duration) -> Process {
         let mut out = Process {
             pid: self.pid.as_u32(),
             ..Process::default()
@@ -458,7 +447,7 @@ impl Sampler {
         if let Some(threads) = self.failures.check(Collector::Threads, threads) {
             out.threads = threads;
         }
-        Some(out)
+        out
     }
 }
 
@@ -469,13 +458,10 @@ impl Default for Sampler {
 }
 
 /// The sampler thread: first sample, then one per `interval` until every receiver is gone.
-fn run(tx: &watch::Sender<Published>, interval: Duration, ready: mpsc::SyncSender<()>) {
+fn run(tx: &watch::Sender<Published>, interval: Duration) {
     let mut sampler = Sampler::new();
     thread::sleep(sampler.cpu_ready_in());
     tx.send_replace(Arc::new(sampler.sample()));
-    // spawn() may have stopped waiting; then nobody hears this and that is fine.
-    let _ = ready.send(());
-    drop(ready);
 
     let mut next = Instant::now() + interval;
     loop {
@@ -734,27 +720,72 @@ mod tests {
         }
     }
 
-    /// The first published snapshot already carries CPU data and the thread stops once the
-    /// receiver is dropped.
+    /// spawn() returns at once; its first published snapshot already has per-core CPU usage
+    /// (which takes two CPU reads 200 ms apart), and its thread ends once the receiver is
+    /// dropped.
     #[test]
-    fn spawn_publishes_a_first_sample_before_returning() {
+    fn spawn_publishes_a_first_sample_and_stops_without_receivers() {
+        // Keep a core busy so some core's usage over those 200 ms cannot be 0.
+        let busy = thread::spawn(|| {
+            let until = Instant::now() + Duration::from_millis(600);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        });
+        let threads_before = sampler_threads();
         let started = Instant::now();
-        let rx = Sampler::spawn(Duration::from_millis(200));
+        let mut rx = Sampler::spawn(Duration::from_secs(1));
         let waited = started.elapsed();
-        let first = rx.borrow().clone();
         assert!(
-            first.cpu.is_some(),
-            "spawn returned before the first sample"
-        );
-        assert!(first.sampled_at_unix_ms > 0);
-        assert!(
-            waited < Duration::from_millis(400),
+            waited < Duration::from_millis(20),
             "spawn blocked {waited:?}"
         );
-        assert!(
-            !rx.has_changed().unwrap(),
-            "the first sample is the starting value"
+        assert_eq!(
+            rx.borrow().sampled_at_unix_ms,
+            0,
+            "the starting value is empty"
         );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let first = runtime.block_on(async {
+            tokio::time::timeout(FIRST_SAMPLE_WAIT, rx.changed())
+                .await
+                .expect("a first sample within a second")
+                .unwrap();
+            rx.borrow_and_update().clone()
+        });
+        busy.join().unwrap();
+
+        let cpu = first
+            .cpu
+            .as_ref()
+            .expect("spawn returned before the first sample");
+        assert!(
+            cpu.cores.iter().any(|core| core.usage_percent > 0.0),
+            "no per-core usage in the first sample: {cpu:?}"
+        );
+        assert!(first.sampled_at_unix_ms > 0);
+
+        drop(rx);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while sampler_threads() > threads_before {
+            assert!(
+                Instant::now() < deadline,
+                "the sampler thread outlived its receivers"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// How many threads of this process are named "vitals-sampler".
+    fn sampler_threads() -> usize {
+        fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "vitals-sampler")
+            .count()
     }
 
     /// Counter increments turn into per-second rates, no elapsed time gives no rate, and a

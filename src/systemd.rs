@@ -44,7 +44,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// and systemd restarts the daemon.
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
-    tracing::debug!(interval_ms = interval.as_millis() as u64, "watchdog enabled");
+    tracing::debug!(
+        interval_ms = interval.as_millis() as u64,
+        "watchdog enabled"
+    );
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         loop {

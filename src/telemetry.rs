@@ -33,7 +33,10 @@ pub fn init() -> Telemetry {
     let (filter, filter_handle) = reload::Layer::new(default_filter());
     let format = resolve(LogFormat::Auto);
     let (output, output_handle) = reload::Layer::new(output(format));
-    let _ = tracing_subscriber::registry().with(filter).with(output).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init();
     Telemetry {
         filter: filter_handle,
         output: output_handle,

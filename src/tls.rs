@@ -223,7 +223,10 @@ pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
         }
     }
     let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().filter(|s| !s.is_empty()).map(str::to_string)
+    cn.as_str()
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// When a certificate stops being valid.
@@ -248,19 +251,30 @@ mod tests {
     #[test]
     fn identity_order() {
         let ca = Authority::new("t").unwrap();
-        let issue = |sans: &[&str]| der(&ca.issue(&Leaf::new("the-cn", sans, Usage::Client, 1)).unwrap().cert);
+        let issue = |sans: &[&str]| {
+            der(&ca
+                .issue(&Leaf::new("the-cn", sans, Usage::Client, 1))
+                .unwrap()
+                .cert)
+        };
         assert_eq!(
             identity(&issue(&["dev.example", "spiffe://fleet/prober"])).as_deref(),
             Some("spiffe://fleet/prober")
         );
-        assert_eq!(identity(&issue(&["dev.example", "10.0.0.1"])).as_deref(), Some("dev.example"));
+        assert_eq!(
+            identity(&issue(&["dev.example", "10.0.0.1"])).as_deref(),
+            Some("dev.example")
+        );
         assert_eq!(identity(&issue(&["10.0.0.1"])).as_deref(), Some("the-cn"));
     }
 
     /// Garbage bytes give no identity rather than a panic.
     #[test]
     fn identity_of_garbage_is_none() {
-        assert_eq!(identity(&CertificateDer::from(vec![0x30, 0x03, 0x01])), None);
+        assert_eq!(
+            identity(&CertificateDer::from(vec![0x30, 0x03, 0x01])),
+            None
+        );
         assert_eq!(identity(&CertificateDer::from(Vec::new())), None);
     }
 
@@ -305,6 +319,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.crt");
         fs::write(&path, "nothing here").unwrap();
-        assert!(matches!(load_certs(&path), Err(Error::NoCertificate { .. })));
+        assert!(matches!(
+            load_certs(&path),
+            Err(Error::NoCertificate { .. })
+        ));
     }
 }

@@ -80,10 +80,20 @@ impl Conn {
 }
 
 enum Command {
-    Probe { service: String },
-    Echo { message: String, headers: Vec<(String, String)> },
-    Metrics { json: bool },
-    CertsInit { out: PathBuf, sans: Vec<String> },
+    Probe {
+        service: String,
+    },
+    Echo {
+        message: String,
+        headers: Vec<(String, String)>,
+    },
+    Metrics {
+        json: bool,
+    },
+    CertsInit {
+        out: PathBuf,
+        sans: Vec<String>,
+    },
 }
 
 /// Exit codes, as grpc_health_probe has them.
@@ -164,7 +174,10 @@ fn main() -> ExitCode {
     if let Command::CertsInit { out, sans } = &command {
         return match DevPki::generate(sans).and_then(|pki| pki.write(out)) {
             Ok(()) => {
-                println!("wrote ca.crt server.crt server.key client.crt client.key to {}", out.display());
+                println!(
+                    "wrote ca.crt server.crt server.key client.crt client.key to {}",
+                    out.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -216,9 +229,18 @@ fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
-async fn probe(channel: tonic::transport::Channel, service: String, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn probe(
+    channel: tonic::transport::Channel,
+    service: String,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let response = HealthClient::new(channel)
-        .check(request(HealthCheckRequest { service: service.clone() }, timeout))
+        .check(request(
+            HealthCheckRequest {
+                service: service.clone(),
+            },
+            timeout,
+        ))
         .await
         .context("health check")?;
     let status = response.into_inner().status();
@@ -243,8 +265,11 @@ async fn echo(
         timeout,
     );
     for (key, value) in headers {
-        let key: tonic::metadata::MetadataKey<_> = key.parse().with_context(|| format!("header name `{key}`"))?;
-        req.metadata_mut().append(key, value.parse().context("header value")?);
+        let key: tonic::metadata::MetadataKey<_> = key
+            .parse()
+            .with_context(|| format!("header name `{key}`"))?;
+        req.metadata_mut()
+            .append(key, value.parse().context("header value")?);
     }
     let response = EchoClient::new(channel).echo(req).await.context("echo")?;
     for (key, value) in response.metadata().as_ref() {
@@ -255,7 +280,11 @@ async fn echo(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn metrics(channel: tonic::transport::Channel, json: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn metrics(
+    channel: tonic::transport::Channel,
+    json: bool,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let snapshot = MetricsClient::new(channel)
         .snapshot(request(SnapshotRequest {}, timeout))
         .await

@@ -81,7 +81,10 @@ impl Dial {
     }
 
     fn host(&self) -> &str {
-        let host = self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(h, _)| h);
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h);
         host.trim_start_matches('[').trim_end_matches(']')
     }
 
@@ -98,7 +101,11 @@ impl Dial {
         let Some(config) = self.tls.clone() else {
             return endpoint.connect().await.map_err(connect_err);
         };
-        let name = self.server_name.as_deref().unwrap_or(self.host()).to_string();
+        let name = self
+            .server_name
+            .as_deref()
+            .unwrap_or(self.host())
+            .to_string();
         let server_name =
             ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
         let addr = self.addr.clone();

@@ -21,11 +21,24 @@ pub fn snapshot_table(s: &Snapshot) -> String {
     let mut out = String::new();
     let w = &mut out;
     if let Some(h) = &s.host {
-        let _ = writeln!(w, "host     {} ({}, kernel {}, {})", h.hostname, h.arch, h.kernel_version, h.os);
-        let _ = writeln!(w, "uptime   {}h{:02}m", h.uptime_secs / 3600, h.uptime_secs % 3600 / 60);
+        let _ = writeln!(
+            w,
+            "host     {} ({}, kernel {}, {})",
+            h.hostname, h.arch, h.kernel_version, h.os
+        );
+        let _ = writeln!(
+            w,
+            "uptime   {}h{:02}m",
+            h.uptime_secs / 3600,
+            h.uptime_secs % 3600 / 60
+        );
     }
     if let Some(c) = &s.cpu {
-        let cores: Vec<String> = c.cores.iter().map(|core| format!("{:.0}%", core.usage_percent)).collect();
+        let cores: Vec<String> = c
+            .cores
+            .iter()
+            .map(|core| format!("{:.0}%", core.usage_percent))
+            .collect();
         let _ = writeln!(
             w,
             "cpu      {:.1}%  cores [{}]  load {:.2} {:.2} {:.2}",
@@ -46,7 +59,12 @@ pub fn snapshot_table(s: &Snapshot) -> String {
             mib(m.swap_total_bytes)
         );
         if let Some(cg) = &m.cgroup {
-            let _ = writeln!(w, "cgroup   {} used of {} limit", mib(cg.used_bytes), mib(cg.limit_bytes));
+            let _ = writeln!(
+                w,
+                "cgroup   {} used of {} limit",
+                mib(cg.used_bytes),
+                mib(cg.limit_bytes)
+            );
         }
     }
     for f in &s.filesystems {
@@ -87,8 +105,12 @@ pub fn snapshot_table(s: &Snapshot) -> String {
         );
     }
     for m in &s.rpc {
-        let codes: Vec<String> = m.statuses.iter().map(|c| format!("{} {}", c.code, c.count)).collect();
-        let mean = if m.calls > 0 { m.latency_sum_micros / m.calls } else { 0 };
+        let codes: Vec<String> = m
+            .statuses
+            .iter()
+            .map(|c| format!("{} {}", c.code, c.count))
+            .collect();
+        let mean = m.latency_sum_micros.checked_div(m.calls).unwrap_or(0);
         let _ = writeln!(
             w,
             "rpc      {:<48} calls {}  in flight {}  mean {}us  [{}]",

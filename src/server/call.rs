@@ -83,7 +83,13 @@ where
             correct_status(&mut parts.headers);
             record.code = status_code(&parts.headers);
             record.trailers = parts.extensions.remove::<Trailers>().map(|t| t.0);
-            Ok(Response::from_parts(parts, CallBody { inner: body, record }))
+            Ok(Response::from_parts(
+                parts,
+                CallBody {
+                    inner: body,
+                    record,
+                },
+            ))
         })
     }
 }
@@ -248,9 +254,18 @@ mod tests {
     /// grpc-timeout values of every unit parse; malformed ones are ignored.
     #[test]
     fn parses_grpc_timeout() {
-        assert_eq!(grpc_timeout(&headers("1H")), Some(Duration::from_secs(3600)));
-        assert_eq!(grpc_timeout(&headers("250m")), Some(Duration::from_millis(250)));
-        assert_eq!(grpc_timeout(&headers("99999999n")), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            grpc_timeout(&headers("1H")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            grpc_timeout(&headers("250m")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            grpc_timeout(&headers("99999999n")),
+            Some(Duration::from_nanos(99_999_999))
+        );
         assert_eq!(grpc_timeout(&headers("0m")), Some(Duration::ZERO));
         for bad in ["", "5", "m", "123456789S", "-1S", "1x", "1.5S"] {
             let mut h = HeaderMap::new();

@@ -155,7 +155,12 @@ pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shar
 }
 
 /// Serves a plaintext connection (the health-only listener).
-pub(super) async fn serve_plaintext(tcp: TcpStream, addr: SocketAddr, router: Router, shared: Arc<Shared>) {
+pub(super) async fn serve_plaintext(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    router: Router,
+    shared: Arc<Shared>,
+) {
     let limits = shared.limits();
     let peer = Peer {
         addr,
@@ -190,7 +195,13 @@ enum Close {
     Hard,
 }
 
-async fn serve_http2_on<I>(io: &mut I, peer: &Peer, router: Router, shared: &Shared, limits: &Limits) -> Close
+async fn serve_http2_on<I>(
+    io: &mut I,
+    peer: &Peer,
+    router: Router,
+    shared: &Shared,
+    limits: &Limits,
+) -> Close
 where
     I: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -274,7 +285,10 @@ mod tests {
         let d = Duration::from_secs(100);
         for _ in 0..1000 {
             let j = jitter(d);
-            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
+                "{j:?}"
+            );
         }
     }
 

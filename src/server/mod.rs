@@ -135,7 +135,10 @@ impl Shared {
 
     /// The limits new connections get.
     pub fn limits(&self) -> Limits {
-        self.limits.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Connections open now (TLS handshakes included).

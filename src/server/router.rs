@@ -6,14 +6,17 @@
 use std::convert::Infallible;
 
 use http::{Request, Response};
-use tonic::{Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture, server::NamedService};
+use tonic::{
+    Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture, server::NamedService,
+};
 use tower::{Service, util::BoxCloneSyncService};
 
 use crate::{
-    proto::{echo::echo_server::EchoServer, health::health_server::HealthServer, metrics::metrics_server::MetricsServer},
-    service::{
-        self, echo::EchoService, health::HealthService, metrics::MetricsService,
+    proto::{
+        echo::echo_server::EchoServer, health::health_server::HealthServer,
+        metrics::metrics_server::MetricsServer,
     },
+    service::{self, echo::EchoService, health::HealthService, metrics::MetricsService},
 };
 
 type Reflection = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -67,7 +70,9 @@ impl Router {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         };
-        let v1 = reflection().build_v1().expect("the embedded descriptor set is valid");
+        let v1 = reflection()
+            .build_v1()
+            .expect("the embedded descriptor set is valid");
         let v1alpha = reflection()
             .build_v1alpha()
             .expect("the embedded descriptor set is valid");

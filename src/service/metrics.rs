@@ -14,7 +14,7 @@ use super::{TaskStream, task_stream};
 use crate::{
     proto::metrics::{Snapshot, SnapshotRequest, WatchRequest, metrics_server},
     rpc_stats::RpcStats,
-    sampler::Published,
+    sampler::{FIRST_SAMPLE_WAIT, Published},
 };
 
 pub struct MetricsService {
@@ -41,6 +41,15 @@ impl MetricsService {
     }
 }
 
+/// The latest snapshot; right after startup, waits (briefly) for the sampler's first one.
+async fn first_sample(mut snapshots: watch::Receiver<Published>) -> Published {
+    if snapshots.borrow().sampled_at_unix_ms == 0 {
+        let first = snapshots.wait_for(|s| s.sampled_at_unix_ms > 0);
+        let _ = tokio::time::timeout(FIRST_SAMPLE_WAIT, first).await;
+    }
+    snapshots.borrow().clone()
+}
+
 fn with_rpc(device: &Snapshot, stats: &RpcStats) -> Snapshot {
     let mut snapshot = device.clone();
     snapshot.rpc = stats.snapshot();
@@ -53,7 +62,7 @@ impl metrics_server::Metrics for MetricsService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Snapshot>, Status> {
-        let device = self.snapshots.borrow().clone();
+        let device = first_sample(self.snapshots.clone()).await;
         Ok(Response::new(with_rpc(&device, &self.stats)))
     }
 
@@ -75,7 +84,8 @@ impl metrics_server::Metrics for MetricsService {
             loop {
                 // Send the newest snapshot once it is due, then wait for a newer one.
                 let now = tokio::time::Instant::now();
-                if now + slack >= next_due {
+                let sampled = snapshots.borrow().sampled_at_unix_ms > 0;
+                if sampled && now + slack >= next_due {
                     let device = snapshots.borrow_and_update().clone();
                     if tx.send(Ok(with_rpc(&device, &stats))).await.is_err() {
                         return;

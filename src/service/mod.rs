@@ -37,7 +37,9 @@ pub type TaskStream<T> = ReceiverStream<Result<T, Status>>;
 /// Runs `produce` as a task that feeds a response stream. The task is dropped as soon as
 /// the client goes away (the stream's receiver is dropped), so an abandoned stream holds
 /// nothing, however long `produce` would have waited.
-pub fn task_stream<T, F>(produce: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F) -> TaskStream<T>
+pub fn task_stream<T, F>(
+    produce: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F,
+) -> TaskStream<T>
 where
     T: Send + 'static,
     F: Future<Output = ()> + Send + 'static,

@@ -12,7 +12,10 @@ async fn unknown_key_in_dropin_exits_78() {
     assert_eq!(code, Some(78), "{out}");
     let dropin = dir.path().join("vitalsd.d/50-test.toml");
     assert!(
-        out.contains(&format!("{}: `server.listen_address`: unknown field", dropin.display())),
+        out.contains(&format!(
+            "{}: `server.listen_address`: unknown field",
+            dropin.display()
+        )),
         "{out}"
     );
 }
@@ -21,13 +24,21 @@ async fn unknown_key_in_dropin_exits_78() {
 #[tokio::test]
 async fn invalid_value_exits_78_before_binding() {
     let pki = TestPki::new();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dropin = format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connection_idle = \"soon\"\n");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dropin =
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connection_idle = \"soon\"\n");
     let dir = write_config(&pki, &dropin);
     let config = dir.path().join("vitalsd.toml");
     let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
     assert_eq!(code, Some(78), "{out}");
-    assert!(out.contains("`server.max_connection_idle`: `soon` is not a duration"), "{out}");
+    assert!(
+        out.contains("`server.max_connection_idle`: `soon` is not a duration"),
+        "{out}"
+    );
     assert!(!out.contains("serving"), "{out}");
 }
 
@@ -40,7 +51,10 @@ async fn bad_environment_value_names_the_environment() {
     let env = [("VITALSD_SERVER__HANDSHAKE_TIMEOUT", "forever")];
     let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], &env, dir.path());
     assert_eq!(code, Some(78), "{out}");
-    assert!(out.contains("the environment: `server.handshake_timeout`"), "{out}");
+    assert!(
+        out.contains("the environment: `server.handshake_timeout`"),
+        "{out}"
+    );
 }
 
 /// Environment variables override the files, lists included.
@@ -49,7 +63,10 @@ async fn environment_overrides_files() {
     let pki = std::sync::Arc::new(TestPki::new());
     let env = [("VITALSD_HEALTH__PLAINTEXT_LISTEN", "127.0.0.1:0")];
     let daemon = TestDaemon::start_with(pki, "", &env).await;
-    assert!(daemon.health_addr.is_some(), "the env var added a plaintext listener");
+    assert!(
+        daemon.health_addr.is_some(),
+        "the env var added a plaintext listener"
+    );
 }
 
 /// `--check-config` validates and prints the effective config without serving.
@@ -59,11 +76,18 @@ async fn check_config_prints_effective_values() {
     let dir = write_config(&pki, "[server]\nmax_connections = 77\n");
     let config = dir.path().join("vitalsd.toml");
     let env = [("VITALSD_LOG__LEVEL", "debug")];
-    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap(), "--check-config"], &env, dir.path());
+    let (code, out) = run_vitalsd(
+        &["--config", config.to_str().unwrap(), "--check-config"],
+        &env,
+        dir.path(),
+    );
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("max_connections = 77"), "{out}");
     assert!(out.contains("level = \"debug\""), "{out}");
-    assert!(out.contains("max_connection_age_grace = \"30s\""), "defaults are shown: {out}");
+    assert!(
+        out.contains("max_connection_age_grace = \"30s\""),
+        "defaults are shown: {out}"
+    );
 }
 
 /// A missing `--config` file and unknown arguments are clear errors.
@@ -72,7 +96,10 @@ async fn missing_file_and_bad_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = run_vitalsd(&["--config", "/nonexistent/vitalsd.toml"], &[], dir.path());
     assert_eq!(code, Some(78), "{out}");
-    assert!(out.contains("/nonexistent/vitalsd.toml: no such file"), "{out}");
+    assert!(
+        out.contains("/nonexistent/vitalsd.toml: no such file"),
+        "{out}"
+    );
     let (code, out) = run_vitalsd(&["--frobnicate"], &[], dir.path());
     assert_eq!(code, Some(64), "{out}");
     assert!(out.contains("--frobnicate"), "{out}");
@@ -84,7 +111,11 @@ async fn dev_mode_makes_pki_and_serves() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     // Port 50051 may be taken by a developer's own daemon; the dev listener is overridden.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(crate::support::vitalsd())
         .arg("--dev")
         .env("VITALSD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -98,7 +129,11 @@ async fn dev_mode_makes_pki_and_serves() {
     crate::support::eventually(std::time::Duration::from_secs(10), || {
         let dial = vitals::client::Dial::dev(&addr, &pki);
         async move {
-            let channel = dial.map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+            let channel = dial
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
             vitals::proto::health::health_client::HealthClient::new(channel)
                 .check(vitals::proto::health::HealthCheckRequest::default())
                 .await

@@ -28,43 +28,74 @@ const ECHO: &str = "/vitals.echo.v1.Echo/Echo";
 async fn idle_connection_gets_goaway_after_last_call() {
     let daemon = TestDaemon::start("[server]\nmax_connection_idle = \"1s\"\n").await;
     let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
-    let reply = raw::call(&mut conn.send, ECHO, delayed(1500)).await.unwrap();
-    assert_eq!(reply.grpc_status.as_deref(), Some("0"), "a call longer than max idle completes");
+    let reply = raw::call(&mut conn.send, ECHO, delayed(1500))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.grpc_status.as_deref(),
+        Some("0"),
+        "a call longer than max idle completes"
+    );
     let call_ended = Instant::now();
-    let (closed_at, result) = tokio::time::timeout(Duration::from_secs(5), conn.closed).await.unwrap().unwrap();
+    let (closed_at, result) = tokio::time::timeout(Duration::from_secs(5), conn.closed)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(result.is_ok(), "graceful GOAWAY, not an error: {result:?}");
     let idle = closed_at - call_ended;
-    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500), "closed {idle:?} after the last call");
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500),
+        "closed {idle:?} after the last call"
+    );
 }
 
 /// An aged connection gets GOAWAY at max age, its in-flight call still completes, and
 /// new calls on it are refused.
 #[tokio::test]
 async fn aged_connection_drains_in_flight_call() {
-    let daemon = TestDaemon::start("[server]\nmax_connection_age = \"1s\"\nmax_connection_age_grace = \"10s\"\n").await;
+    let daemon = TestDaemon::start(
+        "[server]\nmax_connection_age = \"1s\"\nmax_connection_age_grace = \"10s\"\n",
+    )
+    .await;
     let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
     let started = Instant::now();
     let mut send = conn.send.clone();
     let in_flight = tokio::spawn(async move { raw::call(&mut send, ECHO, delayed(2500)).await });
     tokio::time::sleep(Duration::from_millis(1600)).await; // past 1s + 10% jitter
     let late = raw::call(&mut conn.send, ECHO, delayed(0)).await;
-    assert!(late.is_err(), "a new call after GOAWAY must be refused: {late:?}");
+    assert!(
+        late.is_err(),
+        "a new call after GOAWAY must be refused: {late:?}"
+    );
     let reply = in_flight.await.unwrap().unwrap();
     assert_eq!(reply.grpc_status.as_deref(), Some("0"));
     assert!(started.elapsed() >= Duration::from_millis(2500));
-    let (_, result) = tokio::time::timeout(Duration::from_secs(5), conn.closed).await.unwrap().unwrap();
+    let (_, result) = tokio::time::timeout(Duration::from_secs(5), conn.closed)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
 
 /// After the age grace period the connection is closed even with a call in flight.
 #[tokio::test]
 async fn age_grace_bounds_the_drain() {
-    let daemon = TestDaemon::start("[server]\nmax_connection_age = \"500ms\"\nmax_connection_age_grace = \"500ms\"\n").await;
+    let daemon = TestDaemon::start(
+        "[server]\nmax_connection_age = \"500ms\"\nmax_connection_age_grace = \"500ms\"\n",
+    )
+    .await;
     let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
     let started = Instant::now();
     let result = raw::call(&mut conn.send, ECHO, delayed(10_000)).await;
-    assert!(result.is_err() || result.as_ref().unwrap().grpc_status.as_deref() != Some("0"), "{result:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    assert!(
+        result.is_err() || result.as_ref().unwrap().grpc_status.as_deref() != Some("0"),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
 }
 
 /// SIGTERM lets every in-flight call finish OK, then the daemon exits 0.
@@ -77,9 +108,13 @@ async fn sigterm_drains_in_flight_calls() {
         for j in 0..25 {
             let mut echo = echo.clone();
             calls.push(tokio::spawn(async move {
-                echo.echo(EchoRequest { echo_message: format!("{i}-{j}"), delay_ms: 1000, ..Default::default() })
-                    .await
-                    .map(|r| r.into_inner().echo_message)
+                echo.echo(EchoRequest {
+                    echo_message: format!("{i}-{j}"),
+                    delay_ms: 1000,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().echo_message)
             }));
         }
     }
@@ -106,7 +141,10 @@ async fn connection_cap_refuses_extra_connections() {
     let mut extra = TcpStream::connect(daemon.addr).await.unwrap();
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the extra connection is closed: {read:?}");
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the extra connection is closed: {read:?}"
+    );
     for mut client in [a, b] {
         client.echo(EchoRequest::default()).await.unwrap();
     }
@@ -119,9 +157,19 @@ async fn silent_connection_closed_at_handshake_timeout() {
     let mut silent = TcpStream::connect(daemon.addr).await.unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(2), "{waited:?}");
-    daemon.echo().await.echo(EchoRequest::default()).await.unwrap();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .unwrap();
 }

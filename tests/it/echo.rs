@@ -16,7 +16,13 @@ fn echo_req(message: &str) -> EchoRequest {
 #[tokio::test]
 async fn echoes_message_and_identity() {
     let daemon = TestDaemon::start("").await;
-    let reply = daemon.echo().await.echo(echo_req("héllo ✓")).await.unwrap().into_inner();
+    let reply = daemon
+        .echo()
+        .await
+        .echo(echo_req("héllo ✓"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.echo_message, "héllo ✓");
     assert_eq!(reply.peer_identity, CLIENT_ID);
 }
@@ -37,9 +43,14 @@ async fn echoes_metadata_into_headers_and_trailers() {
         ..echo_req("m")
     };
     let headers = [("x-head", "h1"), ("x-tail", "t1"), ("x-bin-bin", "AAE")];
-    let reply = raw::call_with(&mut conn.send, "/vitals.echo.v1.Echo/Echo", &headers, raw::frame(&request))
-        .await
-        .unwrap();
+    let reply = raw::call_with(
+        &mut conn.send,
+        "/vitals.echo.v1.Echo/Echo",
+        &headers,
+        raw::frame(&request),
+    )
+    .await
+    .unwrap();
     assert_eq!(reply.grpc_status.as_deref(), Some("0"));
     assert_eq!(reply.headers.get("x-head").unwrap(), "h1");
     assert!(reply.headers.get("x-tail").is_none());
@@ -57,7 +68,10 @@ async fn reserved_metadata_cannot_be_echoed() {
     let err = daemon
         .echo()
         .await
-        .echo(EchoRequest { echo_headers: vec!["grpc-status".into()], ..echo_req("m") })
+        .echo(EchoRequest {
+            echo_headers: vec!["grpc-status".into()],
+            ..echo_req("m")
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -74,16 +88,30 @@ async fn delay_past_deadline_is_deadline_exceeded() {
         key: &daemon.pki.path("client.key"),
     });
     let mut conn = raw::connect(daemon.addr, tls).await;
-    let slow = raw::frame(&EchoRequest { delay_ms: 5_000, ..echo_req("slow") });
+    let slow = raw::frame(&EchoRequest {
+        delay_ms: 5_000,
+        ..echo_req("slow")
+    });
     let started = Instant::now();
-    let reply = raw::call_with(&mut conn.send, "/vitals.echo.v1.Echo/Echo", &[("grpc-timeout", "300m")], slow)
-        .await
-        .unwrap();
+    let reply = raw::call_with(
+        &mut conn.send,
+        "/vitals.echo.v1.Echo/Echo",
+        &[("grpc-timeout", "300m")],
+        slow,
+    )
+    .await
+    .unwrap();
     assert_eq!(reply.grpc_status.as_deref(), Some("4"), "{reply:?}");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     // Within the deadline the delay is served.
-    let mut request = Request::new(EchoRequest { delay_ms: 100, ..echo_req("ok") });
+    let mut request = Request::new(EchoRequest {
+        delay_ms: 100,
+        ..echo_req("ok")
+    });
     request.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
     daemon.echo().await.echo(request).await.unwrap();
@@ -95,7 +123,15 @@ async fn delay_past_deadline_is_deadline_exceeded() {
 async fn server_caps_deadline() {
     let daemon = TestDaemon::start("[server]\nmax_deadline = \"300ms\"\n").await;
     let started = Instant::now();
-    let err = daemon.echo().await.echo(EchoRequest { delay_ms: 10_000, ..echo_req("x") }).await.unwrap_err();
+    let err = daemon
+        .echo()
+        .await
+        .echo(EchoRequest {
+            delay_ms: 10_000,
+            ..echo_req("x")
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -118,10 +154,21 @@ async fn status_knob() {
     assert_eq!(err.message(), "try later");
     assert_eq!(err.metadata().get("grpc-retry-pushback-ms").unwrap(), "250");
     let mut third = Request::new(knob);
-    third.metadata_mut().insert("grpc-previous-rpc-attempts", "2".parse().unwrap());
-    assert_eq!(echo.echo(third).await.unwrap().into_inner().echo_message, "x");
-    let bad = EchoRequest { status_code: 99, ..echo_req("x") };
-    assert_eq!(echo.echo(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    third
+        .metadata_mut()
+        .insert("grpc-previous-rpc-attempts", "2".parse().unwrap());
+    assert_eq!(
+        echo.echo(third).await.unwrap().into_inner().echo_message,
+        "x"
+    );
+    let bad = EchoRequest {
+        status_code: 99,
+        ..echo_req("x")
+    };
+    assert_eq!(
+        echo.echo(bad).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 }
 
 /// The payload knob returns that many bytes, and refuses sizes above the message limit.
@@ -129,9 +176,22 @@ async fn status_knob() {
 async fn payload_size_knob() {
     let daemon = TestDaemon::start("[server]\nmax_message_size = \"64KiB\"\n").await;
     let mut echo = daemon.echo().await;
-    let reply = echo.echo(EchoRequest { response_size: 4096, ..echo_req("p") }).await.unwrap().into_inner();
+    let reply = echo
+        .echo(EchoRequest {
+            response_size: 4096,
+            ..echo_req("p")
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.payload.len(), 4096);
-    let err = echo.echo(EchoRequest { response_size: 1 << 20, ..echo_req("p") }).await.unwrap_err();
+    let err = echo
+        .echo(EchoRequest {
+            response_size: 1 << 20,
+            ..echo_req("p")
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
 }
 
@@ -142,7 +202,14 @@ async fn oversized_request_is_resource_exhausted() {
     let mut echo = daemon.echo().await.max_encoding_message_size(usize::MAX);
     let err = echo.echo(echo_req(&"x".repeat(100_000))).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert_eq!(echo.echo(echo_req("fine")).await.unwrap().into_inner().echo_message, "fine");
+    assert_eq!(
+        echo.echo(echo_req("fine"))
+            .await
+            .unwrap()
+            .into_inner()
+            .echo_message,
+        "fine"
+    );
 }
 
 /// gzip and zstd requests are accepted, and responses come back compressed when asked.
@@ -157,7 +224,10 @@ async fn gzip_and_zstd() {
             .accept_compressed(encoding);
         let message = "compress me ".repeat(200);
         let response = echo.echo(echo_req(&message)).await.unwrap();
-        let used = response.metadata().get("grpc-encoding").map(|v| v.to_str().unwrap().to_string());
+        let used = response
+            .metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap().to_string());
         assert_eq!(used.as_deref(), Some(encoding.to_string().as_str()));
         assert_eq!(response.into_inner().echo_message, message);
     }
@@ -168,7 +238,13 @@ async fn gzip_and_zstd() {
 async fn stream_echoes_each_message() {
     let daemon = TestDaemon::start("").await;
     let outbound = tokio_stream::iter((0..50).map(|i| echo_req(&i.to_string())));
-    let mut inbound = daemon.echo().await.echo_stream(outbound).await.unwrap().into_inner();
+    let mut inbound = daemon
+        .echo()
+        .await
+        .echo_stream(outbound)
+        .await
+        .unwrap()
+        .into_inner();
     for i in 0..50 {
         let reply = inbound.message().await.unwrap().unwrap();
         assert_eq!(reply.echo_message, i.to_string());
@@ -184,10 +260,16 @@ async fn reflection_lists_services() {
     let channel = daemon.channel().await;
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         stream.message().await.unwrap().unwrap().message_response
     else {
@@ -195,14 +277,24 @@ async fn reflection_lists_services() {
     };
     let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
-    for expected in ["grpc.health.v1.Health", "vitals.echo.v1.Echo", "vitals.metrics.v1.Metrics"] {
+    for expected in [
+        "grpc.health.v1.Health",
+        "vitals.echo.v1.Echo",
+        "vitals.metrics.v1.Metrics",
+    ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(stream.message().await.unwrap().is_some());
 }

@@ -1,12 +1,16 @@
 use std::time::Duration;
 
 use tonic::Code;
-use vitals::proto::health::{HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus};
+use vitals::proto::health::{
+    HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus,
+};
 
 use crate::support::TestDaemon;
 
 fn req(service: &str) -> HealthCheckRequest {
-    HealthCheckRequest { service: service.to_string() }
+    HealthCheckRequest {
+        service: service.to_string(),
+    }
 }
 
 /// Overall and per-service status are SERVING once the daemon says it serves.
@@ -14,8 +18,18 @@ fn req(service: &str) -> HealthCheckRequest {
 async fn check_reports_serving() {
     let daemon = TestDaemon::start("").await;
     let mut health = daemon.health().await;
-    for service in ["", "grpc.health.v1.Health", "vitals.echo.v1.Echo", "vitals.metrics.v1.Metrics"] {
-        let status = health.check(req(service)).await.unwrap().into_inner().status();
+    for service in [
+        "",
+        "grpc.health.v1.Health",
+        "vitals.echo.v1.Echo",
+        "vitals.metrics.v1.Metrics",
+    ] {
+        let status = health
+            .check(req(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
         assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
 }
@@ -24,7 +38,12 @@ async fn check_reports_serving() {
 #[tokio::test]
 async fn check_unknown_service_is_not_found() {
     let daemon = TestDaemon::start("").await;
-    let err = daemon.health().await.check(req("no.such.Service")).await.unwrap_err();
+    let err = daemon
+        .health()
+        .await
+        .check(req("no.such.Service"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
 
@@ -32,22 +51,49 @@ async fn check_unknown_service_is_not_found() {
 #[tokio::test]
 async fn list_returns_all_services() {
     let daemon = TestDaemon::start("").await;
-    let list = daemon.health().await.list(HealthListRequest {}).await.unwrap().into_inner();
+    let list = daemon
+        .health()
+        .await
+        .list(HealthListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut names: Vec<_> = list.statuses.keys().cloned().collect();
     names.sort();
-    assert_eq!(names, ["", "grpc.health.v1.Health", "vitals.echo.v1.Echo", "vitals.metrics.v1.Metrics"]);
-    assert!(list.statuses.values().all(|r| r.status() == ServingStatus::Serving));
+    assert_eq!(
+        names,
+        [
+            "",
+            "grpc.health.v1.Health",
+            "vitals.echo.v1.Echo",
+            "vitals.metrics.v1.Metrics"
+        ]
+    );
+    assert!(
+        list.statuses
+            .values()
+            .all(|r| r.status() == ServingStatus::Serving)
+    );
 }
 
 /// Watch of an unknown service sends SERVICE_UNKNOWN and keeps the stream open.
 #[tokio::test]
 async fn watch_unknown_service_stays_open() {
     let daemon = TestDaemon::start("").await;
-    let mut stream = daemon.health().await.watch(req("no.such.Service")).await.unwrap().into_inner();
+    let mut stream = daemon
+        .health()
+        .await
+        .watch(req("no.such.Service"))
+        .await
+        .unwrap()
+        .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::ServiceUnknown);
     let next = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
-    assert!(next.is_err(), "the stream must stay open without news, got {next:?}");
+    assert!(
+        next.is_err(),
+        "the stream must stay open without news, got {next:?}"
+    );
 }
 
 /// A watcher of the overall status sees SERVING, then NOT_SERVING when the daemon drains,
@@ -55,12 +101,25 @@ async fn watch_unknown_service_stays_open() {
 #[tokio::test]
 async fn watch_sees_drain() {
     let mut daemon = TestDaemon::start("").await;
-    let mut stream = daemon.health().await.watch(req("")).await.unwrap().into_inner();
-    assert_eq!(stream.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    let mut stream = daemon
+        .health()
+        .await
+        .watch(req(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
     daemon.signal("TERM");
-    let next = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap();
     assert_eq!(next.unwrap().unwrap().status(), ServingStatus::NotServing);
-    let end = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap();
     assert_eq!(end.unwrap_err().code(), Code::Unavailable);
     assert!(daemon.wait_exit(Duration::from_secs(5)).await.success());
 }
@@ -74,26 +133,52 @@ async fn failing_threshold_turns_overall_not_serving() {
     crate::support::eventually(Duration::from_secs(5), || {
         let mut health = health.clone();
         async move {
-            let status = health.check(req("")).await.map_err(|e| e.to_string())?.into_inner().status();
-            (status == ServingStatus::NotServing).then_some(()).ok_or(format!("{status:?}"))
+            let status = health
+                .check(req(""))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .status();
+            (status == ServingStatus::NotServing)
+                .then_some(())
+                .ok_or(format!("{status:?}"))
         }
     })
     .await;
-    let echo = health.check(req("vitals.echo.v1.Echo")).await.unwrap().into_inner().status();
+    let echo = health
+        .check(req("vitals.echo.v1.Echo"))
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
     assert_eq!(echo, ServingStatus::Serving);
-    assert!(daemon.logs().iter().any(|l| l.contains("health checks fail") && l.contains("free")));
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("health checks fail") && l.contains("free"))
+    );
 }
 
 /// The plaintext listener serves health to probes without certificates, and nothing else.
 #[tokio::test]
 async fn plaintext_listener_serves_health_only() {
     let daemon = TestDaemon::start("[health]\nplaintext_listen = [\"127.0.0.1:0\"]\n").await;
-    let addr = daemon.health_addr.expect("a plaintext listener").to_string();
-    let channel = vitals::client::Dial::plaintext(&addr).connect().await.unwrap();
+    let addr = daemon
+        .health_addr
+        .expect("a plaintext listener")
+        .to_string();
+    let channel = vitals::client::Dial::plaintext(&addr)
+        .connect()
+        .await
+        .unwrap();
     let mut health = vitals::proto::health::health_client::HealthClient::new(channel.clone());
     let status = health.check(req("")).await.unwrap().into_inner().status();
     assert_eq!(status, ServingStatus::Serving);
     let mut echo = vitals::proto::echo::echo_client::EchoClient::new(channel);
-    let err = echo.echo(vitals::proto::echo::EchoRequest::default()).await.unwrap_err();
+    let err = echo
+        .echo(vitals::proto::echo::EchoRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 }

@@ -1,6 +1,9 @@
 use std::time::Duration;
 
-use vitals::proto::{echo::EchoRequest, metrics::{SnapshotRequest, WatchRequest}};
+use vitals::proto::{
+    echo::EchoRequest,
+    metrics::{SnapshotRequest, WatchRequest},
+};
 
 use crate::support::TestDaemon;
 
@@ -13,7 +16,13 @@ async fn snapshot_has_device_and_rpc_stats() {
     for _ in 0..3 {
         echo.echo(EchoRequest::default()).await.unwrap();
     }
-    let s = daemon.metrics().await.snapshot(SnapshotRequest {}).await.unwrap().into_inner();
+    let s = daemon
+        .metrics()
+        .await
+        .snapshot(SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let host = s.host.unwrap();
     assert!(!host.hostname.is_empty());
     assert_eq!(host.arch, std::env::consts::ARCH);
@@ -26,7 +35,11 @@ async fn snapshot_has_device_and_rpc_stats() {
     let process = s.process.unwrap();
     assert_eq!(process.pid, daemon.pid());
     assert!(process.rss_bytes > 0 && process.open_fds > 0 && process.threads > 0);
-    let echo_stats = s.rpc.iter().find(|m| m.method == "/vitals.echo.v1.Echo/Echo").unwrap();
+    let echo_stats = s
+        .rpc
+        .iter()
+        .find(|m| m.method == "/vitals.echo.v1.Echo/Echo")
+        .unwrap();
     assert_eq!(echo_stats.calls, 3);
     assert_eq!(echo_stats.statuses[0].code, "OK");
     assert_eq!(echo_stats.statuses[0].count, 3);
@@ -38,13 +51,30 @@ async fn snapshot_has_device_and_rpc_stats() {
 async fn failed_calls_are_counted_by_code() {
     let daemon = TestDaemon::start("").await;
     let mut echo = daemon.echo().await;
-    let fail = EchoRequest { status_code: 9, ..Default::default() };
+    let fail = EchoRequest {
+        status_code: 9,
+        ..Default::default()
+    };
     for _ in 0..2 {
         echo.echo(fail.clone()).await.unwrap_err();
     }
-    let s = daemon.metrics().await.snapshot(SnapshotRequest {}).await.unwrap().into_inner();
-    let stats = s.rpc.iter().find(|m| m.method == "/vitals.echo.v1.Echo/Echo").unwrap();
-    let codes: Vec<_> = stats.statuses.iter().map(|c| (c.code.as_str(), c.count)).collect();
+    let s = daemon
+        .metrics()
+        .await
+        .snapshot(SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let stats = s
+        .rpc
+        .iter()
+        .find(|m| m.method == "/vitals.echo.v1.Echo/Echo")
+        .unwrap();
+    let codes: Vec<_> = stats
+        .statuses
+        .iter()
+        .map(|c| (c.code.as_str(), c.count))
+        .collect();
     assert_eq!(codes, [("FAILED_PRECONDITION", 2)]);
 }
 
@@ -60,9 +90,20 @@ async fn watch_streams_snapshots() {
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(3), stream.message()).await.unwrap().unwrap().unwrap();
-    let third = tokio::time::timeout(Duration::from_secs(3), stream.message()).await.unwrap().unwrap().unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let third = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(second.sampled_at_unix_ms > first.sampled_at_unix_ms);
     let gap = third.sampled_at_unix_ms - second.sampled_at_unix_ms;
-    assert!((700..=1600).contains(&gap), "snapshots {gap}ms apart, the sampler runs every 1s");
+    assert!(
+        (700..=1600).contains(&gap),
+        "snapshots {gap}ms apart, the sampler runs every 1s"
+    );
 }

@@ -1,4 +1,7 @@
-use std::{sync::Arc, time::{Duration, SystemTime}};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use vitals::{
     client::Dial,
@@ -38,7 +41,12 @@ async fn assert_refused(daemon: &TestDaemon, config: rustls::ClientConfig, why: 
 #[tokio::test]
 async fn client_without_certificate_is_refused() {
     let daemon = TestDaemon::start("").await;
-    assert_refused(&daemon, daemon.client_tls(ClientAuth::Anonymous), "anonymous").await;
+    assert_refused(
+        &daemon,
+        daemon.client_tls(ClientAuth::Anonymous),
+        "anonymous",
+    )
+    .await;
 }
 
 /// A certificate from another CA is refused.
@@ -48,7 +56,10 @@ async fn certificate_from_other_ca_is_refused() {
     let other = TestPki::new();
     let config = vitals::tls::client_config(
         &daemon.pki.path("ca.crt"),
-        ClientAuth::Certificate { cert: &other.path("client.crt"), key: &other.path("client.key") },
+        ClientAuth::Certificate {
+            cert: &other.path("client.crt"),
+            key: &other.path("client.key"),
+        },
     )
     .unwrap();
     assert_refused(&daemon, config, "other CA").await;
@@ -75,7 +86,10 @@ async fn expired_certificate_is_refused() {
 #[tokio::test]
 async fn certificate_without_client_usage_is_refused() {
     let pki = Arc::new(TestPki::new());
-    pki.issue("serveronly", &Leaf::new("s", &["serveronly.test"], Usage::Server, 1));
+    pki.issue(
+        "serveronly",
+        &Leaf::new("s", &["serveronly.test"], Usage::Server, 1),
+    );
     let daemon = TestDaemon::start_with(pki, "", &[]).await;
     let config = daemon.client_tls(ClientAuth::Certificate {
         cert: &daemon.pki.path("serveronly.crt"),
@@ -88,7 +102,10 @@ async fn certificate_without_client_usage_is_refused() {
 #[tokio::test]
 async fn identity_from_dns_san_or_cn() {
     let pki = Arc::new(TestPki::new());
-    pki.issue("dns", &Leaf::new("cn-ignored", &["prober.fleet.test"], Usage::Client, 1));
+    pki.issue(
+        "dns",
+        &Leaf::new("cn-ignored", &["prober.fleet.test"], Usage::Client, 1),
+    );
     pki.issue("cn", &Leaf::new("just-a-cn", &[], Usage::Client, 1));
     let daemon = TestDaemon::start_with(pki, "", &[]).await;
     for (name, expected) in [("dns", "prober.fleet.test"), ("cn", "just-a-cn")] {
@@ -110,7 +127,8 @@ async fn world_readable_key_is_refused() {
     write_file(&pki.path("server.key"), &key, 0o644).unwrap();
     let dir = crate::support::write_config(&pki, "");
     let config = dir.path().join("vitalsd.toml");
-    let (code, out) = crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    let (code, out) =
+        crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
     assert_eq!(code, Some(78), "{out}");
     assert!(out.contains("chmod 600"), "{out}");
 }
@@ -119,11 +137,15 @@ async fn world_readable_key_is_refused() {
 #[tokio::test]
 async fn mismatched_key_is_refused() {
     let pki = TestPki::new();
-    let other = Authority::new("x").unwrap().issue(&Leaf::new("x", &["x.test"], Usage::Server, 1)).unwrap();
+    let other = Authority::new("x")
+        .unwrap()
+        .issue(&Leaf::new("x", &["x.test"], Usage::Server, 1))
+        .unwrap();
     write_file(&pki.path("server.key"), &other.key, 0o600).unwrap();
     let dir = crate::support::write_config(&pki, "");
     let config = dir.path().join("vitalsd.toml");
-    let (code, out) = crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    let (code, out) =
+        crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
     assert_eq!(code, Some(78), "{out}");
     assert!(out.contains("do not go together"), "{out}");
 }

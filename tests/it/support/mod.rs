@@ -43,9 +43,17 @@ impl TestPki {
         let pki = TestPki { dir, ca };
         pki.issue(
             "server",
-            &Leaf::new("vitalsd test", &["localhost", "127.0.0.1", "::1"], Usage::Server, 30),
+            &Leaf::new(
+                "vitalsd test",
+                &["localhost", "127.0.0.1", "::1"],
+                Usage::Server,
+                30,
+            ),
         );
-        pki.issue("client", &Leaf::new("client", &[CLIENT_ID], Usage::Client, 30));
+        pki.issue(
+            "client",
+            &Leaf::new("client", &[CLIENT_ID], Usage::Client, 30),
+        );
         pki
     }
 
@@ -153,9 +161,19 @@ impl TestDaemon {
         let Ok(fields) = fields else {
             let _ = child.kill();
             let status = child.wait().unwrap();
-            panic!("vitalsd did not start ({status}):\n{}", logs.lock().unwrap().join("\n"));
+            panic!(
+                "vitalsd did not start ({status}):\n{}",
+                logs.lock().unwrap().join("\n")
+            );
         };
-        let addr = fields["listen"].as_str().unwrap().split(',').next().unwrap().parse().unwrap();
+        let addr = fields["listen"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let health_addr = fields["health_listen"]
             .as_str()
             .and_then(|s| s.split(',').next())
@@ -191,7 +209,10 @@ impl TestDaemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "vitalsd did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "vitalsd did not exit within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

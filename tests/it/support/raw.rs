@@ -51,7 +51,11 @@ pub struct Reply {
 }
 
 /// Sends one unary call with `body` as its whole request body (already framed).
-pub async fn call(send: &mut SendRequest<Bytes>, path: &str, body: Bytes) -> Result<Reply, h2::Error> {
+pub async fn call(
+    send: &mut SendRequest<Bytes>,
+    path: &str,
+    body: Bytes,
+) -> Result<Reply, h2::Error> {
     call_with(send, path, &[], body).await
 }
 
