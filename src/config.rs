@@ -119,6 +119,8 @@ pub struct Log {
     /// A filter such as `info` or `info,vitals=debug` (tracing-subscriber's `Targets`).
     pub level: String,
     pub format: LogFormat,
+    /// One line per call (target `vitals::access`, level info).
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +253,9 @@ pub struct RawLog {
     /// auto, text, json or journald.
     #[serde(default = "default_log_format")]
     pub format: LogFormat,
+    /// One line per call with method, peer, status code and latency.
+    #[serde(default)]
+    pub access: bool,
 }
 
 fn default_listen() -> Vec<String> {
@@ -532,6 +537,7 @@ impl Layers {
         let log = Log {
             level: v.log_level("log.level", &raw.log.level)?,
             format: raw.log.format,
+            access: raw.log.access,
         };
         Ok(Config {
             server,

@@ -1,77 +1,98 @@
 //! The daemon's life after its config is loaded: build TLS and the services, serve on the
-//! listeners it is handed, flip health to SERVING and tell systemd, then on shutdown turn
-//! health to NOT_SERVING, GOAWAY every connection and let in-flight RPCs finish.
+//! listeners it is handed, flip health to SERVING and tell systemd; reload on request; on
+//! stop, turn health NOT_SERVING, GOAWAY every connection and let in-flight RPCs finish.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::SystemTime};
 
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
+    config::{self, Config, Location},
     health::{self, Health, Phase},
     rpc_stats::RpcStats,
     sampler::{Published, Sampler},
     server::{self, Limits, Listeners, Router, Shared},
     service::{self, echo::EchoService, health::HealthService, metrics::MetricsService},
-    systemd, tls,
+    systemd,
+    telemetry::Telemetry,
+    tls,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("loading the TLS identity: {0}")]
     Tls(#[from] tls::Error),
+    #[error("{0}")]
+    Config(#[from] config::Error),
+}
+
+/// What the daemon can be told while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the config files and certificates and apply what can change live.
+    Reload,
+    /// Stop accepting, drain, return.
+    Stop,
+}
+
+/// What the health checks compare snapshots with; replaced on reload.
+#[derive(Debug, Clone)]
+struct Checks {
+    thresholds: config::Health,
+    cert_not_after: Option<SystemTime>,
 }
 
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
 pub struct Daemon {
+    location: Location,
     config: Config,
     health: Health,
     shared: Arc<Shared>,
-    snapshots: tokio::sync::watch::Receiver<Published>,
-    cert_not_after: Option<SystemTime>,
+    stats: Arc<RpcStats>,
+    snapshots: watch::Receiver<Published>,
+    checks: watch::Sender<Checks>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Daemon {
     /// Loads the TLS identity and builds everything that does not need a listener.
     /// Fails before anything is bound when a certificate or key is unusable.
-    pub fn new(config: Config) -> Result<Daemon, Error> {
+    pub fn new(
+        location: Location,
+        config: Config,
+        telemetry: Option<Arc<Telemetry>>,
+    ) -> Result<Daemon, Error> {
         let identity = tls::server_config(&config.tls)?;
         let shutdown = CancellationToken::new();
         let health = Health::new(&service::HEALTH_SERVICES);
         let stats = Arc::new(RpcStats::new(&service::METHODS));
         let snapshots = Sampler::spawn(config.metrics.sample_interval);
-        let max_message = config.server.max_message_bytes;
-        let router = Router::full(
-            HealthService::new(health.clone()),
-            EchoService::new(max_message, shutdown.clone()),
-            MetricsService::new(
-                snapshots.clone(),
-                stats.clone(),
-                config.metrics.sample_interval,
-                shutdown.clone(),
-            ),
-            max_message,
-        );
-        let health_router = Router::health_only(HealthService::new(health.clone()), max_message);
+        let (router, health_router) = routers(&config, &health, &snapshots, &stats, &shutdown);
         let shared = Shared::new(
             tls::Store::new(identity.config),
             Limits::from_config(&config.server),
             router,
             health_router,
-            stats,
+            stats.clone(),
             config.server.max_connections,
             config.server.tcp_keepalive,
             shutdown,
         );
+        let checks = watch::channel(Checks {
+            thresholds: config.health.clone(),
+            cert_not_after: identity.not_after,
+        })
+        .0;
         Ok(Daemon {
+            location,
             config,
             health,
             shared,
+            stats,
             snapshots,
-            cert_not_after: identity.not_after,
+            checks,
+            telemetry,
         })
     }
 
@@ -80,15 +101,14 @@ impl Daemon {
         &self.health
     }
 
-    /// Serves until `shutdown` resolves, then drains. Returns once every connection has
-    /// closed or the drain timeout has passed.
-    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    /// Serves until told to stop (or until `control` closes), then drains. Returns once
+    /// every connection has closed or the drain timeout has passed.
+    pub async fn run(mut self, listeners: Listeners, mut control: mpsc::Receiver<Control>) {
         let (tls_addrs, plain_addrs) = listeners.addrs();
         let checks = tokio::spawn(run_checks(
             self.health.clone(),
             self.snapshots.clone(),
-            self.config.health.clone(),
-            self.cert_not_after,
+            self.checks.subscribe(),
         ));
         let watchdog = systemd::spawn_watchdog();
         let serving = tokio::spawn(server::serve(
@@ -98,16 +118,27 @@ impl Daemon {
         ));
 
         self.health.set_phase(Phase::Serving);
-        let listen = join(&tls_addrs);
+        let status = format!("serving on {}", join(&tls_addrs));
         tracing::info!(
-            listen = %listen,
+            listen = %join(&tls_addrs),
             health_listen = %join(&plain_addrs),
             files = %self.config.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "serving"
         );
-        systemd::notify(&format!("READY=1\nSTATUS=serving on {listen}"));
+        systemd::notify(&format!("READY=1\nSTATUS={status}"));
 
-        shutdown.await;
+        while let Some(Control::Reload) = control.recv().await {
+            systemd::notify("RELOADING=1\nSTATUS=reloading");
+            let status = match self.reload().await {
+                Ok(()) => status.clone(),
+                Err(err) => {
+                    let reason = chain(&err);
+                    tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
+                    format!("{status}; last reload rejected: {reason}")
+                }
+            };
+            systemd::notify(&format!("READY=1\nSTATUS={status}"));
+        }
 
         let drain = self.config.server.drain_timeout;
         tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down");
@@ -128,6 +159,122 @@ impl Daemon {
             tracing::info!("stopped");
         }
     }
+
+    /// Re-reads the config and certificates; applies them whole or not at all.
+    async fn reload(&mut self) -> Result<(), Error> {
+        let location = self.location.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&location)?;
+            let identity = tls::server_config(&config.tls)?;
+            Ok::<_, Error>((config, identity))
+        })
+        .await
+        .expect("loading the config does not panic")?;
+        let (config, identity) = loaded;
+
+        for (what, old, new) in restart_only(&self.config, &config) {
+            tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
+        }
+        self.shared.tls.replace(identity.config);
+        let (router, health_router) = routers(
+            &config,
+            &self.health,
+            &self.snapshots,
+            &self.stats,
+            &self.shared.shutdown,
+        );
+        self.shared
+            .reconfigure(Limits::from_config(&config.server), router, health_router);
+        self.checks.send_replace(Checks {
+            thresholds: config.health.clone(),
+            cert_not_after: identity.not_after,
+        });
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.apply(&config.log);
+        }
+        // Keys that cannot change live keep their running values.
+        let mut applied = config;
+        applied.server.listen = self.config.server.listen.clone();
+        applied.server.worker_threads = self.config.server.worker_threads;
+        applied.server.max_connections = self.config.server.max_connections;
+        applied.server.tcp_keepalive = self.config.server.tcp_keepalive;
+        applied.server.drain_timeout = self.config.server.drain_timeout;
+        applied.health.plaintext_listen = self.config.health.plaintext_listen.clone();
+        applied.metrics = self.config.metrics.clone();
+        self.config = applied;
+        tracing::info!("reloaded the config and certificates");
+        Ok(())
+    }
+}
+
+/// Keys whose new value only a restart applies: (key, running value, configured value).
+fn restart_only(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
+    let mut changed = Vec::new();
+    let mut check = |key, a: String, b: String| {
+        if a != b {
+            changed.push((key, a, b));
+        }
+    };
+    check(
+        "server.listen",
+        format!("{:?}", old.server.listen),
+        format!("{:?}", new.server.listen),
+    );
+    check(
+        "server.worker_threads",
+        old.server.worker_threads.to_string(),
+        new.server.worker_threads.to_string(),
+    );
+    check(
+        "server.max_connections",
+        old.server.max_connections.to_string(),
+        new.server.max_connections.to_string(),
+    );
+    check(
+        "server.tcp_keepalive",
+        format!("{:?}", old.server.tcp_keepalive),
+        format!("{:?}", new.server.tcp_keepalive),
+    );
+    check(
+        "server.drain_timeout",
+        format!("{:?}", old.server.drain_timeout),
+        format!("{:?}", new.server.drain_timeout),
+    );
+    check(
+        "health.plaintext_listen",
+        format!("{:?}", old.health.plaintext_listen),
+        format!("{:?}", new.health.plaintext_listen),
+    );
+    check(
+        "metrics.sample_interval",
+        format!("{:?}", old.metrics.sample_interval),
+        format!("{:?}", new.metrics.sample_interval),
+    );
+    changed
+}
+
+/// The full router and the health-only router, built for `config`.
+fn routers(
+    config: &Config,
+    health: &Health,
+    snapshots: &watch::Receiver<Published>,
+    stats: &Arc<RpcStats>,
+    shutdown: &CancellationToken,
+) -> (Router, Router) {
+    let max_message = config.server.max_message_bytes;
+    let router = Router::full(
+        HealthService::new(health.clone()),
+        EchoService::new(max_message, shutdown.clone()),
+        MetricsService::new(
+            snapshots.clone(),
+            stats.clone(),
+            config.metrics.sample_interval,
+            shutdown.clone(),
+        ),
+        max_message,
+    );
+    let health_router = Router::health_only(HealthService::new(health.clone()), max_message);
+    (router, health_router)
 }
 
 fn join(addrs: &[std::net::SocketAddr]) -> String {
@@ -138,29 +285,41 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .join(",")
 }
 
-/// Applies the health thresholds to every snapshot the sampler publishes.
+/// An error and its sources as one sentence.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Applies the health thresholds to every snapshot the sampler publishes, and again when
+/// the thresholds change.
 async fn run_checks(
     health: Health,
-    mut snapshots: tokio::sync::watch::Receiver<Published>,
-    thresholds: crate::config::Health,
-    cert_not_after: Option<SystemTime>,
+    mut snapshots: watch::Receiver<Published>,
+    mut checks: watch::Receiver<Checks>,
 ) {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        // The sampler's first value may be empty while its first sample is taken.
+        let current = checks.borrow_and_update().clone();
+        // The sampler's first value is empty while its first sample is taken.
         if snapshot.sampled_at_unix_ms > 0 {
-            let failures =
-                health::evaluate(&snapshot, &thresholds, cert_not_after, SystemTime::now());
+            let failures = health::evaluate(
+                &snapshot,
+                &current.thresholds,
+                current.cert_not_after,
+                SystemTime::now(),
+            );
             health.set_failures(failures);
         }
-        if snapshots.changed().await.is_err() {
-            // The sampler has stopped; keep checking the certificate.
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                let failures =
-                    health::evaluate(&snapshot, &thresholds, cert_not_after, SystemTime::now());
-                health.set_failures(failures);
-            }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            changed = checks.changed() => if changed.is_err() { return },
         }
     }
 }

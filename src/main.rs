@@ -4,12 +4,15 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 use vitals::{
     config::{Config, Location},
-    daemon::Daemon,
+    daemon::{Control, Daemon, chain},
     pki,
     server::Listeners,
-    telemetry,
+    systemd, telemetry,
 };
 
 /// Exit codes, from sysexits.h.
@@ -30,6 +33,10 @@ usage: vitalsd [--config FILE | --dev] [--check-config]
   --check-config   validate the config, print the effective values, exit
   --version        print the version
   --help           print this help
+
+signals: SIGHUP reloads the config and certificates, SIGTERM/SIGINT drain and stop.
+Under systemd socket activation the passed sockets are served instead of server.listen
+(a socket named \"health\" with FileDescriptorName= is a plaintext health listener).
 
 exit codes: 0 stopped cleanly, 64 bad arguments, 71 cannot bind,
             73 cannot write the dev PKI, 78 invalid config or TLS files";
@@ -89,7 +96,7 @@ fn main() -> ExitCode {
     };
 
     // 2. Telemetry, at the default level until the config says otherwise.
-    let telemetry = telemetry::init();
+    let telemetry = Arc::new(telemetry::init());
 
     // 3. Config.
     let location = match (&args.config, args.dev) {
@@ -121,10 +128,17 @@ fn main() -> ExitCode {
 
     // 4. TLS and services, before any port is bound.
     let dev = matches!(location, Location::Dev(_));
+    let passed = match systemd::listeners() {
+        Ok(passed) => passed,
+        Err(err) => {
+            tracing::error!("socket activation: {err}");
+            return ExitCode::from(exit::OSERR);
+        }
+    };
     let workers = config.server.worker_threads;
     let tls_addrs = config.server.listen.clone();
     let plain_addrs = config.health.plaintext_listen.clone();
-    let daemon = match Daemon::new(config) {
+    let daemon = match Daemon::new(location, config, Some(telemetry)) {
         Ok(daemon) => daemon,
         Err(err) => {
             tracing::error!("{}", chain(&err));
@@ -144,33 +158,34 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        // 5. Listeners.
-        let listeners = match Listeners::bind(&tls_addrs, &plain_addrs).await {
-            Ok(listeners) => listeners,
-            Err(err) => {
-                tracing::error!("{}", chain(&err));
-                return ExitCode::from(exit::OSERR);
+        // 5. Listeners: the ones systemd passed, else bind the configured addresses.
+        let listeners = if passed.is_empty() {
+            match Listeners::bind(&tls_addrs, &plain_addrs).await {
+                Ok(listeners) => listeners,
+                Err(err) => {
+                    tracing::error!("{}", chain(&err));
+                    return ExitCode::from(exit::OSERR);
+                }
+            }
+        } else {
+            tracing::info!(sockets = passed.len(), "serving the sockets systemd passed; server.listen and health.plaintext_listen are not used");
+            match Listeners::from_std(passed) {
+                Ok(listeners) => listeners,
+                Err(err) => {
+                    tracing::error!("socket activation: {err}");
+                    return ExitCode::from(exit::OSERR);
+                }
             }
         };
         if dev {
             print_dev_hint(&listeners);
         }
         // 6. Serve until told to stop, then drain.
-        daemon.run(listeners, stop_signal()).await;
+        let (control, commands) = mpsc::channel(4);
+        tokio::spawn(forward_signals(control));
+        daemon.run(listeners, commands).await;
         ExitCode::SUCCESS
     })
-}
-
-/// An error and its sources as one sentence.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn print_effective(location: &Location) -> ExitCode {
@@ -204,9 +219,8 @@ fn print_dev_hint(listeners: &Listeners) {
     );
 }
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP is caught (and reported) so that it does not
-/// kill the daemon.
-async fn stop_signal() {
+/// Turns SIGHUP into a reload and SIGTERM or SIGINT into a stop.
+async fn forward_signals(control: mpsc::Sender<Control>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -217,10 +231,14 @@ async fn stop_signal() {
         return std::future::pending().await;
     };
     loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not implemented yet; restart to apply changes"),
+        let command = tokio::select! {
+            _ = term.recv() => Control::Stop,
+            _ = int.recv() => Control::Stop,
+            _ = hup.recv() => Control::Reload,
+        };
+        if control.send(command).await.is_err() || command == Control::Stop {
+            // Keep the handlers installed: a second SIGTERM during the drain must not kill.
+            return std::future::pending().await;
         }
     }
 }

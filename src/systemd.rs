@@ -1,4 +1,4 @@
-//! The systemd service protocol: sd_notify messages and the watchdog.
+//! The systemd service protocol: sd_notify messages, the watchdog, and socket activation.
 //!
 //! Notifications are best effort: when `$NOTIFY_SOCKET` is absent or unreachable the daemon
 //! runs as it would anywhere else, so a failed send is logged at debug level and dropped.
@@ -55,4 +55,82 @@ pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
             notify("WATCHDOG=1");
         }
     }))
+}
+
+/// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// The name a socket unit gives (`FileDescriptorName=health`) to a plaintext health listener;
+/// every other passed socket is a mutual-TLS gRPC listener.
+pub const HEALTH_FD_NAME: &str = "health";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("$LISTEN_FDS is `{0}`, not a number of sockets")]
+    Count(String),
+    #[error("socket {fd} passed by systemd is not a listening TCP socket ({reason})")]
+    NotTcpListener { fd: i32, reason: String },
+}
+
+/// A listener passed by systemd socket activation.
+#[derive(Debug)]
+pub struct Passed {
+    pub listener: std::net::TcpListener,
+    /// Its `FileDescriptorName=`, or "unknown".
+    pub name: String,
+}
+
+/// The listeners systemd passed (`$LISTEN_FDS`, for this process per `$LISTEN_PID`);
+/// empty when the daemon was not socket-activated.
+pub fn listeners() -> Result<Vec<Passed>, ActivationError> {
+    let pid_matches = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let Some(count) = std::env::var("LISTEN_FDS").ok().filter(|_| pid_matches) else {
+        return Ok(Vec::new());
+    };
+    let count: i32 = count
+        .parse()
+        .ok()
+        .filter(|n| (0..1024).contains(n))
+        .ok_or(ActivationError::Count(count))?;
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':');
+    (LISTEN_FDS_START..LISTEN_FDS_START + count)
+        .map(|fd| {
+            let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
+            Ok(Passed {
+                listener: adopt(fd)?,
+                name: name.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Takes ownership of a descriptor systemd passed and checks it is a listening TCP socket.
+#[allow(unsafe_code)]
+fn adopt(fd: i32) -> Result<std::net::TcpListener, ActivationError> {
+    use std::os::fd::FromRawFd;
+    let bad = |reason: String| ActivationError::NotTcpListener { fd, reason };
+    // SAFETY: systemd passes descriptors LISTEN_FDS_START..+LISTEN_FDS to this process (we
+    // checked LISTEN_PID) and nothing else in the process owns them; each is adopted once.
+    let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+    let kind = socket.r#type().map_err(|e| bad(e.to_string()))?;
+    let listening = socket.is_listener().map_err(|e| bad(e.to_string()))?;
+    let inet = socket
+        .local_addr()
+        .map_err(|e| bad(e.to_string()))?
+        .as_socket()
+        .is_some();
+    if kind != socket2::Type::STREAM || !listening || !inet {
+        return Err(bad(
+            "a socket unit needs ListenStream= with an IP address and port".into(),
+        ));
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| bad(e.to_string()))?;
+    socket.set_cloexec(true).map_err(|e| bad(e.to_string()))?;
+    Ok(socket.into())
 }

@@ -5,7 +5,11 @@
 use std::{io::IsTerminal, os::unix::fs::MetadataExt, sync::Mutex};
 
 use tracing_subscriber::{
-    Layer, Registry, filter::Targets, layer::Layered, layer::SubscriberExt, reload,
+    Layer, Registry,
+    filter::{LevelFilter, Targets},
+    layer::Layered,
+    layer::SubscriberExt,
+    reload,
     util::SubscriberInitExt,
 };
 
@@ -47,7 +51,13 @@ pub fn init() -> Telemetry {
 impl Telemetry {
     /// Applies the configured level and format.
     pub fn apply(&self, log: &Log) {
-        let filter = log.level.parse().unwrap_or_else(|_| default_filter());
+        let filter: Targets = log.level.parse().unwrap_or_else(|_| default_filter());
+        let access = if log.access {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::OFF
+        };
+        let filter = filter.with_target(ACCESS_TARGET, access);
         let _ = self.filter.reload(filter);
         let format = resolve(log.format);
         let mut current = self.format.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,8 +68,13 @@ impl Telemetry {
     }
 }
 
+/// The target of the per-call access lines, switched by `log.access`.
+pub const ACCESS_TARGET: &str = "vitals::access";
+
 fn default_filter() -> Targets {
-    Targets::new().with_default(tracing::Level::INFO)
+    Targets::new()
+        .with_default(tracing::Level::INFO)
+        .with_target(ACCESS_TARGET, LevelFilter::OFF)
 }
 
 /// `$JOURNAL_STREAM` is `device:inode` of the journal's stream; stderr is the journal when
@@ -89,7 +104,22 @@ fn resolve(format: LogFormat) -> Resolved {
 fn output(format: Resolved) -> Output {
     match format {
         Resolved::Journald => match tracing_journald::layer() {
-            Ok(layer) => return Box::new(layer.with_syslog_identifier("vitalsd".to_string())),
+            Ok(layer) => {
+                // Fields keep their own names (GRPC_CODE, not F_GRPC_CODE) so that
+                // `journalctl GRPC_CODE=...` works; info is syslog's informational (6), not
+                // notice (5), which is for conditions that deserve a look.
+                let priorities = tracing_journald::PriorityMappings {
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    ..tracing_journald::PriorityMappings::new()
+                };
+                return Box::new(
+                    layer
+                        .with_syslog_identifier("vitalsd".to_string())
+                        .with_field_prefix(None)
+                        .with_priority_mappings(priorities),
+                );
+            }
             Err(err) => eprintln!("vitalsd: journald is not reachable ({err}); logging to stderr"),
         },
         Resolved::Json => {

@@ -183,12 +183,12 @@ impl Drop for Record {
         if let Some(activity) = &self.activity {
             activity.leave();
         }
-        tracing::debug!(
+        tracing::info!(
             target: "vitals::access",
-            method = self.path,
+            grpc_method = self.path,
             peer = self.peer.identity.as_deref().unwrap_or("-"),
-            addr = %self.peer.addr,
-            code = crate::rpc_stats::code_name(code),
+            peer_addr = %self.peer.addr,
+            grpc_code = crate::rpc_stats::code_name(code),
             latency_us = latency.as_micros() as u64,
             "call"
         );

@@ -111,7 +111,8 @@ impl Activity {
 
 /// Completes the TLS handshake within the limit, then serves the connection.
 pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
-    let limits = shared.limits();
+    let live = shared.live();
+    let limits = &live.limits;
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
     let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
@@ -151,22 +152,17 @@ pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shar
         addr,
         identity: identity.map(Arc::from),
     };
-    serve_http2(stream, peer, shared.router.clone(), &shared, &limits).await;
+    serve_http2(stream, peer, live.router, &shared, limits).await;
 }
 
 /// Serves a plaintext connection (the health-only listener).
-pub(super) async fn serve_plaintext(
-    tcp: TcpStream,
-    addr: SocketAddr,
-    router: Router,
-    shared: Arc<Shared>,
-) {
-    let limits = shared.limits();
+pub(super) async fn serve_plaintext(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let live = shared.live();
     let peer = Peer {
         addr,
         identity: None,
     };
-    serve_http2(tcp, peer, router, &shared, &limits).await;
+    serve_http2(tcp, peer, live.health_router, &shared, &live.limits).await;
 }
 
 /// How long a closing connection may take to say goodbye (TLS close_notify, FIN, and the

@@ -86,6 +86,24 @@ impl Listeners {
         })
     }
 
+    /// Listeners passed by systemd: those named [`systemd::HEALTH_FD_NAME`] serve plaintext
+    /// health, the others mutual TLS.
+    pub fn from_std(passed: Vec<crate::systemd::Passed>) -> std::io::Result<Listeners> {
+        let mut listeners = Listeners {
+            tls: Vec::new(),
+            plaintext: Vec::new(),
+        };
+        for p in passed {
+            let listener = TcpListener::from_std(p.listener)?;
+            if p.name == crate::systemd::HEALTH_FD_NAME {
+                listeners.plaintext.push(listener);
+            } else {
+                listeners.tls.push(listener);
+            }
+        }
+        Ok(listeners)
+    }
+
     /// The addresses actually bound (useful with port 0).
     pub fn addrs(&self) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let addrs = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -93,12 +111,18 @@ impl Listeners {
     }
 }
 
+/// What a reload replaces; each new connection takes a copy.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub limits: Limits,
+    pub router: Router,
+    pub health_router: Router,
+}
+
 /// What every connection shares.
 pub struct Shared {
     pub tls: tls::Store,
-    limits: RwLock<Limits>,
-    pub router: Router,
-    pub health_router: Router,
+    live: RwLock<Live>,
     pub stats: Arc<RpcStats>,
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -121,9 +145,11 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             tls,
-            limits: RwLock::new(limits),
-            router,
-            health_router,
+            live: RwLock::new(Live {
+                limits,
+                router,
+                health_router,
+            }),
             stats,
             shutdown,
             tracker: TaskTracker::new(),
@@ -133,12 +159,18 @@ impl Shared {
         })
     }
 
-    /// The limits new connections get.
-    pub fn limits(&self) -> Limits {
-        self.limits
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// What a new connection gets: limits and services, as of the last reload.
+    pub(crate) fn live(&self) -> Live {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces what new connections get; open connections keep what they started with.
+    pub fn reconfigure(&self, limits: Limits, router: Router, health_router: Router) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Live {
+            limits,
+            router,
+            health_router,
+        };
     }
 
     /// Connections open now (TLS handshakes included).
@@ -228,10 +260,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, kind: Kind) {
             let _slot = slot;
             match kind {
                 Kind::Tls => conn::serve_tls(tcp, addr, conn_shared).await,
-                Kind::Plaintext => {
-                    let router = conn_shared.health_router.clone();
-                    conn::serve_plaintext(tcp, addr, router, conn_shared).await
-                }
+                Kind::Plaintext => conn::serve_plaintext(tcp, addr, conn_shared).await,
             }
         });
     }

@@ -89,7 +89,8 @@ sample_interval = "1s"
 
 [log]
 format = "json"
-level = "info,vitals::access=debug"
+level = "info"
+access = true
 "#,
         pki.path("server.crt").display(),
         pki.path("server.key").display(),
