@@ -7,4 +7,6 @@ mod connections;
 mod echo;
 mod health;
 mod metrics;
+mod reload;
+mod systemd;
 mod tls;

@@ -135,9 +135,9 @@ impl TestDaemon {
         command
             .arg("--config")
             .arg(config_dir.path().join("vitalsd.toml"))
-            .envs(env.iter().copied())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -187,6 +187,11 @@ impl TestDaemon {
             config_dir,
             logs,
         }
+    }
+
+    /// Replaces the test drop-in (`vitalsd.d/50-test.toml`), e.g. before a reload.
+    pub fn rewrite_dropin(&self, text: &str) {
+        std::fs::write(self.config_dir.path().join("vitalsd.d/50-test.toml"), text).unwrap();
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,190 @@
+use std::time::Duration;
+
+use tonic::Code;
+use vitals::{
+    client::Dial,
+    pki::{Leaf, Usage},
+    proto::{
+        echo::{EchoRequest, echo_client::EchoClient},
+        health::{HealthCheckRequest, health_check_response::ServingStatus},
+    },
+};
+
+use crate::support::{TestDaemon, eventually};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A reloaded limit applies to new connections without a restart.
+#[tokio::test]
+async fn reload_applies_new_limits() {
+    let daemon = TestDaemon::start("[server]\nmax_message_size = \"64KiB\"\n").await;
+    let big = EchoRequest {
+        response_size: 100_000,
+        ..Default::default()
+    };
+    let err = daemon.echo().await.echo(big.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    daemon.rewrite_dropin("[server]\nmax_message_size = \"1MiB\"\n");
+    daemon.signal("HUP");
+    eventually(WAIT, || {
+        let big = big.clone();
+        let dial = daemon.dial();
+        async move {
+            let channel = dial.connect().await.map_err(|e| e.to_string())?;
+            EchoClient::new(channel)
+                .echo(big)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("reloaded the config"))
+    );
+}
+
+/// A reload that lowers a health threshold flips the overall status back to SERVING.
+#[tokio::test]
+async fn reload_applies_health_thresholds() {
+    let daemon = TestDaemon::start("[health]\nmin_disk_free_percent = 99.9\n").await;
+    let mut health = daemon.health().await;
+    let overall = || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    eventually(WAIT, || async {
+        (overall().await == ServingStatus::NotServing)
+            .then_some(())
+            .ok_or("still serving".to_string())
+    })
+    .await;
+    daemon.rewrite_dropin("[health]\nmin_disk_free_percent = 0.0\n");
+    daemon.signal("HUP");
+    eventually(WAIT, || async {
+        (overall().await == ServingStatus::Serving)
+            .then_some(())
+            .ok_or("not serving".to_string())
+    })
+    .await;
+    let _ = health.check(HealthCheckRequest::default()).await.unwrap();
+}
+
+/// An invalid config is rejected whole: the daemon keeps serving on the old one and says
+/// which file and key are wrong.
+#[tokio::test]
+async fn invalid_config_is_rejected_on_reload() {
+    let daemon = TestDaemon::start("[server]\nmax_message_size = \"64KiB\"\n").await;
+    daemon.rewrite_dropin("[server]\nmax_message_size = \"1MiB\"\nmax_connections = -3\n");
+    daemon.signal("HUP");
+    eventually(WAIT, || async {
+        daemon
+            .logs()
+            .iter()
+            .any(|l| {
+                l.contains("reload rejected")
+                    && l.contains("50-test.toml")
+                    && l.contains("server.max_connections")
+            })
+            .then_some(())
+            .ok_or_else(|| "no rejection logged".to_string())
+    })
+    .await;
+    // The valid part of the rejected file was not applied either.
+    let big = EchoRequest {
+        response_size: 100_000,
+        ..Default::default()
+    };
+    let err = daemon.echo().await.echo(big).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+}
+
+/// A garbage certificate is rejected on reload and the old one keeps serving.
+#[tokio::test]
+async fn garbage_certificate_is_rejected_on_reload() {
+    let daemon = TestDaemon::start("").await;
+    std::fs::write(
+        daemon.pki.path("server.crt"),
+        "-----BEGIN CERTIFICATE-----\ngarbage\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    eventually(WAIT, || async {
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("reload rejected") && l.contains("server.crt"))
+            .then_some(())
+            .ok_or_else(|| "no rejection logged".to_string())
+    })
+    .await;
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .unwrap();
+}
+
+/// A reload swaps the server certificate for new connections while an open connection
+/// (with a call in flight) carries on.
+#[tokio::test]
+async fn reload_swaps_certificate_without_dropping_connections() {
+    let daemon = TestDaemon::start("").await;
+    let mut old = daemon.echo().await;
+    let mut in_flight = old.clone();
+    let call = tokio::spawn(async move {
+        in_flight
+            .echo(EchoRequest {
+                delay_ms: 1500,
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The new certificate names only "reloaded.test".
+    daemon.pki.issue(
+        "server",
+        &Leaf::new("reloaded", &["reloaded.test"], Usage::Server, 30),
+    );
+    daemon.signal("HUP");
+    let named = |name: &str| {
+        let mut dial = daemon.dial();
+        dial.server_name = Some(name.to_string());
+        dial
+    };
+    eventually(WAIT, || {
+        let dial: Dial = named("reloaded.test");
+        async move { dial.connect().await.map(|_| ()).map_err(|e| e.to_string()) }
+    })
+    .await;
+    let stale = named("localhost").connect().await;
+    let stale_call = match stale {
+        Ok(channel) => EchoClient::new(channel)
+            .echo(EchoRequest::default())
+            .await
+            .map(|_| ()),
+        Err(_) => Err(tonic::Status::unavailable("refused")),
+    };
+    assert!(
+        stale_call.is_err(),
+        "new connections present the new certificate"
+    );
+    assert!(
+        call.await.unwrap().is_ok(),
+        "the in-flight call on the old connection completes"
+    );
+    old.echo(EchoRequest::default())
+        .await
+        .expect("the old connection still serves");
+}
