@@ -70,6 +70,7 @@ pub struct Config {
     pub health: Health,
     pub metrics: Metrics,
     pub log: Log,
+    pub secrets: Secrets,
     /// The files that were read, in order, for the startup log line.
     pub files: Vec<PathBuf>,
 }
@@ -96,8 +97,112 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tls {
     pub cert: PathBuf,
-    pub key: PathBuf,
+    pub key: Material,
     pub client_ca: PathBuf,
+}
+
+/// Where secret material comes from: a file, or a pulled secret (`secret:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Material {
+    Path(PathBuf),
+    Secret(String),
+}
+
+impl fmt::Display for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Material::Path(path) => write!(f, "{}", path.display()),
+            Material::Secret(name) => write!(f, "{SECRET_PREFIX}{name}"),
+        }
+    }
+}
+
+/// How a config value refers to a pulled secret.
+pub const SECRET_PREFIX: &str = "secret:";
+
+/// Pulled secrets: where from, and how long startup may wait for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secrets {
+    pub startup_timeout: Duration,
+    pub sources: Vec<Source>,
+}
+
+/// One place secrets are pulled from; the first source that has a name wins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// systemd's `$CREDENTIALS_DIRECTORY/NAME` (LoadCredential=, LoadCredentialEncrypted=).
+    Credentials,
+    /// `DIR/NAME`, one secret per file, refused when readable by group or others.
+    File { dir: PathBuf },
+    /// HashiCorp Vault or OpenBao, KV version 2.
+    Vault(Box<Vault>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vault {
+    /// `https://host:port`.
+    pub addr: String,
+    pub mount: String,
+    pub path: String,
+    pub namespace: Option<String>,
+    pub ca_cert: PathBuf,
+    /// Per request.
+    pub timeout: Duration,
+    pub auth: VaultAuth,
+    /// Secret name -> field of the KV entry.
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+/// How vitalsd logs in to Vault. Names are secrets from the non-Vault sources.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VaultAuth {
+    Token {
+        token: String,
+    },
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: String,
+    },
+    /// TLS certificate auth with the device's own certificate: `client_cert`/`client_key`,
+    /// by default `tls.cert`/`tls.key`.
+    Cert {
+        mount: String,
+        role: Option<String>,
+        cert: Option<PathBuf>,
+        key: Option<Material>,
+    },
+}
+
+impl Config {
+    /// The names of every secret this config refers to, in a stable order.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Material::Secret(name) = &self.tls.key {
+            names.push(name.clone());
+        }
+        for source in &self.secrets.sources {
+            if let Source::Vault(vault) = source {
+                match &vault.auth {
+                    VaultAuth::Token { token } => names.push(token.clone()),
+                    VaultAuth::AppRole {
+                        role_id, secret_id, ..
+                    } => {
+                        names.push(role_id.clone());
+                        names.push(secret_id.clone());
+                    }
+                    VaultAuth::Cert {
+                        key: Some(Material::Secret(name)),
+                        ..
+                    } => names.push(name.clone()),
+                    VaultAuth::Cert { .. } => {}
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +255,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub secrets: RawSecrets,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,7 +315,8 @@ pub struct RawTls {
     /// PEM certificate chain of the server, leaf first.
     #[serde(default = "default_tls_cert")]
     pub cert: String,
-    /// PEM private key of the server; refused when readable by group or others.
+    /// PEM private key of the server, a path (refused when readable by group or others) or
+    /// `secret:NAME` (PEM text pulled from a secret source).
     #[serde(default = "default_tls_key")]
     pub key: String,
     /// PEM bundle of the CAs that issue client certificates.
@@ -242,6 +350,73 @@ pub struct RawMetrics {
     /// How often the sampler reads /proc and /sys; also the shortest Watch interval.
     #[serde(default = "default_sample_interval")]
     pub sample_interval: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    /// How long startup may wait for every referenced secret, retries included.
+    #[serde(default = "default_secrets_startup_timeout")]
+    pub startup_timeout: String,
+    /// Where secrets come from, tried in order.
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+}
+
+/// One `[[secrets.sources]]` entry. Which keys apply depends on `kind`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// credentials, file or vault.
+    pub kind: String,
+    /// file: the directory holding one file per secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// vault: `https://host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// vault: the KV v2 mount (default `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// vault: the path of the entry under the mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// vault: the namespace (Vault Enterprise, OpenBao namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// vault: PEM bundle of the CA that issued the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// vault: timeout of each request (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// vault: token, approle or cert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// vault: where the auth method is mounted (default `approle` or `cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mount: Option<String>,
+    /// vault, token auth: `secret:NAME` of the token (from credentials or a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// vault, approle auth: `secret:NAME` of the role id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<String>,
+    /// vault, approle auth: `secret:NAME` of the secret id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    /// vault, cert auth: the role to log in as (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_role: Option<String>,
+    /// vault, cert auth: the certificate to log in with (default: tls.cert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// vault, cert auth: its key, a path or `secret:NAME` from a local source (default: tls.key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// vault: secret name = field of the KV entry, e.g. `{ tls_key = "tls_key_pem" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,6 +499,9 @@ fn default_max_temperature_celsius() -> f64 {
 fn default_sample_interval() -> String {
     "5s".into()
 }
+fn default_secrets_startup_timeout() -> String {
+    "60s".into()
+}
 fn default_log_level() -> String {
     "info".into()
 }
@@ -341,7 +519,7 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(RawServer, RawTls, RawHealth, RawMetrics, RawLog);
+default_from_serde!(RawServer, RawTls, RawHealth, RawMetrics, RawLog, RawSecrets);
 
 // ---------------------------------------------------------------------------------------------
 // Loading.
@@ -434,9 +612,18 @@ impl Layers {
     fn origin(&self, key: &str) -> String {
         let mut value = &self.0.cache;
         for part in key.split('.') {
+            let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+                Some((name, index)) => (name, index.parse::<usize>().ok()),
+                None => (part, None),
+            };
             match &value.kind {
-                config::ValueKind::Table(table) if table.contains_key(part) => value = &table[part],
+                config::ValueKind::Table(table) if table.contains_key(name) => value = &table[name],
                 _ => break,
+            }
+            if let (Some(i), config::ValueKind::Array(items)) = (index, &value.kind)
+                && let Some(item) = items.get(i)
+            {
+                value = item;
             }
         }
         value.origin().unwrap_or("built-in defaults").to_string()
@@ -501,9 +688,64 @@ impl Layers {
         }
         let tls = Tls {
             cert: v.path("tls.cert", &raw.tls.cert)?,
-            key: v.path("tls.key", &raw.tls.key)?,
+            key: v.material("tls.key", &raw.tls.key)?,
             client_ca: v.path("tls.client_ca", &raw.tls.client_ca)?,
         };
+        let secrets = Secrets {
+            startup_timeout: v
+                .nonzero_duration("secrets.startup_timeout", &raw.secrets.startup_timeout)?,
+            sources: raw
+                .secrets
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(i, source)| v.source(&format!("secrets.sources[{i}]"), source))
+                .collect::<Result<_, _>>()?,
+        };
+        if let Material::Secret(name) = &tls.key
+            && secrets.sources.is_empty()
+        {
+            return Err(self.invalid(
+                "tls.key",
+                format!("refers to secret `{name}` but no [[secrets.sources]] are configured"),
+            ));
+        }
+        for (i, source) in secrets.sources.iter().enumerate() {
+            let key = format!("secrets.sources[{i}]");
+            let Source::Vault(vault) = source else {
+                continue;
+            };
+            if let VaultAuth::Cert { key: login_key, .. } = &vault.auth
+                && let Material::Secret(name) = login_key.as_ref().unwrap_or(&tls.key)
+                && vault.fields.contains_key(name)
+            {
+                return Err(self.invalid(
+                    &key,
+                    format!("cert auth logs in with the key `{name}`, which cannot itself come from this source; set client_cert and client_key"),
+                ));
+            }
+            let own = match &vault.auth {
+                VaultAuth::Token { token } => vec![token],
+                VaultAuth::AppRole {
+                    role_id, secret_id, ..
+                } => vec![role_id, secret_id],
+                VaultAuth::Cert {
+                    key: Some(Material::Secret(name)),
+                    ..
+                } => vec![name],
+                VaultAuth::Cert { .. } => vec![],
+            };
+            let local = secrets
+                .sources
+                .iter()
+                .any(|s| matches!(s, Source::Credentials | Source::File { .. }));
+            if !own.is_empty() && !local {
+                return Err(self.invalid(
+                    &key,
+                    "the Vault login secrets need a credentials or file source to come from",
+                ));
+            }
+        }
         let h = &raw.health;
         let health = Health {
             plaintext_listen: v.addrs("health.plaintext_listen", &h.plaintext_listen)?,
@@ -545,6 +787,7 @@ impl Layers {
             health,
             metrics: Metrics { sample_interval },
             log,
+            secrets,
             files,
         })
     }
@@ -730,6 +973,222 @@ impl Validator<'_> {
             return Err(self.err(key, "a path is needed"));
         }
         Ok(PathBuf::from(value))
+    }
+
+    /// A path, or `secret:NAME`.
+    fn material(&self, key: &str, value: &str) -> Result<Material, Error> {
+        match value.strip_prefix(SECRET_PREFIX) {
+            Some(name) => Ok(Material::Secret(self.secret_name(key, name)?)),
+            None => Ok(Material::Path(self.path(key, value)?)),
+        }
+    }
+
+    fn secret_name(&self, key: &str, name: &str) -> Result<String, Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            && !name.starts_with('.');
+        if !ok {
+            return Err(self.err(
+                key,
+                format!("`{name}` is not a secret name (letters, digits, _ - . up to 128)"),
+            ));
+        }
+        Ok(name.to_string())
+    }
+
+    /// A `secret:NAME` reference, required (a literal would put the secret in a config file).
+    fn reference(&self, key: &str, value: Option<&String>) -> Result<String, Error> {
+        let value = value.ok_or_else(|| self.err(key, "is required for this auth method"))?;
+        let name = value.strip_prefix(SECRET_PREFIX).ok_or_else(|| {
+            self.err(
+                key,
+                "must be a `secret:NAME` reference, not the secret itself",
+            )
+        })?;
+        self.secret_name(key, name)
+    }
+
+    fn source(&self, key: &str, raw: &RawSource) -> Result<Source, Error> {
+        let field = |name: &str| format!("{key}.{name}");
+        let given: Vec<&str> = [
+            ("dir", raw.dir.is_some()),
+            ("addr", raw.addr.is_some()),
+            ("mount", raw.mount.is_some()),
+            ("path", raw.path.is_some()),
+            ("namespace", raw.namespace.is_some()),
+            ("ca_cert", raw.ca_cert.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("auth", raw.auth.is_some()),
+            ("auth_mount", raw.auth_mount.is_some()),
+            ("token", raw.token.is_some()),
+            ("role_id", raw.role_id.is_some()),
+            ("secret_id", raw.secret_id.is_some()),
+            ("cert_role", raw.cert_role.is_some()),
+            ("client_cert", raw.client_cert.is_some()),
+            ("client_key", raw.client_key.is_some()),
+            ("fields", raw.fields.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        let only = |allowed: &[&str]| match given.iter().find(|g| !allowed.contains(g)) {
+            Some(extra) => Err(self.err(
+                &field(extra),
+                format!("does not apply to a `{}` source", raw.kind),
+            )),
+            None => Ok(()),
+        };
+        match raw.kind.as_str() {
+            "credentials" => {
+                only(&[])?;
+                Ok(Source::Credentials)
+            }
+            "file" => {
+                only(&["dir"])?;
+                let dir = raw
+                    .dir
+                    .as_deref()
+                    .ok_or_else(|| self.err(&field("dir"), "is required"))?;
+                Ok(Source::File {
+                    dir: self.path(&field("dir"), dir)?,
+                })
+            }
+            "vault" => {
+                let addr = raw
+                    .addr
+                    .clone()
+                    .ok_or_else(|| self.err(&field("addr"), "is required"))?;
+                let addr = addr.trim_end_matches('/').to_string();
+                let host = addr.strip_prefix("https://").ok_or_else(|| {
+                    self.err(
+                        &field("addr"),
+                        format!("`{addr}` must be an https:// address"),
+                    )
+                })?;
+                if host.is_empty() || host.contains('/') {
+                    return Err(self.err(
+                        &field("addr"),
+                        format!("`{addr}` must be https://host[:port]"),
+                    ));
+                }
+                let path = raw
+                    .path
+                    .clone()
+                    .ok_or_else(|| self.err(&field("path"), "is required"))?;
+                let ca_cert = raw.ca_cert.as_deref().ok_or_else(|| {
+                    self.err(
+                        &field("ca_cert"),
+                        "is required: the CA of the server's certificate",
+                    )
+                })?;
+                let fields = raw.fields.clone().unwrap_or_default();
+                if fields.is_empty() {
+                    return Err(self.err(&field("fields"), "maps no secret names to fields"));
+                }
+                for name in fields.keys() {
+                    self.secret_name(&field("fields"), name)?;
+                }
+                let auth = match raw.auth.as_deref().unwrap_or("token") {
+                    "token" => {
+                        only(&[
+                            "addr",
+                            "mount",
+                            "path",
+                            "namespace",
+                            "ca_cert",
+                            "timeout",
+                            "auth",
+                            "token",
+                            "fields",
+                        ])?;
+                        VaultAuth::Token {
+                            token: self.reference(&field("token"), raw.token.as_ref())?,
+                        }
+                    }
+                    "approle" => {
+                        only(&[
+                            "addr",
+                            "mount",
+                            "path",
+                            "namespace",
+                            "ca_cert",
+                            "timeout",
+                            "auth",
+                            "auth_mount",
+                            "role_id",
+                            "secret_id",
+                            "fields",
+                        ])?;
+                        VaultAuth::AppRole {
+                            mount: raw.auth_mount.clone().unwrap_or_else(|| "approle".into()),
+                            role_id: self.reference(&field("role_id"), raw.role_id.as_ref())?,
+                            secret_id: self
+                                .reference(&field("secret_id"), raw.secret_id.as_ref())?,
+                        }
+                    }
+                    "cert" => {
+                        only(&[
+                            "addr",
+                            "mount",
+                            "path",
+                            "namespace",
+                            "ca_cert",
+                            "timeout",
+                            "auth",
+                            "auth_mount",
+                            "cert_role",
+                            "client_cert",
+                            "client_key",
+                            "fields",
+                        ])?;
+                        if raw.client_cert.is_some() != raw.client_key.is_some() {
+                            return Err(self.err(
+                                &field("client_cert"),
+                                "client_cert and client_key go together",
+                            ));
+                        }
+                        VaultAuth::Cert {
+                            mount: raw.auth_mount.clone().unwrap_or_else(|| "cert".into()),
+                            role: raw.cert_role.clone(),
+                            cert: match &raw.client_cert {
+                                Some(c) => Some(self.path(&field("client_cert"), c)?),
+                                None => None,
+                            },
+                            key: match &raw.client_key {
+                                Some(k) => Some(self.material(&field("client_key"), k)?),
+                                None => None,
+                            },
+                        }
+                    }
+                    other => {
+                        return Err(self.err(
+                            &field("auth"),
+                            format!("`{other}` is not an auth method: token, approle or cert"),
+                        ));
+                    }
+                };
+                Ok(Source::Vault(Box::new(Vault {
+                    addr,
+                    mount: raw.mount.clone().unwrap_or_else(|| "secret".into()),
+                    path: path.trim_matches('/').to_string(),
+                    namespace: raw.namespace.clone().filter(|n| !n.is_empty()),
+                    ca_cert: self.path(&field("ca_cert"), ca_cert)?,
+                    timeout: match &raw.timeout {
+                        Some(t) => self.nonzero_duration(&field("timeout"), t)?,
+                        None => Duration::from_secs(5),
+                    },
+                    auth,
+                    fields,
+                })))
+            }
+            other => Err(self.err(
+                &field("kind"),
+                format!("`{other}` is not a source kind: credentials, file or vault"),
+            )),
+        }
     }
 
     fn log_level(&self, key: &str, value: &str) -> Result<String, Error> {
@@ -971,7 +1430,10 @@ mod tests {
     #[test]
     fn dev_mode_uses_dev_pki() {
         let config = Config::load(&Location::Dev(PathBuf::from("certs/dev"))).unwrap();
-        assert_eq!(config.tls.key, PathBuf::from("certs/dev/server.key"));
+        assert_eq!(
+            config.tls.key,
+            Material::Path(PathBuf::from("certs/dev/server.key"))
+        );
         assert!(config.files.is_empty());
     }
 

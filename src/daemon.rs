@@ -12,6 +12,7 @@ use crate::{
     health::{self, Health, Phase},
     rpc_stats::RpcStats,
     sampler::{Published, Sampler},
+    secrets::{self, Secrets},
     server::{self, Limits, Listeners, Router, Shared},
     service::{self, echo::EchoService, health::HealthService, metrics::MetricsService},
     systemd,
@@ -25,6 +26,8 @@ pub enum Error {
     Tls(#[from] tls::Error),
     #[error("{0}")]
     Config(#[from] config::Error),
+    #[error("{0}")]
+    Secrets(#[from] secrets::Error),
 }
 
 /// What the daemon can be told while it runs.
@@ -53,6 +56,7 @@ pub struct Daemon {
     snapshots: watch::Receiver<Published>,
     checks: watch::Sender<Checks>,
     telemetry: Option<Arc<Telemetry>>,
+    secrets: Secrets,
 }
 
 impl Daemon {
@@ -61,9 +65,10 @@ impl Daemon {
     pub fn new(
         location: Location,
         config: Config,
+        secrets: Secrets,
         telemetry: Option<Arc<Telemetry>>,
     ) -> Result<Daemon, Error> {
-        let identity = tls::server_config(&config.tls)?;
+        let identity = tls::server_config(&config.tls, &secrets)?;
         let shutdown = CancellationToken::new();
         let health = Health::new(&service::HEALTH_SERVICES);
         let stats = Arc::new(RpcStats::new(&service::METHODS));
@@ -93,6 +98,7 @@ impl Daemon {
             snapshots,
             checks,
             telemetry,
+            secrets,
         })
     }
 
@@ -160,17 +166,20 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the config and certificates; applies them whole or not at all.
+    /// Re-reads the config, re-pulls its secrets and re-reads the certificates; applies them
+    /// whole or not at all (a failed pull keeps the secrets the daemon has).
     async fn reload(&mut self) -> Result<(), Error> {
         let location = self.location.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&location)?;
-            let identity = tls::server_config(&config.tls)?;
-            Ok::<_, Error>((config, identity))
-        })
-        .await
-        .expect("loading the config does not panic")?;
-        let (config, identity) = loaded;
+        let config = tokio::task::spawn_blocking(move || Config::load(&location))
+            .await
+            .expect("loading the config does not panic")?;
+        let secrets = secrets::pull(&config, &progress).await?;
+        let tls_config = config.tls.clone();
+        let pulled = secrets.clone();
+        let identity =
+            tokio::task::spawn_blocking(move || tls::server_config(&tls_config, &pulled))
+                .await
+                .expect("loading certificates does not panic")?;
 
         for (what, old, new) in restart_only(&self.config, &config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
@@ -202,9 +211,16 @@ impl Daemon {
         applied.health.plaintext_listen = self.config.health.plaintext_listen.clone();
         applied.metrics = self.config.metrics.clone();
         self.config = applied;
-        tracing::info!("reloaded the config and certificates");
+        self.secrets = secrets;
+        tracing::info!("reloaded the config, secrets and certificates");
         Ok(())
     }
+}
+
+/// Says what a pull is waiting for, in the log and on systemd's status line.
+pub fn progress(message: &str) {
+    tracing::warn!("{message}");
+    systemd::notify(&format!("STATUS={message}"));
 }
 
 /// Keys whose new value only a restart applies: (key, running value, configured value).

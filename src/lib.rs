@@ -1,6 +1,7 @@
 //! vitals: a small gRPC daemon for ARM Linux devices (`vitalsd`), and its client (`vitalsctl`).
 //!
 //! - [`config`]: the layered config files, validated into typed values
+//! - [`secrets`]: `secret:NAME` values pulled at startup from credentials, files or Vault
 //! - [`tls`]: rustls server and client configs, peer identity from client certificates
 //! - [`pki`]: a development CA and certificates
 //! - [`daemon`]: startup after config, serving, drain on shutdown
@@ -24,6 +25,7 @@ pub mod pki;
 pub mod proto;
 pub mod rpc_stats;
 pub mod sampler;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod systemd;

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use vitals::{
     config::{Config, Location},
     daemon::{Control, Daemon, chain},
-    pki,
+    pki, secrets,
     server::Listeners,
     systemd, telemetry,
 };
@@ -18,6 +18,7 @@ use vitals::{
 /// Exit codes, from sysexits.h.
 mod exit {
     pub const USAGE: u8 = 64;
+    pub const UNAVAILABLE: u8 = 69;
     pub const CANTCREAT: u8 = 73;
     pub const OSERR: u8 = 71;
     pub const CONFIG: u8 = 78;
@@ -38,8 +39,9 @@ signals: SIGHUP reloads the config and certificates, SIGTERM/SIGINT drain and st
 Under systemd socket activation the passed sockets are served instead of server.listen
 (a socket named \"health\" with FileDescriptorName= is a plaintext health listener).
 
-exit codes: 0 stopped cleanly, 64 bad arguments, 71 cannot bind,
-            73 cannot write the dev PKI, 78 invalid config or TLS files";
+exit codes: 0 stopped cleanly, 64 bad arguments, 69 a secret could not be
+            pulled, 71 cannot bind, 73 cannot write the dev PKI,
+            78 invalid config or TLS files";
 
 struct Args {
     config: Option<PathBuf>,
@@ -122,11 +124,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        return print_effective(&location);
+        return print_effective(&location, &config);
     }
     telemetry.apply(&config.log);
 
-    // 4. TLS and services, before any port is bound.
     let dev = matches!(location, Location::Dev(_));
     let passed = match systemd::listeners() {
         Ok(passed) => passed,
@@ -138,13 +139,6 @@ fn main() -> ExitCode {
     let workers = config.server.worker_threads;
     let tls_addrs = config.server.listen.clone();
     let plain_addrs = config.health.plaintext_listen.clone();
-    let daemon = match Daemon::new(location, config, Some(telemetry)) {
-        Ok(daemon) => daemon,
-        Err(err) => {
-            tracing::error!("{}", chain(&err));
-            return ExitCode::from(exit::CONFIG);
-        }
-    };
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if workers > 0 {
@@ -158,7 +152,34 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        // 5. Listeners: the ones systemd passed, else bind the configured addresses.
+        // 4. Secrets, before any port is bound.
+        let secrets = if config.secret_names().is_empty() {
+            Default::default()
+        } else {
+            systemd::notify("STATUS=pulling secrets");
+            match secrets::pull(&config, &vitals::daemon::progress).await {
+                Ok(secrets) => {
+                    tracing::info!(secrets = %secrets.names().collect::<Vec<_>>().join(","), "pulled secrets");
+                    secrets
+                }
+                Err(err) => {
+                    tracing::error!("{err}");
+                    systemd::notify(&format!("STATUS=cannot start: {err}"));
+                    return ExitCode::from(exit::UNAVAILABLE);
+                }
+            }
+        };
+
+        // 5. TLS and services.
+        let daemon = match Daemon::new(location, config, secrets, Some(telemetry)) {
+            Ok(daemon) => daemon,
+            Err(err) => {
+                tracing::error!("{}", chain(&err));
+                return ExitCode::from(exit::CONFIG);
+            }
+        };
+
+        // 6. Listeners: the ones systemd passed, else bind the configured addresses.
         let listeners = if passed.is_empty() {
             match Listeners::bind(&tls_addrs, &plain_addrs).await {
                 Ok(listeners) => listeners,
@@ -180,7 +201,7 @@ fn main() -> ExitCode {
         if dev {
             print_dev_hint(&listeners);
         }
-        // 6. Serve until told to stop, then drain.
+        // 7. Serve until told to stop, then drain.
         let (control, commands) = mpsc::channel(4);
         tokio::spawn(forward_signals(control));
         daemon.run(listeners, commands).await;
@@ -188,11 +209,21 @@ fn main() -> ExitCode {
     })
 }
 
-fn print_effective(location: &Location) -> ExitCode {
+fn print_effective(location: &Location, config: &Config) -> ExitCode {
     match Config::load_raw(location).map(|raw| toml::to_string(&raw)) {
         Ok(Ok(text)) => {
             println!("# effective configuration (defaults, files, then VITALSD_* environment)");
             print!("{text}");
+            let plan = secrets::plan(config);
+            if !plan.is_empty() {
+                println!("\n# secrets referenced, and the source each would come from now");
+                for (name, source) in plan {
+                    match source {
+                        Ok(source) => println!("#   {name}: {source}"),
+                        Err(why) => println!("#   {name}: not found ({why})"),
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Ok(Err(err)) => {

@@ -19,7 +19,10 @@ use rustls::{
     server::WebPkiClientVerifier,
 };
 
-use crate::config;
+use crate::{
+    config::{self, Material},
+    secrets::Secrets,
+};
 
 /// The ALPN protocol gRPC speaks.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -51,6 +54,8 @@ pub enum Error {
     },
     #[error("building the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("secret `{name}` was not pulled")]
+    MissingSecret { name: String },
 }
 
 /// The crypto provider every config here uses: ring, small and fast on ARM.
@@ -108,6 +113,23 @@ pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, Er
     })
 }
 
+/// A private key from a file or from a pulled secret.
+pub fn load_key_material(
+    key: &Material,
+    secrets: &Secrets,
+) -> Result<PrivateKeyDer<'static>, Error> {
+    match key {
+        Material::Path(path) => load_key(path),
+        Material::Secret(name) => {
+            let origin = PathBuf::from(format!("{}{name}", config::SECRET_PREFIX));
+            let secret = secrets
+                .get(name)
+                .ok_or_else(|| Error::MissingSecret { name: name.clone() })?;
+            parse_key(secret.expose(), &origin)
+        }
+    }
+}
+
 fn roots(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
@@ -128,9 +150,9 @@ pub struct ServerIdentity {
 
 /// Builds the server config: the chain and key, client certificates required and verified
 /// against the client CA bundle, TLS 1.3 and 1.2, ALPN h2.
-pub fn server_config(tls: &config::Tls) -> Result<ServerIdentity, Error> {
+pub fn server_config(tls: &config::Tls, secrets: &Secrets) -> Result<ServerIdentity, Error> {
     let chain = load_certs(&tls.cert)?;
-    let key = load_key(&tls.key)?;
+    let key = load_key_material(&tls.key, secrets)?;
     let roots = roots(&tls.client_ca)?;
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -146,7 +168,7 @@ pub fn server_config(tls: &config::Tls) -> Result<ServerIdentity, Error> {
         .with_single_cert(chain, key)
         .map_err(|source| Error::KeyMismatch {
             cert: tls.cert.clone(),
-            key: tls.key.clone(),
+            key: PathBuf::from(tls.key.to_string()),
             source,
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -199,6 +221,79 @@ pub fn client_config(ca: &Path, auth: ClientAuth<'_>) -> Result<ClientConfig, Er
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
+}
+
+/// A client config that accepts any server certificate (`-tls-no-verify`): the connection is
+/// encrypted but the server is not authenticated. Handshake signatures are still checked, so
+/// the peer must hold the key of the certificate it shows.
+pub fn client_config_no_verify(auth: ClientAuth<'_>) -> Result<ClientConfig, Error> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    let mut config = match auth {
+        ClientAuth::Certificate { cert, key } => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|source| Error::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                source,
+            })?,
+        ClientAuth::Anonymous => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+/// Accepts every server certificate; verifies handshake signatures with the provider's
+/// algorithms.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The identity a client certificate names: its first URI SAN, else its first DNS SAN,
@@ -299,17 +394,17 @@ mod tests {
         pki.write(dir.path()).unwrap();
         let tls = config::Tls {
             cert: dir.path().join("server.crt"),
-            key: dir.path().join("server.key"),
+            key: Material::Path(dir.path().join("server.key")),
             client_ca: dir.path().join("ca.crt"),
         };
-        let identity = server_config(&tls).unwrap();
+        let identity = server_config(&tls, &Secrets::default()).unwrap();
         assert!(identity.not_after.unwrap() > SystemTime::now());
         assert_eq!(identity.config.alpn_protocols, vec![b"h2".to_vec()]);
         let wrong = config::Tls {
-            key: dir.path().join("client.key"),
+            key: Material::Path(dir.path().join("client.key")),
             ..tls
         };
-        let err = server_config(&wrong).err().unwrap();
+        let err = server_config(&wrong, &Secrets::default()).err().unwrap();
         assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
     }
 

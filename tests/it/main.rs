@@ -8,5 +8,6 @@ mod echo;
 mod health;
 mod metrics;
 mod reload;
+mod secrets;
 mod systemd;
 mod tls;

@@ -1,0 +1,482 @@
+//! Pulled secrets against a real OpenBao (KV v2 over TLS), systemd-style credentials and
+//! secret files. Every test ends by scanning all the daemon printed for every secret value
+//! it used.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::net::TcpListener;
+use vitals::proto::echo::EchoRequest;
+
+use crate::support::{
+    TestDaemon, TestPki,
+    bao::{Bao, secret_file},
+    run_vitalsd, write_config,
+};
+
+/// The TOML of a vault source reading `secret/devices/gw` with token auth.
+fn vault_token_source(bao_addr: &str, ca: &Path, fields: &str) -> String {
+    format!(
+        "[[secrets.sources]]\nkind = \"vault\"\naddr = \"{bao_addr}\"\nca_cert = \"{}\"\npath = \"devices/gw\"\ntoken = \"secret:vault-token\"\nfields = {fields}\n",
+        ca.display()
+    )
+}
+
+fn file_source(dir: &Path) -> String {
+    format!(
+        "[[secrets.sources]]\nkind = \"file\"\ndir = \"{}\"\n",
+        dir.display()
+    )
+}
+
+/// Asserts that no line the daemon printed contains any of `values` (for PEM, any line of
+/// its body).
+fn assert_clean(output: &[String], values: &[&str]) {
+    let needles: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.lines())
+        .map(str::trim)
+        .filter(|l| l.len() >= 8 && !l.starts_with("-----"))
+        .collect();
+    assert!(!needles.is_empty());
+    for line in output {
+        for needle in &needles {
+            assert!(!line.contains(needle), "a secret value was printed: {line}");
+        }
+    }
+}
+
+/// A policy-limited token (from a secret file) reads the TLS key from the store, and the
+/// daemon serves mutual TLS with it; the key file is not on disk at all.
+#[tokio::test]
+async fn token_auth_pulls_the_tls_key() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    std::fs::remove_file(pki.path("server.key")).unwrap();
+    bao.read_policy("gw", "devices/gw");
+    let token = bao.token("gw");
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", &format!("{token}\n"));
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    let reply = daemon
+        .echo()
+        .await
+        .echo(EchoRequest {
+            echo_message: "pulled".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(reply.unwrap().into_inner().echo_message, "pulled");
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("pulled secrets") && l.contains("tls_key"))
+    );
+    assert_clean(&daemon.logs(), &[&token, &key]);
+}
+
+/// AppRole credentials from $CREDENTIALS_DIRECTORY log in; the login token is revoked
+/// right after the read.
+#[tokio::test]
+async fn approle_from_credentials_directory() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("server_key={key}"),
+    ]);
+    bao.read_policy("gw", "devices/gw");
+    bao.run(&["auth", "enable", "approle"]);
+    bao.run(&[
+        "write",
+        "auth/approle/role/gw",
+        "token_policies=gw",
+        "token_ttl=10m",
+    ]);
+    let role_id = bao.run(&["read", "-field=role_id", "auth/approle/role/gw/role-id"]);
+    let secret_id = bao.run(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/gw/secret-id",
+    ]);
+    let credentials = tempfile::tempdir().unwrap();
+    secret_file(credentials.path(), "vault-role-id", &role_id);
+    secret_file(credentials.path(), "vault-secret-id", &secret_id);
+    let tokens_before = bao.run(&["list", "-format=json", "auth/token/accessors"]);
+
+    let dropin = format!(
+        "[tls]\nkey = \"secret:server.key\"\n[[secrets.sources]]\nkind = \"credentials\"\n\
+         [[secrets.sources]]\nkind = \"vault\"\naddr = \"{}\"\nca_cert = \"{}\"\npath = \"devices/gw\"\n\
+         auth = \"approle\"\nrole_id = \"secret:vault-role-id\"\nsecret_id = \"secret:vault-secret-id\"\n\
+         fields = {{ \"server.key\" = \"server_key\" }}\n",
+        bao.addr(),
+        bao.ca().display()
+    );
+    let env = [(
+        "CREDENTIALS_DIRECTORY",
+        credentials.path().to_str().unwrap(),
+    )];
+    let daemon = TestDaemon::start_with(pki, &dropin, &env).await;
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .unwrap();
+    let tokens_after = bao.run(&["list", "-format=json", "auth/token/accessors"]);
+    assert_eq!(tokens_before, tokens_after, "the login token was revoked");
+    assert_clean(&daemon.logs(), &[&role_id, &secret_id, &key]);
+}
+
+/// Cert auth logs in with the device's own client certificate and pulls the serving key.
+#[tokio::test]
+async fn cert_auth_with_the_device_certificate() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    bao.read_policy("gw", "devices/gw");
+    bao.run(&["auth", "enable", "cert"]);
+    let ca = format!("certificate=@{}", pki.path("ca.crt").display());
+    bao.run(&["write", "auth/cert/certs/device", "token_policies=gw", &ca]);
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n[[secrets.sources]]\nkind = \"vault\"\naddr = \"{}\"\nca_cert = \"{}\"\n\
+         path = \"devices/gw\"\nauth = \"cert\"\ncert_role = \"device\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n\
+         fields = {{ tls_key = \"tls_key\" }}\n",
+        bao.addr(),
+        bao.ca().display(),
+        pki.path("client.crt").display(),
+        pki.path("client.key").display()
+    );
+    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .unwrap();
+    assert_clean(&daemon.logs(), &[&key]);
+}
+
+/// Runs vitalsd on `dropin` (with this PKI and env) to completion: exit code, output, time.
+fn run_to_exit(
+    pki: &TestPki,
+    dropin: &str,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, Duration) {
+    let dir = write_config(pki, dropin);
+    let config = dir.path().join("vitalsd.toml");
+    let started = Instant::now();
+    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], env, dir.path());
+    (code, out, started.elapsed())
+}
+
+/// A store whose certificate is not from the configured CA fails at once and clearly.
+#[tokio::test]
+async fn wrong_ca_for_the_store_fails_clearly() {
+    let bao = Bao::start();
+    let pki = TestPki::new();
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", "anything");
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(
+            &bao.addr(),
+            &pki.path("ca.crt"),
+            "{ tls_key = \"tls_key\" }"
+        )
+    );
+    let (code, out, took) = run_to_exit(&pki, &dropin, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("secret `tls_key` from vault") && out.contains("not trusted by ca_cert"),
+        "{out}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "no retries for a certificate problem: {took:?}"
+    );
+}
+
+/// A store that is down is retried with backoff until the startup deadline, then startup
+/// fails with exit 69 naming the source, the secret and the reason; nothing was bound.
+#[tokio::test]
+async fn store_down_at_startup_exits_69() {
+    let pki = TestPki::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", "anything");
+    let dropin = format!(
+        "[secrets]\nstartup_timeout = \"3s\"\n[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(
+            &format!("https://127.0.0.1:{port}"),
+            &pki.path("ca.crt"),
+            "{ tls_key = \"k\" }"
+        )
+    );
+    let (code, out, took) = run_to_exit(&pki, &dropin, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("secret `tls_key` from vault https://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gave up after") && out.contains("Connection refused"),
+        "{out}"
+    );
+    assert!(
+        out.matches("waiting for secrets").count() >= 2,
+        "retried: {out}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(!out.contains("\"serving\""), "{out}");
+}
+
+/// A store that becomes reachable a few seconds after the daemon starts is waited for
+/// within the deadline, then the daemon serves.
+#[tokio::test]
+async fn store_coming_up_late_is_waited_for() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    // The daemon dials a port where nothing listens yet; after 2 s a forwarder to the
+    // store opens there, as when the network or the store comes up late.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = format!("127.0.0.1:{}", bao.port);
+    let forwarder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    let dropin = format!(
+        "[secrets]\nstartup_timeout = \"20s\"\n[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(
+            &format!("https://localhost:{port}"),
+            &bao.ca(),
+            "{ tls_key = \"tls_key\" }"
+        )
+    );
+    let started = Instant::now();
+    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("waiting for secrets"))
+    );
+    assert_clean(&daemon.logs(), &[crate::support::bao::ROOT_TOKEN, &key]);
+    forwarder.abort();
+}
+
+/// A wrong token is a permanent failure: one request, no retry storm, exit 69.
+#[tokio::test]
+async fn wrong_token_fails_at_once() {
+    let bao = Bao::start();
+    let pki = TestPki::new();
+    bao.run(&["kv", "put", "secret/devices/gw", "tls_key=x"]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", "s.not-a-real-token-123456");
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let (code, out, took) = run_to_exit(&pki, &dropin, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.contains("permission denied"), "{out}");
+    assert!(!out.contains("waiting for secrets"), "no retries: {out}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_clean(
+        &out.lines().map(String::from).collect::<Vec<_>>(),
+        &["s.not-a-real-token-123456"],
+    );
+}
+
+/// A path that does not exist, and a field that is not in the entry, stop startup at once
+/// with what is missing.
+#[tokio::test]
+async fn missing_path_or_field_fails_clearly() {
+    let bao = Bao::start();
+    let pki = TestPki::new();
+    bao.run(&["kv", "put", "secret/devices/gw", "other=1"]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    let field = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let (code, out, _) = run_to_exit(&pki, &field, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("field `tls_key` is not in secret/devices/gw"),
+        "{out}"
+    );
+    let path = field.replace("devices/gw", "devices/none");
+    let (code, out, _) = run_to_exit(&pki, &path, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("no secret at /v1/secret/data/devices/none"),
+        "{out}"
+    );
+}
+
+/// A secret file readable by others is refused; a missing one is named with the sources tried.
+#[tokio::test]
+async fn local_secret_problems_are_named() {
+    let pki = TestPki::new();
+    let secrets = tempfile::tempdir().unwrap();
+    vitals::pki::write_file(&secrets.path().join("tls_key"), "x", 0o644).unwrap();
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}",
+        file_source(secrets.path())
+    );
+    let (code, out, _) = run_to_exit(&pki, &dropin, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.contains("chmod 600"), "{out}");
+    let dropin = format!(
+        "[tls]\nkey = \"secret:absent\"\n{}",
+        file_source(secrets.path())
+    );
+    let (code, out, _) = run_to_exit(&pki, &dropin, &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("secret `absent`: no source has it (tried files in"),
+        "{out}"
+    );
+}
+
+/// When the store is gone after startup the daemon keeps serving, and a reload that cannot
+/// re-pull keeps the secrets it has and says why.
+#[tokio::test]
+async fn reload_without_the_store_keeps_the_old_secrets() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    let dropin = format!(
+        "[secrets]\nstartup_timeout = \"2s\"\n[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    drop(bao);
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .unwrap();
+    daemon.signal("HUP");
+    crate::support::eventually(Duration::from_secs(8), || async {
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("reload rejected") && l.contains("secret `tls_key`"))
+            .then_some(())
+            .ok_or_else(|| "no rejection yet".to_string())
+    })
+    .await;
+    daemon
+        .echo()
+        .await
+        .echo(EchoRequest::default())
+        .await
+        .expect("still serving on the old key");
+    assert_clean(&daemon.logs(), &[crate::support::bao::ROOT_TOKEN, &key]);
+}
+
+/// `--check-config` lists each referenced secret and the source it would come from, never
+/// a value.
+#[tokio::test]
+async fn check_config_shows_sources_not_values() {
+    let pki = TestPki::new();
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "tls_key", "VERY-SECRET-VALUE-1234");
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(
+            "https://vault.invalid:8200",
+            &pki.path("ca.crt"),
+            "{ other = \"f\" }"
+        )
+    );
+    let dir = write_config(&pki, &dropin);
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = run_vitalsd(
+        &["--config", config.to_str().unwrap(), "--check-config"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "#   tls_key: files in {}",
+            secrets.path().display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("#   vault-token: not found"), "{out}");
+    assert!(!out.contains("VERY-SECRET-VALUE"), "{out}");
+}
