@@ -245,17 +245,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[serde(default)]
     pub server: RawServer,
-    #[serde(default)]
     pub tls: RawTls,
-    #[serde(default)]
     pub health: RawHealth,
-    #[serde(default)]
     pub metrics: RawMetrics,
-    #[serde(default)]
     pub log: RawLog,
-    #[serde(default)]
     pub secrets: RawSecrets,
 }
 
@@ -509,17 +503,10 @@ fn default_log_format() -> LogFormat {
     LogFormat::Auto
 }
 
-macro_rules! default_from_serde {
-    ($($ty:ty),*) => {$(
-        impl Default for $ty {
-            fn default() -> Self {
-                // Every field has a serde default, so an empty table is the default value.
-                toml::from_str("").expect("every field has a default")
-            }
-        }
-    )*};
-}
-default_from_serde!(RawServer, RawTls, RawHealth, RawMetrics, RawLog, RawSecrets);
+/// The sections of the config; each is given as an empty table under every layer, so that
+/// serde fills an absent section from its fields' defaults (one deserializer, no Default
+/// impls to keep in step).
+const SECTIONS: [&str; 6] = ["server", "tls", "health", "metrics", "log", "secrets"];
 
 // ---------------------------------------------------------------------------------------------
 // Loading.
@@ -545,6 +532,11 @@ struct Layers(config::Config);
 impl Layers {
     fn read(location: &Location) -> Result<(Layers, Vec<PathBuf>), Error> {
         let mut builder = config::Config::builder();
+        for section in SECTIONS {
+            builder = builder
+                .set_default(section, config::Map::<String, config::Value>::new())
+                .expect("static key");
+        }
         let mut files = Vec::new();
         match location {
             Location::Dev(dir) => {

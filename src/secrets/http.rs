@@ -1,14 +1,15 @@
-//! A small HTTPS client for the secret store: one HTTP/1.1 request per connection over
-//! rustls, a CA bundle of the operator's choosing, an optional client certificate, a
-//! timeout per request. Startup makes a handful of requests, so no pool; hyper's client
-//! connection and the TLS stack the server already has keep the binary small.
+//! A small HTTPS client for the secret store: one HTTP/2 request per connection over rustls
+//! (Vault and OpenBao speak h2 with ALPN), a CA bundle of the operator's choosing, an
+//! optional client certificate, a timeout per request. Startup makes a handful of requests,
+//! so no pool. HTTP/2 rather than HTTP/1.1 because the server side already links hyper's
+//! HTTP/2 and h2: the client adds ~100 KB where an HTTP/1 codec added ~600 KB.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header::HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::{
     ClientConfig,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName},
@@ -82,7 +83,7 @@ impl Client {
                 .map_err(|e| Failure::Permanent(format!("the device certificate: {e}")))?,
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Client {
             tls: Arc::new(config),
             authority,
@@ -137,15 +138,21 @@ impl Client {
                     Failure::Transient(format!("TLS handshake with {}: {e}", self.authority))
                 }
             })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::Transient(format!("HTTP handshake: {e}")))?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(Failure::Permanent(format!(
+                "{} does not speak HTTP/2 over TLS (ALPN h2), which Vault and OpenBao do",
+                self.authority
+            )));
+        }
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| Failure::Transient(format!("HTTP/2 handshake: {e}")))?;
         let driver = tokio::spawn(connection);
 
         let mut request = Request::builder()
             .method(method)
-            .uri(path)
-            .header(http::header::HOST, &self.authority)
+            .uri(format!("https://{}{path}", self.authority))
             .header(
                 http::header::USER_AGENT,
                 concat!("vitalsd/", env!("CARGO_PKG_VERSION")),
