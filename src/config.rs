@@ -71,6 +71,8 @@ pub struct Config {
     pub metrics: Metrics,
     pub log: Log,
     pub secrets: Secrets,
+    pub auth: Auth,
+    pub echo: Echo,
     /// The files that were read, in order, for the startup log line.
     pub files: Vec<PathBuf>,
 }
@@ -113,6 +115,66 @@ impl fmt::Display for Material {
         match self {
             Material::Path(path) => write!(f, "{}", path.display()),
             Material::Secret(name) => write!(f, "{SECRET_PREFIX}{name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Echo {
+    /// Honour the echo request's `panic` knob (for testing; off in production).
+    pub allow_panic: bool,
+}
+
+/// Who may call what (see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    /// Method patterns any verified client may call.
+    pub public: Vec<String>,
+    /// Method patterns whose every call is audit-logged.
+    pub audit: Vec<String>,
+    pub rules: Vec<RuleConfig>,
+    pub bearer: Vec<BearerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    /// Exact identities, `prefix*`, or `*` for any verified client.
+    pub identities: Vec<String>,
+    /// `pkg.Service/Method`, `pkg.Service/*` or `*`.
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearerConfig {
+    pub methods: Vec<String>,
+    pub kind: BearerKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BearerKind {
+    /// Secret names of the accepted tokens.
+    Opaque { tokens: Vec<String> },
+    Jwt {
+        algorithm: JwtAlgorithm,
+        /// Secret name: the HMAC key (HS256) or a PEM P-256 public key (ES256).
+        key: String,
+        issuer: Option<String>,
+        audience: Option<String>,
+        leeway: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Es256,
+}
+
+impl JwtAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Es256 => "ES256",
         }
     }
 }
@@ -199,6 +261,12 @@ impl Config {
                 }
             }
         }
+        for bearer in &self.auth.bearer {
+            match &bearer.kind {
+                BearerKind::Opaque { tokens } => names.extend(tokens.iter().cloned()),
+                BearerKind::Jwt { key, .. } => names.push(key.clone()),
+            }
+        }
         names.sort();
         names.dedup();
         names
@@ -251,6 +319,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     pub log: RawLog,
     pub secrets: RawSecrets,
+    pub auth: RawAuth,
+    pub echo: RawEcho,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,6 +485,66 @@ pub struct RawSource {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawEcho {
+    /// Honour the echo request's `panic` knob (tests exception handling); keep off.
+    #[serde(default)]
+    pub allow_panic: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Methods any verified client may call.
+    #[serde(default = "default_auth_public")]
+    pub public: Vec<String>,
+    /// Methods whose every call is audit-logged, not only denials.
+    #[serde(default)]
+    pub audit: Vec<String>,
+    /// Grants: identities to methods.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Methods that also need a bearer token.
+    #[serde(default)]
+    pub bearer: Vec<RawBearer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Exact identities, `prefix*`, or `*`.
+    pub identities: Vec<String>,
+    /// `pkg.Service/Method`, `pkg.Service/*` or `*`.
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBearer {
+    pub methods: Vec<String>,
+    /// opaque or jwt.
+    pub kind: String,
+    /// opaque: `secret:NAME` of each accepted token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<String>>,
+    /// jwt: HS256 or ES256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// jwt: `secret:NAME` of the HMAC key (HS256) or PEM public key (ES256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// jwt: the required `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// jwt: a required member of `aud`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// jwt: clock skew allowed on `exp` and `nbf` (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawLog {
     /// Level or filter directive: error, warn, info, debug, trace, or `info,vitals=debug`.
     #[serde(default = "default_log_level")]
@@ -493,6 +623,13 @@ fn default_max_temperature_celsius() -> f64 {
 fn default_sample_interval() -> String {
     "5s".into()
 }
+fn default_auth_public() -> Vec<String> {
+    vec![
+        "grpc.health.v1.Health/*".into(),
+        "grpc.reflection.v1.ServerReflection/*".into(),
+        "grpc.reflection.v1alpha.ServerReflection/*".into(),
+    ]
+}
 fn default_secrets_startup_timeout() -> String {
     "60s".into()
 }
@@ -506,7 +643,9 @@ fn default_log_format() -> LogFormat {
 /// The sections of the config; each is given as an empty table under every layer, so that
 /// serde fills an absent section from its fields' defaults (one deserializer, no Default
 /// impls to keep in step).
-const SECTIONS: [&str; 6] = ["server", "tls", "health", "metrics", "log", "secrets"];
+const SECTIONS: [&str; 8] = [
+    "server", "tls", "health", "metrics", "log", "secrets", "auth", "echo",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Loading.
@@ -516,7 +655,15 @@ impl Config {
     pub fn load(location: &Location) -> Result<Config, Error> {
         let (layers, files) = Layers::read(location)?;
         let raw = layers.raw()?;
-        layers.validate(raw, files)
+        let mut config = layers.validate(raw, files)?;
+        if let Location::Dev(_) = location {
+            // The dev client may call everything, so the README's commands work.
+            config.auth.rules.push(RuleConfig {
+                identities: vec![crate::pki::DEV_CLIENT_IDENTITY.to_string()],
+                methods: vec!["*".to_string()],
+            });
+        }
+        Ok(config)
     }
 
     /// Reads every layer and returns the merged raw config without validating it
@@ -773,6 +920,13 @@ impl Layers {
             format: raw.log.format,
             access: raw.log.access,
         };
+        let auth = v.auth(&raw.auth)?;
+        if !auth.bearer.is_empty() && secrets.sources.is_empty() {
+            return Err(self.invalid(
+                "auth.bearer",
+                "refers to secrets but no [[secrets.sources]] are configured",
+            ));
+        }
         Ok(Config {
             server,
             tls,
@@ -780,6 +934,10 @@ impl Layers {
             metrics: Metrics { sample_interval },
             log,
             secrets,
+            auth,
+            echo: Echo {
+                allow_panic: raw.echo.allow_panic,
+            },
             files,
         })
     }
@@ -1181,6 +1339,118 @@ impl Validator<'_> {
                 format!("`{other}` is not a source kind: credentials, file or vault"),
             )),
         }
+    }
+
+    /// `pkg.Service/Method` of a routed method, `pkg.Service/*` of a routed service, or `*`.
+    fn method_patterns(&self, key: &str, patterns: &[String]) -> Result<Vec<String>, Error> {
+        for p in patterns {
+            let known = p == "*"
+                || match p.strip_suffix("/*") {
+                    Some(service) => crate::service::METHODS.iter().any(|m| {
+                        m.strip_prefix('/')
+                            .and_then(|m| m.split_once('/'))
+                            .is_some_and(|(s, _)| s == service)
+                    }),
+                    None => crate::service::METHODS
+                        .iter()
+                        .any(|m| m.strip_prefix('/') == Some(p.as_str())),
+                };
+            if !known {
+                return Err(self.err(
+                    key,
+                    format!("`{p}` is not a method this server serves (e.g. vitals.echo.v1.Echo/Echo, vitals.metrics.v1.Metrics/*, or *)"),
+                ));
+            }
+        }
+        Ok(patterns.to_vec())
+    }
+
+    fn auth(&self, raw: &RawAuth) -> Result<Auth, Error> {
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let key = format!("auth.rules[{i}]");
+            if r.identities.is_empty() || r.identities.iter().any(|id| id.trim().is_empty()) {
+                return Err(self.err(
+                    &format!("{key}.identities"),
+                    "needs at least one non-empty identity",
+                ));
+            }
+            rules.push(RuleConfig {
+                identities: r.identities.clone(),
+                methods: self.method_patterns(&format!("{key}.methods"), &r.methods)?,
+            });
+        }
+        let mut bearer = Vec::new();
+        for (i, b) in raw.bearer.iter().enumerate() {
+            let key = format!("auth.bearer[{i}]");
+            let field = |name: &str| format!("{key}.{name}");
+            let methods = self.method_patterns(&field("methods"), &b.methods)?;
+            let jwt_only = [
+                ("algorithm", b.algorithm.is_some()),
+                ("key", b.key.is_some()),
+                ("issuer", b.issuer.is_some()),
+                ("audience", b.audience.is_some()),
+                ("leeway", b.leeway.is_some()),
+            ];
+            let kind = match b.kind.as_str() {
+                "opaque" => {
+                    if let Some((name, _)) = jwt_only.iter().find(|(_, set)| *set) {
+                        return Err(self.err(&field(name), "does not apply to an opaque bearer"));
+                    }
+                    let tokens = b.tokens.as_deref().unwrap_or_default();
+                    if tokens.is_empty() {
+                        return Err(self.err(&field("tokens"), "needs at least one `secret:NAME`"));
+                    }
+                    BearerKind::Opaque {
+                        tokens: tokens
+                            .iter()
+                            .map(|t| self.reference(&field("tokens"), Some(t)))
+                            .collect::<Result<_, _>>()?,
+                    }
+                }
+                "jwt" => {
+                    if b.tokens.is_some() {
+                        return Err(self.err(&field("tokens"), "does not apply to a jwt bearer"));
+                    }
+                    let algorithm = match b.algorithm.as_deref() {
+                        Some("HS256") => JwtAlgorithm::Hs256,
+                        Some("ES256") => JwtAlgorithm::Es256,
+                        Some(other) => {
+                            return Err(self.err(
+                                &field("algorithm"),
+                                format!("`{other}` is not supported: HS256 or ES256"),
+                            ));
+                        }
+                        None => {
+                            return Err(self.err(&field("algorithm"), "is required: HS256 or ES256"));
+                        }
+                    };
+                    BearerKind::Jwt {
+                        algorithm,
+                        key: self.reference(&field("key"), b.key.as_ref())?,
+                        issuer: b.issuer.clone(),
+                        audience: b.audience.clone(),
+                        leeway: match &b.leeway {
+                            Some(l) => self.duration(&field("leeway"), l)?,
+                            None => Duration::from_secs(30),
+                        },
+                    }
+                }
+                other => {
+                    return Err(self.err(
+                        &field("kind"),
+                        format!("`{other}` is not a bearer kind: opaque or jwt"),
+                    ));
+                }
+            };
+            bearer.push(BearerConfig { methods, kind });
+        }
+        Ok(Auth {
+            public: self.method_patterns("auth.public", &raw.public)?,
+            audit: self.method_patterns("auth.audit", &raw.audit)?,
+            rules,
+            bearer,
+        })
     }
 
     fn log_level(&self, key: &str, value: &str) -> Result<String, Error> {

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth,
     config::{self, Config, Location},
     health::{self, Health, Phase},
     rpc_stats::RpcStats,
@@ -28,6 +29,8 @@ pub enum Error {
     Config(#[from] config::Error),
     #[error("{0}")]
     Secrets(#[from] secrets::Error),
+    #[error("{0}")]
+    Auth(#[from] auth::Error),
 }
 
 /// What the daemon can be told while it runs.
@@ -69,6 +72,7 @@ impl Daemon {
         telemetry: Option<Arc<Telemetry>>,
     ) -> Result<Daemon, Error> {
         let identity = tls::server_config(&config.tls, &secrets)?;
+        let policy = auth::Policy::new(&config.auth, &secrets)?;
         let shutdown = CancellationToken::new();
         let health = Health::new(&service::HEALTH_SERVICES);
         let stats = Arc::new(RpcStats::new(&service::METHODS));
@@ -76,6 +80,7 @@ impl Daemon {
         let (router, health_router) = routers(&config, &health, &snapshots, &stats, &shutdown);
         let shared = Shared::new(
             tls::Store::new(identity.config),
+            auth::Store::new(policy),
             Limits::from_config(&config.server),
             router,
             health_router,
@@ -180,11 +185,13 @@ impl Daemon {
             tokio::task::spawn_blocking(move || tls::server_config(&tls_config, &pulled))
                 .await
                 .expect("loading certificates does not panic")?;
+        let policy = auth::Policy::new(&config.auth, &secrets)?;
 
         for (what, old, new) in restart_only(&self.config, &config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
         self.shared.tls.replace(identity.config);
+        self.shared.auth.replace(policy);
         let (router, health_router) = routers(
             &config,
             &self.health,
@@ -280,7 +287,7 @@ fn routers(
     let max_message = config.server.max_message_bytes;
     let router = Router::full(
         HealthService::new(health.clone()),
-        EchoService::new(max_message, shutdown.clone()),
+        EchoService::new(max_message, config.echo.allow_panic, shutdown.clone()),
         MetricsService::new(
             snapshots.clone(),
             stats.clone(),

@@ -1,5 +1,6 @@
 //! vitals: a small gRPC daemon for ARM Linux devices (`vitalsd`), and its client (`vitalsctl`).
 //!
+//! - [`auth`]: per-method ACL by certificate identity, bearer tokens, audit lines
 //! - [`config`]: the layered config files, validated into typed values
 //! - [`secrets`]: `secret:NAME` values pulled at startup from credentials, files or Vault
 //! - [`tls`]: rustls server and client configs, peer identity from client certificates
@@ -17,6 +18,7 @@
 // One audited exception: adopting socket-activation descriptors (systemd::adopt).
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod daemon;

@@ -55,6 +55,7 @@ pub struct Method {
     codes: [AtomicU64; 17],
     buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
     sum_micros: AtomicU64,
+    panics: AtomicU64,
 }
 
 impl Method {
@@ -66,6 +67,7 @@ impl Method {
             codes: Default::default(),
             buckets: Default::default(),
             sum_micros: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
         }
     }
 
@@ -77,6 +79,11 @@ impl Method {
     pub fn start(&self) {
         self.calls.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// A handler panicked (the call ends as INTERNAL).
+    pub fn panicked(&self) {
+        self.panics.fetch_add(1, Relaxed);
     }
 
     /// A call ended with `code` after `latency`.
@@ -118,6 +125,7 @@ impl Method {
             statuses,
             latency,
             latency_sum_micros: self.sum_micros.load(Relaxed),
+            panics: self.panics.load(Relaxed),
         }
     }
 }

@@ -32,8 +32,27 @@ enum Resolved {
     Journald,
 }
 
-/// Starts logging at `info` in the automatic format. Call once.
+/// Logs a panic once, through tracing, with its location: inside a call it carries the
+/// call's span (request id, trace id), and the call layer turns it into INTERNAL.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a non-text panic payload");
+        let location = info.location().map_or_else(
+            || "an unknown location".to_string(),
+            |l| format!("{}:{}", l.file(), l.line()),
+        );
+        tracing::error!(target: "vitals::panic", location = %location, "panic at {location}: {message}");
+    }));
+}
+
+/// Starts logging at `info` in the automatic format, and logs panics. Call once.
 pub fn init() -> Telemetry {
+    log_panics();
     let (filter, filter_handle) = reload::Layer::new(default_filter());
     let format = resolve(LogFormat::Auto);
     let (output, output_handle) = reload::Layer::new(output(format));
@@ -126,7 +145,7 @@ fn output(format: Resolved) -> Output {
             return Box::new(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(false)
+                    .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(std::io::stderr),
             );

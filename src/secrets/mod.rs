@@ -68,6 +68,11 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
+    /// Secrets given directly (tests, embedding).
+    pub fn from_map(map: BTreeMap<String, Secret>) -> Secrets {
+        Secrets(map)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Secret> {
         self.0.get(name)
     }

@@ -1,6 +1,8 @@
-//! What happens around every call, in one place: the peer is put into the request, the
-//! deadline is capped and enforced, the call is counted while it runs and recorded when its
-//! response ends (status code and latency), and trailers a handler asked for are appended.
+//! What happens around every call, in one place: the request gets its id and trace context
+//! and the peer, the authorization policy decides it, the deadline is capped and enforced,
+//! a panicking handler becomes INTERNAL for that call only, the call is counted while it
+//! runs and recorded when its response ends (status code and latency), and the request id
+//! and any trailers a handler asked for are added to the response.
 
 use std::{
     convert::Infallible,
@@ -11,12 +13,69 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use super::{Peer, Trailers, conn::Activity, router::Router};
-use crate::rpc_stats::RpcStats;
+use crate::{
+    auth::{self, Decision},
+    rpc_stats::RpcStats,
+};
+
+/// The request id, trace id and span id of a call; in every request's extensions, on the
+/// call's log lines, and the request id in the response headers.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl RequestContext {
+    /// From `x-request-id` (kept when it is 1 to 128 visible ASCII characters, else a new
+    /// one) and W3C `traceparent` (its trace id is kept; this call gets a new span id).
+    fn from_headers(headers: &HeaderMap) -> RequestContext {
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(|| format!("{:032x}", fastrand::u128(..)), str::to_string);
+        let trace_id = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(trace_id_of)
+            .map_or_else(|| format!("{:032x}", fastrand::u128(1..)), str::to_string);
+        RequestContext {
+            request_id,
+            trace_id,
+            span_id: format!("{:016x}", fastrand::u64(1..)),
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is valid.
+fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then_some(trace)
+}
 
 /// Methods whose response is a stream: the deadline cap does not apply to them.
 const STREAMING: [&str; 5] = [
@@ -35,6 +94,7 @@ pub struct Calls {
     pub(super) max_deadline: Duration,
     pub(super) peer: Peer,
     pub(super) activity: Option<Arc<Activity>>,
+    pub(super) auth: auth::Store,
 }
 
 pub type CallFuture =
@@ -60,37 +120,84 @@ where
             !STREAMING.contains(&path),
             self.max_deadline,
         );
-        let mut record = Record::start(self, path);
-        request.extensions_mut().insert(self.peer.clone());
-        let body = request.map(tonic::body::Body::new);
-        let response = self.router.call(body);
-        Box::pin(async move {
-            let response = match deadline {
-                None => response.await,
-                Some(limit) => match tokio::time::timeout(limit, response).await {
-                    Ok(response) => response,
-                    Err(_) => Ok(Status::deadline_exceeded(format!(
-                        "deadline of {}ms exceeded",
-                        limit.as_millis()
-                    ))
-                    .into_http()),
-                },
-            };
-            let (mut parts, body) = match response {
-                Ok(response) => response.into_parts(),
-                Err(never) => match never {},
-            };
-            correct_status(&mut parts.headers);
-            record.code = status_code(&parts.headers);
-            record.trailers = parts.extensions.remove::<Trailers>().map(|t| t.0);
-            Ok(Response::from_parts(
-                parts,
-                CallBody {
-                    inner: body,
-                    record,
-                },
-            ))
-        })
+        let context = RequestContext::from_headers(request.headers());
+        let mut record = Record::start(self, path, &context.request_id);
+        let identity = self.peer.identity.as_deref();
+        // A path no service here answers gets UNIMPLEMENTED from the router, not a denial.
+        let decision = if self.router.serves(path) {
+            self.auth.current().decide(
+                path,
+                identity,
+                request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+                std::time::SystemTime::now(),
+            )
+        } else {
+            Decision::Allow { audit: false }
+        };
+        auth::audit(&decision, record.path, identity, &context.request_id);
+        let request_id = HeaderValue::from_str(&context.request_id).ok();
+        let span = tracing::info_span!(
+            "call",
+            request_id = %context.request_id,
+            trace_id = %context.trace_id,
+            span_id = %context.span_id,
+        );
+        let response = match decision {
+            Decision::Deny { code, reason } => {
+                futures_util::future::ready(Ok(Status::new(code, reason).into_http())).boxed()
+            }
+            Decision::Allow { .. } => {
+                request.extensions_mut().insert(self.peer.clone());
+                request.extensions_mut().insert(context);
+                let body = request.map(tonic::body::Body::new);
+                self.router.call(body)
+            }
+        };
+        Box::pin(
+            async move {
+                let response = std::panic::AssertUnwindSafe(async move {
+                    match deadline {
+                        None => response.await,
+                        Some(limit) => match tokio::time::timeout(limit, response).await {
+                            Ok(response) => response,
+                            Err(_) => Ok(Status::deadline_exceeded(format!(
+                                "deadline of {}ms exceeded",
+                                limit.as_millis()
+                            ))
+                            .into_http()),
+                        },
+                    }
+                })
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    // The panic hook has logged it, with its location and this call's span.
+                    record.panicked();
+                    Ok(Status::internal("the server failed while handling this call").into_http())
+                });
+                let (mut parts, body) = match response {
+                    Ok(response) => response.into_parts(),
+                    Err(never) => match never {},
+                };
+                correct_status(&mut parts.headers);
+                record.code = status_code(&parts.headers);
+                record.trailers = parts.extensions.remove::<Trailers>().map(|t| t.0);
+                if let Some(id) = request_id {
+                    parts.headers.insert("x-request-id", id);
+                }
+                Ok(Response::from_parts(
+                    parts,
+                    CallBody {
+                        inner: body,
+                        record,
+                    },
+                ))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -154,10 +261,11 @@ struct Record {
     trailers: Option<HeaderMap>,
     activity: Option<Arc<Activity>>,
     peer: Peer,
+    request_id: String,
 }
 
 impl Record {
-    fn start(calls: &Calls, path: &str) -> Record {
+    fn start(calls: &Calls, path: &str, request_id: &str) -> Record {
         let method = calls.stats.method(path);
         method.start();
         if let Some(activity) = &calls.activity {
@@ -171,7 +279,13 @@ impl Record {
             trailers: None,
             activity: calls.activity.clone(),
             peer: calls.peer.clone(),
+            request_id: request_id.to_string(),
         }
+    }
+
+    fn panicked(&mut self) {
+        self.stats.method(self.path).panicked();
+        self.code = Some(Code::Internal);
     }
 }
 
@@ -190,6 +304,7 @@ impl Drop for Record {
             peer_addr = %self.peer.addr,
             grpc_code = crate::rpc_stats::code_name(code),
             latency_us = latency.as_micros() as u64,
+            request_id = self.request_id.as_str(),
             "call"
         );
     }

@@ -209,6 +209,7 @@ where
         max_deadline: limits.max_deadline,
         peer: peer.clone(),
         activity: activity.clone(),
+        auth: shared.auth.clone(),
     };
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2

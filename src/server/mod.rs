@@ -20,6 +20,7 @@ use http::{Extensions, HeaderMap};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use call::RequestContext;
 pub use conn::Limits;
 pub use router::Router;
 
@@ -122,6 +123,7 @@ pub(crate) struct Live {
 /// What every connection shares.
 pub struct Shared {
     pub tls: tls::Store,
+    pub auth: crate::auth::Store,
     live: RwLock<Live>,
     pub stats: Arc<RpcStats>,
     pub shutdown: CancellationToken,
@@ -135,6 +137,7 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tls: tls::Store,
+        auth: crate::auth::Store,
         limits: Limits,
         router: Router,
         health_router: Router,
@@ -145,6 +148,7 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             tls,
+            auth,
             live: RwLock::new(Live {
                 limits,
                 router,

@@ -87,12 +87,22 @@ impl Router {
         }
     }
 
+    /// Whether a service of this router answers `path` (else the answer is UNIMPLEMENTED).
+    pub fn serves(&self, path: &str) -> bool {
+        let name = service_of(path);
+        name == HealthServer::<HealthService>::NAME
+            || (self.full.is_some()
+                && [
+                    service::ECHO,
+                    service::METRICS,
+                    service::REFLECTION_V1,
+                    service::REFLECTION_V1ALPHA,
+                ]
+                .contains(&name))
+    }
+
     pub fn call(&mut self, request: Request<Body>) -> BoxFuture<Response<Body>, Infallible> {
-        let path = request.uri().path();
-        let name = path
-            .strip_prefix('/')
-            .and_then(|p| p.split('/').next())
-            .unwrap_or_default();
+        let name = service_of(request.uri().path());
         match (name, &mut self.full) {
             (HealthServer::<HealthService>::NAME, _) => self.health.call(request),
             (service::ECHO, Some(full)) => full.echo.call(request),
@@ -105,4 +115,11 @@ impl Router {
             }
         }
     }
+}
+
+/// `pkg.Service` of `/pkg.Service/Method`.
+fn service_of(path: &str) -> &str {
+    path.strip_prefix('/')
+        .and_then(|p| p.split('/').next())
+        .unwrap_or_default()
 }

@@ -13,7 +13,7 @@ use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataMap};
 use super::{TaskStream, task_stream};
 use crate::{
     proto::echo::{EchoRequest, EchoResponse, echo_server},
-    server::{Peer, Trailers},
+    server::{Peer, RequestContext, Trailers},
 };
 
 /// The request header the gRPC retry design (A6) uses to count earlier attempts.
@@ -23,13 +23,19 @@ const ENVELOPE: usize = 1024;
 
 pub struct EchoService {
     max_message_bytes: usize,
+    allow_panic: bool,
     shutdown: CancellationToken,
 }
 
 impl EchoService {
-    pub fn new(max_message_bytes: usize, shutdown: CancellationToken) -> EchoService {
+    pub fn new(
+        max_message_bytes: usize,
+        allow_panic: bool,
+        shutdown: CancellationToken,
+    ) -> EchoService {
         EchoService {
             max_message_bytes,
+            allow_panic,
             shutdown,
         }
     }
@@ -86,11 +92,20 @@ fn previous_attempts(metadata: &MetadataMap) -> u32 {
 impl echo_server::Echo for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let peer_identity = Peer::identity_of(request.extensions());
+        let context = request.extensions().get::<RequestContext>().cloned();
         let attempts = previous_attempts(request.metadata());
         let headers = pick(request.metadata(), &request.get_ref().echo_headers)?;
         let trailers = pick(request.metadata(), &request.get_ref().echo_trailers)?;
         let req = request.into_inner();
 
+        if req.panic {
+            if !self.allow_panic {
+                return Err(Status::failed_precondition(
+                    "the panic knob is off (echo.allow_panic)",
+                ));
+            }
+            panic!("the echo panic knob was set");
+        }
         if req.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
         }
@@ -116,7 +131,15 @@ impl echo_server::Echo for EchoService {
             payload: self.payload(req.response_size)?,
             echo_message: req.echo_message,
             peer_identity,
-            request_id: String::new(),
+            request_id: context
+                .as_ref()
+                .map(|c| c.request_id.clone())
+                .unwrap_or_default(),
+            trace_id: context
+                .as_ref()
+                .map(|c| c.trace_id.clone())
+                .unwrap_or_default(),
+            span_id: context.map(|c| c.span_id).unwrap_or_default(),
         });
         *response.metadata_mut() = MetadataMap::from_headers(headers);
         if !trailers.is_empty() {
@@ -132,11 +155,20 @@ impl echo_server::Echo for EchoService {
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<Self::EchoStreamStream>, Status> {
         let peer_identity = Peer::identity_of(request.extensions());
+        let context = request
+            .extensions()
+            .get::<RequestContext>()
+            .cloned()
+            .unwrap_or(RequestContext {
+                request_id: String::new(),
+                trace_id: String::new(),
+                span_id: String::new(),
+            });
         let mut inbound = request.into_inner();
         let shutdown = self.shutdown.clone();
         let max = self.max_message_bytes;
         Ok(Response::new(task_stream(|tx| async move {
-            let this = EchoService::new(max, shutdown.clone());
+            let this = EchoService::new(max, false, shutdown.clone());
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,
@@ -150,7 +182,9 @@ impl echo_server::Echo for EchoService {
                         echo_message: req.echo_message,
                         payload,
                         peer_identity: peer_identity.clone(),
-                        request_id: String::new(),
+                        request_id: context.request_id.clone(),
+                        trace_id: context.trace_id.clone(),
+                        span_id: context.span_id.clone(),
                     }),
                     Ok(None) => return,
                     Err(status) => Err(status),

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod auth;
 mod config;
 mod connections;
 mod echo;

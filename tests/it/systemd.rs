@@ -279,7 +279,7 @@ async fn journald_entries_have_fields_and_priorities() {
     let port = free_port();
     // A failing threshold gives a warning; access lines give the call fields.
     let dropin = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[log]\nformat = \"journald\"\naccess = true\n[health]\nmin_disk_free_percent = 99.9\n"
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[log]\nformat = \"journald\"\naccess = true\n[health]\nmin_disk_free_percent = 99.9\n[auth]\naudit = [\"vitals.echo.v1.Echo/*\"]\n"
     );
     let dir = write_config(&pki, &dropin);
     let script = dir.path().join("journald.sh");
@@ -365,8 +365,20 @@ async fn journald_entries_have_fields_and_priorities() {
     assert_eq!(calls.len(), 2, "{calls:#?}");
     assert_eq!(calls[0]["GRPC_CODE"], "OK");
     assert_eq!(calls[1]["GRPC_CODE"], "UNAVAILABLE");
+    // Audit lines are filterable by their own fields.
+    let audits: Vec<_> = entries
+        .iter()
+        .filter(|e| e["AUDIT_DECISION"] == "allow")
+        .collect();
+    assert_eq!(audits.len(), 2, "{audits:#?}");
+    assert_eq!(audits[0]["AUDIT_IDENTITY"], crate::support::CLIENT_ID);
+    assert_eq!(audits[0]["AUDIT_METHOD"], "/vitals.echo.v1.Echo/Echo");
     for call in calls {
         assert_eq!(call["PEER"], crate::support::CLIENT_ID);
+        assert!(
+            call["REQUEST_ID"].as_str().is_some_and(|id| id.len() == 32),
+            "{call}"
+        );
         assert!(
             call["PEER_ADDR"]
                 .as_str()

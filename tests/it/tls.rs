@@ -107,7 +107,8 @@ async fn identity_from_dns_san_or_cn() {
         &Leaf::new("cn-ignored", &["prober.fleet.test"], Usage::Client, 1),
     );
     pki.issue("cn", &Leaf::new("just-a-cn", &[], Usage::Client, 1));
-    let daemon = TestDaemon::start_with(pki, "", &[]).await;
+    let grant = "[[auth.rules]]\nidentities = [\"prober.fleet.test\", \"just-a-cn\"]\nmethods = [\"vitals.echo.v1.Echo/Echo\"]\n";
+    let daemon = TestDaemon::start_with(pki, grant, &[]).await;
     for (name, expected) in [("dns", "prober.fleet.test"), ("cn", "just-a-cn")] {
         let channel = daemon.dial_as(name).connect().await.unwrap();
         let reply = vitals::proto::echo::echo_client::EchoClient::new(channel)

@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Mutex, OnceLock, mpsc},
     time::{Duration, Instant},
 };
 
@@ -88,6 +88,10 @@ client_ca = "{}"
 [metrics]
 sample_interval = "1s"
 
+[[auth.rules]]
+identities = ["{CLIENT_ID}"]
+methods = ["*"]
+
 [log]
 format = "json"
 level = "info"
@@ -110,9 +114,29 @@ pub struct TestDaemon {
     logs: Arc<Mutex<Vec<String>>>,
 }
 
-/// The path of the built daemon.
+/// The daemon under test: `$VITALS_TEST_VITALSD` when set (an ARM build, say), else the
+/// one cargo built for this test run.
 pub fn vitalsd() -> &'static str {
-    env!("CARGO_BIN_EXE_vitalsd")
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("VITALS_TEST_VITALSD")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vitalsd").to_string())
+    })
+}
+
+/// A command that runs the daemon under test, behind `$VITALS_TEST_RUNNER` when set: a
+/// command prefix split on whitespace, such as `qemu-aarch64-static -L /usr/aarch64-linux-gnu`.
+pub fn vitalsd_command() -> Command {
+    let runner = std::env::var("VITALS_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(vitalsd());
+            command
+        }
+        None => Command::new(vitalsd()),
+    }
 }
 
 /// Writes `vitalsd.toml` (the base config) and `vitalsd.d/50-test.toml` (`dropin`).
@@ -132,7 +156,7 @@ impl TestDaemon {
 
     pub async fn start_with(pki: Arc<TestPki>, dropin: &str, env: &[(&str, &str)]) -> TestDaemon {
         let config_dir = write_config(&pki, dropin);
-        let mut command = Command::new(vitalsd());
+        let mut command = vitalsd_command();
         command
             .arg("--config")
             .arg(config_dir.path().join("vitalsd.toml"))
@@ -300,7 +324,7 @@ where
 
 /// Runs `vitalsd` with these arguments and environment to completion.
 pub fn run_vitalsd(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (Option<i32>, String) {
-    let output = Command::new(vitalsd())
+    let output = vitalsd_command()
         .args(args)
         .envs(env.iter().copied())
         .current_dir(cwd)
