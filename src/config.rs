@@ -666,6 +666,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Validates one config text on its own (defaults, then `text`; no files, no
+    /// environment), exactly as a file with that content would be: for fuzzing and tools.
+    pub fn parse(origin: &str, text: &str) -> Result<Config, Error> {
+        let mut builder = config::Config::builder();
+        for section in SECTIONS {
+            builder = builder
+                .set_default(section, config::Map::<String, config::Value>::new())
+                .expect("static key");
+        }
+        let merged = builder
+            .add_source(TomlFile::parse(origin.to_string(), text)?)
+            .build()
+            .map_err(parse_error)?;
+        let layers = Layers(merged);
+        let raw = layers.raw()?;
+        layers.validate(raw, Vec::new())
+    }
+
     /// Reads every layer and returns the merged raw config without validating it
     /// (for `--check-config`, after [`Config::load`] has succeeded).
     pub fn load_raw(location: &Location) -> Result<RawConfig, Error> {
@@ -985,9 +1003,13 @@ impl TomlFile {
             origin: origin.clone(),
             reason: e.to_string(),
         })?;
+        TomlFile::parse(origin, &text)
+    }
+
+    fn parse(origin: String, text: &str) -> Result<TomlFile, Error> {
         let table = text.parse::<toml::Table>().map_err(|e| Error::Parse {
             origin: origin.clone(),
-            reason: one_line_toml_error(&text, &e),
+            reason: one_line_toml_error(text, &e),
         })?;
         Ok(TomlFile { origin, table })
     }
@@ -1686,6 +1708,18 @@ mod tests {
         a.files.clear();
         b.files.clear();
         assert_eq!(a, b);
+    }
+
+    /// A text parses the same as a file with that content.
+    #[test]
+    fn parse_text_matches_files() {
+        let text = "[server]\nmax_connections = 9\n";
+        let (_d, from_file) = load_file(text);
+        let mut from_file = from_file.unwrap();
+        from_file.files.clear();
+        assert_eq!(Config::parse("t", text).unwrap(), from_file);
+        let err = Config::parse("t.toml", "[server]\nbogus = 1\n").unwrap_err().to_string();
+        assert_eq!(err.split(':').take(2).collect::<Vec<_>>(), ["t.toml", " `server.bogus`"]);
     }
 
     /// Dev mode points TLS at the dev PKI directory.
