@@ -1,5 +1,9 @@
 //! What vitalsctl and the tests need to call a daemon: a channel over mutual TLS (or
 //! plaintext), dialled with a connect timeout.
+//!
+//! - [`retry`]: the gRPC retry policy (proposal A6): parsing, backoff, server pushback
+//! - [`histogram`]: a log-linear latency histogram
+//! - [`cpu`]: this process's CPU time, from /proc
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -10,6 +14,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::tls::{self, ClientAuth};
 
+pub mod cpu;
+pub mod histogram;
+pub mod retry;
 mod view;
 pub use view::{snapshot_json, snapshot_table};
 
