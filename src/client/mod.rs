@@ -1,135 +1,102 @@
-//! What vitalsctl and the tests need to call a daemon: a channel over mutual TLS (or
-//! plaintext), dialled with a connect timeout.
+//! What vitalsctl and the tests need to call a server.
 //!
+//! - [`dial`]: connecting: plaintext, server-only or mutual TLS, a connect timeout, a
+//!   polite close, and the liveness of a connection
+//! - [`args`]: the command line, grpc_health_probe's single-dash flags included
+//! - [`probe`]: grpc.health.v1 Check, Watch and List, and a sweep over many targets
 //! - [`retry`]: the gRPC retry policy (proposal A6): parsing, backoff, server pushback
+//! - [`balance`]: several addresses behind pick_first or round_robin
+//! - [`echo`]: one echo call with retries over a balancer, and a run of them
+//! - [`bench`]: the load generator
 //! - [`histogram`]: a log-linear latency histogram
 //! - [`cpu`]: this process's CPU time, from /proc
+//! - [`view`]: metrics snapshots as a table or JSON
 
-use std::{path::Path, sync::Arc, time::Duration};
-
-use hyper_util::rt::TokioIo;
-use rustls::{ClientConfig, pki_types::ServerName};
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint, Uri};
-
-use crate::tls::{self, ClientAuth};
-
+pub mod args;
+pub mod balance;
+pub mod bench;
 pub mod cpu;
+pub mod dial;
+pub mod echo;
 pub mod histogram;
+pub mod probe;
 pub mod retry;
 mod view;
-pub use view::{snapshot_json, snapshot_table};
+
+use std::time::Duration;
+
+pub use dial::{Conn, Dial, Liveness, TlsOptions, Trust};
+pub use view::{MetricsView, snapshot_json, snapshot_table};
+
+use crate::tls;
 
 /// The dev PKI directory and address `--dev` means.
 pub const DEV_DIR: &str = "certs/dev";
 pub const DEV_ADDR: &str = "127.0.0.1:50051";
 
+/// Exit codes, as grpc_health_probe has them; every command uses the same ones.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Invalid arguments, or TLS files that cannot be read.
+    pub const ARGS: u8 = 1;
+    /// The connection failed or timed out.
+    pub const CONNECT: u8 = 2;
+    /// The call failed or timed out.
+    pub const RPC: u8 = 3;
+    /// The server answered that it is not serving.
+    pub const NOT_SERVING: u8 = 4;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Tls(#[from] tls::Error),
+    #[error("no system CA bundle found (set SSL_CERT_FILE or give a CA file)")]
+    NoSystemRoots,
     #[error("`{0}` is not a host:port address")]
     Address(String),
     #[error("`{0}` is not a valid TLS server name")]
     ServerName(String),
-    #[error("connecting to {addr}: {source}")]
+    #[error("`{0}` is not a valid user agent")]
+    UserAgent(String),
+    #[error("resolving {addr}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} resolves to no address")]
+    NoAddress { addr: String },
+    #[error("connecting to {addr}")]
     Connect {
         addr: String,
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("connecting to {addr}")]
+    Stream {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: timed out after {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
 }
 
-/// How to reach a daemon.
-#[derive(Clone)]
-pub struct Dial {
-    /// `host:port`.
-    pub addr: String,
-    /// TLS settings; `None` for plaintext (the health-only listener).
-    pub tls: Option<Arc<ClientConfig>>,
-    /// The name the server certificate must carry; the host of `addr` when `None`.
-    pub server_name: Option<String>,
-    pub connect_timeout: Duration,
-}
-
-impl Dial {
-    /// Mutual TLS with the CA, certificate and key at these paths.
-    pub fn mtls(addr: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Dial, Error> {
-        let config = tls::client_config(ca, ClientAuth::Certificate { cert, key })?;
-        Ok(Dial::with_tls(addr, config))
-    }
-
-    /// The dev PKI in `dir`, as `vitalsd --dev` serves it.
-    pub fn dev(addr: &str, dir: &Path) -> Result<Dial, Error> {
-        Dial::mtls(
-            addr,
-            &dir.join("ca.crt"),
-            &dir.join("client.crt"),
-            &dir.join("client.key"),
-        )
-    }
-
-    pub fn with_tls(addr: &str, config: ClientConfig) -> Dial {
-        Dial {
-            addr: addr.to_string(),
-            tls: Some(Arc::new(config)),
-            server_name: None,
-            connect_timeout: Duration::from_secs(5),
+impl Error {
+    /// The exit code this error means: bad arguments or files (1), or no connection (2).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Tls(_)
+            | Error::NoSystemRoots
+            | Error::Address(_)
+            | Error::ServerName(_)
+            | Error::UserAgent(_) => exit::ARGS,
+            Error::Resolve { .. }
+            | Error::NoAddress { .. }
+            | Error::Connect { .. }
+            | Error::Stream { .. }
+            | Error::ConnectTimeout { .. } => exit::CONNECT,
         }
-    }
-
-    pub fn plaintext(addr: &str) -> Dial {
-        Dial {
-            addr: addr.to_string(),
-            tls: None,
-            server_name: None,
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-
-    fn host(&self) -> &str {
-        let host = self
-            .addr
-            .rsplit_once(':')
-            .map_or(self.addr.as_str(), |(h, _)| h);
-        host.trim_start_matches('[').trim_end_matches(']')
-    }
-
-    /// Connects now; the channel reconnects by itself later.
-    pub async fn connect(&self) -> Result<Channel, Error> {
-        let uri: Uri = format!("http://{}", self.addr)
-            .parse()
-            .map_err(|_| Error::Address(self.addr.clone()))?;
-        let endpoint = Endpoint::from(uri).connect_timeout(self.connect_timeout);
-        let connect_err = |source| Error::Connect {
-            addr: self.addr.clone(),
-            source,
-        };
-        let Some(config) = self.tls.clone() else {
-            return endpoint.connect().await.map_err(connect_err);
-        };
-        let name = self
-            .server_name
-            .as_deref()
-            .unwrap_or(self.host())
-            .to_string();
-        let server_name =
-            ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
-        let addr = self.addr.clone();
-        let connector = tower::service_fn(move |_: Uri| {
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
-            let server_name = server_name.clone();
-            let addr = addr.clone();
-            async move {
-                let tcp = TcpStream::connect(&addr).await?;
-                tcp.set_nodelay(true)?;
-                let tls = connector.connect(server_name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        });
-        endpoint
-            .connect_with_connector(connector)
-            .await
-            .map_err(connect_err)
     }
 }

@@ -123,3 +123,67 @@ pub fn snapshot_table(s: &Snapshot) -> String {
     }
     out
 }
+
+/// A live view: each snapshot as a table, with RPC call rates since the one before.
+#[derive(Default)]
+pub struct MetricsView {
+    last: Option<(std::time::Instant, Vec<(String, u64)>)>,
+}
+
+impl MetricsView {
+    pub fn render(&mut self, snapshot: &Snapshot) -> String {
+        let mut out = snapshot_table(snapshot);
+        let now = std::time::Instant::now();
+        let calls: Vec<(String, u64)> = snapshot
+            .rpc
+            .iter()
+            .map(|m| (m.method.clone(), m.calls))
+            .collect();
+        if let Some((then, before)) = &self.last {
+            let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
+            for (method, n) in &calls {
+                let old = before
+                    .iter()
+                    .find(|(m, _)| m == method)
+                    .map_or(0, |(_, n)| *n);
+                let rate = n.saturating_sub(old) as f64 / secs;
+                if rate > 0.0 {
+                    let _ = writeln!(out, "rate     {method:<48} {rate:.1} calls/s");
+                }
+            }
+        }
+        self.last = Some((now, calls));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::metrics::MethodStats;
+
+    fn snapshot(calls: u64) -> Snapshot {
+        Snapshot {
+            rpc: vec![MethodStats {
+                method: "/vitals.echo.v1.Echo/Echo".into(),
+                calls,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The live view shows a call rate from the second snapshot on.
+    #[test]
+    fn live_view_shows_rates() {
+        let mut view = MetricsView::default();
+        assert!(!view.render(&snapshot(10)).contains("calls/s"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let second = view.render(&snapshot(30));
+        assert!(
+            second.contains("rate") && second.contains("calls/s"),
+            "{second}"
+        );
+        assert!(second.contains("calls 30"), "{second}");
+    }
+}

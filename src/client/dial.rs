@@ -1,0 +1,452 @@
+//! Connecting to a server: plaintext, server-only TLS or mutual TLS, under a connect
+//! timeout, over connections that close politely and say when they are gone.
+//!
+//! Every connection goes through our own connector, for three reasons: the TLS modes
+//! grpc_health_probe has (CA file, system roots, no verification, with or without a client
+//! certificate); a lingering close (GOAWAY, then TLS close_notify and FIN, then the peer's
+//! last bytes read), so a short-lived client such as a probe never makes the server's
+//! kernel see a reset; and a [`Liveness`] per channel that the balancer reads to know a
+//! connection has died without waiting for a call to fail on it.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, pki_types::ServerName};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::Notify,
+    time::Sleep,
+};
+use tokio_rustls::client::TlsStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::Error;
+use crate::tls::{self, ClientAuth};
+
+/// Where the system's CA bundle may live, as Go's crypto/x509 looks for it
+/// (`$SSL_CERT_FILE` first).
+const SYSTEM_BUNDLES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// How long a closing connection waits for the server's goodbye before it is dropped.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Which server certificates a TLS client accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Those issued by a CA in this PEM file.
+    Ca(PathBuf),
+    /// Those issued by a CA of the system bundle.
+    System,
+    /// Any (`-tls-no-verify`): encrypted, not authenticated.
+    Anything,
+}
+
+/// TLS settings as the command line gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub trust: Trust,
+    /// Client certificate and key (PEM files); `None` for server-only TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsOptions {
+    /// Reads the files and builds the rustls config.
+    pub fn client_config(&self) -> Result<ClientConfig, Error> {
+        let auth = match &self.identity {
+            Some((cert, key)) => ClientAuth::Certificate { cert, key },
+            None => ClientAuth::Anonymous,
+        };
+        Ok(match &self.trust {
+            Trust::Ca(ca) => tls::client_config(ca, auth)?,
+            Trust::System => tls::client_config(&system_bundle()?, auth)?,
+            Trust::Anything => tls::client_config_no_verify(auth)?,
+        })
+    }
+}
+
+fn system_bundle() -> Result<PathBuf, Error> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    env.into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+        .ok_or(Error::NoSystemRoots)
+}
+
+/// How to reach a server.
+#[derive(Clone)]
+pub struct Dial {
+    /// `host:port`; a name is resolved at connect time and its addresses tried in order.
+    pub addr: String,
+    /// TLS settings; `None` for plaintext (the health-only listener).
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The name the server certificate must carry; the host of `addr` when `None`.
+    pub server_name: Option<String>,
+    /// Covers TCP, TLS and the HTTP/2 handshake.
+    pub connect_timeout: Duration,
+    /// Prepended to tonic's own `user-agent`.
+    pub user_agent: Option<String>,
+}
+
+/// A channel and the liveness of its connection.
+#[derive(Clone)]
+pub struct Conn {
+    pub channel: Channel,
+    pub liveness: Arc<Liveness>,
+}
+
+impl Dial {
+    /// Mutual TLS with the CA, certificate and key at these paths.
+    pub fn mtls(addr: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Dial, Error> {
+        let config = tls::client_config(ca, ClientAuth::Certificate { cert, key })?;
+        Ok(Dial::with_tls(addr, config))
+    }
+
+    /// The dev PKI in `dir`, as `vitalsd --dev` serves it.
+    pub fn dev(addr: &str, dir: &Path) -> Result<Dial, Error> {
+        Dial::mtls(
+            addr,
+            &dir.join("ca.crt"),
+            &dir.join("client.crt"),
+            &dir.join("client.key"),
+        )
+    }
+
+    pub fn with_tls(addr: &str, config: ClientConfig) -> Dial {
+        Dial {
+            tls: Some(Arc::new(config)),
+            ..Dial::plaintext(addr)
+        }
+    }
+
+    pub fn plaintext(addr: &str) -> Dial {
+        Dial {
+            addr: addr.to_string(),
+            tls: None,
+            server_name: None,
+            connect_timeout: Duration::from_secs(5),
+            user_agent: None,
+        }
+    }
+
+    /// The same settings for another target.
+    pub fn target(&self, addr: &str) -> Dial {
+        Dial {
+            addr: addr.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Connects to one resolved address of the target, still checking the certificate
+    /// against the target's name.
+    pub fn resolved(&self, addr: std::net::SocketAddr) -> Dial {
+        Dial {
+            addr: addr.to_string(),
+            server_name: Some(self.tls_name().to_string()),
+            ..self.clone()
+        }
+    }
+
+    fn host(&self) -> &str {
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The name the server certificate is checked against.
+    pub fn tls_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(self.host())
+    }
+
+    /// Connects now; the channel reconnects by itself later.
+    pub async fn connect(&self) -> Result<Channel, Error> {
+        Ok(self.open().await?.channel)
+    }
+
+    /// Connects now (TCP, TLS and HTTP/2 within `connect_timeout`) and returns the channel
+    /// with the liveness of its connection.
+    pub async fn open(&self) -> Result<Conn, Error> {
+        let uri: Uri = format!("http://{}", self.addr)
+            .parse()
+            .map_err(|_| Error::Address(self.addr.clone()))?;
+        let mut endpoint = Endpoint::from(uri);
+        if let Some(agent) = &self.user_agent {
+            endpoint = endpoint
+                .user_agent(agent.as_str())
+                .map_err(|_| Error::UserAgent(agent.clone()))?;
+        }
+        let liveness = Arc::new(Liveness::default());
+        let connector = self.connector()?;
+        let live = liveness.clone();
+        let connector = tower::service_fn(move |_: Uri| {
+            let (connector, live) = (connector.clone(), live.clone());
+            async move { Ok::<_, io::Error>(TokioIo::new(connector.stream(live).await?)) }
+        });
+        let connecting = endpoint.connect_with_connector(connector);
+        let channel = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(source)) => {
+                return Err(Error::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    addr: self.addr.clone(),
+                    timeout: self.connect_timeout,
+                });
+            }
+        };
+        Ok(Conn { channel, liveness })
+    }
+}
+
+impl Dial {
+    /// What opens streams to this server; checks the TLS name.
+    pub fn connector(&self) -> Result<Connector, Error> {
+        let tls = match self.tls.clone() {
+            Some(config) => {
+                let name = self.tls_name().to_string();
+                let server_name =
+                    ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
+                Some((tokio_rustls::TlsConnector::from(config), server_name))
+            }
+            None => None,
+        };
+        Ok(Connector {
+            addr: self.addr.clone(),
+            tls,
+        })
+    }
+}
+
+/// Opens TCP (and TLS) streams to one server.
+#[derive(Clone)]
+pub struct Connector {
+    addr: String,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+impl Connector {
+    /// A new stream, reporting to `liveness`; the caller keeps the time.
+    pub async fn stream(&self, liveness: Arc<Liveness>) -> io::Result<Graceful> {
+        let tcp = TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &self.tls {
+            Some((connector, name)) => {
+                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+            }
+            None => Stream::Plain(tcp),
+        };
+        Ok(Graceful::new(stream, liveness))
+    }
+}
+
+/// The connections of one channel: how many can still carry calls, and how many have not
+/// yet been closed and dropped.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    usable: AtomicUsize,
+    open: AtomicUsize,
+    changed: Notify,
+}
+
+impl Liveness {
+    /// Whether a connection is up and has seen neither EOF nor an error.
+    pub fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits until every connection has been closed, at most `limit`; whether they were.
+    pub async fn closed(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if self.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    fn opened(&self) {
+        self.usable.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A TCP or TLS stream.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A stream that closes politely: `poll_shutdown` sends close_notify and FIN, then reads
+/// the peer out until its EOF (at most [`LINGER`]), so closing never leaves unread bytes
+/// for the kernel to answer with a reset. It reports itself to a [`Liveness`].
+pub struct Graceful {
+    stream: Stream,
+    liveness: Arc<Liveness>,
+    usable: bool,
+    shut: bool,
+    linger: Option<Pin<Box<Sleep>>>,
+}
+
+impl Graceful {
+    fn new(stream: Stream, liveness: Arc<Liveness>) -> Graceful {
+        liveness.opened();
+        Graceful {
+            stream,
+            liveness,
+            usable: true,
+            shut: false,
+            linger: None,
+        }
+    }
+
+    fn unusable(&mut self) {
+        if std::mem::take(&mut self.usable) {
+            self.liveness.usable.fetch_sub(1, Ordering::AcqRel);
+            self.liveness.changed.notify_waiters();
+        }
+    }
+
+    fn poll_read_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        self.unusable();
+        self.liveness.open.fetch_sub(1, Ordering::AcqRel);
+        self.liveness.changed.notify_waiters();
+    }
+}
+
+impl AsyncRead for Graceful {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = ready!(this.poll_read_inner(cx, buf));
+        if result.is_err() || buf.filled().len() == before {
+            this.unusable();
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl AsyncWrite for Graceful {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = ready!(match &mut this.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        });
+        if result.is_err() {
+            this.unusable();
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = ready!(match &mut this.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        });
+        if result.is_err() {
+            this.unusable();
+        }
+        Poll::Ready(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.unusable();
+        if !this.shut {
+            // The TLS stream sends close_notify, then shuts down the TCP write half.
+            let result = ready!(match &mut this.stream {
+                Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            });
+            this.shut = true;
+            if result.is_err() {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        // Read the peer out until its EOF, so nothing is left unread when we close.
+        let mut sink = [0u8; 2048];
+        loop {
+            let mut buf = ReadBuf::new(&mut sink);
+            match this.poll_read_inner(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let linger = this.linger.as_mut().expect("set at shutdown");
+                    return match linger.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}
