@@ -12,3 +12,7 @@ mod reload;
 mod secrets;
 mod systemd;
 mod tls;
+mod vitalsctl_bench;
+mod vitalsctl_echo;
+mod vitalsctl_probe;
+mod vitalsctl_support;

@@ -1,0 +1,346 @@
+//! `vitalsctl probe`: grpc_health_probe's flags and exit codes against the real daemon and
+//! against servers that are not vitalsd; Watch, List and the sweep.
+
+use std::time::Duration;
+
+use crate::{
+    support::{TestDaemon, eventually},
+    vitalsctl_support::{Background, Stub, at, mtls, refused_addr, silent_listener, vitalsctl},
+};
+
+const HEALTH_LISTENER: &str = "[health]\nplaintext_listen = [\"127.0.0.1:0\"]\n";
+
+/// Exit 0 and `status: SERVING` over mutual TLS, and over the plaintext health listener
+/// without TLS, overall and for one service.
+#[tokio::test]
+async fn serving_exits_0() {
+    let daemon = TestDaemon::start(HEALTH_LISTENER).await;
+    let run = vitalsctl(&at(&daemon, &["probe", "-service", "vitals.echo.v1.Echo"])).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout.trim(), "status: SERVING");
+    let plain = daemon.health_addr.unwrap().to_string();
+    let run = vitalsctl(&["probe", "-addr", &plain]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout.trim(), "status: SERVING");
+}
+
+/// `-addr=x`, `--addr x`, `-addr x`, `--addr=x`, booleans as `-tls=true`, and the
+/// grpc_health_probe name all reach the same server.
+#[tokio::test]
+async fn flag_spellings() {
+    let daemon = TestDaemon::start(HEALTH_LISTENER).await;
+    let plain = daemon.health_addr.unwrap().to_string();
+    let spellings = [
+        vec![format!("-addr={plain}")],
+        vec!["--addr".into(), plain.clone()],
+        vec!["-addr".into(), plain.clone()],
+        vec![
+            format!("--addr={plain}"),
+            "-tls=false".into(),
+            "--rpc-timeout=2s".into(),
+        ],
+        vec![
+            format!("-addr={plain}"),
+            "-service=grpc.health.v1.Health".into(),
+            "-v".into(),
+        ],
+    ];
+    for spelling in spellings {
+        let mut args = vec!["probe".to_string()];
+        args.extend(spelling.iter().cloned());
+        let run = vitalsctl(&args).await;
+        assert_eq!(run.code, Some(0), "{spelling:?}: {run:?}");
+    }
+    let mut tls = vec![
+        "probe".to_string(),
+        format!("-addr={}", daemon.addr),
+        "-tls=true".into(),
+    ];
+    tls.extend(mtls(&daemon).into_iter().skip(1));
+    assert_eq!(vitalsctl(&tls).await.code, Some(0));
+}
+
+/// Exit 1 for invalid arguments (with grpc_health_probe's message) and for TLS files that
+/// cannot be read.
+#[tokio::test]
+async fn invalid_arguments_exit_1() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["probe"], "-addr not specified"),
+        (
+            &["probe", "-addr", "h:1", "-tls-ca-cert", "ca.crt"],
+            "specified -tls-ca-cert without specifying -tls",
+        ),
+        (
+            &["probe", "-addr", "h:1", "-tls", "-tls-client-cert", "c.crt"],
+            "without specifying -tls-client-key",
+        ),
+        (
+            &["probe", "-addr", "h:1", "-connect-timeout=0s"],
+            "-connect-timeout must be greater than zero",
+        ),
+        (
+            &[
+                "probe",
+                "-addr",
+                "h:1",
+                "-tls",
+                "-tls-no-verify",
+                "-tls-ca-cert",
+                "x",
+            ],
+            "cannot specify -tls-ca-cert with -tls-no-verify",
+        ),
+        (
+            &[
+                "probe",
+                "-addr",
+                "h:1",
+                "-tls",
+                "-tls-ca-cert",
+                "/nonexistent/ca.crt",
+            ],
+            "failed to initialize tls credentials",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = vitalsctl(args).await;
+        assert_eq!(run.code, Some(1), "{args:?}: {run:?}");
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+}
+
+/// Exit 2 when nothing listens, and when the TLS handshake does not finish within
+/// -connect-timeout (which is kept).
+#[tokio::test]
+async fn connection_failures_exit_2() {
+    let run = vitalsctl(&["probe", "-addr", &refused_addr()]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("error: failed to connect service at"),
+        "{}",
+        run.stderr
+    );
+
+    let (_listener, silent) = silent_listener();
+    let args = [
+        "probe",
+        "-addr",
+        &silent,
+        "-tls",
+        "-tls-no-verify",
+        "-connect-timeout",
+        "300ms",
+    ];
+    let run = vitalsctl(&args).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("timeout: failed to connect service"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.took < Duration::from_secs(2), "{:?}", run.took);
+}
+
+/// Exit 3 when the server has no health service (an HTTP/2 server answering
+/// UNIMPLEMENTED), when the service is unknown (NOT_FOUND), and when the call does not
+/// finish within -rpc-timeout.
+#[tokio::test]
+async fn rpc_failures_exit_3() {
+    let stub = Stub::start(&[("grpc-status", "12"), ("grpc-message", "unknown service")]).await;
+    let run = vitalsctl(&["probe", "-addr", &stub.addr]).await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("does not implement the grpc health protocol"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stub.calls(), 1);
+
+    let daemon = TestDaemon::start("").await;
+    let run = vitalsctl(&at(&daemon, &["probe", "-service", "no.such.Service"])).await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stderr.contains("code = NotFound"), "{}", run.stderr);
+
+    let (_listener, silent) = silent_listener();
+    let run = vitalsctl(&["probe", "-addr", &silent, "-rpc-timeout", "300ms"]).await;
+    assert!(matches!(run.code, Some(2 | 3)), "{run:?}");
+    assert!(run.stderr.starts_with("timeout:"), "{}", run.stderr);
+    assert!(run.took < Duration::from_secs(3), "{:?}", run.took);
+}
+
+/// Exit 4 with grpc_health_probe's message once a failing threshold makes the daemon
+/// NOT_SERVING.
+#[tokio::test]
+async fn not_serving_exits_4() {
+    let daemon = TestDaemon::start("[health]\nmin_disk_free_percent = 99.9\n").await;
+    let args = at(&daemon, &["probe"]);
+    eventually(Duration::from_secs(5), || {
+        let args = args.clone();
+        async move {
+            let run = vitalsctl(&args).await;
+            (run.code == Some(4))
+                .then_some(())
+                .ok_or(format!("{run:?}"))
+        }
+    })
+    .await;
+    let run = vitalsctl(&args).await;
+    assert_eq!(
+        run.stderr.trim(),
+        "service unhealthy (responded with \"NOT_SERVING\")"
+    );
+}
+
+/// `-tls` without a client certificate is refused by vitalsd (it requires one): a
+/// connection or RPC failure, never a status.
+#[tokio::test]
+async fn server_only_tls_is_refused_by_vitalsd() {
+    let daemon = TestDaemon::start("").await;
+    let ca = daemon.pki.path("ca.crt").display().to_string();
+    let run = vitalsctl(&[
+        "probe",
+        "-addr",
+        &daemon.addr.to_string(),
+        "-tls",
+        "-tls-ca-cert",
+        &ca,
+    ])
+    .await;
+    assert!(matches!(run.code, Some(2 | 3)), "{run:?}");
+}
+
+/// The probe ends its connection politely: the daemon sees a GOAWAY and a clean close,
+/// and logs no IO error or reset for it.
+#[tokio::test]
+async fn closes_connection_gracefully() {
+    let daemon = TestDaemon::start("[log]\nlevel = \"debug\"\n").await;
+    for _ in 0..3 {
+        assert_eq!(vitalsctl(&at(&daemon, &["probe"])).await.code, Some(0));
+    }
+    eventually(Duration::from_secs(5), || {
+        let closed = daemon
+            .logs()
+            .iter()
+            .filter(|l| l.contains("connection closed"))
+            .count();
+        async move {
+            (closed >= 3)
+                .then_some(())
+                .ok_or(format!("{closed} closed"))
+        }
+    })
+    .await;
+    let logs = daemon.logs();
+    let goaways = logs
+        .iter()
+        .filter(|l| l.contains("GoAway") && l.contains("NO_ERROR"))
+        .count();
+    assert!(goaways >= 3, "{logs:#?}");
+    for line in &logs {
+        let lower = line.to_lowercase();
+        assert!(
+            !lower.contains("io error")
+                && !lower.contains("reset")
+                && !lower.contains("connection ended"),
+            "{line}"
+        );
+    }
+}
+
+/// `--watch` prints SERVING, then NOT_SERVING when the daemon drains, and ends (exit 3)
+/// when the server ends the stream; a watch of an unknown service prints SERVICE_UNKNOWN.
+#[tokio::test]
+async fn watch_follows_drain() {
+    let mut daemon = TestDaemon::start("").await;
+    let overall = Background::start(&at(&daemon, &["probe", "--watch"]));
+    let unknown = Background::start(&at(
+        &daemon,
+        &["probe", "--watch", "-service", "no.such.Service"],
+    ));
+    eventually(Duration::from_secs(5), || {
+        let (a, b) = (overall.lines(), unknown.lines());
+        async move {
+            let seen = a.iter().any(|l| l.ends_with("status: SERVING"))
+                && b.iter().any(|l| l.contains("status: SERVICE_UNKNOWN"));
+            seen.then_some(()).ok_or(format!("{a:?} {b:?}"))
+        }
+    })
+    .await;
+    daemon.signal("TERM");
+    let (code, lines, stderr) = overall.finish(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(3), "{lines:?} {stderr}");
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(statuses, ["SERVING", "NOT_SERVING"], "{lines:?}");
+    assert!(
+        stderr.contains("watch ended") && stderr.contains("last status NOT_SERVING"),
+        "{stderr}"
+    );
+    let (code, _, _) = unknown.finish(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(3));
+    assert!(daemon.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+/// `--list` prints every service with its status, as a table or JSON.
+#[tokio::test]
+async fn list_prints_every_service() {
+    let daemon = TestDaemon::start("").await;
+    let run = vitalsctl(&at(&daemon, &["probe", "--list"])).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("(overall)") && l.ends_with("SERVING"))
+    );
+    assert!(run.stdout.contains("vitals.echo.v1.Echo"), "{}", run.stdout);
+    let json = vitalsctl(&at(&daemon, &["probe", "--list", "--json"]))
+        .await
+        .json();
+    assert_eq!(json["vitals.metrics.v1.Metrics"], "SERVING");
+    assert_eq!(json[""], "SERVING");
+}
+
+/// A sweep over three daemons with one down reports that one, as JSON and as a table
+/// (targets from a file), and exits 2.
+#[tokio::test]
+async fn sweep_reports_the_one_down() {
+    let pki = std::sync::Arc::new(crate::support::TestPki::new());
+    let a = TestDaemon::start_with(pki.clone(), "", &[]).await;
+    let b = TestDaemon::start_with(pki.clone(), "", &[]).await;
+    let c = TestDaemon::start_with(pki.clone(), "", &[]).await;
+    let down = b.addr.to_string();
+    drop(b);
+    let targets = [a.addr.to_string(), down.clone(), c.addr.to_string()];
+    let mut args = vec!["probe".to_string(), "--json".into()];
+    args.extend(mtls(&a));
+    args.extend(targets.iter().cloned());
+    let run = vitalsctl(&args).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    let json = run.json();
+    let statuses: Vec<&str> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["SERVING", "UNREACHABLE", "SERVING"], "{json}");
+    assert_eq!(json["targets"][1]["target"], down.as_str());
+    assert_eq!(json["unhealthy"], 1);
+
+    let file = pki.path("fleet.txt");
+    std::fs::write(&file, format!("# fleet\n{}\n", targets.join("\n"))).unwrap();
+    let mut args = vec![
+        "probe".to_string(),
+        "--targets".into(),
+        file.display().to_string(),
+    ];
+    args.extend(mtls(&a));
+    let run = vitalsctl(&args).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    let line = run.stdout.lines().find(|l| l.starts_with(&down)).unwrap();
+    assert!(line.contains("UNREACHABLE"), "{}", run.stdout);
+    assert!(run.stdout.contains("2 of 3 serving"), "{}", run.stdout);
+}
