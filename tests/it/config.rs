@@ -108,7 +108,7 @@ async fn missing_file_and_bad_arguments() {
 /// `--dev` makes a dev PKI in certs/dev and serves mTLS with it.
 #[tokio::test]
 async fn dev_mode_makes_pki_and_serves() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     // Port 50051 may be taken by a developer's own daemon; the dev listener is overridden.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -116,7 +116,7 @@ async fn dev_mode_makes_pki_and_serves() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(crate::support::vitalsd())
+    let mut child = crate::support::vitalsd_command()
         .arg("--dev")
         .env("VITALSD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .current_dir(dir.path())

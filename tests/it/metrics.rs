@@ -25,7 +25,9 @@ async fn snapshot_has_device_and_rpc_stats() {
         .into_inner();
     let host = s.host.unwrap();
     assert!(!host.hostname.is_empty());
-    assert_eq!(host.arch, std::env::consts::ARCH);
+    // Under qemu-user the ARM daemon reports the emulated machine (aarch64, armv7l).
+    let arch = std::env::var("VITALS_TEST_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.into());
+    assert_eq!(host.arch, arch);
     assert!(host.uptime_secs > 0 && host.boot_time_unix_secs > 1_600_000_000);
     let cpu = s.cpu.unwrap();
     assert!(!cpu.cores.is_empty());
