@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     support::{TestDaemon, eventually},
-    vitalsctl_support::{Background, echo_stats, mtls, vitalsctl},
+    vitalsctl_support::{Background, assert_closed_politely, echo_stats, mtls, vitalsctl},
 };
 
 fn bench_args(daemon: &TestDaemon, args: &[&str]) -> Vec<String> {
@@ -84,6 +84,17 @@ async fn bench_duration_warmup_and_errors_by_code() {
     let (calls, codes) = echo_stats(&daemon).await;
     assert_eq!(calls, measured + warmup);
     assert_eq!(codes["UNAVAILABLE"], measured + warmup);
+}
+
+/// The load generator ends its raw HTTP/2 connections politely too: the daemon sees a
+/// GOAWAY and a clean close for each, and no reset.
+#[tokio::test]
+async fn bench_closes_connections_politely() {
+    let daemon = TestDaemon::start("[log]\nlevel = \"debug\"\n").await;
+    let args = ["--requests", "40", "--connections", "3", "--streams", "2"];
+    let run = vitalsctl(&bench_args(&daemon, &args)).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_closed_politely(&daemon, 3).await;
 }
 
 /// `metrics` prints one snapshot as a table or JSON, and `--watch` keeps printing them.

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use crate::{
     support::{TestDaemon, eventually},
-    vitalsctl_support::{Background, Stub, at, mtls, refused_addr, silent_listener, vitalsctl},
+    vitalsctl_support::{
+        Background, Stub, assert_closed_politely, at, mtls, refused_addr, silent_listener,
+        vitalsctl,
+    },
 };
 
 const HEALTH_LISTENER: &str = "[health]\nplaintext_listen = [\"127.0.0.1:0\"]\n";
@@ -218,34 +221,7 @@ async fn closes_connection_gracefully() {
     for _ in 0..3 {
         assert_eq!(vitalsctl(&at(&daemon, &["probe"])).await.code, Some(0));
     }
-    eventually(Duration::from_secs(5), || {
-        let closed = daemon
-            .logs()
-            .iter()
-            .filter(|l| l.contains("connection closed"))
-            .count();
-        async move {
-            (closed >= 3)
-                .then_some(())
-                .ok_or(format!("{closed} closed"))
-        }
-    })
-    .await;
-    let logs = daemon.logs();
-    let goaways = logs
-        .iter()
-        .filter(|l| l.contains("GoAway") && l.contains("NO_ERROR"))
-        .count();
-    assert!(goaways >= 3, "{logs:#?}");
-    for line in &logs {
-        let lower = line.to_lowercase();
-        assert!(
-            !lower.contains("io error")
-                && !lower.contains("reset")
-                && !lower.contains("connection ended"),
-            "{line}"
-        );
-    }
+    assert_closed_politely(&daemon, 3).await;
 }
 
 /// `--watch` prints SERVING, then NOT_SERVING when the daemon drains, and ends (exit 3)

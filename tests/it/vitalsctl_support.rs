@@ -21,7 +21,7 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use vitals::proto::metrics::SnapshotRequest;
 
-use crate::support::TestDaemon;
+use crate::support::{TestDaemon, eventually};
 
 /// Longest any vitalsctl run in a test may take.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -249,5 +249,38 @@ impl Stub {
 
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// The daemon (logging at debug) saw `n` connections end politely: each closed after a
+/// GOAWAY from the client, and nothing in its log speaks of an IO error or a reset.
+pub async fn assert_closed_politely(daemon: &TestDaemon, n: usize) {
+    eventually(Duration::from_secs(5), || {
+        let closed = daemon
+            .logs()
+            .iter()
+            .filter(|l| l.contains("connection closed"))
+            .count();
+        async move {
+            (closed >= n)
+                .then_some(())
+                .ok_or(format!("{closed} closed"))
+        }
+    })
+    .await;
+    let logs = daemon.logs();
+    let goaways = logs
+        .iter()
+        .filter(|l| l.contains("received") && l.contains("GoAway") && l.contains("NO_ERROR"))
+        .count();
+    assert!(goaways >= n, "{goaways} GOAWAYs from the client: {logs:#?}");
+    for line in &logs {
+        let lower = line.to_lowercase();
+        assert!(
+            !lower.contains("io error")
+                && !lower.contains("reset")
+                && !lower.contains("connection ended"),
+            "{line}"
+        );
     }
 }
