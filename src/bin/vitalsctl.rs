@@ -158,11 +158,24 @@ async fn run_probe(args: ProbeArgs) -> u8 {
         );
         eprintln!("> tls={}", conn.tls.is_some());
         if let Some(tls) = &conn.tls {
-            eprintln!("  > trust={:?}", tls.trust);
+            let ca = match &tls.trust {
+                vitals::client::Trust::Ca(path) => path.display().to_string(),
+                vitals::client::Trust::System => "(system)".into(),
+                vitals::client::Trust::Anything => String::new(),
+            };
+            let (cert, key) = tls
+                .identity
+                .as_ref()
+                .map_or((String::new(), String::new()), |(c, k)| {
+                    (c.display().to_string(), k.display().to_string())
+                });
             eprintln!(
-                "  > client-cert={:?}",
-                tls.identity.as_ref().map(|(c, _)| c)
+                "  > no-verify={}",
+                tls.trust == vitals::client::Trust::Anything
             );
+            eprintln!("  > ca-cert={ca}");
+            eprintln!("  > client-cert={cert}");
+            eprintln!("  > client-key={key}");
             eprintln!(
                 "  > server-name={}",
                 conn.server_name.as_deref().unwrap_or("")

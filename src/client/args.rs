@@ -605,11 +605,17 @@ impl Common {
     /// Validates the TLS flags. With `probe_rules`, as grpc_health_probe: plaintext unless
     /// `-tls`, and every `-tls-*` flag needs `-tls`. Otherwise TLS is implied by any TLS
     /// flag, and giving none at all is an error (vitalsd has no plaintext echo or metrics).
-    fn conn(mut self, probe_rules: bool, default_timeout: Duration) -> Result<ConnArgs, ArgsError> {
+    /// `default_addr`: with no address given, use 127.0.0.1:50051 (always with `--dev`).
+    fn conn(
+        mut self,
+        probe_rules: bool,
+        default_timeout: Duration,
+        default_addr: bool,
+    ) -> Result<ConnArgs, ArgsError> {
+        if self.addrs.is_empty() && default_addr && (self.dev || !probe_rules) {
+            self.addrs.push(DEV_ADDR.to_string());
+        }
         if self.dev {
-            if self.addrs.is_empty() {
-                self.addrs.push(DEV_ADDR.to_string());
-            }
             let dir = std::path::Path::new(DEV_DIR);
             self.tls.get_or_insert(true);
             if !self.no_verify {
@@ -806,7 +812,7 @@ fn probe(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
         return Err(invalid("-addr not specified"));
     }
     let rpc_timeout = common.timeout("rpc-timeout", Duration::from_secs(1))?;
-    let conn = common.conn(true, Duration::from_secs(1))?;
+    let conn = common.conn(true, Duration::from_secs(1), targets_file.is_none())?;
     let several = conn.addrs.len() > 1 || targets_file.is_some();
     let mode = match (watch, list) {
         (true, true) => return Err(invalid("--watch and --list do not go together")),
@@ -977,10 +983,7 @@ fn echo(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
         return Err(invalid("--count must be at least 1"));
     }
     let timeout = common.timeout("timeout", Duration::from_secs(5))?;
-    let mut conn = common.conn(false, Duration::from_secs(5))?;
-    if conn.addrs.is_empty() {
-        conn.addrs.push(DEV_ADDR.to_string());
-    }
+    let conn = common.conn(false, Duration::from_secs(5), true)?;
     Ok(Command::Echo(EchoArgs {
         conn,
         lb,
@@ -1026,10 +1029,7 @@ fn metrics(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError>
         }
     }
     let timeout = common.timeout("timeout", Duration::from_secs(5))?;
-    let mut conn = common.conn(false, Duration::from_secs(5))?;
-    if conn.addrs.is_empty() {
-        conn.addrs.push(DEV_ADDR.to_string());
-    }
+    let conn = common.conn(false, Duration::from_secs(5), true)?;
     if conn.addrs.len() > 1 {
         return Err(invalid("metrics reads one server: give one --addr"));
     }
@@ -1092,10 +1092,7 @@ fn bench(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
         Some(_) => Some(common.timeout("timeout", Duration::ZERO)?),
         None => None,
     };
-    let mut conn = common.conn(false, Duration::from_secs(5))?;
-    if conn.addrs.is_empty() {
-        conn.addrs.push(DEV_ADDR.to_string());
-    }
+    let conn = common.conn(false, Duration::from_secs(5), true)?;
     Ok(Command::Bench(BenchArgs {
         conn,
         connections,

@@ -236,9 +236,13 @@ struct Connection {
 async fn connect(dial: &Dial) -> Result<Connection, Error> {
     let connector = dial.connector()?;
     let liveness = Arc::new(Liveness::default());
-    let live = liveness.clone();
-    let handshake = async move {
-        let stream = connector.stream(live).await?;
+    let timed_out = || Error::ConnectTimeout {
+        addr: dial.addr.clone(),
+        timeout: dial.connect_timeout,
+    };
+    let deadline = tokio::time::Instant::now() + dial.connect_timeout;
+    let handshake = async {
+        let stream = connector.stream(liveness.clone()).await?;
         h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -249,7 +253,7 @@ async fn connect(dial: &Dial) -> Result<Connection, Error> {
                     .unwrap_or_else(|| std::io::Error::other("HTTP/2 handshake failed"))
             })
     };
-    let (send, connection) = match tokio::time::timeout(dial.connect_timeout, handshake).await {
+    let (send, connection) = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(source)) => {
             return Err(Error::Stream {
@@ -257,12 +261,7 @@ async fn connect(dial: &Dial) -> Result<Connection, Error> {
                 source,
             });
         }
-        Err(_) => {
-            return Err(Error::ConnectTimeout {
-                addr: dial.addr.clone(),
-                timeout: dial.connect_timeout,
-            });
-        }
+        Err(_) => return Err(timed_out()),
     };
     let (close, closing) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -275,12 +274,20 @@ async fn connect(dial: &Dial) -> Result<Connection, Error> {
         // down (close_notify, FIN, the server's goodbye read).
         let _ = connection.await;
     });
-    Ok(Connection {
-        send,
-        close,
-        task,
-        liveness,
-    })
+    // As for every connection here: connected once the server has spoken HTTP/2.
+    match tokio::time::timeout_at(deadline, liveness.preface()).await {
+        Ok(Ok(())) => Ok(Connection {
+            send,
+            close,
+            task,
+            liveness,
+        }),
+        Ok(Err(why)) => Err(Error::NoPreface {
+            addr: dial.addr.clone(),
+            why,
+        }),
+        Err(_) => Err(timed_out()),
+    }
 }
 
 /// Connects, runs the load, closes the connections politely, and reports.

@@ -14,7 +14,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -47,6 +47,11 @@ const SYSTEM_BUNDLES: [&str; 6] = [
 
 /// How long a closing connection waits for the server's goodbye before it is dropped.
 const LINGER: Duration = Duration::from_millis(500);
+
+/// What a connection's first bytes from the server were.
+const UNHEARD: u8 = 0;
+const SETTINGS: u8 = 1;
+const NOT_HTTP2: u8 = 2;
 
 /// Which server certificates a TLS client accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,8 +187,8 @@ impl Dial {
         Ok(self.open().await?.channel)
     }
 
-    /// Connects now (TCP, TLS and HTTP/2 within `connect_timeout`) and returns the channel
-    /// with the liveness of its connection.
+    /// Connects now (TCP, TLS, and the server's HTTP/2 SETTINGS within `connect_timeout`)
+    /// and returns the channel with the liveness of its connection.
     pub async fn open(&self) -> Result<Conn, Error> {
         let uri: Uri = format!("http://{}", self.addr)
             .parse()
@@ -201,9 +206,21 @@ impl Dial {
             let (connector, live) = (connector.clone(), live.clone());
             async move { Ok::<_, io::Error>(TokioIo::new(connector.stream(live).await?)) }
         });
-        let connecting = endpoint.connect_with_connector(connector);
+        // Connected means the server has spoken HTTP/2 (its SETTINGS), as grpc-go's
+        // blocking dial has it: a TLS port probed in plaintext, or a listener that never
+        // answers, is a connection failure, not a failed call.
+        let connecting = async {
+            let channel = endpoint.connect_with_connector(connector).await?;
+            Ok::<_, tonic::transport::Error>((channel, liveness.preface().await))
+        };
         let channel = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(channel)) => channel,
+            Ok(Ok((channel, Ok(())))) => channel,
+            Ok(Ok((_, Err(why)))) => {
+                return Err(Error::NoPreface {
+                    addr: self.addr.clone(),
+                    why,
+                });
+            }
             Ok(Err(source)) => {
                 return Err(Error::Connect {
                     addr: self.addr.clone(),
@@ -268,6 +285,8 @@ impl Connector {
 pub struct Liveness {
     usable: AtomicUsize,
     open: AtomicUsize,
+    /// What the server's first bytes were: [`UNHEARD`], [`SETTINGS`] or [`NOT_HTTP2`].
+    first: AtomicU8,
     changed: Notify,
 }
 
@@ -289,6 +308,24 @@ impl Liveness {
             }
         };
         tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Waits for the server's first bytes: `Ok` when they are an HTTP/2 SETTINGS frame,
+    /// else why not.
+    pub(super) async fn preface(&self) -> Result<(), &'static str> {
+        loop {
+            let notified = self.changed.notified();
+            match self.first.load(Ordering::Acquire) {
+                SETTINGS => return Ok(()),
+                NOT_HTTP2 => {
+                    return Err("the server did not answer in HTTP/2 (TLS expected, or not gRPC?)");
+                }
+                _ if !self.is_usable() => {
+                    return Err("the connection closed before the server's HTTP/2 preface");
+                }
+                _ => notified.await,
+            }
+        }
     }
 
     fn opened(&self) {
@@ -365,6 +402,17 @@ impl AsyncRead for Graceful {
         let result = ready!(this.poll_read_inner(cx, buf));
         if result.is_err() || buf.filled().len() == before {
             this.unusable();
+        } else if this.liveness.first.load(Ordering::Relaxed) == UNHEARD {
+            // An HTTP/2 server starts with a SETTINGS frame: type 4 in the frame header's
+            // fourth byte.
+            let first = &buf.filled()[before..];
+            let kind = if first.len() < 4 || first[3] == 4 {
+                SETTINGS
+            } else {
+                NOT_HTTP2
+            };
+            this.liveness.first.store(kind, Ordering::Release);
+            this.liveness.changed.notify_waiters();
         }
         Poll::Ready(result)
     }

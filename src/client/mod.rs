@@ -79,6 +79,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("connecting to {addr}: {why}")]
+    NoPreface { addr: String, why: &'static str },
     #[error("connecting to {addr}: timed out after {timeout:?}")]
     ConnectTimeout { addr: String, timeout: Duration },
 }
@@ -96,6 +98,7 @@ impl Error {
             | Error::NoAddress { .. }
             | Error::Connect { .. }
             | Error::Stream { .. }
+            | Error::NoPreface { .. }
             | Error::ConnectTimeout { .. } => exit::CONNECT,
         }
     }

@@ -136,8 +136,8 @@ async fn non_retryable_code_is_not_retried() {
     assert_eq!(echo_stats(&daemon).await.0, 1);
 }
 
-/// Server pushback sets the wait before the retry (a policy whose own backoff is 1 ms
-/// waits the 700 ms the server asked for; without pushback it does not).
+/// Server pushback sets the wait before the retry: a policy whose own backoff is at most
+/// 1 ms waits the 700 ms the server asked for (without pushback it backs off 1 ms).
 #[tokio::test]
 async fn pushback_is_honoured() {
     let daemon = TestDaemon::start("").await;
@@ -164,9 +164,19 @@ async fn pushback_is_honoured() {
     );
     assert!(run.took >= Duration::from_millis(700), "{:?}", run.took);
 
-    let run = vitalsctl(&echo_args(&[&daemon], &knobs)).await;
+    let mut args = echo_args(&[&daemon], &knobs);
+    args.push("-v".into());
+    let run = vitalsctl(&args).await;
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.took < Duration::from_millis(600), "{:?}", run.took);
+    let waited = run
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("* retrying in ")?
+                .strip_suffix("ms (backoff)")
+        })
+        .unwrap_or_else(|| panic!("no backoff logged: {}", run.stderr));
+    assert!(waited.parse::<f64>().unwrap() <= 1.0, "{waited}");
     assert_eq!(echo_stats(&daemon).await.0, 4);
 }
 
@@ -193,6 +203,17 @@ async fn negative_pushback_stops_retries() {
     assert_eq!(stub.calls(), 1);
 }
 
+/// How long the failed call took, as vitalsctl reports it ("N attempt(s) in X ms").
+fn reported(stderr: &str) -> Duration {
+    let ms = stderr
+        .split(" attempt(s) in ")
+        .nth(1)
+        .and_then(|rest| rest.split("ms;").next())
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no duration reported: {stderr}"));
+    Duration::from_secs_f64(ms / 1e3)
+}
+
 /// The deadline covers all attempts: retries stop when the next would start past it, and
 /// a slow attempt ends at it.
 #[tokio::test]
@@ -217,7 +238,12 @@ async fn deadline_covers_all_attempts() {
         "{}",
         run.stderr
     );
-    assert!(run.took < Duration::from_millis(1300), "{:?}", run.took);
+    // A fifth attempt would start at 1.2 s: the deadline must stop the call before.
+    let took = reported(&run.stderr);
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1150),
+        "{took:?}"
+    );
     let calls = echo_stats(&daemon).await.0;
     assert!(
         (3..=4).contains(&calls),
@@ -236,7 +262,12 @@ async fn deadline_covers_all_attempts() {
     let run = vitalsctl(&echo_args(&[&daemon], &slow)).await;
     assert_eq!(run.code, Some(3), "{run:?}");
     assert!(run.stderr.contains("DEADLINE_EXCEEDED"), "{}", run.stderr);
-    assert!(run.took < Duration::from_millis(1200), "{:?}", run.took);
+    let took = reported(&run.stderr);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(run.took < Duration::from_secs(3), "{:?}", run.took);
 }
 
 /// round_robin spreads 30 calls over three daemons, each within one of 10, as each

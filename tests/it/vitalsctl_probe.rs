@@ -112,8 +112,9 @@ async fn invalid_arguments_exit_1() {
     }
 }
 
-/// Exit 2 when nothing listens, and when the TLS handshake does not finish within
-/// -connect-timeout (which is kept).
+/// Exit 2 when nothing listens; when the server does not speak HTTP/2 (the mTLS port
+/// probed in plaintext); and when the handshake does not finish within -connect-timeout
+/// (which is kept).
 #[tokio::test]
 async fn connection_failures_exit_2() {
     let run = vitalsctl(&["probe", "-addr", &refused_addr()]).await;
@@ -124,29 +125,34 @@ async fn connection_failures_exit_2() {
         run.stderr
     );
 
-    let (_listener, silent) = silent_listener();
-    let args = [
-        "probe",
-        "-addr",
-        &silent,
-        "-tls",
-        "-tls-no-verify",
-        "-connect-timeout",
-        "300ms",
-    ];
-    let run = vitalsctl(&args).await;
+    let daemon = TestDaemon::start("").await;
+    let run = vitalsctl(&["probe", "-addr", &daemon.addr.to_string()]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(
-        run.stderr.contains("timeout: failed to connect service"),
+        run.stderr.contains("did not answer in HTTP/2"),
         "{}",
         run.stderr
     );
-    assert!(run.took < Duration::from_secs(2), "{:?}", run.took);
+
+    let (_listener, silent) = silent_listener();
+    for tls in [&["-tls", "-tls-no-verify"][..], &[]] {
+        let mut args = vec!["probe", "-addr", &silent, "-connect-timeout", "300ms"];
+        args.extend(tls);
+        let run = vitalsctl(&args).await;
+        assert_eq!(run.code, Some(2), "{tls:?}: {run:?}");
+        assert!(
+            run.stderr.contains("timeout: failed to connect service")
+                && run.stderr.contains("within 300ms"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.took < Duration::from_secs(3), "{:?}", run.took);
+    }
 }
 
 /// Exit 3 when the server has no health service (an HTTP/2 server answering
-/// UNIMPLEMENTED), when the service is unknown (NOT_FOUND), and when the call does not
-/// finish within -rpc-timeout.
+/// UNIMPLEMENTED), when the service is unknown (NOT_FOUND), and when the answer does not
+/// come within -rpc-timeout.
 #[tokio::test]
 async fn rpc_failures_exit_3() {
     let stub = Stub::start(&[("grpc-status", "12"), ("grpc-message", "unknown service")]).await;
@@ -165,11 +171,14 @@ async fn rpc_failures_exit_3() {
     assert_eq!(run.code, Some(3), "{run:?}");
     assert!(run.stderr.contains("code = NotFound"), "{}", run.stderr);
 
-    let (_listener, silent) = silent_listener();
-    let run = vitalsctl(&["probe", "-addr", &silent, "-rpc-timeout", "300ms"]).await;
-    assert!(matches!(run.code, Some(2 | 3)), "{run:?}");
-    assert!(run.stderr.starts_with("timeout:"), "{}", run.stderr);
-    assert!(run.took < Duration::from_secs(3), "{:?}", run.took);
+    let slow = Stub::slow(&[("grpc-status", "0")], Duration::from_secs(5)).await;
+    let run = vitalsctl(&["probe", "-addr", &slow.addr, "-rpc-timeout", "300ms"]).await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert_eq!(
+        run.stderr.trim(),
+        "timeout: health rpc did not complete within 300ms"
+    );
+    assert!(run.took < Duration::from_secs(2), "{:?}", run.took);
 }
 
 /// Exit 4 with grpc_health_probe's message once a failing threshold makes the daemon

@@ -215,6 +215,11 @@ pub struct Stub {
 
 impl Stub {
     pub async fn start(headers: &'static [(&'static str, &'static str)]) -> Stub {
+        Stub::slow(headers, Duration::ZERO).await
+    }
+
+    /// Answers each call only after `delay`.
+    pub async fn slow(headers: &'static [(&'static str, &'static str)], delay: Duration) -> Stub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let calls = Arc::new(AtomicUsize::new(0));
@@ -226,6 +231,7 @@ impl Stub {
                     let service = hyper::service::service_fn(move |_request| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         async move {
+                            tokio::time::sleep(delay).await;
                             let mut response = http::Response::builder()
                                 .header("content-type", "application/grpc");
                             for (k, v) in headers {
