@@ -8,6 +8,7 @@ mod connections;
 mod echo;
 mod health;
 mod metrics;
+mod nspawn;
 mod reload;
 mod secrets;
 mod systemd;
