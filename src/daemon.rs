@@ -116,6 +116,7 @@ impl Daemon {
     /// every connection has closed or the drain timeout has passed.
     pub async fn run(mut self, listeners: Listeners, mut control: mpsc::Receiver<Control>) {
         let (tls_addrs, plain_addrs) = listeners.addrs();
+        warn_on_low_fd_limit(self.config.server.max_connections);
         let checks = tokio::spawn(run_checks(
             self.health.clone(),
             self.snapshots.clone(),
@@ -221,6 +222,31 @@ impl Daemon {
         self.secrets = secrets;
         tracing::info!("reloaded the config, secrets and certificates");
         Ok(())
+    }
+}
+
+/// Each connection is a descriptor: a soft limit below the connection cap (plus room for
+/// listeners, logs and the sampler) means accept fails with EMFILE before the cap is reached.
+fn warn_on_low_fd_limit(max_connections: usize) {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<usize>()
+                .ok()
+        });
+    if let Some(soft) = soft
+        && soft < max_connections + 64
+    {
+        tracing::warn!(
+            soft_limit = soft,
+            max_connections,
+            "the open-files limit is below server.max_connections + 64; raise it (LimitNOFILE= in the unit, ulimit -n) or lower the cap"
+        );
     }
 }
 

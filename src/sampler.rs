@@ -77,6 +77,9 @@ const UNLIMITED: u64 = 1 << 62;
 pub struct Sampler {
     system: Option<System>,
     disks: Option<Disks>,
+    /// Which of `disks` to report, decided when the list is read: storage only, no
+    /// single-file bind mounts, one entry per block device (its shortest mount point).
+    disks_shown: Vec<bool>,
     components: Option<Components>,
     pid: Pid,
     /// Whether per-core frequency comes from cpufreq in sysfs (one small read per core). Without
@@ -152,6 +155,7 @@ impl Sampler {
         let mut sampler = Sampler {
             system,
             disks,
+            disks_shown: Vec::new(),
             components,
             pid: Pid::from_u32(std::process::id()),
             cpufreq,
@@ -332,8 +336,18 @@ impl Sampler {
         let Some(disks) = &mut self.disks else {
             return Vec::new();
         };
-        if relist {
+        if relist || self.disks_shown.len() != disks.len() {
             disks.refresh_specifics(true, disk_refresh());
+            let mounts: Vec<Mount> = disks
+                .iter()
+                .map(|d| Mount {
+                    point: d.mount_point().to_string_lossy().into_owned(),
+                    device: d.name().to_string_lossy().into_owned(),
+                    storage: is_storage(&d.file_system().to_string_lossy(), d.total_space()),
+                    directory: d.mount_point().is_dir(),
+                })
+                .collect();
+            self.disks_shown = shown(&mounts);
         } else {
             for disk in disks.iter_mut() {
                 disk.refresh_specifics(disk_refresh());
@@ -341,8 +355,9 @@ impl Sampler {
         }
         disks
             .iter()
-            .filter(|disk| is_storage(&disk.file_system().to_string_lossy(), disk.total_space()))
-            .map(|disk| Filesystem {
+            .zip(&self.disks_shown)
+            .filter(|(_, shown)| **shown)
+            .map(|(disk, _)| Filesystem {
                 mount_point: disk.mount_point().to_string_lossy().into_owned(),
                 device: disk.name().to_string_lossy().into_owned(),
                 fs_type: disk.file_system().to_string_lossy().into_owned(),
@@ -492,6 +507,35 @@ fn disk_refresh() -> DiskRefreshKind {
 /// known by type).
 fn is_storage(fs_type: &str, total_bytes: u64) -> bool {
     total_bytes > 0 && !PSEUDO_FILESYSTEMS.contains(&fs_type)
+}
+
+/// A mount as the filesystem filter sees it.
+struct Mount {
+    point: String,
+    device: String,
+    storage: bool,
+    directory: bool,
+}
+
+/// Which mounts to report: storage mounted on a directory (a single file bind-mounted into
+/// a sandbox is not a filesystem), and a block device once, at its shortest mount point
+/// (bind mounts and a sandbox's PrivateTmp show the same device again).
+fn shown(mounts: &[Mount]) -> Vec<bool> {
+    mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let shorter_twin = m.device.starts_with("/dev/")
+                && mounts.iter().enumerate().any(|(j, o)| {
+                    j != i
+                        && o.device == m.device
+                        && o.storage
+                        && o.directory
+                        && (o.point.len(), j) < (m.point.len(), i)
+                });
+            m.storage && m.directory && !shorter_twin
+        })
+        .collect()
 }
 
 /// A counter increment over `elapsed`, per second; 0 over no time.
@@ -786,6 +830,31 @@ mod tests {
             .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|comm| comm.trim() == "vitals-sampler")
             .count()
+    }
+
+    /// Single-file binds are not shown, and a block device shows once, at its shortest mount
+    /// point; tmpfs instances (no /dev device) are separate filesystems and all show.
+    #[test]
+    fn filesystem_filter() {
+        let m = |point: &str, device: &str, storage: bool, directory: bool| Mount {
+            point: point.into(),
+            device: device.into(),
+            storage,
+            directory,
+        };
+        let mounts = [
+            m("/var/tmp", "/dev/vda", true, true),
+            m("/", "/dev/vda", true, true),
+            m("/usr/local/bin/vitalsd", "/dev/vda", true, false),
+            m("/boot", "/dev/vda1", true, true),
+            m("/run", "tmpfs", true, true),
+            m("/tmp", "tmpfs", true, true),
+            m("/proc", "proc", false, true),
+        ];
+        assert_eq!(
+            shown(&mounts),
+            [false, true, false, true, true, true, false]
+        );
     }
 
     /// Counter increments turn into per-second rates, no elapsed time gives no rate, and a

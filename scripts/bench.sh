@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# The benchmarks, in one run: vitalsd against a bare tonic echo server (same proto, same
+# rustls config, no layers), alternated within each repeat so machine drift cancels out;
+# then health latency and the footprint. Results go to target/bench/ (raw JSON lines and
+# report.md); BENCHMARKS.md quotes a run.
+#
+# Usage: scripts/bench.sh
+#   BENCH_DURATION=5s BENCH_REPEATS=3   per measurement, and how many alternating rounds
+#   BENCH_IDLE_SECONDS=60               the idle-CPU window
+#   BENCH_SKIP_CROSS=1                  skip the aarch64/armv7 size builds
+#   BENCH_WORKERS=                      vitalsd server.worker_threads (default: one per CPU it may use)
+# Loopback only; every load is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-5s}
+repeats=${BENCH_REPEATS:-3}
+idle_seconds=${BENCH_IDLE_SECONDS:-60}
+out=target/bench
+mkdir -p "$out"
+results=$out/results.jsonl
+: > "$results"
+
+log() { printf '==> %s\n' "$*" >&2; }
+need() { command -v "$1" >/dev/null || { echo "bench: $1 is missing ($2)" >&2; exit 69; }; }
+need python3 "apt-get install python3"
+need taskset "apt-get install util-linux"
+
+# Sizes first: the daemon alone, as shipped (examples pull tonic's server features in).
+log "building"
+cargo build --release --quiet --bin vitalsd
+size_x86=$(stat -c %s target/release/vitalsd)
+cargo build --release --quiet --bins --examples
+if [ "${BENCH_SKIP_CROSS:-}" != 1 ]; then
+  scripts/build-target.sh aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl >&2
+fi
+size_of() { [ -f "dist/$1/vitalsd" ] && stat -c %s "dist/$1/vitalsd" || echo null; }
+
+ulimit -n 8192
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+target/release/vitalsctl certs init --out "$work/pki" >/dev/null
+pki=$work/pki
+
+# Pin servers and load generator to different cores when there are at least two.
+cores=$(nproc)
+if [ "$cores" -ge 2 ]; then
+  server_cpu=(taskset -c 0); client_cpu=(taskset -c 1-$((cores - 1)))
+else
+  server_cpu=(); client_cpu=()
+fi
+
+write_config() { # FILE PORT [EXTRA]
+  cat > "$1" <<TOML
+[server]
+listen = ["127.0.0.1:$2"]
+${BENCH_WORKERS:+worker_threads = $BENCH_WORKERS}
+[tls]
+cert = "$pki/server.crt"
+key = "$pki/server.key"
+client_ca = "$pki/ca.crt"
+[log]
+level = "warn"
+[[auth.rules]]
+identities = ["spiffe://vitals.dev/client"]
+methods = ["*"]
+${3:-}
+TOML
+}
+wait_serving() { # ADDR
+  for _ in $(seq 200); do
+    target/release/vitalsctl probe -addr "$1" -tls -tls-ca-cert "$pki/ca.crt" \
+      -tls-client-cert "$pki/client.crt" -tls-client-key "$pki/client.key" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "bench: nothing serving on $1" >&2; exit 1
+}
+
+A=127.0.0.1:50171 B=127.0.0.1:50172
+write_config "$work/a.toml" 50171
+"${server_cpu[@]}" target/release/vitalsd --config "$work/a.toml" 2>"$work/a.log" & pids+=($!); a_pid=$!
+"${server_cpu[@]}" target/release/examples/bare_echo --listen $B --pki "$pki" 2>"$work/b.log" & pids+=($!)
+wait_serving $A
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/50172) 2>/dev/null && break; sleep 0.05; done
+
+bench() { # LABEL SERVER ADDR CONNECTIONS STREAMS SIZE [extra vitalsctl args]
+  local label=$1 server=$2 addr=$3 conns=$4 streams=$5 size=$6; shift 6
+  "${client_cpu[@]}" target/release/vitalsctl bench --addr "$addr" \
+    --tls-ca-cert "$pki/ca.crt" --tls-client-cert "$pki/client.crt" --tls-client-key "$pki/client.key" \
+    --connections "$conns" --streams "$streams" --size "$size" --duration "$duration" --warmup 1s --json "$@" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); r.update(label=sys.argv[1], server=sys.argv[2]); print(json.dumps(r))' "$label" "$server" \
+    >> "$results"
+}
+
+log "echo: vitalsd (A) and bare tonic (B), alternating, $repeats rounds of $duration"
+for round in $(seq "$repeats"); do
+  for scenario in "5B-1:1:1:5" "5B-512:16:32:5" "4KiB-1:1:1:4096" "4KiB-512:16:32:4096"; do
+    IFS=: read -r label conns streams size <<< "$scenario"
+    if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
+    for s in $order; do
+      if [ "$s" = A ]; then bench "$label" vitalsd $A "$conns" "$streams" "$size"
+      else bench "$label" bare $B "$conns" "$streams" "$size"; fi
+    done
+  done
+  log "round $round done"
+done
+
+log "health Check latency (vitalsd)"
+for round in $(seq "$repeats"); do
+  bench health-1 vitalsd $A 1 1 0 --method /grpc.health.v1.Health/Check
+  bench health-64 vitalsd $A 1 64 0 --method /grpc.health.v1.Health/Check
+done
+kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
+
+log "footprint"
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+write_config "$work/f.toml" 50173
+target/release/vitalsd --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); f_pid=$!
+wait_serving 127.0.0.1:50173
+sleep 3
+idle_rss=$(rss_kb $f_pid)
+target/release/examples/footprint hold 127.0.0.1:50173 "$pki" 1000 20 > "$work/hold.log" 2>&1 & hold_pid=$!
+for _ in $(seq 600); do grep -q holding "$work/hold.log" 2>/dev/null && break; sleep 0.1; done
+grep -q holding "$work/hold.log" || { cat "$work/hold.log" >&2; exit 1; }
+sleep 5
+conns_rss=$(rss_kb $f_pid)
+conns_open=$(( $(ls /proc/$f_pid/fd | wc -l) ))
+kill $hold_pid 2>/dev/null || true; wait $hold_pid 2>/dev/null || true
+kill $f_pid; wait $f_pid 2>/dev/null || true; pids=()
+startup=$(target/release/examples/footprint startup target/release/vitalsd "$work/f.toml" 10)
+sampler=$(target/release/examples/sampler_cost 200 | head -1)
+
+log "idle CPU over ${idle_seconds}s (sampler every 5s, watchdog every 10s)"
+write_config "$work/i.toml" 50174
+python3 - "$work/notify" <<'PY' & pids+=($!)
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1])
+while True: s.recv(4096)
+PY
+sleep 0.3
+NOTIFY_SOCKET=$work/notify WATCHDOG_USEC=20000000 target/release/vitalsd --config "$work/i.toml" 2>"$work/i.log" & pids+=($!); i_pid=$!
+wait_serving 127.0.0.1:50174
+sleep 2
+task_stats() { # prints: total_ns switches per-thread
+  python3 - "$1" <<'PY'
+import os, sys, json
+pid = sys.argv[1]; out = {}
+for t in os.listdir(f"/proc/{pid}/task"):
+    comm = open(f"/proc/{pid}/task/{t}/comm").read().strip()
+    ns = int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
+    sw = sum(int(l.split()[1]) for l in open(f"/proc/{pid}/task/{t}/status") if l.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+    key = f"{comm}/{t}"; out[key] = [ns, sw]
+print(json.dumps(out))
+PY
+}
+before=$(task_stats $i_pid)
+sleep "$idle_seconds"
+after=$(task_stats $i_pid)
+idle=$(python3 - "$before" "$after" "$idle_seconds" <<'PY'
+import json, sys
+b, a, secs = json.loads(sys.argv[1]), json.loads(sys.argv[2]), float(sys.argv[3])
+ns = sum(a[k][0] - b.get(k, [0, 0])[0] for k in a)
+threads = {k.split('/')[0]: a[k][1] - b.get(k, [0, 0])[1] for k in a if a[k][1] - b.get(k, [0, 0])[1] > 0}
+print(json.dumps({"cpu_percent": ns / (secs * 1e9) * 100, "cpu_ms": ns / 1e6, "switches_by_thread": threads}))
+PY
+)
+kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
+
+python3 - "$results" "$out/report.md" <<PY
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(label, server, key):
+    vals = [r for r in rows if r["label"] == label and r["server"] == server]
+    if not vals: return None
+    pick = {"rps": lambda r: r["requests_per_sec"], "cpu": lambda r: (r.get("cpu") or {}).get("percent_of_one_core", float("nan")),
+            "errors": lambda r: sum(r["errors"].values())}
+    f = pick.get(key) or (lambda r: r["latency_us"][key])
+    return statistics.median(f(r) for r in vals)
+lines = ["| scenario | server | requests/s | p50 ms | p99 ms | p99.9 ms | errors | vitalsctl CPU (% of a core) |", "|---|---|---|---|---|---|---|---|"]
+for label in ["5B-1", "5B-512", "4KiB-1", "4KiB-512"]:
+    for server in ["vitalsd", "bare"]:
+        lines.append(f"| {label} | {server} | {med(label, server, 'rps'):,.0f} | {med(label, server, 'p50')/1000:.3f} | {med(label, server, 'p99')/1000:.3f} | {med(label, server, 'p999')/1000:.3f} | {med(label, server, 'errors'):.0f} | {med(label, server, 'cpu'):.0f} |")
+    ratio = med(label, "vitalsd", "rps") / med(label, "bare", "rps")
+    p99 = med(label, "vitalsd", "p99") / med(label, "bare", "p99")
+    lines.append(f"| {label} | **vitalsd / bare** | **{ratio:.2f}x** | | **{p99:.2f}x** | | | |")
+for label in ["health-1", "health-64"]:
+    lines.append(f"| {label} | vitalsd | {med(label, 'vitalsd', 'rps'):,.0f} | {med(label, 'vitalsd', 'p50')/1000:.3f} | {med(label, 'vitalsd', 'p99')/1000:.3f} | {med(label, 'vitalsd', 'p999')/1000:.3f} | {med(label, 'vitalsd', 'errors'):.0f} | {med(label, 'vitalsd', 'cpu'):.0f} |")
+idle = json.loads('''$idle''')
+foot = [
+  "",
+  "| footprint | value |", "|---|---|",
+  f"| idle RSS after startup | {int('$idle_rss')/1024:.1f} MiB |",
+  f"| RSS with 1,000 idle mTLS connections | {int('$conns_rss')/1024:.1f} MiB ({int('$conns_open')} open descriptors) |",
+  "| startup | $startup |",
+  "| stripped vitalsd, x86_64 | $size_x86 bytes |",
+  f"| stripped vitalsd, aarch64 gnu / armv7 / aarch64 musl | $(size_of aarch64-unknown-linux-gnu) / $(size_of armv7-unknown-linux-gnueabihf) / $(size_of aarch64-unknown-linux-musl) bytes |",
+  "| metrics sample | $sampler |",
+  f"| idle CPU over $idle_seconds s | {idle['cpu_percent']:.4f}% ({idle['cpu_ms']:.1f} ms); context switches by thread: {idle['switches_by_thread']} |",
+]
+report = "\n".join(lines + foot) + "\n"
+open(sys.argv[2], "w").write(report)
+print(report)
+PY
+log "raw results: $results; report: $out/report.md"
