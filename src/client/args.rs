@@ -170,6 +170,14 @@ connection options (before or after the command; one dash or two):
 exit codes: 0 ok, 1 bad arguments or TLS files, 2 connection failed or timed out,
             3 call failed or timed out, 4 not serving
 
+examples:
+  vitalsctl --dev probe                                  # status: SERVING, exit 0
+  vitalsctl probe -addr=10.0.0.7:50052                   # grpc_health_probe style
+  vitalsctl --dev echo hello -H 'x-request-id: 42'
+  vitalsctl --dev metrics --watch 2s
+  vitalsctl --dev bench --connections 16 --streams 32 --duration 10s
+  vitalsctl certs init --out certs/dev
+
 `vitalsctl help COMMAND` or `vitalsctl COMMAND --help` shows a command's options and examples.";
 
 pub const PROBE_USAGE: &str = "\

@@ -215,7 +215,17 @@ impl Dial {
         };
         let channel = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok((channel, Ok(())))) => channel,
-            Ok(Ok((_, Err(why)))) => {
+            Ok(Ok((_, Err(mut why)))) => {
+                // The server's "certificate required" alert is usually lost to its reset.
+                let anonymous = self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|c| !c.client_auth_cert_resolver.has_certs());
+                if anonymous && !why.contains("HTTP/2 (") {
+                    why.push_str(
+                        " (no client certificate was offered; does the server require one?)",
+                    );
+                }
                 return Err(Error::NoPreface {
                     addr: self.addr.clone(),
                     why,
@@ -287,6 +297,9 @@ pub struct Liveness {
     open: AtomicUsize,
     /// What the server's first bytes were: [`UNHEARD`], [`SETTINGS`] or [`NOT_HTTP2`].
     first: AtomicU8,
+    /// The first error a connection's socket or TLS session reported (a TLS alert such as
+    /// "certificate required" says more than "the connection closed").
+    error: std::sync::Mutex<Option<(String, bool)>>,
     changed: Notify,
 }
 
@@ -312,16 +325,23 @@ impl Liveness {
 
     /// Waits for the server's first bytes: `Ok` when they are an HTTP/2 SETTINGS frame,
     /// else why not.
-    pub(super) async fn preface(&self) -> Result<(), &'static str> {
+    pub(super) async fn preface(&self) -> Result<(), String> {
         loop {
             let notified = self.changed.notified();
             match self.first.load(Ordering::Acquire) {
                 SETTINGS => return Ok(()),
                 NOT_HTTP2 => {
-                    return Err("the server did not answer in HTTP/2 (TLS expected, or not gRPC?)");
+                    return Err(
+                        "the server did not answer in HTTP/2 (TLS expected, or not gRPC?)".into(),
+                    );
                 }
                 _ if !self.is_usable() => {
-                    return Err("the connection closed before the server's HTTP/2 preface");
+                    let why = "the connection closed before the server's HTTP/2 preface";
+                    let kept = self.error.lock().unwrap_or_else(|e| e.into_inner());
+                    return Err(match kept.as_ref() {
+                        Some((error, _)) => format!("{why}: {error}"),
+                        None => why.to_string(),
+                    });
                 }
                 _ => notified.await,
             }
@@ -364,6 +384,19 @@ impl Graceful {
         }
     }
 
+    /// Keeps the first error, preferring one seen reading (where TLS alerts surface) to
+    /// one seen writing (a broken pipe says little).
+    fn failed(&self, error: &io::Error, reading: bool) {
+        let mut kept = self
+            .liveness
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if kept.as_ref().is_none_or(|(_, read)| reading && !read) {
+            *kept = Some((error.to_string(), reading));
+        }
+    }
+
     fn unusable(&mut self) {
         if std::mem::take(&mut self.usable) {
             self.liveness.usable.fetch_sub(1, Ordering::AcqRel);
@@ -400,6 +433,9 @@ impl AsyncRead for Graceful {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = ready!(this.poll_read_inner(cx, buf));
+        if let Err(e) = &result {
+            this.failed(e, true);
+        }
         if result.is_err() || buf.filled().len() == before {
             this.unusable();
         } else if this.liveness.first.load(Ordering::Relaxed) == UNHEARD {
@@ -429,7 +465,8 @@ impl AsyncWrite for Graceful {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
         });
-        if result.is_err() {
+        if let Err(e) = &result {
+            this.failed(e, false);
             this.unusable();
         }
         Poll::Ready(result)
@@ -445,7 +482,8 @@ impl AsyncWrite for Graceful {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         });
-        if result.is_err() {
+        if let Err(e) = &result {
+            this.failed(e, false);
             this.unusable();
         }
         Poll::Ready(result)

@@ -80,7 +80,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("connecting to {addr}: {why}")]
-    NoPreface { addr: String, why: &'static str },
+    NoPreface { addr: String, why: String },
     #[error("connecting to {addr}: timed out after {timeout:?}")]
     ConnectTimeout { addr: String, timeout: Duration },
 }

@@ -152,10 +152,15 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// An RPC failure as grpc_health_probe words it: exit 3.
 fn rpc_failed(target: &str, status: &Status, rpc_timeout: Duration) -> Outcome {
     let message = match status.code() {
-        Code::Unimplemented => format!(
-            "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
-            status.message()
-        ),
+        Code::Unimplemented => {
+            let mut message = "error: this server does not implement the grpc health protocol \
+                               (grpc.health.v1.Health)"
+                .to_string();
+            if !status.message().is_empty() {
+                message = format!("{message}: {}", status.message());
+            }
+            message
+        }
         Code::DeadlineExceeded => {
             format!("timeout: health rpc did not complete within {rpc_timeout:?}")
         }

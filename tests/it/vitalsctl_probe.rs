@@ -204,22 +204,27 @@ async fn not_serving_exits_4() {
     );
 }
 
-/// `-tls` without a client certificate is refused by vitalsd (it requires one): a
-/// connection or RPC failure, never a status.
+/// `-tls` without a client certificate is refused by vitalsd (it requires one) after the
+/// TLS handshake: a connection failure that says a certificate may be missing.
 #[tokio::test]
 async fn server_only_tls_is_refused_by_vitalsd() {
     let daemon = TestDaemon::start("").await;
     let ca = daemon.pki.path("ca.crt").display().to_string();
-    let run = vitalsctl(&[
+    let args = [
         "probe",
         "-addr",
         &daemon.addr.to_string(),
         "-tls",
         "-tls-ca-cert",
         &ca,
-    ])
-    .await;
-    assert!(matches!(run.code, Some(2 | 3)), "{run:?}");
+    ];
+    let run = vitalsctl(&args).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("no client certificate was offered"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The probe ends its connection politely: the daemon sees a GOAWAY and a clean close,
