@@ -7,6 +7,7 @@ mod config;
 mod connections;
 mod echo;
 mod health;
+mod hostile;
 mod metrics;
 mod nspawn;
 mod reload;

@@ -103,3 +103,32 @@ pub async fn call_with(
         body: data.freeze(),
     })
 }
+
+/// A length-prefixed gRPC message with any compressed flag and any declared length, which
+/// need not match the body (truncated or lying frames).
+pub fn frame_raw(compressed: bool, declared_len: u32, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(5 + body.len());
+    buf.put_u8(u8::from(compressed));
+    buf.put_u32(declared_len);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// A zstd frame that inflates to `size` zero bytes from about `size / 32768` bytes: RLE
+/// blocks of 128 KiB, each a 3-byte block header and the one byte to repeat (RFC 8878).
+pub fn zstd_bomb(size: usize) -> Vec<u8> {
+    const BLOCK: usize = 128 * 1024;
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd]; // magic number
+    out.push(0x00); // frame header: no content size, no checksum, no dictionary
+    out.push(7 << 3); // window descriptor: 2^(10+7) = 128 KiB
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(BLOCK);
+        left -= n;
+        let last = u32::from(left == 0);
+        let header = ((n as u32) << 3) | (1 << 1) | last; // Block_Type 1: RLE
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.push(0);
+    }
+    out
+}
