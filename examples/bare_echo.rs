@@ -37,7 +37,9 @@ impl Echo for Bare {
         &self,
         _request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<Self::EchoStreamStream>, Status> {
-        Err(Status::unimplemented("the bare server serves unary echo only"))
+        Err(Status::unimplemented(
+            "the bare server serves unary echo only",
+        ))
     }
 }
 
@@ -59,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
         key: Material::Path(pki.join("server.key")),
         client_ca: pki.join("ca.crt"),
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(vitals::tls::server_config(&tls, &Secrets::default())?.config);
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        vitals::tls::server_config(&tls, &Secrets::default())?.config,
+    );
     let listener = TcpListener::bind(listen).await?;
     eprintln!("bare echo serving on {}", listener.local_addr()?);
 
@@ -67,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(128);
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();

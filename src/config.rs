@@ -81,6 +81,8 @@ pub struct Config {
 pub struct Server {
     pub listen: Vec<SocketAddr>,
     pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub max_calls: usize,
     pub handshake_timeout: Duration,
     pub tcp_keepalive: Option<Duration>,
     pub http2_keepalive_interval: Option<Duration>,
@@ -332,6 +334,13 @@ pub struct RawServer {
     /// Open connections (TLS handshakes included) above which new ones are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
+    /// Of those, how many may be in their TLS handshake at once: unfinished handshakes
+    /// cannot take the slots of real clients.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: u64,
+    /// Calls in flight across all connections; more get RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u64,
     /// A connection that has not finished its TLS handshake by then is closed.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: String,
@@ -563,8 +572,14 @@ fn default_listen() -> Vec<String> {
 fn default_max_connections() -> u64 {
     1024
 }
+fn default_max_handshakes() -> u64 {
+    64
+}
+fn default_max_calls() -> u64 {
+    2048
+}
 fn default_handshake_timeout() -> String {
-    "10s".into()
+    "5s".into()
 }
 fn default_tcp_keepalive() -> String {
     "60s".into()
@@ -801,6 +816,9 @@ impl Layers {
             listen: v.addrs("server.listen", &s.listen)?,
             max_connections: v.range("server.max_connections", s.max_connections, 1, 1 << 20)?
                 as usize,
+            max_handshakes: v.range("server.max_handshakes", s.max_handshakes, 1, 1 << 20)?
+                as usize,
+            max_calls: v.range("server.max_calls", s.max_calls, 1, 1 << 24)? as usize,
             handshake_timeout: v
                 .nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
             tcp_keepalive: v.optional_duration("server.tcp_keepalive", &s.tcp_keepalive)?,
@@ -1444,7 +1462,9 @@ impl Validator<'_> {
                             ));
                         }
                         None => {
-                            return Err(self.err(&field("algorithm"), "is required: HS256 or ES256"));
+                            return Err(
+                                self.err(&field("algorithm"), "is required: HS256 or ES256")
+                            );
                         }
                     };
                     BearerKind::Jwt {
@@ -1718,8 +1738,13 @@ mod tests {
         let mut from_file = from_file.unwrap();
         from_file.files.clear();
         assert_eq!(Config::parse("t", text).unwrap(), from_file);
-        let err = Config::parse("t.toml", "[server]\nbogus = 1\n").unwrap_err().to_string();
-        assert_eq!(err.split(':').take(2).collect::<Vec<_>>(), ["t.toml", " `server.bogus`"]);
+        let err = Config::parse("t.toml", "[server]\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err.split(':').take(2).collect::<Vec<_>>(),
+            ["t.toml", " `server.bogus`"]
+        );
     }
 
     /// Dev mode points TLS at the dev PKI directory.

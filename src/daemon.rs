@@ -86,6 +86,7 @@ impl Daemon {
             health_router,
             stats.clone(),
             config.server.max_connections,
+            config.server.max_handshakes,
             config.server.tcp_keepalive,
             shutdown,
         );

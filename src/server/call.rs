@@ -95,6 +95,8 @@ pub struct Calls {
     pub(super) peer: Peer,
     pub(super) activity: Option<Arc<Activity>>,
     pub(super) auth: auth::Store,
+    pub(super) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    pub(super) max_calls: usize,
 }
 
 pub type CallFuture =
@@ -115,8 +117,9 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> CallFuture {
         let path = request.uri().path();
+        let client_deadline = grpc_timeout(request.headers());
         let deadline = deadline(
-            grpc_timeout(request.headers()),
+            client_deadline,
             !STREAMING.contains(&path),
             self.max_deadline,
         );
@@ -145,10 +148,17 @@ where
             trace_id = %context.trace_id,
             span_id = %context.span_id,
         );
+        let over_budget = record.over_budget;
+        let refuse = |status: Status| futures_util::future::ready(Ok(status.into_http())).boxed();
         let response = match decision {
-            Decision::Deny { code, reason } => {
-                futures_util::future::ready(Ok(Status::new(code, reason).into_http())).boxed()
-            }
+            Decision::Deny { code, reason } => refuse(Status::new(code, reason)),
+            // A deadline that has passed already: the handler would only do work nobody waits for.
+            Decision::Allow { .. } if client_deadline == Some(Duration::ZERO) => refuse(
+                Status::deadline_exceeded("the call's deadline (0) has passed"),
+            ),
+            Decision::Allow { .. } if over_budget => refuse(Status::resource_exhausted(
+                "too many calls in flight on this server (server.max_calls)",
+            )),
             Decision::Allow { .. } => {
                 request.extensions_mut().insert(self.peer.clone());
                 request.extensions_mut().insert(context);
@@ -262,6 +272,9 @@ struct Record {
     activity: Option<Arc<Activity>>,
     peer: Peer,
     request_id: String,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// More calls were in flight than `server.max_calls` when this one came.
+    over_budget: bool,
 }
 
 impl Record {
@@ -280,6 +293,11 @@ impl Record {
             activity: calls.activity.clone(),
             peer: calls.peer.clone(),
             request_id: request_id.to_string(),
+            over_budget: calls
+                .in_flight
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                >= calls.max_calls,
+            in_flight: calls.in_flight.clone(),
         }
     }
 
@@ -291,6 +309,8 @@ impl Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let code = self.code.unwrap_or(Code::Cancelled);
         let latency = self.started.elapsed();
         self.stats.method(self.path).finish(code, latency);

@@ -35,6 +35,7 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     pub max_header_list_bytes: u32,
     pub max_deadline: Duration,
+    pub max_calls: usize,
     pub max_idle: Option<Duration>,
     pub max_age: Option<Duration>,
     pub age_grace: Duration,
@@ -49,6 +50,7 @@ impl Limits {
             max_concurrent_streams: server.max_concurrent_streams,
             max_header_list_bytes: server.max_header_list_bytes,
             max_deadline: server.max_deadline,
+            max_calls: server.max_calls,
             max_idle: server.max_connection_idle,
             max_age: server.max_connection_age,
             age_grace: server.max_connection_age_grace,
@@ -110,7 +112,12 @@ impl Activity {
 }
 
 /// Completes the TLS handshake within the limit, then serves the connection.
-pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+pub(super) async fn serve_tls(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    handshake_slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let live = shared.live();
     let limits = &live.limits;
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
@@ -131,7 +138,10 @@ pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shar
                     )
                 });
             if certificate_problem {
-                tracing::info!(%addr, reason = %err, "TLS handshake refused");
+                // Whoever can open handshakes sets this rate: one line a second at most.
+                if let Some(suppressed) = shared.refusal_log.allow() {
+                    tracing::info!(%addr, reason = %err, suppressed, "TLS handshake refused");
+                }
             } else {
                 tracing::debug!(%addr, reason = %err, "TLS handshake failed");
             }
@@ -142,6 +152,7 @@ pub(super) async fn serve_tls(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shar
             return;
         }
     };
+    drop(handshake_slot);
     let identity = stream
         .get_ref()
         .1
@@ -210,6 +221,8 @@ where
         peer: peer.clone(),
         activity: activity.clone(),
         auth: shared.auth.clone(),
+        in_flight: shared.in_flight.clone(),
+        max_calls: limits.max_calls,
     };
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2

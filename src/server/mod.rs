@@ -123,6 +123,10 @@ pub(crate) struct Live {
 /// What every connection shares.
 pub struct Shared {
     pub tls: tls::Store,
+    /// Calls in flight across all connections (bounded by `server.max_calls`).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    handshakes: Arc<Semaphore>,
+    refusal_log: RateLimit,
     pub auth: crate::auth::Store,
     live: RwLock<Live>,
     pub stats: Arc<RpcStats>,
@@ -143,11 +147,15 @@ impl Shared {
         health_router: Router,
         stats: Arc<RpcStats>,
         max_connections: usize,
+        max_handshakes: usize,
         tcp_keepalive: Option<Duration>,
         shutdown: CancellationToken,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             tls,
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            refusal_log: RateLimit::default(),
             auth,
             live: RwLock::new(Live {
                 limits,
@@ -194,8 +202,37 @@ impl Shared {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!("connection cap reached; closing new connections until some end");
+            tracing::warn!(
+                "connection cap reached (or server.max_handshakes); closing new connections until some end"
+            );
         }
+    }
+}
+
+/// Lets a log line through at most once a second, counting the ones it held back.
+#[derive(Default)]
+pub(crate) struct RateLimit {
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// `Some(how many were suppressed since the last one)` when a line may be written now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -259,11 +296,25 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, kind: Kind) {
                 .with_retries(4);
             let _ = sock.set_tcp_keepalive(&keepalive);
         }
+        let handshake_slot = match kind {
+            Kind::Tls => match shared.handshakes.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Unfinished handshakes have their own, smaller budget.
+                    shared.warn_cap();
+                    continue;
+                }
+            },
+            Kind::Plaintext => None,
+        };
         let conn_shared = shared.clone();
         shared.tracker.spawn(async move {
             let _slot = slot;
             match kind {
-                Kind::Tls => conn::serve_tls(tcp, addr, conn_shared).await,
+                Kind::Tls => {
+                    let handshake_slot = handshake_slot.expect("taken for TLS");
+                    conn::serve_tls(tcp, addr, conn_shared, handshake_slot).await
+                }
                 Kind::Plaintext => conn::serve_plaintext(tcp, addr, conn_shared).await,
             }
         });

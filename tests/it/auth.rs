@@ -45,11 +45,21 @@ async fn ungranted_identity_is_denied_and_audited() {
         .unwrap();
     let err = metrics_as(&daemon, "prober").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    let audits: Vec<_> = daemon
-        .log_json()
-        .into_iter()
-        .filter(|l| l["target"] == "vitals::audit")
-        .collect();
+    let audit_lines = || {
+        daemon
+            .log_json()
+            .into_iter()
+            .filter(|l| l["target"] == "vitals::audit")
+            .collect::<Vec<_>>()
+    };
+    // The daemon writes the line as it answers; stderr reaches the test a moment later.
+    eventually(Duration::from_secs(5), || async {
+        (!audit_lines().is_empty())
+            .then_some(())
+            .ok_or_else(|| "no audit line yet".to_string())
+    })
+    .await;
+    let audits = audit_lines();
     assert_eq!(audits.len(), 1, "{audits:#?}");
     let fields = &audits[0]["fields"];
     assert_eq!(fields["audit_decision"], "deny");
@@ -397,11 +407,20 @@ async fn panic_in_handler_is_contained() {
         .echo_message,
         "after"
     );
-    let panics: Vec<_> = daemon
-        .log_json()
-        .into_iter()
-        .filter(|l| l["target"] == "vitals::panic")
-        .collect();
+    let panic_lines = || {
+        daemon
+            .log_json()
+            .into_iter()
+            .filter(|l| l["target"] == "vitals::panic")
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(5), || async {
+        (!panic_lines().is_empty())
+            .then_some(())
+            .ok_or_else(|| "no panic line yet".to_string())
+    })
+    .await;
+    let panics = panic_lines();
     assert_eq!(panics.len(), 1, "logged once: {panics:#?}");
     assert!(
         panics[0]["fields"]["location"]

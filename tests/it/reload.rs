@@ -12,7 +12,8 @@ use vitals::{
 
 use crate::support::{TestDaemon, eventually};
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Generous: a reload re-reads files on a blocking thread, and the suite runs many daemons.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// A reloaded limit applies to new connections without a restart.
 #[tokio::test]
