@@ -40,7 +40,9 @@ level = "warn"
 identities = ["spiffe://vitals.dev/client"]
 methods = ["*"]
 TOML
-target/release/vitalsd --config "$work/vitalsd.toml" 2> "$out/vitalsd.log" & pids+=($!)
+# As the unit runs it (systemd/vitalsd.service sets the same tunable).
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=262144 \
+  target/release/vitalsd --config "$work/vitalsd.toml" 2> "$out/vitalsd.log" & pids+=($!)
 pid=$!
 tls=(--tls-ca-cert "$pki/ca.crt" --tls-client-cert "$pki/client.crt" --tls-client-key "$pki/client.key")
 for _ in $(seq 100); do $ctl probe -addr $addr -tls "${tls[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -49,8 +51,11 @@ rss() { awk '/^VmRSS/ {print $2}' /proc/$pid/status; }
 fds() { ls /proc/$pid/fd | wc -l; }
 cpu_ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
 
-# Warm up (allocator pools, TLS session caches), then take the baseline.
-$ctl bench --addr $addr "${tls[@]}" --connections 4 --streams 8 --duration 10s >/dev/null
+# Warm up with the same mix (allocator pools, TLS session caches), then take the baseline.
+$ctl bench --addr $addr "${tls[@]}" --connections 4 --streams 8 --duration 20s >/dev/null &
+$ctl bench --addr $addr "${tls[@]}" --connections 2 --streams 4 --size 4096 --duration 20s >/dev/null &
+$ctl bench --addr $addr "${tls[@]}" --connections 1 --streams 1 --status UNAVAILABLE --duration 20s >/dev/null &
+wait
 sleep 2
 rss_start=$(rss) fds_start=$(fds) ticks_start=$(cpu_ticks)
 log "baseline: RSS ${rss_start} kB, ${fds_start} fds; running ${minutes} min"
