@@ -52,10 +52,11 @@ fds() { ls /proc/$pid/fd | wc -l; }
 cpu_ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
 
 # Warm up with the same mix (allocator pools, TLS session caches), then take the baseline.
-$ctl bench --addr $addr "${tls[@]}" --connections 4 --streams 8 --duration 20s >/dev/null &
-$ctl bench --addr $addr "${tls[@]}" --connections 2 --streams 4 --size 4096 --duration 20s >/dev/null &
-$ctl bench --addr $addr "${tls[@]}" --connections 1 --streams 1 --status UNAVAILABLE --duration 20s >/dev/null &
-wait
+warm=()
+$ctl bench --addr $addr "${tls[@]}" --connections 4 --streams 8 --duration 20s >/dev/null & warm+=($!)
+$ctl bench --addr $addr "${tls[@]}" --connections 2 --streams 4 --size 4096 --duration 20s >/dev/null & warm+=($!)
+$ctl bench --addr $addr "${tls[@]}" --connections 1 --streams 1 --status UNAVAILABLE --duration 20s >/dev/null & warm+=($!)
+wait "${warm[@]}"
 sleep 2
 rss_start=$(rss) fds_start=$(fds) ticks_start=$(cpu_ticks)
 log "baseline: RSS ${rss_start} kB, ${fds_start} fds; running ${minutes} min"
