@@ -202,8 +202,15 @@ fn main() -> ExitCode {
             print_dev_hint(&listeners);
         }
         // 7. Serve until told to stop, then drain.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                tracing::error!("installing signal handlers: {err}");
+                return ExitCode::from(exit::OSERR);
+            }
+        };
         let (control, commands) = mpsc::channel(4);
-        tokio::spawn(forward_signals(control));
+        tokio::spawn(signals.forward(control));
         daemon.run(listeners, commands).await;
         ExitCode::SUCCESS
     })
@@ -250,26 +257,36 @@ fn print_dev_hint(listeners: &Listeners) {
     );
 }
 
-/// Turns SIGHUP into a reload and SIGTERM or SIGINT into a stop.
-async fn forward_signals(control: mpsc::Sender<Control>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        let command = tokio::select! {
-            _ = term.recv() => Control::Stop,
-            _ = int.recv() => Control::Stop,
-            _ = hup.recv() => Control::Reload,
-        };
-        if control.send(command).await.is_err() || command == Control::Stop {
-            // Keep the handlers installed: a second SIGTERM during the drain must not kill.
-            return std::future::pending().await;
+/// The signals the daemon acts on, installed before it serves: a SIGHUP that arrives
+/// right after READY must reload, not kill (SIGHUP's default action).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Turns SIGHUP into a reload and SIGTERM or SIGINT into a stop.
+    async fn forward(mut self, control: mpsc::Sender<Control>) {
+        loop {
+            let command = tokio::select! {
+                _ = self.term.recv() => Control::Stop,
+                _ = self.int.recv() => Control::Stop,
+                _ = self.hup.recv() => Control::Reload,
+            };
+            if control.send(command).await.is_err() || command == Control::Stop {
+                // Keep the handlers installed: a second SIGTERM during the drain must not kill.
+                return std::future::pending().await;
+            }
         }
     }
 }

@@ -189,3 +189,30 @@ async fn reload_swaps_certificate_without_dropping_connections() {
         .await
         .expect("the old connection still serves");
 }
+
+/// A SIGHUP that arrives the moment the daemon says it serves reloads it; it must not
+/// meet SIGHUP's default action (termination) because handlers were not installed yet.
+#[tokio::test]
+async fn sighup_right_after_start_reloads() {
+    for _ in 0..5 {
+        let mut daemon = TestDaemon::start("").await;
+        daemon.signal("HUP");
+        eventually(WAIT, || async {
+            daemon
+                .logs()
+                .iter()
+                .any(|l| l.contains("reloaded the config"))
+                .then_some(())
+                .ok_or_else(|| "no reload logged".to_string())
+        })
+        .await;
+        daemon
+            .echo()
+            .await
+            .echo(EchoRequest::default())
+            .await
+            .unwrap();
+        daemon.signal("TERM");
+        assert!(daemon.wait_exit(WAIT).await.success());
+    }
+}
