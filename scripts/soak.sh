@@ -133,7 +133,9 @@ lines = [
 ]
 open(report, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
-ok = growth <= 5 and int(fd0) == int(fd1) and set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"}
+# Expected codes: OK, the UNAVAILABLE the run asks for, CANCELLED from dropped watches and
+# series, and UNKNOWN from the hostile bursts' streams cut mid-message.
+ok = growth <= 5 and int(fd0) == int(fd1) and set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED", "UNKNOWN"}
 sys.exit(0 if ok else 1)
 PY
 status=$?
