@@ -34,21 +34,39 @@ const ENV_LIST_KEYS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file that could not be read or parsed as TOML.
-    #[error("{origin}: {reason}")]
+    #[error("{}: {}", one_line(.origin), one_line(.reason))]
     Parse { origin: String, reason: String },
     /// A key that is unknown, of the wrong type, or has an invalid value.
-    #[error("{origin}: `{key}`: {reason}")]
+    #[error("{}: `{}`: {}", one_line(.origin), one_line(.key), one_line(.reason))]
     Invalid {
         origin: String,
         key: String,
         reason: String,
     },
-    #[error("reading drop-in directory {path}")]
+    #[error("reading drop-in directory {}", one_line(&.path.display().to_string()))]
     DropinDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A message part as one line: control characters (a newline in a quoted key or a string
+/// value, say) are written escaped, so an error is always one log line.
+fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Which files to read.
@@ -684,17 +702,11 @@ impl Config {
     /// Validates one config text on its own (defaults, then `text`; no files, no
     /// environment), exactly as a file with that content would be: for fuzzing and tools.
     pub fn parse(origin: &str, text: &str) -> Result<Config, Error> {
-        let mut builder = config::Config::builder();
-        for section in SECTIONS {
-            builder = builder
-                .set_default(section, config::Map::<String, config::Value>::new())
-                .expect("static key");
+        let mut layers = Layers::defaults();
+        let file = TomlFile::parse(origin.to_string(), text)?;
+        for (key, value) in file.map(&file.table) {
+            layers.merge(key, value);
         }
-        let merged = builder
-            .add_source(TomlFile::parse(origin.to_string(), text)?)
-            .build()
-            .map_err(parse_error)?;
-        let layers = Layers(merged);
         let raw = layers.raw()?;
         layers.validate(raw, Vec::new())
     }
@@ -711,23 +723,20 @@ struct Layers(config::Config);
 
 impl Layers {
     fn read(location: &Location) -> Result<(Layers, Vec<PathBuf>), Error> {
-        let mut builder = config::Config::builder();
-        for section in SECTIONS {
-            builder = builder
-                .set_default(section, config::Map::<String, config::Value>::new())
-                .expect("static key");
-        }
+        let mut layers = Layers::defaults();
         let mut files = Vec::new();
         match location {
             Location::Dev(dir) => {
+                let mut tls = config::Map::new();
                 for (key, file) in [
-                    ("tls.cert", "server.crt"),
-                    ("tls.key", "server.key"),
-                    ("tls.client_ca", "ca.crt"),
+                    ("cert", "server.crt"),
+                    ("key", "server.key"),
+                    ("client_ca", "ca.crt"),
                 ] {
                     let path = dir.join(file).display().to_string();
-                    builder = builder.set_default(key, path).expect("static key");
+                    tls.insert(key.to_string(), config::Value::new(None, path));
                 }
+                layers.merge("tls".into(), config::Value::new(None, tls));
             }
             Location::Default | Location::File(_) => {
                 let (main, required) = match location {
@@ -748,7 +757,10 @@ impl Layers {
             }
         }
         for file in &files {
-            builder = builder.add_source(TomlFile::read(file)?);
+            let file = TomlFile::read(file)?;
+            for (key, value) in file.map(&file.table) {
+                layers.merge(key, value);
+            }
         }
         let mut env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -758,8 +770,48 @@ impl Layers {
         for key in ENV_LIST_KEYS {
             env = env.with_list_parse_key(key);
         }
-        let merged = builder.add_source(env).build().map_err(parse_error)?;
-        Ok((Layers(merged), files))
+        let from_env = config::Source::collect(&env).map_err(parse_error)?;
+        for (path, value) in from_env {
+            // `server.listen` from VITALSD_SERVER__LISTEN: nest by dots, nothing else.
+            let origin = value.origin().map(str::to_string);
+            let mut parts: Vec<&str> = path.split('.').collect();
+            let last = parts.pop().unwrap_or_default().to_string();
+            let mut nested = value;
+            let mut key = last;
+            while let Some(parent) = parts.pop() {
+                let mut table = config::Map::new();
+                table.insert(key, nested);
+                nested = config::Value::new(origin.as_ref(), table);
+                key = parent.to_string();
+            }
+            layers.merge(key, nested);
+        }
+        Ok((layers, files))
+    }
+
+    /// Built-in defaults: every section as an empty table, so serde fills an absent section
+    /// from its fields' defaults.
+    fn defaults() -> Layers {
+        let mut root = config::Map::new();
+        for section in SECTIONS {
+            root.insert(
+                section.to_string(),
+                config::Value::new(None, config::Map::<String, config::Value>::new()),
+            );
+        }
+        let mut merged = config::Config::default();
+        merged.cache = config::Value::new(None, root);
+        Layers(merged)
+    }
+
+    /// Puts a layer's top-level key in. Keys are keys: the layers are merged here rather
+    /// than by the config crate's builder, which reads every top-level key as a path
+    /// expression (a quoted `"x[99999999999]"` would grow an array to that size).
+    fn merge(&mut self, key: String, value: config::Value) {
+        let config::ValueKind::Table(root) = &mut self.0.cache.kind else {
+            unreachable!("the root is a table from defaults()")
+        };
+        merge(root, key, value);
     }
 
     /// Deserializes the merged layers, naming the key and its layer on error.
@@ -784,15 +836,20 @@ impl Layers {
     fn origin(&self, key: &str) -> String {
         let mut value = &self.0.cache;
         for part in key.split('.') {
-            let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
-                Some((name, index)) => (name, index.parse::<usize>().ok()),
-                None => (part, None),
+            let config::ValueKind::Table(table) = &value.kind else {
+                break;
             };
-            match &value.kind {
-                config::ValueKind::Table(table) if table.contains_key(name) => value = &table[name],
-                _ => break,
+            // A literal key first (a file may say "x[1]" = 1), then `name[index]`.
+            if let Some(v) = table.get(part) {
+                value = v;
+                continue;
             }
-            if let (Some(i), config::ValueKind::Array(items)) = (index, &value.kind)
+            let Some((name, index)) = part.strip_suffix(']').and_then(|p| p.split_once('[')) else {
+                break;
+            };
+            let Some(v) = table.get(name) else { break };
+            value = v;
+            if let (Ok(i), config::ValueKind::Array(items)) = (index.parse::<usize>(), &value.kind)
                 && let Some(item) = items.get(i)
             {
                 value = item;
@@ -1056,13 +1113,23 @@ impl TomlFile {
     }
 }
 
-impl config::Source for TomlFile {
-    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
-        Ok(self.map(&self.table))
+/// Puts `value` under `key`: tables merge key by key, anything else replaces what was there.
+fn merge(table: &mut config::Map<String, config::Value>, key: String, value: config::Value) {
+    let origin = value.origin().map(str::to_string);
+    match (table.get_mut(&key), value.kind) {
+        (Some(existing), config::ValueKind::Table(incoming))
+            if matches!(existing.kind, config::ValueKind::Table(_)) =>
+        {
+            let config::ValueKind::Table(target) = &mut existing.kind else {
+                unreachable!("matched a table")
+            };
+            for (k, v) in incoming {
+                merge(target, k, v);
+            }
+        }
+        (_, kind) => {
+            table.insert(key, config::Value::new(origin.as_ref(), kind));
+        }
     }
 }
 
@@ -1728,6 +1795,23 @@ mod tests {
         a.files.clear();
         b.files.clear();
         assert_eq!(a, b);
+    }
+
+    /// The fuzzer's finds (fuzz/regressions/config_parse): quoted keys that look like paths
+    /// are keys, unknown sections name their file, and every error is one line.
+    #[test]
+    fn fuzz_regressions() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/config_parse");
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let text = fs::read_to_string(&path).unwrap();
+            let err = Config::parse("f.toml", &text).unwrap_err().to_string();
+            assert!(err.starts_with("f.toml: "), "{}: {err}", path.display());
+            assert!(!err.contains('\n'), "{}: {err}", path.display());
+        }
     }
 
     /// A text parses the same as a file with that content.

@@ -31,6 +31,23 @@ pub enum Error {
     Secrets(#[from] secrets::Error),
     #[error("{0}")]
     Auth(#[from] auth::Error),
+    /// The blocking task that read files failed unexpectedly (a bug); the reload is refused.
+    #[error("{what} failed unexpectedly: {reason}")]
+    Task { what: &'static str, reason: String },
+}
+
+/// Runs file reading off the runtime; a panic in it refuses the reload instead of
+/// taking the daemon down.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(Error::Task {
+            what,
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// What the daemon can be told while it runs.
@@ -177,16 +194,14 @@ impl Daemon {
     /// whole or not at all (a failed pull keeps the secrets the daemon has).
     async fn reload(&mut self) -> Result<(), Error> {
         let location = self.location.clone();
-        let config = tokio::task::spawn_blocking(move || Config::load(&location))
-            .await
-            .expect("loading the config does not panic")?;
+        let config = blocking("loading the config", move || Ok(Config::load(&location)?)).await?;
         let secrets = secrets::pull(&config, &progress).await?;
         let tls_config = config.tls.clone();
         let pulled = secrets.clone();
-        let identity =
-            tokio::task::spawn_blocking(move || tls::server_config(&tls_config, &pulled))
-                .await
-                .expect("loading certificates does not panic")?;
+        let identity = blocking("loading the certificates", move || {
+            Ok(tls::server_config(&tls_config, &pulled)?)
+        })
+        .await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
 
         for (what, old, new) in restart_only(&self.config, &config) {
