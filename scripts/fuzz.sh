@@ -90,7 +90,7 @@ for target in "${targets[@]}"; do
     echo "fuzz: $line"
     if [ "$result" = FAILED ]; then
         # The panic or sanitizer report, then what reproduces it.
-        grep -m1 -A25 -E "panicked at|ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)" "$log" >&2 || tail -40 "$log" >&2
+        grep -m1 -A8 -E "panicked at|ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)" "$log" >&2 || tail -40 "$log" >&2
         artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
         if [ -n "$artifact" ] && [ -f "$artifact" ]; then
             echo "fuzz: $target: artifact $artifact" >&2
