@@ -835,25 +835,33 @@ impl Layers {
     /// The layer a key's value came from: a file path, "the environment" or "built-in defaults".
     fn origin(&self, key: &str) -> String {
         let mut value = &self.0.cache;
-        for part in key.split('.') {
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut i = 0;
+        'walk: while i < parts.len() {
             let config::ValueKind::Table(table) = &value.kind else {
                 break;
             };
-            // A literal key first (a file may say "x[1]" = 1), then `name[index]`.
-            if let Some(v) = table.get(part) {
-                value = v;
-                continue;
+            // The longest literal key first (a file may say "a.b" = 1 or "x[1]" = 1) ...
+            for j in (i + 1..=parts.len()).rev() {
+                if let Some(v) = table.get(&parts[i..j].join(".")) {
+                    value = v;
+                    i = j;
+                    continue 'walk;
+                }
             }
-            let Some((name, index)) = part.strip_suffix(']').and_then(|p| p.split_once('[')) else {
+            // ... then `name[index]`.
+            let Some((name, index)) = parts[i].strip_suffix(']').and_then(|p| p.split_once('['))
+            else {
                 break;
             };
             let Some(v) = table.get(name) else { break };
             value = v;
-            if let (Ok(i), config::ValueKind::Array(items)) = (index.parse::<usize>(), &value.kind)
-                && let Some(item) = items.get(i)
+            if let (Ok(n), config::ValueKind::Array(items)) = (index.parse::<usize>(), &value.kind)
+                && let Some(item) = items.get(n)
             {
                 value = item;
             }
+            i += 1;
         }
         value.origin().unwrap_or("built-in defaults").to_string()
     }
