@@ -75,15 +75,19 @@ else
   # test is exactly the binary a device would get.
   scripts/build-target.sh "${arm_targets[@]}"
 
-  # The library's unit tests, compiled for aarch64 and run through the qemu runner.
-  cargo test --locked --target aarch64-unknown-linux-gnu --lib
+  # The library's unit tests, compiled for aarch64 and run through the qemu runner. Two are
+  # left out: qemu-user answers /proc/self/stat itself, with utime and stime always 0, and
+  # emulated thread start-up overruns the sampler's 20 ms bound on spawn() now and then.
+  cargo test --locked --target aarch64-unknown-linux-gnu --lib -- \
+    --skip client::cpu::tests::own_time_grows \
+    --skip sampler::tests::spawn_publishes_a_first_sample_and_stops_without_receivers
 
   # The native integration tests against each ARM vitalsd, over loopback mTLS. The runners
   # are .cargo/config.toml's; VITALS_TEST_ARCH is what uname(2) says under qemu-user, which
   # the metrics snapshot must report. The modules about the daemon's own behaviour run here.
-  # Not here: systemd and nspawn run the binary under the host's systemd tools (no runner),
-  # secrets and vitalsctl_* test the native sides already tested above, and reload sends
-  # SIGHUP right after "serving", which the slower emulated start loses now and then.
+  # Not here: systemd and nspawn hand the binary to the host's systemd tools (no runner);
+  # secrets and vitalsctl_bench exercise native code already tested above; hostile measures
+  # the daemon's RSS, which under qemu-user includes the emulator's own memory.
   for target in "${arm_targets[@]}"; do
     case $target in
       aarch64-unknown-linux-gnu) runner="qemu-aarch64-static -L /usr/aarch64-linux-gnu" arch=aarch64 ;;
@@ -94,7 +98,8 @@ else
     VITALS_TEST_VITALSD="$PWD/dist/$target/vitalsd" VITALS_TEST_RUNNER="$runner" \
       VITALS_TEST_ARCH="$arch" \
       cargo test --locked --test it -- --test-threads 4 \
-        health:: echo:: metrics:: tls:: config:: auth:: connections::
+        health:: echo:: metrics:: tls:: config:: auth:: connections:: reload:: \
+        vitalsctl_probe:: vitalsctl_echo::
   done
   log "ARM stage: $((SECONDS - arm_started)) s"
 fi
