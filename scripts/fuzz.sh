@@ -4,11 +4,12 @@
 #   scripts/fuzz.sh            # short run: 20 s per target (the test script's)
 #   scripts/fuzz.sh 3600       # long run: an hour per target
 #   FUZZ_TARGETS="identity" scripts/fuzz.sh 60
+#   FUZZ_KEEP_SCRATCH=1 scripts/fuzz.sh 3600   # resume from the last run's finds
 #
 # First the inputs in fuzz/regressions/<target>/ (ones that once failed) are replayed; then
 # each target starts from its committed corpus (fuzz/corpus/<target>/, read only here);
-# new interesting inputs go to fuzz/scratch/<target>/ (git-ignored; merge them with
-# `cargo +nightly fuzz cmin <target>` if they are worth keeping). A crash, a failed
+# new interesting inputs go to fuzz/scratch/<target>/ (git-ignored, emptied at the start of
+# each run unless FUZZ_KEEP_SCRATCH=1; merge them into the corpus as the README says). A crash, a failed
 # property assertion, a leak, a timeout or running out of memory fails the script: it
 # prints the artifact path, its base64, and the command that reproduces it.
 #
@@ -68,6 +69,9 @@ dictionary() {
 summary=()
 for target in "${targets[@]}"; do
     scratch="fuzz/scratch/$target"
+    # A fresh scratch each run, so a run starts from the committed corpus and does not
+    # spend its time reloading everything earlier runs found; FUZZ_KEEP_SCRATCH=1 resumes.
+    [ "${FUZZ_KEEP_SCRATCH:-0}" = 1 ] || rm -rf "$scratch"
     mkdir -p "$scratch" "fuzz/corpus/$target" "fuzz/artifacts/$target"
     log="fuzz/scratch/$target.log"
     started=$(date +%s)
