@@ -182,8 +182,11 @@ lines = ["| scenario | server | requests/s | p50 ms | p99 ms | p99.9 ms | errors
 for label in ["5B-1", "5B-512", "4KiB-1", "4KiB-512"]:
     for server in ["vitalsd", "bare"]:
         lines.append(f"| {label} | {server} | {med(label, server, 'rps'):,.0f} | {med(label, server, 'p50')/1000:.3f} | {med(label, server, 'p99')/1000:.3f} | {med(label, server, 'p999')/1000:.3f} | {med(label, server, 'errors'):.0f} | {med(label, server, 'cpu'):.0f} |")
-    ratio = med(label, "vitalsd", "rps") / med(label, "bare", "rps")
-    p99 = med(label, "vitalsd", "p99") / med(label, "bare", "p99")
+    # Paired: each round's A against the same round's B, then the median of those ratios.
+    pa = [r for r in rows if r["label"] == label and r["server"] == "vitalsd"]
+    pb = [r for r in rows if r["label"] == label and r["server"] == "bare"]
+    ratio = statistics.median(a["requests_per_sec"] / b["requests_per_sec"] for a, b in zip(pa, pb))
+    p99 = statistics.median(a["latency_us"]["p99"] / b["latency_us"]["p99"] for a, b in zip(pa, pb))
     lines.append(f"| {label} | **vitalsd / bare** | **{ratio:.2f}x** | | **{p99:.2f}x** | | | |")
 for label in ["health-1", "health-64"]:
     lines.append(f"| {label} | vitalsd | {med(label, 'vitalsd', 'rps'):,.0f} | {med(label, 'vitalsd', 'p50')/1000:.3f} | {med(label, 'vitalsd', 'p99')/1000:.3f} | {med(label, 'vitalsd', 'p999')/1000:.3f} | {med(label, 'vitalsd', 'errors'):.0f} | {med(label, 'vitalsd', 'cpu'):.0f} |")
