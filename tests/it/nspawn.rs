@@ -27,21 +27,10 @@ use vitals::{
     },
 };
 
-use crate::support::{TestPki, eventually, write_config};
+use crate::support::{TestPki, eventually, require, write_config};
 
 /// Boot, start and restart limits: generous, a loaded CI machine boots in a few seconds.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Panics with an install hint when `tool` is not on PATH.
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is missing: scripts/test.sh installs it (apt-get install {package})"
-    );
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

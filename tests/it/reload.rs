@@ -88,19 +88,13 @@ async fn invalid_config_is_rejected_on_reload() {
     let daemon = TestDaemon::start("[server]\nmax_message_size = \"64KiB\"\n").await;
     daemon.rewrite_dropin("[server]\nmax_message_size = \"1MiB\"\nmax_connections = -3\n");
     daemon.signal("HUP");
-    eventually(WAIT, || async {
-        daemon
-            .logs()
-            .iter()
-            .any(|l| {
-                l.contains("reload rejected")
-                    && l.contains("50-test.toml")
-                    && l.contains("server.max_connections")
-            })
-            .then_some(())
-            .ok_or_else(|| "no rejection logged".to_string())
-    })
-    .await;
+    daemon
+        .wait_for_log(|l| {
+            l.contains("reload rejected")
+                && l.contains("50-test.toml")
+                && l.contains("server.max_connections")
+        })
+        .await;
     // The valid part of the rejected file was not applied either.
     let big = EchoRequest {
         response_size: 100_000,
@@ -120,15 +114,9 @@ async fn garbage_certificate_is_rejected_on_reload() {
     )
     .unwrap();
     daemon.signal("HUP");
-    eventually(WAIT, || async {
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("reload rejected") && l.contains("server.crt"))
-            .then_some(())
-            .ok_or_else(|| "no rejection logged".to_string())
-    })
-    .await;
+    daemon
+        .wait_for_log(|l| l.contains("reload rejected") && l.contains("server.crt"))
+        .await;
     daemon
         .echo()
         .await
@@ -197,15 +185,9 @@ async fn sighup_right_after_start_reloads() {
     for _ in 0..5 {
         let mut daemon = TestDaemon::start("").await;
         daemon.signal("HUP");
-        eventually(WAIT, || async {
-            daemon
-                .logs()
-                .iter()
-                .any(|l| l.contains("reloaded the config"))
-                .then_some(())
-                .ok_or_else(|| "no reload logged".to_string())
-        })
-        .await;
+        daemon
+            .wait_for_log(|l| l.contains("reloaded the config"))
+            .await;
         daemon
             .echo()
             .await

@@ -428,15 +428,9 @@ async fn reload_without_the_store_keeps_the_old_secrets() {
         .await
         .unwrap();
     daemon.signal("HUP");
-    crate::support::eventually(Duration::from_secs(8), || async {
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("reload rejected") && l.contains("secret `tls_key`"))
-            .then_some(())
-            .ok_or_else(|| "no rejection yet".to_string())
-    })
-    .await;
+    daemon
+        .wait_for_log(|l| l.contains("reload rejected") && l.contains("secret `tls_key`"))
+        .await;
     daemon
         .echo()
         .await

@@ -15,18 +15,7 @@ use std::{
 
 use vitals::proto::{echo::EchoRequest, health::HealthCheckRequest};
 
-use crate::support::{TestDaemon, TestPki, write_config};
-
-/// Panics with an install hint when `tool` is not on PATH.
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is missing: scripts/test.sh installs it (apt-get install {package})"
-    );
-}
+use crate::support::{TestDaemon, TestPki, require, write_config};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

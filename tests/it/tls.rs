@@ -10,7 +10,7 @@ use vitals::{
     tls::ClientAuth,
 };
 
-use crate::support::{TestDaemon, TestPki, eventually};
+use crate::support::{TestDaemon, TestPki};
 
 /// Connects with `config` and makes one call; the error if either step fails.
 async fn try_call(daemon: &TestDaemon, config: rustls::ClientConfig) -> Result<(), String> {
@@ -26,15 +26,9 @@ async fn try_call(daemon: &TestDaemon, config: rustls::ClientConfig) -> Result<(
 async fn assert_refused(daemon: &TestDaemon, config: rustls::ClientConfig, why: &str) {
     let result = try_call(daemon, config).await;
     assert!(result.is_err(), "{why}: the call went through");
-    eventually(Duration::from_secs(3), || async {
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("TLS handshake refused"))
-            .then_some(())
-            .ok_or_else(|| "no refusal logged".to_string())
-    })
-    .await;
+    daemon
+        .wait_for_log(|l| l.contains("TLS handshake refused"))
+        .await;
 }
 
 /// A client without a certificate never reaches a handler.

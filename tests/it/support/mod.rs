@@ -253,6 +253,18 @@ impl TestDaemon {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (up to 15 s) until a line the daemon printed satisfies `matches`.
+    pub async fn wait_for_log(&self, matches: impl Fn(&str) -> bool) {
+        eventually(Duration::from_secs(15), || async {
+            self.logs()
+                .iter()
+                .any(|l| matches(l))
+                .then_some(())
+                .ok_or_else(|| "no such log line yet".to_string())
+        })
+        .await;
+    }
+
     /// The daemon's log lines as JSON.
     pub fn log_json(&self) -> Vec<serde_json::Value> {
         self.logs()
@@ -304,6 +316,18 @@ impl Drop for TestDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Panics with an install hint when `tool` is not on PATH: a test that needs a real
+/// component fails when it is missing, it never skips.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is missing: scripts/test.sh installs it (apt-get install {package})"
+    );
 }
 
 /// Retries `check` until it passes or `limit` passes (then panics with its last message).
