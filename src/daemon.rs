@@ -204,7 +204,8 @@ impl Daemon {
         .await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
 
-        for (what, old, new) in restart_only(&self.config, &config) {
+        let mut config = config;
+        for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
         self.shared.tls.replace(identity.config);
@@ -225,16 +226,7 @@ impl Daemon {
         if let Some(telemetry) = &self.telemetry {
             telemetry.apply(&config.log);
         }
-        // Keys that cannot change live keep their running values.
-        let mut applied = config;
-        applied.server.listen = self.config.server.listen.clone();
-        applied.server.worker_threads = self.config.server.worker_threads;
-        applied.server.max_connections = self.config.server.max_connections;
-        applied.server.tcp_keepalive = self.config.server.tcp_keepalive;
-        applied.server.drain_timeout = self.config.server.drain_timeout;
-        applied.health.plaintext_listen = self.config.health.plaintext_listen.clone();
-        applied.metrics = self.config.metrics.clone();
-        self.config = applied;
+        self.config = config;
         self.secrets = secrets;
         tracing::info!("reloaded the config, secrets and certificates");
         Ok(())
@@ -272,50 +264,33 @@ pub fn progress(message: &str) {
     systemd::notify(&format!("STATUS={message}"));
 }
 
-/// Keys whose new value only a restart applies: (key, running value, configured value).
-fn restart_only(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
-    let mut changed = Vec::new();
-    let mut check = |key, a: String, b: String| {
-        if a != b {
-            changed.push((key, a, b));
-        }
-    };
-    check(
-        "server.listen",
-        format!("{:?}", old.server.listen),
-        format!("{:?}", new.server.listen),
-    );
-    check(
-        "server.worker_threads",
-        old.server.worker_threads.to_string(),
-        new.server.worker_threads.to_string(),
-    );
-    check(
-        "server.max_connections",
-        old.server.max_connections.to_string(),
-        new.server.max_connections.to_string(),
-    );
-    check(
-        "server.tcp_keepalive",
-        format!("{:?}", old.server.tcp_keepalive),
-        format!("{:?}", new.server.tcp_keepalive),
-    );
-    check(
-        "server.drain_timeout",
-        format!("{:?}", old.server.drain_timeout),
-        format!("{:?}", new.server.drain_timeout),
-    );
-    check(
-        "health.plaintext_listen",
-        format!("{:?}", old.health.plaintext_listen),
-        format!("{:?}", new.health.plaintext_listen),
-    );
-    check(
-        "metrics.sample_interval",
-        format!("{:?}", old.metrics.sample_interval),
-        format!("{:?}", new.metrics.sample_interval),
-    );
-    changed
+/// Keys only a restart applies (sockets, the runtime, sizes fixed at start): `new` keeps
+/// the running value of each, and each difference is returned as (key, running, configured).
+fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, String, String)> {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($($key:literal => $($field:ident).+;)*) => {$(
+            if running.$($field).+ != new.$($field).+ {
+                kept.push((
+                    $key,
+                    format!("{:?}", running.$($field).+),
+                    format!("{:?}", new.$($field).+),
+                ));
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        )*};
+    }
+    keep! {
+        "server.listen" => server.listen;
+        "server.worker_threads" => server.worker_threads;
+        "server.max_connections" => server.max_connections;
+        "server.max_handshakes" => server.max_handshakes;
+        "server.tcp_keepalive" => server.tcp_keepalive;
+        "server.drain_timeout" => server.drain_timeout;
+        "health.plaintext_listen" => health.plaintext_listen;
+        "metrics.sample_interval" => metrics.sample_interval;
+    }
+    kept
 }
 
 /// The full router and the health-only router, built for `config`.
@@ -386,5 +361,31 @@ async fn run_checks(
             changed = snapshots.changed() => if changed.is_err() { return },
             changed = checks.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Restart-only keys keep their running value and are reported; live keys pass through.
+    #[test]
+    fn restart_only_keys_are_kept_and_reported() {
+        let running = Config::parse("a", "").unwrap();
+        let mut new = Config::parse(
+            "b",
+            "[server]\nlisten = [\"0.0.0.0:1\"]\nmax_handshakes = 9\nmax_message_size = \"1MiB\"\n",
+        )
+        .unwrap();
+        let kept = keep_restart_only(&running, &mut new);
+        let keys: Vec<_> = kept.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(keys, ["server.listen", "server.max_handshakes"]);
+        assert_eq!(new.server.listen, running.server.listen);
+        assert_eq!(new.server.max_handshakes, running.server.max_handshakes);
+        assert_eq!(
+            new.server.max_message_bytes,
+            1 << 20,
+            "a live key is applied"
+        );
     }
 }

@@ -146,8 +146,21 @@ impl RpcStats {
 
     /// The counters for a request path; `unknown` for a path not served.
     pub fn method(&self, path: &str) -> &Method {
-        let (unknown, known) = self.methods.split_last().expect("unknown is always there");
-        known.iter().find(|m| m.name == path).unwrap_or(unknown)
+        self.at(self.index(path))
+    }
+
+    /// Where a path's counters are, to find them again without comparing strings.
+    pub fn index(&self, path: &str) -> usize {
+        let known = self.methods.len() - 1;
+        self.methods[..known]
+            .iter()
+            .position(|m| m.name == path)
+            .unwrap_or(known)
+    }
+
+    /// The counters at an [`RpcStats::index`].
+    pub fn at(&self, index: usize) -> &Method {
+        &self.methods[index]
     }
 
     /// Every method's counters, for a metrics snapshot. Methods never called are left out.

@@ -209,18 +209,7 @@ pub fn client_config(ca: &Path, auth: ClientAuth<'_>) -> Result<ClientConfig, Er
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots(ca)?);
-    let mut config = match auth {
-        ClientAuth::Certificate { cert, key } => builder
-            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|source| Error::KeyMismatch {
-                cert: cert.to_path_buf(),
-                key: key.to_path_buf(),
-                source,
-            })?,
-        ClientAuth::Anonymous => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(config)
+    with_auth(builder, auth)
 }
 
 /// A client config that accepts any server certificate (`-tls-no-verify`): the connection is
@@ -232,6 +221,14 @@ pub fn client_config_no_verify(auth: ClientAuth<'_>) -> Result<ClientConfig, Err
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    with_auth(builder, auth)
+}
+
+/// Finishes a client config: the client certificate (or none) and ALPN h2.
+fn with_auth(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    auth: ClientAuth<'_>,
+) -> Result<ClientConfig, Error> {
     let mut config = match auth {
         ClientAuth::Certificate { cert, key } => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)

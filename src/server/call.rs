@@ -266,6 +266,8 @@ fn status_code(headers: &HeaderMap) -> Option<Code> {
 struct Record {
     stats: Arc<RpcStats>,
     path: &'static str,
+    /// Where this method's counters are in `stats`, found once at the start.
+    index: usize,
     started: Instant,
     code: Option<Code>,
     trailers: Option<HeaderMap>,
@@ -279,7 +281,8 @@ struct Record {
 
 impl Record {
     fn start(calls: &Calls, path: &str, request_id: &str) -> Record {
-        let method = calls.stats.method(path);
+        let index = calls.stats.index(path);
+        let method = calls.stats.at(index);
         method.start();
         if let Some(activity) = &calls.activity {
             activity.enter();
@@ -287,6 +290,7 @@ impl Record {
         Record {
             stats: calls.stats.clone(),
             path: method.name(),
+            index,
             started: Instant::now(),
             code: None,
             trailers: None,
@@ -302,7 +306,7 @@ impl Record {
     }
 
     fn panicked(&mut self) {
-        self.stats.method(self.path).panicked();
+        self.stats.at(self.index).panicked();
         self.code = Some(Code::Internal);
     }
 }
@@ -313,7 +317,7 @@ impl Drop for Record {
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let code = self.code.unwrap_or(Code::Cancelled);
         let latency = self.started.elapsed();
-        self.stats.method(self.path).finish(code, latency);
+        self.stats.at(self.index).finish(code, latency);
         if let Some(activity) = &self.activity {
             activity.leave();
         }

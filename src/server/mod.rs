@@ -134,7 +134,7 @@ pub struct Shared {
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
     tcp_keepalive: Option<Duration>,
-    last_cap_warning: AtomicU64,
+    cap_log: RateLimit,
 }
 
 impl Shared {
@@ -155,7 +155,7 @@ impl Shared {
             tls,
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             handshakes: Arc::new(Semaphore::new(max_handshakes)),
-            refusal_log: RateLimit::default(),
+            refusal_log: RateLimit::every(1),
             auth,
             live: RwLock::new(Live {
                 limits,
@@ -167,7 +167,7 @@ impl Shared {
             tracker: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(max_connections)),
             tcp_keepalive,
-            last_cap_warning: AtomicU64::new(0),
+            cap_log: RateLimit::every(60),
         })
     }
 
@@ -192,38 +192,40 @@ impl Shared {
 
     /// Says, at most once a minute, that the connection cap turned connections away.
     fn warn_cap(&self) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_cap_warning.load(Ordering::Relaxed);
-        if now >= last + 60
-            && self
-                .last_cap_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if let Some(suppressed) = self.cap_log.allow() {
             tracing::warn!(
+                suppressed,
                 "connection cap reached (or server.max_handshakes); closing new connections until some end"
             );
         }
     }
 }
 
-/// Lets a log line through at most once a second, counting the ones it held back.
-#[derive(Default)]
+/// Lets a log line through at most once per `every_secs`, counting the ones it held back.
+/// Lines that the network's pace decides (refused handshakes, a full connection cap) go
+/// through one of these.
 pub(crate) struct RateLimit {
+    every_secs: u64,
     last: AtomicU64,
     suppressed: AtomicU64,
 }
 
 impl RateLimit {
+    pub(crate) fn every(every_secs: u64) -> RateLimit {
+        RateLimit {
+            every_secs,
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
     /// `Some(how many were suppressed since the last one)` when a line may be written now.
     pub(crate) fn allow(&self) -> Option<u64> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let last = self.last.load(Ordering::Relaxed);
-        if now > last
+        if now >= last + self.every_secs
             && self
                 .last
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
