@@ -45,21 +45,7 @@ async fn ungranted_identity_is_denied_and_audited() {
         .unwrap();
     let err = metrics_as(&daemon, "prober").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    let audit_lines = || {
-        daemon
-            .log_json()
-            .into_iter()
-            .filter(|l| l["target"] == "vitals::audit")
-            .collect::<Vec<_>>()
-    };
-    // The daemon writes the line as it answers; stderr reaches the test a moment later.
-    eventually(Duration::from_secs(5), || async {
-        (!audit_lines().is_empty())
-            .then_some(())
-            .ok_or_else(|| "no audit line yet".to_string())
-    })
-    .await;
-    let audits = audit_lines();
+    let audits = daemon.wait_for_lines("vitals::audit").await;
     assert_eq!(audits.len(), 1, "{audits:#?}");
     let fields = &audits[0]["fields"];
     assert_eq!(fields["audit_decision"], "deny");
@@ -163,11 +149,7 @@ async fn opaque_bearer_token() {
         .unwrap()
         .into_inner();
     // Both denials were counted.
-    let stats = snapshot
-        .rpc
-        .iter()
-        .find(|m| m.method == "/vitals.metrics.v1.Metrics/Snapshot")
-        .unwrap();
+    let stats = crate::support::method_stats(&snapshot, "/vitals.metrics.v1.Metrics/Snapshot");
     let unauthenticated = stats
         .statuses
         .iter()
@@ -407,20 +389,7 @@ async fn panic_in_handler_is_contained() {
         .echo_message,
         "after"
     );
-    let panic_lines = || {
-        daemon
-            .log_json()
-            .into_iter()
-            .filter(|l| l["target"] == "vitals::panic")
-            .collect::<Vec<_>>()
-    };
-    eventually(Duration::from_secs(5), || async {
-        (!panic_lines().is_empty())
-            .then_some(())
-            .ok_or_else(|| "no panic line yet".to_string())
-    })
-    .await;
-    let panics = panic_lines();
+    let panics = daemon.wait_for_lines("vitals::panic").await;
     assert_eq!(panics.len(), 1, "logged once: {panics:#?}");
     assert!(
         panics[0]["fields"]["location"]
@@ -436,11 +405,7 @@ async fn panic_in_handler_is_contained() {
         .await
         .unwrap()
         .into_inner();
-    let stats = snapshot
-        .rpc
-        .iter()
-        .find(|m| m.method == "/vitals.echo.v1.Echo/Echo")
-        .unwrap();
+    let stats = crate::support::method_stats(&snapshot, "/vitals.echo.v1.Echo/Echo");
     assert_eq!(stats.panics, 1);
     // Without the config switch the knob is refused, not obeyed.
     let plain = TestDaemon::start("").await;

@@ -23,25 +23,21 @@ async fn snapshot_has_device_and_rpc_stats() {
         .await
         .unwrap()
         .into_inner();
-    let host = s.host.unwrap();
+    let host = s.host.clone().unwrap();
     assert!(!host.hostname.is_empty());
     // Under qemu-user the ARM daemon reports the emulated machine (aarch64, armv7l).
     let arch = std::env::var("VITALS_TEST_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.into());
     assert_eq!(host.arch, arch);
     assert!(host.uptime_secs > 0 && host.boot_time_unix_secs > 1_600_000_000);
-    let cpu = s.cpu.unwrap();
+    let cpu = s.cpu.clone().unwrap();
     assert!(!cpu.cores.is_empty());
-    assert!(s.memory.unwrap().total_bytes > 0);
+    assert!(s.memory.as_ref().unwrap().total_bytes > 0);
     assert!(s.filesystems.iter().any(|f| f.total_bytes > 0));
     assert!(s.networks.iter().any(|n| n.name == "lo"));
     let process = s.process.unwrap();
     assert_eq!(process.pid, daemon.pid());
     assert!(process.rss_bytes > 0 && process.open_fds > 0 && process.threads > 0);
-    let echo_stats = s
-        .rpc
-        .iter()
-        .find(|m| m.method == "/vitals.echo.v1.Echo/Echo")
-        .unwrap();
+    let echo_stats = crate::support::method_stats(&s, "/vitals.echo.v1.Echo/Echo");
     assert_eq!(echo_stats.calls, 3);
     assert_eq!(echo_stats.statuses[0].code, "OK");
     assert_eq!(echo_stats.statuses[0].count, 3);
@@ -67,11 +63,7 @@ async fn failed_calls_are_counted_by_code() {
         .await
         .unwrap()
         .into_inner();
-    let stats = s
-        .rpc
-        .iter()
-        .find(|m| m.method == "/vitals.echo.v1.Echo/Echo")
-        .unwrap();
+    let stats = crate::support::method_stats(&s, "/vitals.echo.v1.Echo/Echo");
     let codes: Vec<_> = stats
         .statuses
         .iter()

@@ -55,8 +55,7 @@ fn assert_clean(output: &[String], values: &[&str]) {
 async fn token_auth_pulls_the_tls_key() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
-    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
-    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    let key = store_tls_key(&bao, &pki);
     std::fs::remove_file(pki.path("server.key")).unwrap();
     bao.read_policy("gw", "devices/gw");
     let token = bao.token("gw");
@@ -148,8 +147,7 @@ async fn approle_from_credentials_directory() {
 async fn cert_auth_with_the_device_certificate() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
-    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
-    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    let key = store_tls_key(&bao, &pki);
     bao.read_policy("gw", "devices/gw");
     bao.run(&["auth", "enable", "cert"]);
     let ca = format!("certificate=@{}", pki.path("ca.crt").display());
@@ -173,17 +171,26 @@ async fn cert_auth_with_the_device_certificate() {
     assert_clean(&daemon.logs(), &[&key]);
 }
 
-/// Runs vitalsd on `dropin` (with this PKI and env) to completion: exit code, output, time.
-fn run_to_exit(
-    pki: &TestPki,
-    dropin: &str,
-    env: &[(&str, &str)],
-) -> (Option<i32>, String, Duration) {
+/// Runs vitalsd on `dropin` to completion and asserts it exits 69 (EX_UNAVAILABLE) saying
+/// each of `said`; returns what it printed and how long it took.
+fn exits_unavailable(pki: &TestPki, dropin: &str, said: &[&str]) -> (String, Duration) {
     let dir = write_config(pki, dropin);
     let config = dir.path().join("vitalsd.toml");
     let started = Instant::now();
-    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], env, dir.path());
-    (code, out, started.elapsed())
+    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    let took = started.elapsed();
+    assert_eq!(code, Some(69), "{out}");
+    for needle in said {
+        assert!(out.contains(needle), "no `{needle}` in: {out}");
+    }
+    (out, took)
+}
+
+/// Puts the PKI's server key into the store as `secret/devices/gw` field `tls_key`; returns it.
+fn store_tls_key(bao: &Bao, pki: &TestPki) -> String {
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    key
 }
 
 /// A store whose certificate is not from the configured CA fails at once and clearly.
@@ -202,11 +209,10 @@ async fn wrong_ca_for_the_store_fails_clearly() {
             "{ tls_key = \"tls_key\" }"
         )
     );
-    let (code, out, took) = run_to_exit(&pki, &dropin, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(
-        out.contains("secret `tls_key` from vault") && out.contains("not trusted by ca_cert"),
-        "{out}"
+    let (_, took) = exits_unavailable(
+        &pki,
+        &dropin,
+        &["secret `tls_key` from vault", "not trusted by ca_cert"],
     );
     assert!(
         took < Duration::from_secs(5),
@@ -235,11 +241,10 @@ async fn store_down_at_startup_exits_69() {
             "{ tls_key = \"k\" }"
         )
     );
-    let (code, out, took) = run_to_exit(&pki, &dropin, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(
-        out.contains("secret `tls_key` from vault https://127.0.0.1:"),
-        "{out}"
+    let (out, took) = exits_unavailable(
+        &pki,
+        &dropin,
+        &["secret `tls_key` from vault https://127.0.0.1:"],
     );
     assert!(
         out.contains("gave up after") && out.contains("Connection refused"),
@@ -262,8 +267,7 @@ async fn store_down_at_startup_exits_69() {
 async fn store_coming_up_late_is_waited_for() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
-    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
-    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    let key = store_tls_key(&bao, &pki);
     let secrets = tempfile::tempdir().unwrap();
     secret_file(
         secrets.path(),
@@ -331,9 +335,7 @@ async fn wrong_token_fails_at_once() {
         file_source(secrets.path()),
         vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
     );
-    let (code, out, took) = run_to_exit(&pki, &dropin, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(out.contains("permission denied"), "{out}");
+    let (out, took) = exits_unavailable(&pki, &dropin, &["permission denied"]);
     assert!(!out.contains("waiting for secrets"), "no retries: {out}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert_clean(
@@ -360,19 +362,13 @@ async fn missing_path_or_field_fails_clearly() {
         file_source(secrets.path()),
         vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
     );
-    let (code, out, _) = run_to_exit(&pki, &field, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(
-        out.contains("field `tls_key` is not in secret/devices/gw"),
-        "{out}"
+    exits_unavailable(
+        &pki,
+        &field,
+        &["field `tls_key` is not in secret/devices/gw"],
     );
     let path = field.replace("devices/gw", "devices/none");
-    let (code, out, _) = run_to_exit(&pki, &path, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(
-        out.contains("no secret at /v1/secret/data/devices/none"),
-        "{out}"
-    );
+    exits_unavailable(&pki, &path, &["no secret at /v1/secret/data/devices/none"]);
 }
 
 /// A secret file readable by others is refused; a missing one is named with the sources tried.
@@ -385,18 +381,15 @@ async fn local_secret_problems_are_named() {
         "[tls]\nkey = \"secret:tls_key\"\n{}",
         file_source(secrets.path())
     );
-    let (code, out, _) = run_to_exit(&pki, &dropin, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(out.contains("chmod 600"), "{out}");
+    exits_unavailable(&pki, &dropin, &["chmod 600"]);
     let dropin = format!(
         "[tls]\nkey = \"secret:absent\"\n{}",
         file_source(secrets.path())
     );
-    let (code, out, _) = run_to_exit(&pki, &dropin, &[]);
-    assert_eq!(code, Some(69), "{out}");
-    assert!(
-        out.contains("secret `absent`: no source has it (tried files in"),
-        "{out}"
+    exits_unavailable(
+        &pki,
+        &dropin,
+        &["secret `absent`: no source has it (tried files in"],
     );
 }
 
@@ -406,8 +399,7 @@ async fn local_secret_problems_are_named() {
 async fn reload_without_the_store_keeps_the_old_secrets() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
-    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
-    bao.run(&["kv", "put", "secret/devices/gw", &format!("tls_key={key}")]);
+    let key = store_tls_key(&bao, &pki);
     let secrets = tempfile::tempdir().unwrap();
     secret_file(
         secrets.path(),

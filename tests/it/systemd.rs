@@ -176,12 +176,7 @@ async fn socket_activation() {
     )
     .unwrap();
     // systemd-socket-activate binds once it has started.
-    crate::support::eventually(Duration::from_secs(10), || {
-        let dial = dial.clone();
-        async move { dial.connect().await.map(|_| ()).map_err(|e| e.to_string()) }
-    })
-    .await;
-    let channel = dial.connect().await.unwrap();
+    let channel = crate::support::connect_when_up(&dial).await;
     let reply = vitals::proto::echo::echo_client::EchoClient::new(channel)
         .echo(EchoRequest {
             echo_message: "activated".into(),
@@ -307,12 +302,9 @@ async fn journald_entries_have_fields_and_priorities() {
         &pki.path("client.key"),
     )
     .unwrap();
-    crate::support::eventually(Duration::from_secs(10), || {
-        let dial = dial.clone();
-        async move { dial.connect().await.map(|_| ()).map_err(|e| e.to_string()) }
-    })
-    .await;
-    let mut echo = vitals::proto::echo::echo_client::EchoClient::new(dial.connect().await.unwrap());
+    let mut echo = vitals::proto::echo::echo_client::EchoClient::new(
+        crate::support::connect_when_up(&dial).await,
+    );
     echo.echo(EchoRequest::default()).await.unwrap();
     let _ = echo
         .echo(EchoRequest {

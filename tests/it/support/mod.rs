@@ -265,6 +265,17 @@ impl TestDaemon {
         .await;
     }
 
+    /// Waits until the daemon has written a line with this tracing target, then returns
+    /// all of them (stderr reaches the test a moment after the daemon answers).
+    pub async fn wait_for_lines(&self, target: &str) -> Vec<serde_json::Value> {
+        self.wait_for_log(|l| l.contains(&format!("\"target\":\"{target}\"")))
+            .await;
+        self.log_json()
+            .into_iter()
+            .filter(|l| l["target"] == target)
+            .collect()
+    }
+
     /// The daemon's log lines as JSON.
     pub fn log_json(&self) -> Vec<serde_json::Value> {
         self.logs()
@@ -316,6 +327,28 @@ impl Drop for TestDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One method's statistics in a metrics snapshot.
+pub fn method_stats<'a>(
+    snapshot: &'a vitals::proto::metrics::Snapshot,
+    path: &str,
+) -> &'a vitals::proto::metrics::MethodStats {
+    snapshot
+        .rpc
+        .iter()
+        .find(|m| m.method == path)
+        .unwrap_or_else(|| panic!("no statistics for {path} in {:?}", snapshot.rpc))
+}
+
+/// Connects as soon as the server accepts (for servers started by something else, such as
+/// systemd-socket-activate or a wrapper script).
+pub async fn connect_when_up(dial: &Dial) -> Channel {
+    eventually(Duration::from_secs(10), || async {
+        dial.connect().await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    dial.connect().await.expect("connects once up")
 }
 
 /// Panics with an install hint when `tool` is not on PATH: a test that needs a real
