@@ -118,7 +118,7 @@ async fn sigterm_drains_in_flight_calls() {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.wait_in_flight(ECHO, 100).await;
     daemon.signal("TERM");
     let mut ok = 0;
     for call in calls {

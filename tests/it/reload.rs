@@ -140,7 +140,7 @@ async fn reload_swaps_certificate_without_dropping_connections() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    daemon.wait_in_flight("/vitals.echo.v1.Echo/Echo", 1).await;
     // The new certificate names only "reloaded.test".
     daemon.pki.issue(
         "server",

@@ -302,9 +302,8 @@ async fn journald_entries_have_fields_and_priorities() {
         &pki.path("client.key"),
     )
     .unwrap();
-    let mut echo = vitals::proto::echo::echo_client::EchoClient::new(
-        crate::support::connect_when_up(&dial).await,
-    );
+    let channel = crate::support::connect_when_up(&dial).await;
+    let mut echo = vitals::proto::echo::echo_client::EchoClient::new(channel.clone());
     echo.echo(EchoRequest::default()).await.unwrap();
     let _ = echo
         .echo(EchoRequest {
@@ -312,7 +311,24 @@ async fn journald_entries_have_fields_and_priorities() {
             ..Default::default()
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // a sample, so the health warning
+    // The failing threshold turns overall health NOT_SERVING in the same step that logs the
+    // warning: once a check sees it, the warning has been written.
+    let health = vitals::proto::health::health_client::HealthClient::new(channel);
+    crate::support::eventually(Duration::from_secs(10), || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(HealthCheckRequest::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .status();
+            (status == vitals::proto::health::health_check_response::ServingStatus::NotServing)
+                .then_some(())
+                .ok_or(format!("{status:?}"))
+        }
+    })
+    .await;
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()

@@ -276,6 +276,30 @@ impl TestDaemon {
             .collect()
     }
 
+    /// Waits until the daemon counts at least `n` calls of `path` in flight.
+    pub async fn wait_in_flight(&self, path: &str, n: u64) {
+        let metrics = self.metrics().await;
+        eventually(Duration::from_secs(10), || {
+            let mut metrics = metrics.clone();
+            async move {
+                let snapshot = metrics
+                    .snapshot(vitals::proto::metrics::SnapshotRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                let running = snapshot
+                    .rpc
+                    .iter()
+                    .find(|m| m.method == path)
+                    .map_or(0, |m| m.in_flight);
+                (running >= n)
+                    .then_some(())
+                    .ok_or(format!("{running} of {n} calls in flight"))
+            }
+        })
+        .await;
+    }
+
     /// The daemon's log lines as JSON.
     pub fn log_json(&self) -> Vec<serde_json::Value> {
         self.logs()
