@@ -9,6 +9,8 @@
 #   BENCH_IDLE_SECONDS=60               the idle-CPU window
 #   BENCH_SKIP_CROSS=1                  skip the aarch64/armv7 size builds
 #   BENCH_WORKERS=                      vitalsd server.worker_threads (default: one per CPU it may use)
+#   BENCH_SCENARIOS="5B-512 4KiB-512"   only these echo scenarios, then stop (for iterating on one
+#                                       figure: no health, footprint or report)
 # Loopback only; every load is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,6 +100,7 @@ log "echo: vitalsd (A) and bare tonic (B), alternating, $repeats rounds of $dura
 for round in $(seq "$repeats"); do
   for scenario in "5B-1:1:1:5" "5B-512:16:32:5" "4KiB-1:1:1:4096" "4KiB-512:16:32:4096"; do
     IFS=: read -r label conns streams size <<< "$scenario"
+    [ -z "${BENCH_SCENARIOS:-}" ] || [[ " $BENCH_SCENARIOS " == *" $label "* ]] || continue
     if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
     for s in $order; do
       if [ "$s" = A ]; then bench "$label" vitalsd $A "$conns" "$streams" "$size"
@@ -106,6 +109,20 @@ for round in $(seq "$repeats"); do
   done
   log "round $round done"
 done
+if [ -n "${BENCH_SCENARIOS:-}" ]; then
+  python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for label in dict.fromkeys(r["label"] for r in rows):
+    pa = [r for r in rows if r["label"] == label and r["server"] == "vitalsd"]
+    pb = [r for r in rows if r["label"] == label and r["server"] == "bare"]
+    for name, rs in (("vitalsd", pa), ("bare", pb)):
+        print(f"{label} {name}: " + ", ".join(f"{r['requests_per_sec']:,.0f}/s p99 {r['latency_us']['p99']/1000:.1f} ms" for r in rs))
+    print(f"{label} vitalsd/bare: rps {statistics.median(a['requests_per_sec'] / b['requests_per_sec'] for a, b in zip(pa, pb)):.2f}x,"
+          f" p99 {statistics.median(a['latency_us']['p99'] / b['latency_us']['p99'] for a, b in zip(pa, pb)):.2f}x")
+PY
+  exit 0
+fi
 
 log "health Check latency (vitalsd)"
 for round in $(seq "$repeats"); do
