@@ -13,11 +13,11 @@ use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataMap};
 use super::{TaskStream, task_stream};
 use crate::{
     proto::echo::{EchoRequest, EchoResponse, echo_server},
-    server::{Peer, RequestContext, Trailers},
+    server::{Ids, Peer, RequestContext, Trailers},
 };
 
 /// The request header the gRPC retry design (A6) uses to count earlier attempts.
-const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+const PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
 /// Room left in a message for the fields around the payload.
 const ENVELOPE: usize = 1024;
 
@@ -82,6 +82,7 @@ fn pick(metadata: &MetadataMap, keys: &[String]) -> Result<HeaderMap, Status> {
 
 fn previous_attempts(metadata: &MetadataMap) -> u32 {
     metadata
+        .as_ref()
         .get(PREVIOUS_ATTEMPTS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
@@ -139,7 +140,7 @@ impl echo_server::Echo for EchoService {
                 .as_ref()
                 .map(|c| c.trace_id.clone())
                 .unwrap_or_default(),
-            span_id: context.map(|c| c.span_id).unwrap_or_default(),
+            span_id: context.map(|c| c.span_id.clone()).unwrap_or_default(),
         });
         *response.metadata_mut() = MetadataMap::from_headers(headers);
         if !trailers.is_empty() {
@@ -159,10 +160,12 @@ impl echo_server::Echo for EchoService {
             .extensions()
             .get::<RequestContext>()
             .cloned()
-            .unwrap_or(RequestContext {
-                request_id: String::new(),
-                trace_id: String::new(),
-                span_id: String::new(),
+            .unwrap_or_else(|| {
+                RequestContext::new(Ids {
+                    request_id: String::new(),
+                    trace_id: String::new(),
+                    span_id: String::new(),
+                })
             });
         let mut inbound = request.into_inner();
         let shutdown = self.shutdown.clone();
