@@ -149,8 +149,11 @@ impl Daemon {
 
         self.health.set_phase(Phase::Serving);
         let status = format!("serving on {}", join(&tls_addrs));
+        let (runtime, workers) = crate::runtime::describe();
         tracing::info!(
             listen = %join(&tls_addrs),
+            runtime,
+            workers,
             health_listen = %join(&plain_addrs),
             files = %self.config.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "serving"

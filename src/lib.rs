@@ -11,6 +11,7 @@
 //! - [`health`]: health state from lifecycle and threshold checks
 //! - [`sampler`]: the one sysinfo sampler
 //! - [`rpc_stats`]: per-method call statistics
+//! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
 //! - [`telemetry`]: tracing to journald, JSON or text
 //! - [`systemd`]: sd_notify and the watchdog
 //! - [`client`]: what vitalsctl and the tests use to call a daemon
@@ -26,6 +27,7 @@ pub mod health;
 pub mod pki;
 pub mod proto;
 pub mod rpc_stats;
+pub mod runtime;
 pub mod sampler;
 pub mod secrets;
 pub mod server;

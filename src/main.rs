@@ -140,11 +140,7 @@ fn main() -> ExitCode {
     let tls_addrs = config.server.listen.clone();
     let plain_addrs = config.health.plaintext_listen.clone();
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        runtime.worker_threads(workers);
-    }
-    let runtime = match runtime.enable_all().build() {
+    let runtime = match vitals::runtime::build(workers) {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!("starting the runtime: {err}");

@@ -55,10 +55,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
+        Command::Bench(args) => vitals::runtime::build(args.threads)
             .expect("a runtime builds")
             .block_on(run_bench(args)),
         command => tokio::runtime::Builder::new_current_thread()

@@ -209,14 +209,17 @@ where
                 let response = std::panic::AssertUnwindSafe(async move {
                     match deadline {
                         None => response.await,
-                        Some(limit) => match tokio::time::timeout_at((started + limit).into(), response).await {
-                            Ok(response) => response,
-                            Err(_) => Ok(Status::deadline_exceeded(format!(
-                                "deadline of {}ms exceeded",
-                                limit.as_millis()
-                            ))
-                            .into_http()),
-                        },
+                        Some(limit) => {
+                            match tokio::time::timeout_at((started + limit).into(), response).await
+                            {
+                                Ok(response) => response,
+                                Err(_) => Ok(Status::deadline_exceeded(format!(
+                                    "deadline of {}ms exceeded",
+                                    limit.as_millis()
+                                ))
+                                .into_http()),
+                            }
+                        }
                     }
                 })
                 .catch_unwind()

@@ -101,7 +101,28 @@ async fn age_grace_bounds_the_drain() {
 /// SIGTERM lets every in-flight call finish OK, then the daemon exits 0.
 #[tokio::test]
 async fn sigterm_drains_in_flight_calls() {
-    let mut daemon = TestDaemon::start("").await;
+    drains_on_sigterm("[server]\nworker_threads = 2\n", "multi_thread").await;
+}
+
+/// The same on one worker, where the runtime is tokio's current-thread scheduler (what a
+/// one-core device and the benchmarks run): the delayed calls, the health checks that wait
+/// for them and the drain all share the one thread.
+#[tokio::test]
+async fn sigterm_drains_on_one_worker() {
+    drains_on_sigterm("[server]\nworker_threads = 1\n", "current_thread").await;
+}
+
+async fn drains_on_sigterm(dropin: &str, runtime: &str) {
+    let mut daemon = TestDaemon::start(dropin).await;
+    daemon
+        .wait_for_log(|l| l.contains(r#""message":"serving""#))
+        .await;
+    let serving = daemon
+        .log_json()
+        .into_iter()
+        .find(|l| l["fields"]["message"] == "serving")
+        .expect("a serving line");
+    assert_eq!(serving["fields"]["runtime"], runtime, "{serving}");
     let mut calls = Vec::new();
     for i in 0..4 {
         let echo = daemon.echo().await; // a connection each

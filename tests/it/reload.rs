@@ -18,14 +18,26 @@ const WAIT: Duration = Duration::from_secs(15);
 /// A reloaded limit applies to new connections without a restart.
 #[tokio::test]
 async fn reload_applies_new_limits() {
-    let daemon = TestDaemon::start("[server]\nmax_message_size = \"64KiB\"\n").await;
+    reloads_limits("").await;
+}
+
+/// The same on one worker (the current-thread runtime), where the reload's file reads run
+/// on a blocking thread beside the one that serves.
+#[tokio::test]
+async fn reload_on_one_worker() {
+    reloads_limits("worker_threads = 1\n").await;
+}
+
+async fn reloads_limits(server: &str) {
+    let daemon =
+        TestDaemon::start(&format!("[server]\n{server}max_message_size = \"64KiB\"\n")).await;
     let big = EchoRequest {
         response_size: 100_000,
         ..Default::default()
     };
     let err = daemon.echo().await.echo(big.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
-    daemon.rewrite_dropin("[server]\nmax_message_size = \"1MiB\"\n");
+    daemon.rewrite_dropin(&format!("[server]\n{server}max_message_size = \"1MiB\"\n"));
     daemon.signal("HUP");
     eventually(WAIT, || {
         let big = big.clone();
