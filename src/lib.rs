@@ -16,7 +16,8 @@
 //! - [`systemd`]: sd_notify and the watchdog
 //! - [`client`]: what vitalsctl and the tests use to call a daemon
 //! - [`proto`]: generated protobuf code
-// One audited exception: adopting socket-activation descriptors (systemd::adopt).
+// Two audited exceptions: adopting socket-activation descriptors (systemd::adopt), and
+// exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe).
 #![deny(unsafe_code)]
 
 pub mod auth;
