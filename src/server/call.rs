@@ -74,10 +74,11 @@ impl RequestContext {
 /// formatting machinery, which showed in the per-call profile.
 fn hex_id(value: u128, digits: usize) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..digits)
+    let digits = (0..digits)
         .rev()
-        .map(|i| char::from(HEX[(value >> (4 * i)) as usize & 0xf]))
-        .collect()
+        .map(|i| HEX[(value >> (4 * i)) as usize & 0xf])
+        .collect();
+    String::from_utf8(digits).expect("hex digits are ASCII")
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -429,6 +430,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("grpc-timeout", timeout.parse().unwrap());
         h
+    }
+
+    /// Ids are zero-padded lowercase hex of the asked width.
+    #[test]
+    fn hex_ids() {
+        assert_eq!(hex_id(0xab, 4), "00ab");
+        assert_eq!(hex_id(u128::MAX, 32), "f".repeat(32));
+        assert_eq!(hex_id(0x0123_4567_89ab_cdef, 16), "0123456789abcdef");
     }
 
     /// grpc-timeout values of every unit parse; malformed ones are ignored.
