@@ -386,17 +386,8 @@ impl Jwt {
 /// The uncompressed point of a PEM P-256 SubjectPublicKeyInfo.
 fn ec_point(pem: &[u8]) -> Option<Vec<u8>> {
     use rustls::pki_types::{SubjectPublicKeyInfoDer, pem::PemObject};
-    use x509_parser::prelude::FromDer;
     let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).ok()?;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der.as_ref()).ok()?;
-    let point = spki.subject_public_key.data.to_vec();
-    let p256 = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .is_some_and(|oid| oid.to_id_string() == "1.2.840.10045.3.1.7");
-    (p256 && point.len() == 65 && point[0] == 4).then_some(point)
+    crate::der::p256_point(der.as_ref())
 }
 
 /// The policy in force; calls read it, a reload replaces it.

@@ -5,6 +5,7 @@
 //! - [`secrets`]: `secret:NAME` values pulled at startup from credentials, files or Vault
 //! - [`tls`]: rustls server and client configs, peer identity from client certificates
 //! - [`pki`]: a development CA and certificates
+//! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
 //! - [`daemon`]: startup after config, serving, drain on shutdown
 //! - [`server`]: accept loops, connection cap, per-connection HTTP/2 lifecycle, routing
 //! - [`service`]: the gRPC services: health, echo, metrics
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod der;
 pub mod health;
 pub mod pki;
 pub mod proto;

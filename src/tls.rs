@@ -296,38 +296,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 /// The identity a client certificate names: its first URI SAN, else its first DNS SAN,
 /// else its subject CN. `None` when the certificate names nothing usable.
 pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        let names = &san.value.general_names;
-        let uri = names.iter().find_map(|n| match n {
-            GeneralName::URI(u) => Some(*u),
-            _ => None,
-        });
-        let dns = || {
-            names.iter().find_map(|n| match n {
-                GeneralName::DNSName(d) => Some(*d),
-                _ => None,
-            })
-        };
-        if let Some(name) = uri.or_else(dns).filter(|n| !n.is_empty()) {
-            return Some(name.to_string());
-        }
-    }
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str()
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    crate::der::identity(cert.as_ref())
 }
 
 /// When a certificate stops being valid.
 pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
-    let secs = cert.validity().not_after.timestamp();
-    let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    crate::der::not_after(cert.as_ref())
 }
 
 #[cfg(test)]
