@@ -3,7 +3,10 @@
 //! A `match` on a handful of names instead of tonic's axum-based router: nothing to build
 //! per request, and no axum in the binary.
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    sync::{Arc, OnceLock},
+};
 
 use http::{Request, Response};
 use tonic::{
@@ -32,8 +35,35 @@ pub struct Router {
 struct Full {
     echo: EchoServer<EchoService>,
     metrics: MetricsServer<MetricsService>,
-    reflection_v1: Reflection,
-    reflection_v1alpha: Reflection,
+    reflection: Arc<Reflections>,
+}
+
+/// The reflection services, built on their first call: decoded and indexed, the descriptor
+/// set is ~200 KiB of heap (a third of the idle daemon's own memory) that nothing needs
+/// until a tool such as grpcurl asks.
+#[derive(Default)]
+struct Reflections {
+    v1: OnceLock<Reflection>,
+    v1alpha: OnceLock<Reflection>,
+}
+
+impl Reflections {
+    fn v1(&self) -> Reflection {
+        let build = || reflection().build_v1().map(BoxCloneSyncService::new);
+        self.v1.get_or_init(|| build().expect(VALID)).clone()
+    }
+
+    fn v1alpha(&self) -> Reflection {
+        let build = || reflection().build_v1alpha().map(BoxCloneSyncService::new);
+        self.v1alpha.get_or_init(|| build().expect(VALID)).clone()
+    }
+}
+
+const VALID: &str = "the embedded descriptor set is valid (router::tests)";
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
 }
 
 /// Accepts gzip and zstd requests, answers compressed when the client asks, and bounds
@@ -66,23 +96,12 @@ impl Router {
         metrics: MetricsService,
         max_message_bytes: usize,
     ) -> Router {
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        };
-        let v1 = reflection()
-            .build_v1()
-            .expect("the embedded descriptor set is valid");
-        let v1alpha = reflection()
-            .build_v1alpha()
-            .expect("the embedded descriptor set is valid");
         Router {
             health: configure!(HealthServer::new(health), max_message_bytes),
             full: Some(Full {
                 echo: configure!(EchoServer::new(echo), max_message_bytes),
                 metrics: configure!(MetricsServer::new(metrics), max_message_bytes),
-                reflection_v1: BoxCloneSyncService::new(v1),
-                reflection_v1alpha: BoxCloneSyncService::new(v1alpha),
+                reflection: Arc::default(),
             }),
         }
     }
@@ -107,8 +126,8 @@ impl Router {
             (HealthServer::<HealthService>::NAME, _) => self.health.call(request),
             (service::ECHO, Some(full)) => full.echo.call(request),
             (service::METRICS, Some(full)) => full.metrics.call(request),
-            (service::REFLECTION_V1, Some(full)) => full.reflection_v1.call(request),
-            (service::REFLECTION_V1ALPHA, Some(full)) => full.reflection_v1alpha.call(request),
+            (service::REFLECTION_V1, Some(full)) => full.reflection.v1().call(request),
+            (service::REFLECTION_V1ALPHA, Some(full)) => full.reflection.v1alpha().call(request),
             _ => {
                 let status = Status::unimplemented(format!("no service `{name}` here"));
                 Box::pin(std::future::ready(Ok(status.into_http())))
@@ -122,4 +141,15 @@ fn service_of(path: &str) -> &str {
     path.strip_prefix('/')
         .and_then(|p| p.split('/').next())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The descriptor set compiled in builds both reflection services (they are built on
+    /// the first call, so a bad set would otherwise show only then).
+    #[test]
+    fn embedded_descriptor_set_is_valid() {
+        super::reflection().build_v1().unwrap();
+        super::reflection().build_v1alpha().unwrap();
+    }
 }
