@@ -54,31 +54,8 @@ else
   server_cpu=(); client_cpu=()
 fi
 
-write_config() { # FILE PORT [EXTRA]
-  cat > "$1" <<TOML
-[server]
-listen = ["127.0.0.1:$2"]
-${BENCH_WORKERS:+worker_threads = $BENCH_WORKERS}
-[tls]
-cert = "$pki/server.crt"
-key = "$pki/server.key"
-client_ca = "$pki/ca.crt"
-[log]
-level = "warn"
-[[auth.rules]]
-identities = ["spiffe://vitals.dev/client"]
-methods = ["*"]
-${3:-}
-TOML
-}
-wait_serving() { # ADDR
-  for _ in $(seq 200); do
-    target/release/vitalsctl probe -addr "$1" -tls -tls-ca-cert "$pki/ca.crt" \
-      -tls-client-cert "$pki/client.crt" -tls-client-key "$pki/client.key" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing serving on $1" >&2; exit 1
-}
+. scripts/lib/daemon.sh
+write_config() { daemon_config "$1" "$2" "${BENCH_WORKERS:+worker_threads = $BENCH_WORKERS}"; }
 
 A=127.0.0.1:50171 B=127.0.0.1:50172
 write_config "$work/a.toml" 50171

@@ -25,27 +25,15 @@ ctl=target/release/vitalsctl
 $ctl certs init --out "$work/pki" >/dev/null
 pki=$work/pki
 addr=127.0.0.1:50181
-cat > "$work/vitalsd.toml" <<TOML
-[server]
-listen = ["127.0.0.1:50181"]
-max_connection_age = "2m"
-max_connection_age_grace = "30s"
-[tls]
-cert = "$pki/server.crt"
-key = "$pki/server.key"
-client_ca = "$pki/ca.crt"
-[log]
-level = "warn"
-[[auth.rules]]
-identities = ["spiffe://vitals.dev/client"]
-methods = ["*"]
-TOML
+. scripts/lib/daemon.sh
+daemon_config "$work/vitalsd.toml" "${addr##*:}" 'max_connection_age = "2m"
+max_connection_age_grace = "30s"'
 # As the unit runs it (systemd/vitalsd.service sets the same tunable).
 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=262144 \
   target/release/vitalsd --config "$work/vitalsd.toml" 2> "$out/vitalsd.log" & pids+=($!)
 pid=$!
 tls=(--tls-ca-cert "$pki/ca.crt" --tls-client-cert "$pki/client.crt" --tls-client-key "$pki/client.key")
-for _ in $(seq 100); do $ctl probe -addr $addr -tls "${tls[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_serving $addr
 
 rss() { awk '/^VmRSS/ {print $2}' /proc/$pid/status; }
 fds() { ls /proc/$pid/fd | wc -l; }
