@@ -398,13 +398,7 @@ async fn panic_in_handler_is_contained() {
             .contains("src/service/echo.rs")
     );
     assert_eq!(panics[0]["span"]["request_id"], "boom-1");
-    let snapshot = daemon
-        .metrics()
-        .await
-        .snapshot(SnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let snapshot = daemon.snapshot().await;
     let stats = crate::support::method_stats(&snapshot, "/vitals.echo.v1.Echo/Echo");
     assert_eq!(stats.panics, 1);
     // Without the config switch the knob is refused, not obeyed.

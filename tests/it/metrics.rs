@@ -1,9 +1,6 @@
 use std::time::Duration;
 
-use vitals::proto::{
-    echo::EchoRequest,
-    metrics::{SnapshotRequest, WatchRequest},
-};
+use vitals::proto::{echo::EchoRequest, metrics::WatchRequest};
 
 use crate::support::TestDaemon;
 
@@ -16,13 +13,7 @@ async fn snapshot_has_device_and_rpc_stats() {
     for _ in 0..3 {
         echo.echo(EchoRequest::default()).await.unwrap();
     }
-    let s = daemon
-        .metrics()
-        .await
-        .snapshot(SnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let s = daemon.snapshot().await;
     let host = s.host.clone().unwrap();
     assert!(!host.hostname.is_empty());
     // Under qemu-user the ARM daemon reports the emulated machine (aarch64, armv7l).
@@ -56,13 +47,7 @@ async fn failed_calls_are_counted_by_code() {
     for _ in 0..2 {
         echo.echo(fail.clone()).await.unwrap_err();
     }
-    let s = daemon
-        .metrics()
-        .await
-        .snapshot(SnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let s = daemon.snapshot().await;
     let stats = crate::support::method_stats(&s, "/vitals.echo.v1.Echo/Echo");
     let codes: Vec<_> = stats
         .statuses

@@ -129,12 +129,7 @@ async fn garbage_certificate_is_rejected_on_reload() {
     daemon
         .wait_for_log(|l| l.contains("reload rejected") && l.contains("server.crt"))
         .await;
-    daemon
-        .echo()
-        .await
-        .echo(EchoRequest::default())
-        .await
-        .unwrap();
+    daemon.echo_ok().await;
 }
 
 /// A reload swaps the server certificate for new connections while an open connection
@@ -200,12 +195,7 @@ async fn sighup_right_after_start_reloads() {
         daemon
             .wait_for_log(|l| l.contains("reloaded the config"))
             .await;
-        daemon
-            .echo()
-            .await
-            .echo(EchoRequest::default())
-            .await
-            .unwrap();
+        daemon.echo_ok().await;
         daemon.signal("TERM");
         assert!(daemon.wait_exit(WAIT).await.success());
     }

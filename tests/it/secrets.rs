@@ -131,12 +131,7 @@ async fn approle_from_credentials_directory() {
         credentials.path().to_str().unwrap(),
     )];
     let daemon = TestDaemon::start_with(pki, &dropin, &env).await;
-    daemon
-        .echo()
-        .await
-        .echo(EchoRequest::default())
-        .await
-        .unwrap();
+    daemon.echo_ok().await;
     let tokens_after = bao.run(&["list", "-format=json", "auth/token/accessors"]);
     assert_eq!(tokens_before, tokens_after, "the login token was revoked");
     assert_clean(&daemon.logs(), &[&role_id, &secret_id, &key]);
@@ -162,12 +157,7 @@ async fn cert_auth_with_the_device_certificate() {
         pki.path("client.key").display()
     );
     let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
-    daemon
-        .echo()
-        .await
-        .echo(EchoRequest::default())
-        .await
-        .unwrap();
+    daemon.echo_ok().await;
     assert_clean(&daemon.logs(), &[&key]);
 }
 
@@ -306,12 +296,7 @@ async fn store_coming_up_late_is_waited_for() {
     let started = Instant::now();
     let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
     assert!(started.elapsed() >= Duration::from_secs(2));
-    daemon
-        .echo()
-        .await
-        .echo(EchoRequest::default())
-        .await
-        .unwrap();
+    daemon.echo_ok().await;
     assert!(
         daemon
             .logs()
@@ -413,12 +398,7 @@ async fn reload_without_the_store_keeps_the_old_secrets() {
     );
     let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
     drop(bao);
-    daemon
-        .echo()
-        .await
-        .echo(EchoRequest::default())
-        .await
-        .unwrap();
+    daemon.echo_ok().await;
     daemon.signal("HUP");
     daemon
         .wait_for_log(|l| l.contains("reload rejected") && l.contains("secret `tls_key`"))

@@ -19,7 +19,6 @@ use std::{
 
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use vitals::proto::metrics::SnapshotRequest;
 
 use crate::support::{TestDaemon, eventually};
 
@@ -170,13 +169,7 @@ pub fn at<S: AsRef<str>>(daemon: &TestDaemon, args: &[S]) -> Vec<String> {
 
 /// The daemon's statistics for Echo/Echo: calls, and calls by status code.
 pub async fn echo_stats(daemon: &TestDaemon) -> (u64, BTreeMap<String, u64>) {
-    let snapshot = daemon
-        .metrics()
-        .await
-        .snapshot(SnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let snapshot = daemon.snapshot().await;
     snapshot
         .rpc
         .iter()

@@ -340,6 +340,25 @@ impl TestDaemon {
         MetricsClient::new(self.channel().await)
     }
 
+    /// Asserts that a default echo on a new connection succeeds.
+    pub async fn echo_ok(&self) {
+        self.echo()
+            .await
+            .echo(vitals::proto::echo::EchoRequest::default())
+            .await
+            .expect("an echo on a new connection succeeds");
+    }
+
+    /// The daemon's metrics snapshot, over a new connection.
+    pub async fn snapshot(&self) -> vitals::proto::metrics::Snapshot {
+        self.metrics()
+            .await
+            .snapshot(vitals::proto::metrics::SnapshotRequest {})
+            .await
+            .expect("a metrics snapshot")
+            .into_inner()
+    }
+
     /// A rustls client config trusting this daemon's CA, with the given client auth.
     pub fn client_tls(&self, auth: ClientAuth<'_>) -> rustls::ClientConfig {
         tls::client_config(&self.pki.path("ca.crt"), auth).unwrap()
