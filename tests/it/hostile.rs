@@ -30,7 +30,7 @@ use vitals::{
     tls::ClientAuth,
 };
 
-use crate::support::{TestDaemon, TestPki, eventually, raw};
+use crate::support::{NamespacedScript, TestDaemon, TestPki, eventually, raw};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/h2_abuse.py");
 const ECHO: &str = "/vitals.echo.v1.Echo/Echo";
@@ -1220,40 +1220,13 @@ async fn full_log_filesystem() {
     );
     let logdir = dir.path().join("log");
     std::fs::create_dir(&logdir).unwrap();
-    let script = dir.path().join("full.sh");
-    std::fs::write(&script, FULL_LOG_SCRIPT).unwrap();
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash"])
-        .arg(&script)
-        .arg(crate::support::vitalsd())
-        .arg(dir.path().join("vitalsd.toml"))
-        .arg(&logdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("unshare (util-linux) runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let next = |prefix: &str| -> String {
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(15))
-                .unwrap_or_else(|_| panic!("the script did not say {prefix}"));
-            if line.contains(prefix) {
-                return line;
-            }
-        }
-    };
+    let script = NamespacedScript::spawn(
+        FULL_LOG_SCRIPT,
+        dir.path(),
+        &dir.path().join("vitalsd.toml"),
+        &logdir,
+    );
+    let next = |needle: &str| script.line_with(needle, Duration::from_secs(15));
     let serving = next("serving");
     let addr = serving
         .split_whitespace()
@@ -1307,7 +1280,7 @@ async fn full_log_filesystem() {
         .unwrap();
     let log = next("LOG ");
     let exit = next("EXIT ");
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    script.finish().await;
     eprintln!(
         "hostile: full_log_filesystem: {full}; 200 calls in {} ms; after: {log}; {exit}",
         took.as_millis()

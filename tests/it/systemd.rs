@@ -15,7 +15,7 @@ use std::{
 
 use vitals::proto::{echo::EchoRequest, health::HealthCheckRequest};
 
-use crate::support::{TestDaemon, TestPki, require, write_config};
+use crate::support::{NamespacedScript, TestDaemon, TestPki, require, write_config};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -248,7 +248,6 @@ fn units_verify_and_are_hardened() {
 /// fields of each call.
 #[tokio::test]
 async fn journald_entries_have_fields_and_priorities() {
-    require("unshare", "util-linux");
     require("journalctl", "systemd");
     assert!(
         Path::new("/lib/systemd/systemd-journald").exists(),
@@ -261,34 +260,18 @@ async fn journald_entries_have_fields_and_priorities() {
         "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[log]\nformat = \"journald\"\naccess = true\n[health]\nmin_disk_free_percent = 99.9\n[auth]\naudit = [\"vitals.echo.v1.Echo/*\"]\n"
     );
     let dir = write_config(&pki, &dropin);
-    let script = dir.path().join("journald.sh");
-    std::fs::write(&script, JOURNALD_SCRIPT).unwrap();
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash"])
-        .arg(&script)
-        .arg(crate::support::vitalsd())
-        .arg(dir.path().join("vitalsd.toml"))
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let script = NamespacedScript::spawn(
+        JOURNALD_SCRIPT,
+        dir.path(),
+        &dir.path().join("vitalsd.toml"),
+        dir.path(),
+    );
+    let pid: u32 = script
+        .line_with("PID ", Duration::from_secs(10))
+        .strip_prefix("PID ")
+        .expect("the script reports the daemon's pid")
+        .parse()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let pid: u32 = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the script reports the daemon's pid");
-        if let Some(pid) = line.strip_prefix("PID ") {
-            break pid.parse().unwrap();
-        }
-    };
     let addr = format!("127.0.0.1:{port}");
     let dial = vitals::client::Dial::mtls(
         &addr,
@@ -328,12 +311,9 @@ async fn journald_entries_have_fields_and_priorities() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let entries: Vec<serde_json::Value> = rx
-        .try_iter()
+    let (status, lines) = script.finish().await;
+    let entries: Vec<serde_json::Value> = lines
+        .into_iter()
         .filter_map(|l| serde_json::from_str(&l).ok())
         .filter(|e: &serde_json::Value| e["SYSLOG_IDENTIFIER"] == "vitalsd")
         .collect();

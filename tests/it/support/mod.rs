@@ -438,3 +438,62 @@ pub fn run_vitalsd(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (Option<i
     );
     (output.status.code(), text)
 }
+
+/// A bash script run in a private mount namespace (`unshare -m`: what it mounts is gone
+/// with it) with the daemon binary, the config and one more argument as $1, $2 and $3;
+/// its stdout arrives line by line.
+pub struct NamespacedScript {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl NamespacedScript {
+    pub fn spawn(script: &str, dir: &Path, config: &Path, arg: &Path) -> NamespacedScript {
+        require("unshare", "util-linux");
+        let path = dir.join("script.sh");
+        std::fs::write(&path, script).unwrap();
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "bash"])
+            .arg(&path)
+            .arg(vitalsd())
+            .arg(config)
+            .arg(arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("unshare (util-linux) runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        NamespacedScript { child, lines }
+    }
+
+    /// The next line holding `needle` (the lines before it are skipped); panics after `limit`.
+    pub fn line_with(&self, needle: &str, limit: Duration) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(limit)
+                .unwrap_or_else(|_| panic!("the script printed no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the script to end (off the async runtime), then returns how it ended and
+    /// the lines it printed that were not yet taken.
+    pub async fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().expect("waiting for the script");
+            (status, self.lines.try_iter().collect())
+        })
+        .await
+        .unwrap()
+    }
+}
