@@ -13,7 +13,7 @@ use tokio::runtime::{Builder, Runtime, RuntimeFlavor};
 /// A runtime with `workers` workers; 0 means one per CPU this process may run on.
 pub fn build(workers: usize) -> std::io::Result<Runtime> {
     let workers = match workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => cpus(),
         n => n,
     };
     let mut builder = if workers == 1 {
@@ -24,6 +24,11 @@ pub fn build(workers: usize) -> std::io::Result<Runtime> {
         builder
     };
     builder.enable_all().build()
+}
+
+/// The number of CPUs this process may run on (its affinity mask, so `taskset` counts).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The current runtime's scheduler, for the startup log line.

@@ -1049,7 +1049,7 @@ fn metrics(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError>
 }
 
 fn bench(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
-    let (mut connections, mut streams, mut threads) = (1usize, 1usize, super::cpu::cores());
+    let (mut connections, mut streams, mut threads) = (1usize, 1usize, crate::runtime::cpus());
     let (mut requests, mut duration, mut warmup) = (None, None, Duration::ZERO);
     let (mut size, mut method) = (5usize, String::from("/vitals.echo.v1.Echo/Echo"));
     let mut status = None;

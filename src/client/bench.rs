@@ -399,7 +399,7 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
             Some(CpuUse {
                 seconds,
                 percent_of_one_core: 100.0 * seconds / window.as_secs_f64(),
-                cores: cpu::cores(),
+                cores: crate::runtime::cpus(),
                 us_per_request: if requests == 0 {
                     0.0
                 } else {

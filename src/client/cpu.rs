@@ -26,11 +26,6 @@ fn parse_stat(stat: &str) -> Option<Duration> {
     ))
 }
 
-/// The number of CPUs this process may run on.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

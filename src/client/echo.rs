@@ -286,19 +286,12 @@ pub async fn call(
                 reply.took = started.elapsed();
                 return Ok(reply);
             }
-            Err(_) => {
-                return Err(fail(
-                    deadline_status(),
-                    Some(pick.addr),
-                    number,
-                    "the deadline passed during the attempt".into(),
-                    true,
-                ));
-            }
-            Ok(Err(err)) => err,
+            Ok(Err(err)) => Some(err),
+            Err(_) => None,
         };
         let took = attempt_started.elapsed();
-        if Instant::now() >= deadline {
+        // Timed out, or failed with no time left to try again.
+        let Some(err) = err.filter(|_| Instant::now() < deadline) else {
             return Err(fail(
                 deadline_status(),
                 Some(pick.addr),
@@ -306,7 +299,7 @@ pub async fn call(
                 "the deadline passed during the attempt".into(),
                 true,
             ));
-        }
+        };
         if err.local {
             balancer.broken(pick.index).await;
             if !err.committed && transparent_left > 0 && !pick.liveness.is_usable() {

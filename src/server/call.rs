@@ -27,10 +27,10 @@ use crate::{
 
 /// The request id, trace id and span id of a call; in every request's extensions, on the
 /// call's log lines, and the request id in the response headers. Cloning shares them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestContext(Arc<Ids>);
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ids {
     pub request_id: String,
     pub trace_id: String,
@@ -45,7 +45,7 @@ impl std::ops::Deref for RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(ids: Ids) -> RequestContext {
+    fn new(ids: Ids) -> RequestContext {
         RequestContext(Arc::new(ids))
     }
 

@@ -20,7 +20,7 @@ use http::{Extensions, HeaderMap};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use call::{Ids, RequestContext};
+pub use call::RequestContext;
 pub use conn::Limits;
 pub use router::Router;
 

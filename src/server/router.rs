@@ -39,8 +39,8 @@ struct Full {
 }
 
 /// The reflection services, built on their first call: decoded and indexed, the descriptor
-/// set is ~200 KiB of heap (a third of the idle daemon's own memory) that nothing needs
-/// until a tool such as grpcurl asks.
+/// set is ~200 KiB of heap that nothing needs until a tool such as grpcurl asks (the idle
+/// daemon's anonymous memory went from 0.86 to 0.66 MiB).
 #[derive(Default)]
 struct Reflections {
     v1: OnceLock<Reflection>,

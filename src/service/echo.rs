@@ -13,7 +13,7 @@ use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataMap};
 use super::{TaskStream, task_stream};
 use crate::{
     proto::echo::{EchoRequest, EchoResponse, echo_server},
-    server::{Ids, Peer, RequestContext, Trailers},
+    server::{Peer, RequestContext, Trailers},
 };
 
 /// The request header the gRPC retry design (A6) uses to count earlier attempts.
@@ -93,7 +93,11 @@ fn previous_attempts(metadata: &MetadataMap) -> u32 {
 impl echo_server::Echo for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let peer_identity = Peer::identity_of(request.extensions());
-        let context = request.extensions().get::<RequestContext>().cloned();
+        let context = request
+            .extensions()
+            .get::<RequestContext>()
+            .cloned()
+            .unwrap_or_default();
         let attempts = previous_attempts(request.metadata());
         let headers = pick(request.metadata(), &request.get_ref().echo_headers)?;
         let trailers = pick(request.metadata(), &request.get_ref().echo_trailers)?;
@@ -132,15 +136,9 @@ impl echo_server::Echo for EchoService {
             payload: self.payload(req.response_size)?,
             echo_message: req.echo_message,
             peer_identity,
-            request_id: context
-                .as_ref()
-                .map(|c| c.request_id.clone())
-                .unwrap_or_default(),
-            trace_id: context
-                .as_ref()
-                .map(|c| c.trace_id.clone())
-                .unwrap_or_default(),
-            span_id: context.map(|c| c.span_id.clone()).unwrap_or_default(),
+            request_id: context.request_id.clone(),
+            trace_id: context.trace_id.clone(),
+            span_id: context.span_id.clone(),
         });
         *response.metadata_mut() = MetadataMap::from_headers(headers);
         if !trailers.is_empty() {
@@ -160,13 +158,7 @@ impl echo_server::Echo for EchoService {
             .extensions()
             .get::<RequestContext>()
             .cloned()
-            .unwrap_or_else(|| {
-                RequestContext::new(Ids {
-                    request_id: String::new(),
-                    trace_id: String::new(),
-                    span_id: String::new(),
-                })
-            });
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         let shutdown = self.shutdown.clone();
         let max = self.max_message_bytes;
