@@ -402,64 +402,18 @@ pub fn normalise(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
-/// A Go duration: `1s`, `500ms`, `1m30s`, `1.5h`, `-1s`, `0`. Negative values come back
-/// as zero (callers refuse zero where it makes no sense).
+/// A Go duration (`1s`, `500ms`, `1m30s`, `-1s`, `0`) in the config's grammar
+/// ([`crate::config::units`]). Negative values come back as zero, as Go's flags allow them
+/// (callers refuse zero where it makes no sense).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("`{text}` is not a duration such as 500ms, 1s or 1m30s");
-    let (negative, mut rest) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let unit_len = rest[number_len..]
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len() - number_len);
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        let scale = match &rest[number_len..number_len + unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += number * scale;
-        rest = &rest[number_len + unit_len..];
-    }
-    if negative {
-        return Ok(Duration::ZERO);
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    let (negative, d) = crate::config::units::parse_signed_duration(text)?;
+    Ok(if negative { Duration::ZERO } else { d })
 }
 
-/// A byte count: `4096`, `4KiB`, `1MiB`, `5B`, `4k`.
+/// A byte count in the config's grammar: `4096`, `4KiB`, `1MiB`, `5B`, `4k`.
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: usize = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size such as 5, 4096 or 4KiB"))?;
-    let scale = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return Err(format!("`{unit}` is not a size unit: use B, KiB or MiB")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    let n = crate::config::units::parse_size(text)?;
+    usize::try_from(n).map_err(|_| format!("`{text}` is out of range"))
 }
 
 /// A Go boolean, as `-flag=value` gives it.

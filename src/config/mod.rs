@@ -18,6 +18,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod units;
+
 /// Where the daemon looks for its config when not told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vitalsd/vitalsd.toml";
 /// The drop-in directory, beside the main file.
@@ -1196,7 +1198,7 @@ impl Validator<'_> {
     }
 
     fn duration(&self, key: &str, value: &str) -> Result<Duration, Error> {
-        parse_duration(value).map_err(|reason| self.err(key, reason))
+        units::parse_duration(value).map_err(|reason| self.err(key, reason))
     }
 
     fn nonzero_duration(&self, key: &str, value: &str) -> Result<Duration, Error> {
@@ -1212,7 +1214,7 @@ impl Validator<'_> {
     }
 
     fn size(&self, key: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
-        let n = parse_size(value).map_err(|reason| self.err(key, reason))?;
+        let n = units::parse_size(value).map_err(|reason| self.err(key, reason))?;
         if n < min || n > max {
             return Err(self.err(key, format!("{n} bytes is outside {min}..={max}")));
         }
@@ -1578,49 +1580,6 @@ impl Validator<'_> {
     }
 }
 
-/// Parses "250ms", "10s", "5m", "2h", "1d" or "0".
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let v = value.trim();
-    if v == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("`{value}` needs a unit: ms, s, m, h or d"))?;
-    let (number, unit) = v.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("`{value}` is not a duration such as 500ms or 30s"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        other => return Err(format!("`{other}` is not a unit: use ms, s, m, h or d")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{value}` is out of range"))
-}
-
-/// Parses a byte size: "4MiB", "64KiB", "1048576", "512B".
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{value}` is not a size such as 4MiB or 65536"))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => return Err(format!("`{other}` is not a unit: use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{value}` is out of range"))
-}
-
 impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -1765,10 +1724,13 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("more than zero"));
         let (_d, err) = load_file("[server]\nmax_message_size = \"4 parsecs\"\n");
         assert!(err.unwrap_err().to_string().contains("not a unit"));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_size("64KiB").unwrap(), 65_536);
-        assert!(parse_size("99999999999999999999GiB").is_err());
+        let (_d, err) = load_file("[server]\ndrain_timeout = \"-5s\"\n");
+        assert!(err.unwrap_err().to_string().contains("negative"));
+        let (_d, config) = load_file("[server]\ndrain_timeout = \"1m30s\"\n");
+        assert_eq!(
+            config.unwrap().server.drain_timeout,
+            Duration::from_secs(90)
+        );
     }
 
     /// A missing `--config` file is an error, while the default location may be absent.
