@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth,
     config::{self, Config, Location},
+    error::chain,
     health::{self, Health, Phase},
     rpc_stats::RpcStats,
     sampler::{Published, Sampler},
@@ -326,18 +327,6 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// An error and its sources as one sentence.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Applies the health thresholds to every snapshot the sampler publishes, and again when

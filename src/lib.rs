@@ -6,6 +6,7 @@
 //! - [`tls`]: rustls server and client configs, peer identity from client certificates
 //! - [`pki`]: a development CA and certificates
 //! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
+//! - [`error`]: an error and its sources as one sentence
 //! - [`daemon`]: startup after config, serving, drain on shutdown
 //! - [`server`]: accept loops, connection cap, per-connection HTTP/2 lifecycle, routing
 //! - [`service`]: the gRPC services: health, echo, metrics
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod der;
+pub mod error;
 pub mod health;
 pub mod pki;
 pub mod proto;

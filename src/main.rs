@@ -9,7 +9,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use vitals::{
     config::{Config, Location},
-    daemon::{Control, Daemon, chain},
+    daemon::{Control, Daemon},
+    error::chain,
     pki, secrets,
     server::Listeners,
     systemd, telemetry,
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
     // 3. Config.
     let location = match (&args.config, args.dev) {
         (Some(path), _) => Location::File(path.clone()),
-        (None, true) => Location::Dev(PathBuf::from(vitals::client::DEV_DIR)),
+        (None, true) => Location::Dev(PathBuf::from(vitals::pki::DEV_DIR)),
         (None, false) => Location::Default,
     };
     if let Location::Dev(dir) = &location {
@@ -243,7 +244,7 @@ fn print_effective(location: &Location, config: &Config) -> ExitCode {
 fn print_dev_hint(listeners: &Listeners) {
     let (addrs, _) = listeners.addrs();
     let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
-    let dir = vitals::client::DEV_DIR;
+    let dir = vitals::pki::DEV_DIR;
     eprintln!(
         "\nvitalsd (dev) is serving mTLS on {addr} with the dev PKI in {dir}/. Try:\n\
          \x20 cargo run --bin vitalsctl -- --dev probe\n\

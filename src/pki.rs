@@ -16,6 +16,11 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
+/// Where `--dev` keeps its PKI, and the address it serves on: the same for vitalsd and
+/// vitalsctl.
+pub const DEV_DIR: &str = "certs/dev";
+pub const DEV_ADDR: &str = "127.0.0.1:50051";
+
 /// The files a dev PKI directory holds.
 pub const FILES: [&str; 5] = [
     "ca.crt",

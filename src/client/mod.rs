@@ -30,9 +30,7 @@ pub use view::{MetricsView, snapshot_json, snapshot_table};
 
 use crate::tls;
 
-/// The dev PKI directory and address `--dev` means.
-pub const DEV_DIR: &str = "certs/dev";
-pub const DEV_ADDR: &str = "127.0.0.1:50051";
+pub use crate::pki::{DEV_ADDR, DEV_DIR};
 
 /// Exit codes, as grpc_health_probe has them; every command uses the same ones.
 pub mod exit {

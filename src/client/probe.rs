@@ -134,20 +134,7 @@ async fn connect(dial: &Dial) -> Result<(Conn, Duration), Outcome> {
     }
 }
 
-/// An error with its sources, as one line.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use crate::error::chain;
 
 /// An RPC failure as grpc_health_probe words it: exit 3.
 fn rpc_failed(target: &str, status: &Status, rpc_timeout: Duration) -> Outcome {
