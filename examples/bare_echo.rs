@@ -11,13 +11,9 @@ use std::{net::SocketAddr, path::PathBuf};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming, transport::Server};
-use vitals::{
-    config::{Material, Tls},
-    proto::echo::{
-        EchoRequest, EchoResponse,
-        echo_server::{Echo, EchoServer},
-    },
-    secrets::Secrets,
+use vitals::proto::echo::{
+    EchoRequest, EchoResponse,
+    echo_server::{Echo, EchoServer},
 };
 
 struct Bare;
@@ -56,14 +52,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     vitals::pki::ensure_dev(&pki)?;
-    let tls = Tls {
-        cert: pki.join("server.crt"),
-        key: Material::Path(pki.join("server.key")),
-        client_ca: pki.join("ca.crt"),
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(
-        vitals::tls::server_config(&tls, &Secrets::default())?.config,
-    );
+    let key = vitals::tls::Key::load(&pki.join("server.key"))?;
+    let identity = vitals::tls::server_config(&pki.join("server.crt"), key, &pki.join("ca.crt"))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.config);
     let listener = TcpListener::bind(listen).await?;
     eprintln!("bare echo serving on {}", listener.local_addr()?);
 

@@ -14,10 +14,7 @@
 //! `vitals::audit`; journald fields AUDIT_DECISION, AUDIT_IDENTITY, AUDIT_METHOD,
 //! AUDIT_REASON). No token or secret is ever logged.
 
-use std::{
-    sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use ring::{digest, hmac, signature};
@@ -388,24 +385,6 @@ fn ec_point(pem: &[u8]) -> Option<Vec<u8>> {
     use rustls::pki_types::{SubjectPublicKeyInfoDer, pem::PemObject};
     let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).ok()?;
     crate::der::p256_point(der.as_ref())
-}
-
-/// The policy in force; calls read it, a reload replaces it.
-#[derive(Clone)]
-pub struct Store(Arc<RwLock<Arc<Policy>>>);
-
-impl Store {
-    pub fn new(policy: Policy) -> Store {
-        Store(Arc::new(RwLock::new(Arc::new(policy))))
-    }
-
-    pub fn current(&self) -> Arc<Policy> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, policy: Policy) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-    }
 }
 
 /// Writes the audit line of a decision.

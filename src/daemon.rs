@@ -12,11 +12,12 @@ use crate::{
     config::{self, Config, Location},
     error::chain,
     health::{self, Health, Phase},
+    methods,
     rpc_stats::RpcStats,
     sampler::{Published, Sampler},
     secrets::{self, Secrets},
-    server::{self, Limits, Listeners, Router, Shared},
-    service::{self, echo::EchoService, health::HealthService, metrics::MetricsService},
+    server::{self, Listeners, Live, Shared},
+    service::{Router, echo::EchoService, health::HealthService, metrics::MetricsService},
     systemd,
     telemetry::Telemetry,
     tls,
@@ -89,25 +90,22 @@ impl Daemon {
         secrets: Secrets,
         telemetry: Option<Arc<Telemetry>>,
     ) -> Result<Daemon, Error> {
-        let identity = tls::server_config(&config.tls, &secrets)?;
+        let identity = server_tls(&config.tls, &secrets)?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
         let shutdown = CancellationToken::new();
-        let health = Health::new(&service::HEALTH_SERVICES);
-        let stats = Arc::new(RpcStats::new(&service::METHODS));
+        let health = Health::new(&methods::HEALTH_SERVICES);
+        let stats = Arc::new(RpcStats::new());
         let snapshots = Sampler::spawn(config.metrics.sample_interval);
-        let (router, health_router) = routers(&config, &health, &snapshots, &stats, &shutdown);
-        let shared = Shared::new(
-            tls::Store::new(identity.config),
-            auth::Store::new(policy),
-            Limits::from_config(&config.server),
-            router,
-            health_router,
-            stats.clone(),
-            config.server.max_connections,
-            config.server.max_handshakes,
-            config.server.tcp_keepalive,
-            shutdown,
+        let live = live(
+            &config,
+            identity.config,
+            policy,
+            &health,
+            &snapshots,
+            &stats,
+            &shutdown,
         );
+        let shared = Shared::new(live, stats.clone(), shutdown);
         let checks = watch::channel(Checks {
             thresholds: config.health.clone(),
             cert_not_after: identity.not_after,
@@ -203,7 +201,7 @@ impl Daemon {
         let tls_config = config.tls.clone();
         let pulled = secrets.clone();
         let identity = blocking("loading the certificates", move || {
-            Ok(tls::server_config(&tls_config, &pulled)?)
+            Ok(server_tls(&tls_config, &pulled)?)
         })
         .await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
@@ -212,17 +210,15 @@ impl Daemon {
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
-        self.shared.tls.replace(identity.config);
-        self.shared.auth.replace(policy);
-        let (router, health_router) = routers(
+        self.shared.reload(live(
             &config,
+            identity.config,
+            policy,
             &self.health,
             &self.snapshots,
             &self.stats,
             &self.shared.shutdown,
-        );
-        self.shared
-            .reconfigure(Limits::from_config(&config.server), router, health_router);
+        ));
         self.checks.send_replace(Checks {
             thresholds: config.health.clone(),
             cert_not_after: identity.not_after,
@@ -297,15 +293,23 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
     kept
 }
 
-/// The full router and the health-only router, built for `config`.
-fn routers(
+/// The server's certificate and key, read from their files or pulled secrets.
+fn server_tls(tls: &config::Tls, secrets: &Secrets) -> Result<tls::ServerIdentity, tls::Error> {
+    tls::server_config(&tls.cert, secrets.key(&tls.key)?, &tls.client_ca)
+}
+
+/// What the server runs on for `config`: the TLS config and policy given, the limits, and
+/// the full and health-only routers.
+fn live(
     config: &Config,
+    tls: Arc<rustls::ServerConfig>,
+    policy: auth::Policy,
     health: &Health,
     snapshots: &watch::Receiver<Published>,
     stats: &Arc<RpcStats>,
     shutdown: &CancellationToken,
-) -> (Router, Router) {
-    let max_message = config.server.max_message_bytes;
+) -> Live {
+    let max_message = config.server.max_message_size;
     let router = Router::full(
         HealthService::new(health.clone()),
         EchoService::new(max_message, config.echo.allow_panic, shutdown.clone()),
@@ -318,7 +322,13 @@ fn routers(
         max_message,
     );
     let health_router = Router::health_only(HealthService::new(health.clone()), max_message);
-    (router, health_router)
+    Live {
+        tls,
+        policy,
+        limits: config.server.clone(),
+        routes: Arc::new(router),
+        health_routes: Arc::new(health_router),
+    }
 }
 
 fn join(addrs: &[std::net::SocketAddr]) -> String {
@@ -375,7 +385,7 @@ mod tests {
         assert_eq!(new.server.listen, running.server.listen);
         assert_eq!(new.server.max_handshakes, running.server.max_handshakes);
         assert_eq!(
-            new.server.max_message_bytes,
+            new.server.max_message_size,
             1 << 20,
             "a live key is applied"
         );

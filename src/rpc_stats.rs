@@ -1,15 +1,18 @@
 //! Per-method RPC statistics: calls, calls in flight, status codes and a latency histogram.
 //!
-//! The methods are fixed at startup (every method the server routes), so recording is a
-//! lookup in a short table and a few relaxed atomic adds; a path the server does not serve
-//! is counted under `unknown`, so a hostile client cannot grow the table.
+//! The methods are fixed ([`crate::methods::ALL`], in that order), so recording is an index
+//! into a short table and a few relaxed atomic adds; a path the server does not serve is
+//! counted under `unknown`, so a hostile client cannot grow the table.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
 
-use crate::proto::metrics::{LatencyBucket, MethodStats as MethodStatsProto, StatusCount};
+use crate::{
+    methods,
+    proto::metrics::{LatencyBucket, MethodStats as MethodStatsProto, StatusCount},
+};
 
 /// Upper bounds of the latency buckets, in microseconds; one more bucket holds the rest.
 pub const BUCKETS_MICROS: [u64; 16] = [
@@ -136,12 +139,30 @@ pub struct RpcStats {
     methods: Vec<Method>,
 }
 
+impl Default for RpcStats {
+    fn default() -> Self {
+        RpcStats::new()
+    }
+}
+
 impl RpcStats {
-    /// `paths` are the full method paths, e.g. `/vitals.echo.v1.Echo/Echo`.
-    pub fn new(paths: &[&'static str]) -> RpcStats {
+    /// Counters for every method of [`methods::ALL`], plus `unknown`.
+    pub fn new() -> RpcStats {
+        RpcStats::for_paths(&methods::ALL.map(|m| m.path))
+    }
+
+    /// Counters for these full method paths (e.g. `/vitals.echo.v1.Echo/Echo`), in order.
+    fn for_paths(paths: &[&'static str]) -> RpcStats {
         let mut methods: Vec<Method> = paths.iter().map(|p| Method::new(p)).collect();
         methods.push(Method::new(UNKNOWN));
         RpcStats { methods }
+    }
+
+    /// Where the counters of the method at `index` of [`methods::ALL`] are; `unknown`'s
+    /// for `None`.
+    pub fn index_of(&self, method: Option<usize>) -> usize {
+        let unknown = self.methods.len() - 1;
+        method.filter(|&i| i < unknown).unwrap_or(unknown)
     }
 
     /// The counters for a request path; `unknown` for a path not served.
@@ -180,7 +201,7 @@ mod tests {
     /// A finished call lands in its method, its status and the right latency bucket.
     #[test]
     fn records_calls_codes_and_buckets() {
-        let stats = RpcStats::new(&["/a.A/X"]);
+        let stats = RpcStats::for_paths(&["/a.A/X"]);
         let m = stats.method("/a.A/X");
         m.start();
         m.start();
@@ -209,12 +230,23 @@ mod tests {
     /// Paths the server does not serve share one `unknown` entry.
     #[test]
     fn unknown_paths_share_one_entry() {
-        let stats = RpcStats::new(&["/a.A/X"]);
+        let stats = RpcStats::for_paths(&["/a.A/X"]);
         for path in ["/x/y", "/random/garbage", ""] {
             stats.method(path).start();
         }
         assert_eq!(stats.method("/whatever").name(), UNKNOWN);
         assert_eq!(stats.snapshot()[0].calls, 3);
+    }
+
+    /// The daemon's table follows the method table; an unrouted call counts as unknown.
+    #[test]
+    fn routed_methods_have_their_place() {
+        let stats = RpcStats::new();
+        for (i, m) in methods::ALL.iter().enumerate() {
+            assert_eq!(stats.at(stats.index_of(Some(i))).name(), m.path);
+            assert_eq!(stats.method(m.path).name(), m.path);
+        }
+        assert_eq!(stats.at(stats.index_of(None)).name(), UNKNOWN);
     }
 
     /// Status codes map to their canonical names.

@@ -1,15 +1,17 @@
 //! TLS: the server's rustls config (mutual TLS, TLS 1.2 and 1.3, ALPN h2), the client
 //! configs vitalsctl and the tests use, and the peer identity of a client certificate.
 //!
-//! The server config sits in a [`Store`] that the accept loop reads for every new
-//! connection, so a reload swaps certificates without touching established connections.
+//! Configs are built from resolved material: certificate files and a private [`Key`]
+//! already read (from a file, or from a secret by [`crate::secrets`]). The server config is
+//! part of what a reload swaps, so new connections get new certificates and established
+//! ones are untouched.
 
 use std::{
     fs,
     io::Read,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -17,11 +19,6 @@ use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
-};
-
-use crate::{
-    config::{self, Material},
-    secrets::Secrets,
 };
 
 /// The ALPN protocol gRPC speaks.
@@ -113,20 +110,19 @@ pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, Er
     })
 }
 
-/// A private key from a file or from a pulled secret.
-pub fn load_key_material(
-    key: &Material,
-    secrets: &Secrets,
-) -> Result<PrivateKeyDer<'static>, Error> {
-    match key {
-        Material::Path(path) => load_key(path),
-        Material::Secret(name) => {
-            let origin = PathBuf::from(format!("{}{name}", config::SECRET_PREFIX));
-            let secret = secrets
-                .get(name)
-                .ok_or_else(|| Error::MissingSecret { name: name.clone() })?;
-            parse_key(secret.expose(), &origin)
-        }
+/// A private key, and where it came from (its path, or `secret:NAME`) for messages.
+pub struct Key {
+    pub der: PrivateKeyDer<'static>,
+    pub origin: PathBuf,
+}
+
+impl Key {
+    /// Reads a key file, refusing one that group or others can read.
+    pub fn load(path: &Path) -> Result<Key, Error> {
+        Ok(Key {
+            der: load_key(path)?,
+            origin: path.to_path_buf(),
+        })
     }
 }
 
@@ -148,27 +144,26 @@ pub struct ServerIdentity {
     pub not_after: Option<SystemTime>,
 }
 
-/// Builds the server config: the chain and key, client certificates required and verified
-/// against the client CA bundle, TLS 1.3 and 1.2, ALPN h2.
-pub fn server_config(tls: &config::Tls, secrets: &Secrets) -> Result<ServerIdentity, Error> {
-    let chain = load_certs(&tls.cert)?;
-    let key = load_key_material(&tls.key, secrets)?;
-    let roots = roots(&tls.client_ca)?;
+/// Builds the server config: the chain in `cert` and `key`, client certificates required
+/// and verified against the `client_ca` bundle, TLS 1.3 and 1.2, ALPN h2.
+pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerIdentity, Error> {
+    let chain = load_certs(cert)?;
+    let roots = roots(client_ca)?;
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| Error::ClientCa {
-            path: tls.client_ca.clone(),
+            path: client_ca.to_path_buf(),
             reason: e.to_string(),
         })?;
     let not_after = not_after(&chain[0]);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
+        .with_single_cert(chain, key.der)
         .map_err(|source| Error::KeyMismatch {
-            cert: tls.cert.clone(),
-            key: PathBuf::from(tls.key.to_string()),
+            cert: cert.to_path_buf(),
+            key: key.origin,
             source,
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -176,24 +171,6 @@ pub fn server_config(tls: &config::Tls, secrets: &Secrets) -> Result<ServerIdent
         config: Arc::new(config),
         not_after,
     })
-}
-
-/// The server config currently in force; new connections read it, a reload replaces it.
-#[derive(Clone)]
-pub struct Store(Arc<RwLock<Arc<ServerConfig>>>);
-
-impl Store {
-    pub fn new(config: Arc<ServerConfig>) -> Store {
-        Store(Arc::new(RwLock::new(config)))
-    }
-
-    pub fn current(&self) -> Arc<ServerConfig> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
-    }
 }
 
 /// How a client proves itself and checks the server.
@@ -363,19 +340,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate(&[]).unwrap();
         pki.write(dir.path()).unwrap();
-        let tls = config::Tls {
-            cert: dir.path().join("server.crt"),
-            key: Material::Path(dir.path().join("server.key")),
-            client_ca: dir.path().join("ca.crt"),
-        };
-        let identity = server_config(&tls, &Secrets::default()).unwrap();
+        let (cert, ca) = (dir.path().join("server.crt"), dir.path().join("ca.crt"));
+        let key = Key::load(&dir.path().join("server.key")).unwrap();
+        let identity = server_config(&cert, key, &ca).unwrap();
         assert!(identity.not_after.unwrap() > SystemTime::now());
         assert_eq!(identity.config.alpn_protocols, vec![b"h2".to_vec()]);
-        let wrong = config::Tls {
-            key: Material::Path(dir.path().join("client.key")),
-            ..tls
-        };
-        let err = server_config(&wrong, &Secrets::default()).err().unwrap();
+        let wrong = Key::load(&dir.path().join("client.key")).unwrap();
+        let err = server_config(&cert, wrong, &ca).err().unwrap();
         assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
     }
 

@@ -108,8 +108,8 @@ pub struct Server {
     pub http2_keepalive_interval: Option<Duration>,
     pub http2_keepalive_timeout: Duration,
     pub max_concurrent_streams: u32,
-    pub max_message_bytes: usize,
-    pub max_header_list_bytes: u32,
+    pub max_message_size: usize,
+    pub max_header_list_size: u32,
     pub max_deadline: Duration,
     pub max_connection_idle: Option<Duration>,
     pub max_connection_age: Option<Duration>,
@@ -901,13 +901,13 @@ impl Layers {
                 1,
                 65_536,
             )? as u32,
-            max_message_bytes: v.size(
+            max_message_size: v.size(
                 "server.max_message_size",
                 &s.max_message_size,
                 1024,
                 1 << 30,
             )? as usize,
-            max_header_list_bytes: v.size(
+            max_header_list_size: v.size(
                 "server.max_header_list_size",
                 &s.max_header_list_size,
                 1024,
@@ -1463,14 +1463,8 @@ impl Validator<'_> {
         for p in patterns {
             let known = p == "*"
                 || match p.strip_suffix("/*") {
-                    Some(service) => crate::service::METHODS.iter().any(|m| {
-                        m.strip_prefix('/')
-                            .and_then(|m| m.split_once('/'))
-                            .is_some_and(|(s, _)| s == service)
-                    }),
-                    None => crate::service::METHODS
-                        .iter()
-                        .any(|m| m.strip_prefix('/') == Some(p.as_str())),
+                    Some(service) => crate::methods::is_service(service),
+                    None => crate::methods::ALL.iter().any(|m| m.name() == p),
                 };
             if !known {
                 return Err(self.err(
@@ -1619,7 +1613,7 @@ mod tests {
             config.server.listen,
             vec!["127.0.0.1:50051".parse().unwrap()]
         );
-        assert_eq!(config.server.max_message_bytes, 4 << 20);
+        assert_eq!(config.server.max_message_size, 4 << 20);
         assert_eq!(config.server.max_connection_idle, None);
         assert_eq!(config.metrics.sample_interval, Duration::from_secs(5));
         assert_eq!(

@@ -15,7 +15,10 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, Source};
+use crate::{
+    config::{Config, Material, SECRET_PREFIX, Source},
+    tls,
+};
 
 /// A secret value. Zeroized on drop; `[redacted]` in Debug and Display.
 #[derive(Clone)]
@@ -79,6 +82,23 @@ impl Secrets {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
+    }
+
+    /// The private key `material` names: a key file, or the PEM text of a pulled secret.
+    pub fn key(&self, material: &Material) -> Result<tls::Key, tls::Error> {
+        match material {
+            Material::Path(path) => tls::Key::load(path),
+            Material::Secret(name) => {
+                let origin = PathBuf::from(format!("{SECRET_PREFIX}{name}"));
+                let secret = self
+                    .get(name)
+                    .ok_or_else(|| tls::Error::MissingSecret { name: name.clone() })?;
+                Ok(tls::Key {
+                    der: tls::parse_key(secret.expose(), &origin)?,
+                    origin,
+                })
+            }
+        }
     }
 }
 

@@ -146,8 +146,8 @@ fn device_identity(
     String,
 > {
     let chain = crate::tls::load_certs(cert).map_err(|e| e.to_string())?;
-    let key = crate::tls::load_key_material(key, local).map_err(|e| e.to_string())?;
-    Ok((chain, key))
+    let key = local.key(key).map_err(|e| e.to_string())?;
+    Ok((chain, key.der))
 }
 
 /// `{"k": "v", ...}` built in zeroized memory.

@@ -19,113 +19,31 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
-use super::{Peer, Trailers, conn::Activity, router::Router};
+use super::{Live, conn::Activity};
 use crate::{
     auth::{self, Decision},
+    context::{Peer, RequestContext, Routes, Trailers, X_REQUEST_ID},
+    methods,
     rpc_stats::RpcStats,
+    swap::Swap,
 };
 
-/// The request id, trace id and span id of a call; in every request's extensions, on the
-/// call's log lines, and the request id in the response headers. Cloning shares them.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext(Arc<Ids>);
-
-#[derive(Debug, Default)]
-pub struct Ids {
-    pub request_id: String,
-    pub trace_id: String,
-    pub span_id: String,
-}
-
-impl std::ops::Deref for RequestContext {
-    type Target = Ids;
-    fn deref(&self) -> &Ids {
-        &self.0
-    }
-}
-
-impl RequestContext {
-    fn new(ids: Ids) -> RequestContext {
-        RequestContext(Arc::new(ids))
-    }
-
-    /// From `x-request-id` (kept when it is 1 to 128 visible ASCII characters, else a new
-    /// one) and W3C `traceparent` (its trace id is kept; this call gets a new span id).
-    fn from_headers(headers: &HeaderMap) -> RequestContext {
-        let request_id = headers
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map_or_else(|| hex_id(fastrand::u128(..), 32), str::to_string);
-        let trace_id = headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(trace_id_of)
-            .map_or_else(|| hex_id(fastrand::u128(1..), 32), str::to_string);
-        RequestContext::new(Ids {
-            request_id,
-            trace_id,
-            span_id: hex_id(fastrand::u64(1..).into(), 16),
-        })
-    }
-}
-
-/// The low `digits` hex digits of `value`, zero-padded: `format!("{:032x}")` without the
-/// formatting machinery, which showed in the per-call profile.
-fn hex_id(value: u128, digits: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (0..digits)
-        .rev()
-        .map(|i| HEX[(value >> (4 * i)) as usize & 0xf])
-        .collect();
-    String::from_utf8(digits).expect("hex digits are ASCII")
-}
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is valid.
-fn trace_id_of(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
-        && (version != "00" || parts.next().is_none());
-    valid.then_some(trace)
-}
-
-/// Methods whose response is a stream: the deadline cap does not apply to them.
-const STREAMING: [&str; 5] = [
-    "/grpc.health.v1.Health/Watch",
-    "/vitals.echo.v1.Echo/EchoStream",
-    "/vitals.metrics.v1.Metrics/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
 /// The tower service a connection calls for each request.
 #[derive(Clone)]
 pub struct Calls {
-    pub(super) router: Router,
+    /// The services of this connection's listener, as of the connection's start.
+    pub(super) routes: Arc<dyn Routes>,
+    /// What a reload replaces: the policy is read from it per call, so a changed ACL
+    /// applies to open connections too.
+    pub(super) live: Swap<Live>,
     pub(super) stats: Arc<RpcStats>,
     pub(super) max_deadline: Duration,
     pub(super) peer: Peer,
     pub(super) activity: Option<Arc<Activity>>,
-    pub(super) auth: auth::Store,
     pub(super) in_flight: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) max_calls: usize,
 }
@@ -148,18 +66,16 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> CallFuture {
         let path = request.uri().path();
+        let method = methods::index(path);
         let client_deadline = grpc_timeout(request.headers());
-        let deadline = deadline(
-            client_deadline,
-            !STREAMING.contains(&path),
-            self.max_deadline,
-        );
+        let unary = method.is_none_or(|i| !methods::ALL[i].streams_responses());
+        let deadline = deadline(client_deadline, unary, self.max_deadline);
         let context = RequestContext::from_headers(request.headers());
-        let mut record = Record::start(self, path, context.clone());
+        let mut record = Record::start(self, method, context.clone());
         let identity = self.peer.identity.as_deref();
         // A path no service here answers gets UNIMPLEMENTED from the router, not a denial.
-        let decision = if self.router.serves(path) {
-            self.auth.current().decide(
+        let decision = if self.routes.serves(path) {
+            self.live.current().policy.decide(
                 path,
                 identity,
                 request
@@ -202,7 +118,7 @@ where
                 request.extensions_mut().insert(self.peer.clone());
                 request.extensions_mut().insert(context);
                 let body = request.map(tonic::body::Body::new);
-                self.router.call(body)
+                self.routes.call(body)
             }
         };
         Box::pin(
@@ -322,8 +238,9 @@ struct Record {
 }
 
 impl Record {
-    fn start(calls: &Calls, path: &str, context: RequestContext) -> Record {
-        let index = calls.stats.index(path);
+    /// `method` is the call's place in [`methods::ALL`], `None` for a path not routed.
+    fn start(calls: &Calls, method: Option<usize>, context: RequestContext) -> Record {
+        let index = calls.stats.index_of(method);
         let method = calls.stats.at(index);
         method.start();
         if let Some(activity) = &calls.activity {
@@ -430,14 +347,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("grpc-timeout", timeout.parse().unwrap());
         h
-    }
-
-    /// Ids are zero-padded lowercase hex of the asked width.
-    #[test]
-    fn hex_ids() {
-        assert_eq!(hex_id(0xab, 4), "00ab");
-        assert_eq!(hex_id(u128::MAX, 32), "f".repeat(32));
-        assert_eq!(hex_id(0x0123_4567_89ab_cdef, 16), "0123456789abcdef");
     }
 
     /// grpc-timeout values of every unit parse; malformed ones are ignored.

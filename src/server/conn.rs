@@ -23,40 +23,12 @@ use tokio::{
     time::{Instant, sleep, sleep_until},
 };
 
-use super::{Peer, Shared, call::Calls, router::Router};
-use crate::tls;
-
-/// How connections are run; read when a connection starts, so a reload applies to new ones.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub handshake_timeout: Duration,
-    pub keepalive_interval: Option<Duration>,
-    pub keepalive_timeout: Duration,
-    pub max_concurrent_streams: u32,
-    pub max_header_list_bytes: u32,
-    pub max_deadline: Duration,
-    pub max_calls: usize,
-    pub max_idle: Option<Duration>,
-    pub max_age: Option<Duration>,
-    pub age_grace: Duration,
-}
-
-impl Limits {
-    pub fn from_config(server: &crate::config::Server) -> Limits {
-        Limits {
-            handshake_timeout: server.handshake_timeout,
-            keepalive_interval: server.http2_keepalive_interval,
-            keepalive_timeout: server.http2_keepalive_timeout,
-            max_concurrent_streams: server.max_concurrent_streams,
-            max_header_list_bytes: server.max_header_list_bytes,
-            max_deadline: server.max_deadline,
-            max_calls: server.max_calls,
-            max_idle: server.max_connection_idle,
-            max_age: server.max_connection_age,
-            age_grace: server.max_connection_age_grace,
-        }
-    }
-}
+use super::{Shared, call::Calls};
+use crate::{
+    config,
+    context::{Peer, Routes},
+    tls,
+};
 
 /// How many calls a connection has running, and since when it has had none.
 #[derive(Debug)]
@@ -118,9 +90,9 @@ pub(super) async fn serve_tls(
     shared: Arc<Shared>,
     handshake_slot: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let live = shared.live();
+    let live = shared.live.current();
     let limits = &live.limits;
-    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
+    let acceptor = tokio_rustls::TlsAcceptor::from(live.tls.clone());
     let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
@@ -163,28 +135,33 @@ pub(super) async fn serve_tls(
         addr,
         identity: identity.map(Arc::from),
     };
-    serve_http2(stream, peer, live.router, &shared, limits).await;
+    serve_http2(stream, peer, live.routes.clone(), &shared, limits).await;
 }
 
 /// Serves a plaintext connection (the health-only listener).
 pub(super) async fn serve_plaintext(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
-    let live = shared.live();
+    let live = shared.live.current();
     let peer = Peer {
         addr,
         identity: None,
     };
-    serve_http2(tcp, peer, live.health_router, &shared, &live.limits).await;
+    serve_http2(tcp, peer, live.health_routes.clone(), &shared, &live.limits).await;
 }
 
 /// How long a closing connection may take to say goodbye (TLS close_notify, FIN, and the
 /// peer's last bytes read) before it is simply dropped.
 const LINGER: Duration = Duration::from_secs(1);
 
-async fn serve_http2<I>(mut io: I, peer: Peer, router: Router, shared: &Shared, limits: &Limits)
-where
+async fn serve_http2<I>(
+    mut io: I,
+    peer: Peer,
+    routes: Arc<dyn Routes>,
+    shared: &Shared,
+    limits: &config::Server,
+) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    if serve_http2_on(&mut io, &peer, router, shared, limits).await == Close::Graceful {
+    if serve_http2_on(&mut io, &peer, routes, shared, limits).await == Close::Graceful {
         // Closing with the peer's bytes unread makes the kernel send a reset, which the
         // peer sees as an error. Shut down our side, then read what is left until EOF.
         let _ = tokio::time::timeout(LINGER, async {
@@ -205,40 +182,42 @@ enum Close {
 async fn serve_http2_on<I>(
     io: &mut I,
     peer: &Peer,
-    router: Router,
+    routes: Arc<dyn Routes>,
     shared: &Shared,
-    limits: &Limits,
+    limits: &config::Server,
 ) -> Close
 where
     I: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let activity = limits.max_idle.map(|_| Arc::new(Activity::new()));
+    let activity = limits
+        .max_connection_idle
+        .map(|_| Arc::new(Activity::new()));
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "connection open");
     let calls = Calls {
-        router,
+        routes,
+        live: shared.live.clone(),
         stats: shared.stats.clone(),
         max_deadline: limits.max_deadline,
         peer: peer.clone(),
         activity: activity.clone(),
-        auth: shared.auth.clone(),
         in_flight: shared.in_flight.clone(),
         max_calls: limits.max_calls,
     };
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout)
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(limits.max_header_list_bytes)
+        .max_header_list_size(limits.max_header_list_size)
         .auto_date_header(false);
     let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
     tokio::pin!(conn);
 
-    let age = limits.max_age.map(|age| sleep(jitter(age)));
+    let age = limits.max_connection_age.map(|age| sleep(jitter(age)));
     tokio::pin!(age);
     let idle = async {
-        match (&activity, limits.max_idle) {
+        match (&activity, limits.max_connection_idle) {
             (Some(activity), Some(max)) => activity.idle_for(max).await,
             _ => std::future::pending().await,
         }
@@ -256,7 +235,7 @@ where
             _ = async { age.as_mut().as_pin_mut().expect("guarded").await }, if closing.is_none() && age.is_some() => {
                 closing = Some("max age");
                 conn.as_mut().graceful_shutdown();
-                hard_close = Some(Instant::now() + limits.age_grace);
+                hard_close = Some(Instant::now() + limits.max_connection_age_grace);
             }
             _ = &mut idle, if closing.is_none() => {
                 closing = Some("max idle");

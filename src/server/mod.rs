@@ -1,54 +1,26 @@
-//! The server: accept loops on bound listeners, a connection cap, and per-connection HTTP/2.
+//! The transport: accept loops on bound listeners, a connection cap, per-connection HTTP/2
+//! and the per-call layer. It knows no service by name: a connection hands its calls to
+//! the [`Routes`] of its listener, which the daemon builds.
 //!
 //! The library never binds a port itself (`Listeners::bind` is called by the binary, or
 //! listeners come from systemd), so tests and socket activation hand listeners in.
 
 mod call;
-pub mod conn;
-mod router;
+mod conn;
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
 
-use http::{Extensions, HeaderMap};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use call::RequestContext;
-pub use conn::Limits;
-pub use router::Router;
-
-use crate::{rpc_stats::RpcStats, tls};
-
-/// Who is calling: put into every request's extensions for handlers to read.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    /// The verified client certificate's identity; `None` on the plaintext listener.
-    pub identity: Option<Arc<str>>,
-}
-
-impl Peer {
-    /// The identity of the request's peer, or an empty string.
-    pub fn identity_of(extensions: &Extensions) -> String {
-        extensions
-            .get::<Peer>()
-            .and_then(|p| p.identity.as_deref())
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-/// Trailers a handler wants sent after a successful response (tonic has no API for that):
-/// put into the response's extensions, appended by the call layer.
-#[derive(Debug, Clone)]
-pub struct Trailers(pub HeaderMap);
+use crate::{auth::Policy, config, context::Routes, rpc_stats::RpcStats, swap::Swap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,25 +84,31 @@ impl Listeners {
     }
 }
 
-/// What a reload replaces; each new connection takes a copy.
-#[derive(Clone)]
-pub(crate) struct Live {
-    pub limits: Limits,
-    pub router: Router,
-    pub health_router: Router,
+/// Everything a reload replaces, swapped in one step. A new connection reads it once for
+/// its certificate, limits and routes; every call reads the policy in force.
+pub struct Live {
+    /// The server's certificate, key and client CA.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Who may call what.
+    pub policy: Policy,
+    /// `[server]`: how new connections and their calls are run. The restart-only keys in it
+    /// (`max_connections`, `max_handshakes`, `tcp_keepalive`) are read once, at start.
+    pub limits: config::Server,
+    /// The services of the mutual-TLS listeners.
+    pub routes: Arc<dyn Routes>,
+    /// The services of the plaintext health listeners.
+    pub health_routes: Arc<dyn Routes>,
 }
 
 /// What every connection shares.
 pub struct Shared {
-    pub tls: tls::Store,
+    pub live: Swap<Live>,
     /// Calls in flight across all connections (bounded by `server.max_calls`).
-    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
-    handshakes: Arc<Semaphore>,
-    refusal_log: RateLimit,
-    pub auth: crate::auth::Store,
-    live: RwLock<Live>,
+    pub in_flight: Arc<AtomicUsize>,
     pub stats: Arc<RpcStats>,
     pub shutdown: CancellationToken,
+    handshakes: Arc<Semaphore>,
+    refusal_log: RateLimit,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
     tcp_keepalive: Option<Duration>,
@@ -138,51 +116,26 @@ pub struct Shared {
 }
 
 impl Shared {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        tls: tls::Store,
-        auth: crate::auth::Store,
-        limits: Limits,
-        router: Router,
-        health_router: Router,
-        stats: Arc<RpcStats>,
-        max_connections: usize,
-        max_handshakes: usize,
-        tcp_keepalive: Option<Duration>,
-        shutdown: CancellationToken,
-    ) -> Arc<Shared> {
+    pub fn new(live: Live, stats: Arc<RpcStats>, shutdown: CancellationToken) -> Arc<Shared> {
+        let server = &live.limits;
         Arc::new(Shared {
-            tls,
-            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            handshakes: Arc::new(Semaphore::new(server.max_handshakes)),
             refusal_log: RateLimit::every(1),
-            auth,
-            live: RwLock::new(Live {
-                limits,
-                router,
-                health_router,
-            }),
+            slots: Arc::new(Semaphore::new(server.max_connections)),
+            tcp_keepalive: server.tcp_keepalive,
+            live: Swap::new(live),
             stats,
             shutdown,
             tracker: TaskTracker::new(),
-            slots: Arc::new(Semaphore::new(max_connections)),
-            tcp_keepalive,
             cap_log: RateLimit::every(60),
         })
     }
 
-    /// What a new connection gets: limits and services, as of the last reload.
-    pub(crate) fn live(&self) -> Live {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces what new connections get; open connections keep what they started with.
-    pub fn reconfigure(&self, limits: Limits, router: Router, health_router: Router) {
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Live {
-            limits,
-            router,
-            health_router,
-        };
+    /// Replaces what a reload changes: new connections get its certificate, limits and
+    /// routes; calls on every connection get its policy.
+    pub fn reload(&self, live: Live) {
+        self.live.replace(live);
     }
 
     /// Connections open now (TLS handshakes included).

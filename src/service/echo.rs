@@ -12,8 +12,8 @@ use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use super::{TaskStream, task_stream};
 use crate::{
+    context::{Peer, RequestContext, Trailers},
     proto::echo::{EchoRequest, EchoResponse, echo_server},
-    server::{Peer, RequestContext, Trailers},
 };
 
 /// The request header the gRPC retry design (A6) uses to count earlier attempts.
@@ -22,19 +22,19 @@ const PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc
 const ENVELOPE: usize = 1024;
 
 pub struct EchoService {
-    max_message_bytes: usize,
+    max_message_size: usize,
     allow_panic: bool,
     shutdown: CancellationToken,
 }
 
 impl EchoService {
     pub fn new(
-        max_message_bytes: usize,
+        max_message_size: usize,
         allow_panic: bool,
         shutdown: CancellationToken,
     ) -> EchoService {
         EchoService {
-            max_message_bytes,
+            max_message_size,
             allow_panic,
             shutdown,
         }
@@ -42,7 +42,7 @@ impl EchoService {
 
     fn payload(&self, size: u32) -> Result<Vec<u8>, Status> {
         let size = size as usize;
-        let max = self.max_message_bytes.saturating_sub(ENVELOPE);
+        let max = self.max_message_size.saturating_sub(ENVELOPE);
         if size > max {
             return Err(Status::out_of_range(format!(
                 "response_size {size} is above this server's limit of {max} bytes"
@@ -161,7 +161,7 @@ impl echo_server::Echo for EchoService {
             .unwrap_or_default();
         let mut inbound = request.into_inner();
         let shutdown = self.shutdown.clone();
-        let max = self.max_message_bytes;
+        let max = self.max_message_size;
         Ok(Response::new(task_stream(|tx| async move {
             let this = EchoService::new(max, false, shutdown.clone());
             loop {

@@ -1,35 +1,16 @@
-//! The gRPC services, one per file, and the names the server routes and reports them by.
+//! The gRPC services, one per file, and the [`Router`] that hands a listener's calls to
+//! them by the service name in the path.
 
 pub mod echo;
 pub mod health;
 pub mod metrics;
+mod router;
+
+pub use router::Router;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-
-/// Fully qualified service names, as health reports them and paths start with.
-pub const ECHO: &str = "vitals.echo.v1.Echo";
-pub const METRICS: &str = "vitals.metrics.v1.Metrics";
-pub const HEALTH: &str = "grpc.health.v1.Health";
-pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
-pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
-
-/// The services health reports on (reflection is a tool, not a service with a status).
-pub const HEALTH_SERVICES: [&str; 3] = [HEALTH, ECHO, METRICS];
-
-/// Every method path the server routes, for the RPC statistics.
-pub const METHODS: [&str; 9] = [
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.health.v1.Health/List",
-    "/vitals.echo.v1.Echo/Echo",
-    "/vitals.echo.v1.Echo/EchoStream",
-    "/vitals.metrics.v1.Metrics/Snapshot",
-    "/vitals.metrics.v1.Metrics/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
 
 /// A server-streaming response fed by a task.
 pub type TaskStream<T> = ReceiverStream<Result<T, Status>>;

@@ -9,29 +9,27 @@ use std::{
 };
 
 use http::{Request, Response};
-use tonic::{
-    Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture, server::NamedService,
-};
+use tonic::{Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture};
 use tower::{Service, util::BoxCloneSyncService};
 
+use super::{echo::EchoService, health::HealthService, metrics::MetricsService};
 use crate::{
+    context::Routes,
+    methods::{self, ECHO, HEALTH, METRICS, REFLECTION_V1, REFLECTION_V1ALPHA},
     proto::{
         echo::echo_server::EchoServer, health::health_server::HealthServer,
         metrics::metrics_server::MetricsServer,
     },
-    service::{self, echo::EchoService, health::HealthService, metrics::MetricsService},
 };
 
 type Reflection = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// The services a listener offers.
-#[derive(Clone)]
 pub struct Router {
     health: HealthServer<HealthService>,
     full: Option<Full>,
 }
 
-#[derive(Clone)]
 struct Full {
     echo: EchoServer<EchoService>,
     metrics: MetricsServer<MetricsService>,
@@ -39,8 +37,8 @@ struct Full {
 }
 
 /// The reflection services, built on their first call: decoded and indexed, the descriptor
-/// set is ~200 KiB of heap that nothing needs until a tool such as grpcurl asks (the idle
-/// daemon's anonymous memory went from 0.86 to 0.66 MiB).
+/// set is heap that nothing needs until a tool such as grpcurl asks (BENCHMARKS.md has the
+/// idle figure).
 #[derive(Default)]
 struct Reflections {
     v1: OnceLock<Reflection>,
@@ -82,9 +80,9 @@ macro_rules! configure {
 
 impl Router {
     /// Health only, for the plaintext probe listener.
-    pub fn health_only(health: HealthService, max_message_bytes: usize) -> Router {
+    pub fn health_only(health: HealthService, max_message_size: usize) -> Router {
         Router {
-            health: configure!(HealthServer::new(health), max_message_bytes),
+            health: configure!(HealthServer::new(health), max_message_size),
             full: None,
         }
     }
@@ -94,53 +92,39 @@ impl Router {
         health: HealthService,
         echo: EchoService,
         metrics: MetricsService,
-        max_message_bytes: usize,
+        max_message_size: usize,
     ) -> Router {
         Router {
-            health: configure!(HealthServer::new(health), max_message_bytes),
+            health: configure!(HealthServer::new(health), max_message_size),
             full: Some(Full {
-                echo: configure!(EchoServer::new(echo), max_message_bytes),
-                metrics: configure!(MetricsServer::new(metrics), max_message_bytes),
+                echo: configure!(EchoServer::new(echo), max_message_size),
+                metrics: configure!(MetricsServer::new(metrics), max_message_size),
                 reflection: Arc::default(),
             }),
         }
     }
+}
 
-    /// Whether a service of this router answers `path` (else the answer is UNIMPLEMENTED).
-    pub fn serves(&self, path: &str) -> bool {
-        let name = service_of(path);
-        name == HealthServer::<HealthService>::NAME
-            || (self.full.is_some()
-                && [
-                    service::ECHO,
-                    service::METRICS,
-                    service::REFLECTION_V1,
-                    service::REFLECTION_V1ALPHA,
-                ]
-                .contains(&name))
+impl Routes for Router {
+    fn serves(&self, path: &str) -> bool {
+        let name = methods::service_of(path);
+        name == HEALTH || (self.full.is_some() && methods::is_service(name))
     }
 
-    pub fn call(&mut self, request: Request<Body>) -> BoxFuture<Response<Body>, Infallible> {
-        let name = service_of(request.uri().path());
-        match (name, &mut self.full) {
-            (HealthServer::<HealthService>::NAME, _) => self.health.call(request),
-            (service::ECHO, Some(full)) => full.echo.call(request),
-            (service::METRICS, Some(full)) => full.metrics.call(request),
-            (service::REFLECTION_V1, Some(full)) => full.reflection.v1().call(request),
-            (service::REFLECTION_V1ALPHA, Some(full)) => full.reflection.v1alpha().call(request),
+    fn call(&self, request: Request<Body>) -> BoxFuture<Response<Body>, Infallible> {
+        let name = methods::service_of(request.uri().path());
+        match (name, &self.full) {
+            (HEALTH, _) => self.health.clone().call(request),
+            (ECHO, Some(full)) => full.echo.clone().call(request),
+            (METRICS, Some(full)) => full.metrics.clone().call(request),
+            (REFLECTION_V1, Some(full)) => full.reflection.v1().call(request),
+            (REFLECTION_V1ALPHA, Some(full)) => full.reflection.v1alpha().call(request),
             _ => {
                 let status = Status::unimplemented(format!("no service `{name}` here"));
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }
     }
-}
-
-/// `pkg.Service` of `/pkg.Service/Method`.
-fn service_of(path: &str) -> &str {
-    path.strip_prefix('/')
-        .and_then(|p| p.split('/').next())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
