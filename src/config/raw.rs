@@ -1,0 +1,315 @@
+//! What serde reads from a config layer: strings for durations, sizes and addresses, every
+//! key documented, unknown keys refused. A section left out of every layer takes its
+//! `Default`, which is where the built-in defaults live (`config/vitalsd.toml` documents
+//! the same values). [`super::validate`] turns this into the typed [`super::Config`].
+
+use serde::{Deserialize, Serialize};
+
+use super::LogFormat;
+
+/// The config file's shape. `config/vitalsd.toml` documents every key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub tls: RawTls,
+    pub health: RawHealth,
+    pub metrics: RawMetrics,
+    pub log: RawLog,
+    pub secrets: RawSecrets,
+    pub auth: RawAuth,
+    pub echo: RawEcho,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    /// Addresses of the mTLS gRPC port.
+    pub listen: Vec<String>,
+    /// Open connections (TLS handshakes included) above which new ones are closed at once.
+    pub max_connections: u64,
+    /// Of those, how many may be in their TLS handshake at once: unfinished handshakes
+    /// cannot take the slots of real clients.
+    pub max_handshakes: u64,
+    /// Calls in flight across all connections; more get RESOURCE_EXHAUSTED.
+    pub max_calls: u64,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    pub handshake_timeout: String,
+    /// TCP keepalive idle time ("0s" turns it off).
+    pub tcp_keepalive: String,
+    /// HTTP/2 PING sent after this much silence on a connection ("0s" turns it off).
+    pub http2_keepalive_interval: String,
+    /// A PING not answered within this closes the connection.
+    pub http2_keepalive_timeout: String,
+    /// Concurrent streams (RPCs) per connection.
+    pub max_concurrent_streams: u64,
+    /// Largest request or response message ("4MiB", "65536").
+    pub max_message_size: String,
+    /// Largest request header list.
+    pub max_header_list_size: String,
+    /// Cap on a unary call's deadline, also applied when the client sends none.
+    pub max_deadline: String,
+    /// GOAWAY a connection with no RPC for this long ("0s": never).
+    pub max_connection_idle: String,
+    /// GOAWAY a connection this old, ±10% jitter ("0s": never).
+    pub max_connection_age: String,
+    /// After an age GOAWAY, in-flight RPCs get this long before the connection is closed.
+    pub max_connection_age_grace: String,
+    /// On SIGTERM, in-flight RPCs get this long to finish.
+    pub drain_timeout: String,
+    /// Runtime worker threads; 0 means one per CPU.
+    pub worker_threads: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec!["127.0.0.1:50051".into()],
+            max_connections: 1024,
+            max_handshakes: 64,
+            max_calls: 2048,
+            handshake_timeout: "5s".into(),
+            tcp_keepalive: "60s".into(),
+            http2_keepalive_interval: "30s".into(),
+            http2_keepalive_timeout: "20s".into(),
+            max_concurrent_streams: 128,
+            max_message_size: "4MiB".into(),
+            max_header_list_size: "16KiB".into(),
+            max_deadline: "5m".into(),
+            max_connection_idle: "0s".into(),
+            max_connection_age: "0s".into(),
+            max_connection_age_grace: "30s".into(),
+            drain_timeout: "10s".into(),
+            worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain of the server, leaf first.
+    pub cert: String,
+    /// PEM private key of the server, a path (refused when readable by group or others) or
+    /// `secret:NAME` (PEM text pulled from a secret source).
+    pub key: String,
+    /// PEM bundle of the CAs that issue client certificates.
+    pub client_ca: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            cert: "/etc/vitalsd/tls/server.crt".into(),
+            key: "/etc/vitalsd/tls/server.key".into(),
+            client_ca: "/etc/vitalsd/tls/ca.crt".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHealth {
+    /// Plaintext listeners that serve only grpc.health.v1 (for probes without mTLS). Empty: none.
+    pub plaintext_listen: Vec<String>,
+    /// Filesystems whose free space is checked.
+    pub disk_paths: Vec<String>,
+    /// Overall health is NOT_SERVING below this much free space, in percent (0 turns it off).
+    pub min_disk_free_percent: f64,
+    /// Overall health is NOT_SERVING below this much available memory, in percent (0: off).
+    pub min_memory_available_percent: f64,
+    /// Overall health is NOT_SERVING when any sensor reads above this (0: off).
+    pub max_temperature_celsius: f64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            plaintext_listen: Vec::new(),
+            disk_paths: vec!["/".into()],
+            min_disk_free_percent: 2.0,
+            min_memory_available_percent: 2.0,
+            max_temperature_celsius: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    /// How often the sampler reads /proc and /sys; also the shortest Watch interval.
+    pub sample_interval: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            sample_interval: "5s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSecrets {
+    /// How long startup may wait for every referenced secret, retries included.
+    pub startup_timeout: String,
+    /// Where secrets come from, tried in order.
+    pub sources: Vec<RawSource>,
+}
+
+impl Default for RawSecrets {
+    fn default() -> Self {
+        RawSecrets {
+            startup_timeout: "60s".into(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One `[[secrets.sources]]` entry. Which keys apply depends on `kind`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// credentials, file or vault.
+    pub kind: String,
+    /// file: the directory holding one file per secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// vault: `https://host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// vault: the KV v2 mount (default `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// vault: the path of the entry under the mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// vault: the namespace (Vault Enterprise, OpenBao namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// vault: PEM bundle of the CA that issued the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// vault: timeout of each request (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// vault: token, approle or cert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// vault: where the auth method is mounted (default `approle` or `cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mount: Option<String>,
+    /// vault, token auth: `secret:NAME` of the token (from credentials or a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// vault, approle auth: `secret:NAME` of the role id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<String>,
+    /// vault, approle auth: `secret:NAME` of the secret id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    /// vault, cert auth: the role to log in as (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_role: Option<String>,
+    /// vault, cert auth: the certificate to log in with (default: tls.cert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// vault, cert auth: its key, a path or `secret:NAME` from a local source (default: tls.key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// vault: secret name = field of the KV entry, e.g. `{ tls_key = "tls_key_pem" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawEcho {
+    /// Honour the echo request's `panic` knob (tests exception handling); keep off.
+    pub allow_panic: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// Methods any verified client may call.
+    pub public: Vec<String>,
+    /// Methods whose every call is audit-logged, not only denials.
+    pub audit: Vec<String>,
+    /// Grants: identities to methods.
+    pub rules: Vec<RawRule>,
+    /// Methods that also need a bearer token.
+    pub bearer: Vec<RawBearer>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            public: vec![
+                "grpc.health.v1.Health/*".into(),
+                "grpc.reflection.v1.ServerReflection/*".into(),
+                "grpc.reflection.v1alpha.ServerReflection/*".into(),
+            ],
+            audit: Vec::new(),
+            rules: Vec::new(),
+            bearer: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Exact identities, `prefix*`, or `*`.
+    pub identities: Vec<String>,
+    /// `pkg.Service/Method`, `pkg.Service/*` or `*`.
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBearer {
+    pub methods: Vec<String>,
+    /// opaque or jwt.
+    pub kind: String,
+    /// opaque: `secret:NAME` of each accepted token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<String>>,
+    /// jwt: HS256 or ES256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// jwt: `secret:NAME` of the HMAC key (HS256) or PEM public key (ES256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// jwt: the required `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// jwt: a required member of `aud`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// jwt: clock skew allowed on `exp` and `nbf` (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// Level or filter directive: error, warn, info, debug, trace, or `info,vitals=debug`.
+    pub level: String,
+    /// auto, text, json or journald.
+    pub format: LogFormat,
+    /// One line per call with method, peer, status code and latency.
+    pub access: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: LogFormat::Auto,
+            access: false,
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! Validation: the merged raw config turned into typed values (addresses, durations,
+//! sizes, paths, secret references, ACL patterns), or an error naming the file, the key and
+//! why.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use super::{
+    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, Log, Material,
+    Metrics, RawAuth, RawConfig, RawSource, RuleConfig, SECRET_PREFIX, Secrets, Server, Source,
+    Tls, Vault, VaultAuth, layers::Layers, units,
+};
+
+/// Validates the merged raw config into the typed one; every error names the key and the
+/// layer that set it.
+pub(super) fn validate(
+    layers: &Layers,
+    raw: RawConfig,
+    files: Vec<PathBuf>,
+) -> Result<Config, Error> {
+    let v = Validator { layers };
+    let s = &raw.server;
+    let server = Server {
+        listen: v.addrs("server.listen", &s.listen)?,
+        max_connections: v.range("server.max_connections", s.max_connections, 1, 1 << 20)? as usize,
+        max_handshakes: v.range("server.max_handshakes", s.max_handshakes, 1, 1 << 20)? as usize,
+        max_calls: v.range("server.max_calls", s.max_calls, 1, 1 << 24)? as usize,
+        handshake_timeout: v.nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
+        tcp_keepalive: v.optional_duration("server.tcp_keepalive", &s.tcp_keepalive)?,
+        http2_keepalive_interval: v.optional_duration(
+            "server.http2_keepalive_interval",
+            &s.http2_keepalive_interval,
+        )?,
+        http2_keepalive_timeout: v
+            .nonzero_duration("server.http2_keepalive_timeout", &s.http2_keepalive_timeout)?,
+        max_concurrent_streams: v.range(
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams,
+            1,
+            65_536,
+        )? as u32,
+        max_message_size: v.size(
+            "server.max_message_size",
+            &s.max_message_size,
+            1024,
+            1 << 30,
+        )? as usize,
+        max_header_list_size: v.size(
+            "server.max_header_list_size",
+            &s.max_header_list_size,
+            1024,
+            1 << 20,
+        )? as u32,
+        max_deadline: v.nonzero_duration("server.max_deadline", &s.max_deadline)?,
+        max_connection_idle: v
+            .optional_duration("server.max_connection_idle", &s.max_connection_idle)?,
+        max_connection_age: v
+            .optional_duration("server.max_connection_age", &s.max_connection_age)?,
+        max_connection_age_grace: v.duration(
+            "server.max_connection_age_grace",
+            &s.max_connection_age_grace,
+        )?,
+        drain_timeout: v.duration("server.drain_timeout", &s.drain_timeout)?,
+        worker_threads: v.range("server.worker_threads", s.worker_threads, 0, 256)? as usize,
+    };
+    if server.listen.is_empty() {
+        return Err(layers.invalid("server.listen", "at least one address is needed"));
+    }
+    let tls = Tls {
+        cert: v.path("tls.cert", &raw.tls.cert)?,
+        key: v.material("tls.key", &raw.tls.key)?,
+        client_ca: v.path("tls.client_ca", &raw.tls.client_ca)?,
+    };
+    let secrets = Secrets {
+        startup_timeout: v
+            .nonzero_duration("secrets.startup_timeout", &raw.secrets.startup_timeout)?,
+        sources: raw
+            .secrets
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| v.source(&format!("secrets.sources[{i}]"), source))
+            .collect::<Result<_, _>>()?,
+    };
+    if let Material::Secret(name) = &tls.key
+        && secrets.sources.is_empty()
+    {
+        return Err(layers.invalid(
+            "tls.key",
+            format!("refers to secret `{name}` but no [[secrets.sources]] are configured"),
+        ));
+    }
+    for (i, source) in secrets.sources.iter().enumerate() {
+        let key = format!("secrets.sources[{i}]");
+        let Source::Vault(vault) = source else {
+            continue;
+        };
+        if let VaultAuth::Cert { key: login_key, .. } = &vault.auth
+            && let Material::Secret(name) = login_key.as_ref().unwrap_or(&tls.key)
+            && vault.fields.contains_key(name)
+        {
+            return Err(layers.invalid(
+                &key,
+                format!("cert auth logs in with the key `{name}`, which cannot itself come from this source; set client_cert and client_key"),
+            ));
+        }
+        let own = match &vault.auth {
+            VaultAuth::Token { token } => vec![token],
+            VaultAuth::AppRole {
+                role_id, secret_id, ..
+            } => vec![role_id, secret_id],
+            VaultAuth::Cert {
+                key: Some(Material::Secret(name)),
+                ..
+            } => vec![name],
+            VaultAuth::Cert { .. } => vec![],
+        };
+        let local = secrets
+            .sources
+            .iter()
+            .any(|s| matches!(s, Source::Credentials | Source::File { .. }));
+        if !own.is_empty() && !local {
+            return Err(layers.invalid(
+                &key,
+                "the Vault login secrets need a credentials or file source to come from",
+            ));
+        }
+    }
+    let h = &raw.health;
+    let health = Health {
+        plaintext_listen: v.addrs("health.plaintext_listen", &h.plaintext_listen)?,
+        disk_paths: h
+            .disk_paths
+            .iter()
+            .map(|p| v.path("health.disk_paths", p))
+            .collect::<Result<_, _>>()?,
+        min_disk_free_percent: v
+            .percent("health.min_disk_free_percent", h.min_disk_free_percent)?,
+        min_memory_available_percent: v.percent(
+            "health.min_memory_available_percent",
+            h.min_memory_available_percent,
+        )?,
+        max_temperature_celsius: match h.max_temperature_celsius {
+            0.0 => None,
+            t if t.is_finite() && t > 0.0 && t < 200.0 => Some(t),
+            t => {
+                return Err(layers.invalid(
+                    "health.max_temperature_celsius",
+                    format!("{t} is not between 0 and 200"),
+                ));
+            }
+        },
+    };
+    let sample_interval = v.duration("metrics.sample_interval", &raw.metrics.sample_interval)?;
+    if sample_interval < Duration::from_millis(500) {
+        return Err(layers.invalid("metrics.sample_interval", "must be at least 500ms"));
+    }
+    let log = Log {
+        level: v.log_level("log.level", &raw.log.level)?,
+        format: raw.log.format,
+        access: raw.log.access,
+    };
+    let auth = v.auth(&raw.auth)?;
+    if !auth.bearer.is_empty() && secrets.sources.is_empty() {
+        return Err(layers.invalid(
+            "auth.bearer",
+            "refers to secrets but no [[secrets.sources]] are configured",
+        ));
+    }
+    Ok(Config {
+        server,
+        tls,
+        health,
+        metrics: Metrics { sample_interval },
+        log,
+        secrets,
+        auth,
+        echo: Echo {
+            allow_panic: raw.echo.allow_panic,
+        },
+        files,
+    })
+}
+
+struct Validator<'a> {
+    layers: &'a Layers,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> Error {
+        self.layers.invalid(key, reason)
+    }
+
+    fn addrs(&self, key: &str, values: &[String]) -> Result<Vec<SocketAddr>, Error> {
+        values
+            .iter()
+            .map(|a| {
+                a.trim().parse().map_err(|_| {
+                    self.err(
+                        key,
+                        format!("`{a}` is not an address such as 127.0.0.1:50051 or [::]:50051"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, Error> {
+        units::parse_duration(value).map_err(|reason| self.err(key, reason))
+    }
+
+    fn nonzero_duration(&self, key: &str, value: &str) -> Result<Duration, Error> {
+        match self.duration(key, value)? {
+            d if d.is_zero() => Err(self.err(key, "must be more than zero")),
+            d => Ok(d),
+        }
+    }
+
+    /// A duration where zero means "off".
+    fn optional_duration(&self, key: &str, value: &str) -> Result<Option<Duration>, Error> {
+        Ok(Some(self.duration(key, value)?).filter(|d| !d.is_zero()))
+    }
+
+    fn size(&self, key: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
+        let n = units::parse_size(value).map_err(|reason| self.err(key, reason))?;
+        if n < min || n > max {
+            return Err(self.err(key, format!("{n} bytes is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn range(&self, key: &str, n: u64, min: u64, max: u64) -> Result<u64, Error> {
+        if n < min || n > max {
+            return Err(self.err(key, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn percent(&self, key: &str, p: f64) -> Result<f64, Error> {
+        if !(0.0..100.0).contains(&p) {
+            return Err(self.err(key, format!("{p} is not a percentage below 100")));
+        }
+        Ok(p)
+    }
+
+    fn path(&self, key: &str, value: &str) -> Result<PathBuf, Error> {
+        if value.trim().is_empty() {
+            return Err(self.err(key, "a path is needed"));
+        }
+        Ok(PathBuf::from(value))
+    }
+
+    /// A path, or `secret:NAME`.
+    fn material(&self, key: &str, value: &str) -> Result<Material, Error> {
+        match value.strip_prefix(SECRET_PREFIX) {
+            Some(name) => Ok(Material::Secret(self.secret_name(key, name)?)),
+            None => Ok(Material::Path(self.path(key, value)?)),
+        }
+    }
+
+    fn secret_name(&self, key: &str, name: &str) -> Result<String, Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            && !name.starts_with('.');
+        if !ok {
+            return Err(self.err(
+                key,
+                format!("`{name}` is not a secret name (letters, digits, _ - . up to 128)"),
+            ));
+        }
+        Ok(name.to_string())
+    }
+
+    /// A `secret:NAME` reference, required (a literal would put the secret in a config file).
+    fn reference(&self, key: &str, value: Option<&String>) -> Result<String, Error> {
+        let value = value.ok_or_else(|| self.err(key, "is required for this auth method"))?;
+        let name = value.strip_prefix(SECRET_PREFIX).ok_or_else(|| {
+            self.err(
+                key,
+                "must be a `secret:NAME` reference, not the secret itself",
+            )
+        })?;
+        self.secret_name(key, name)
+    }
+
+    fn source(&self, key: &str, raw: &RawSource) -> Result<Source, Error> {
+        let field = |name: &str| format!("{key}.{name}");
+        let given: Vec<&str> = [
+            ("dir", raw.dir.is_some()),
+            ("addr", raw.addr.is_some()),
+            ("mount", raw.mount.is_some()),
+            ("path", raw.path.is_some()),
+            ("namespace", raw.namespace.is_some()),
+            ("ca_cert", raw.ca_cert.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("auth", raw.auth.is_some()),
+            ("auth_mount", raw.auth_mount.is_some()),
+            ("token", raw.token.is_some()),
+            ("role_id", raw.role_id.is_some()),
+            ("secret_id", raw.secret_id.is_some()),
+            ("cert_role", raw.cert_role.is_some()),
+            ("client_cert", raw.client_cert.is_some()),
+            ("client_key", raw.client_key.is_some()),
+            ("fields", raw.fields.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        let only = |allowed: &[&str]| match given.iter().find(|g| !allowed.contains(g)) {
+            Some(extra) => Err(self.err(
+                &field(extra),
+                format!("does not apply to a `{}` source", raw.kind),
+            )),
+            None => Ok(()),
+        };
+        match raw.kind.as_str() {
+            "credentials" => {
+                only(&[])?;
+                Ok(Source::Credentials)
+            }
+            "file" => {
+                only(&["dir"])?;
+                let dir = raw
+                    .dir
+                    .as_deref()
+                    .ok_or_else(|| self.err(&field("dir"), "is required"))?;
+                Ok(Source::File {
+                    dir: self.path(&field("dir"), dir)?,
+                })
+            }
+            "vault" => {
+                let addr = raw
+                    .addr
+                    .clone()
+                    .ok_or_else(|| self.err(&field("addr"), "is required"))?;
+                let addr = addr.trim_end_matches('/').to_string();
+                let host = addr.strip_prefix("https://").ok_or_else(|| {
+                    self.err(
+                        &field("addr"),
+                        format!("`{addr}` must be an https:// address"),
+                    )
+                })?;
+                if host.is_empty() || host.contains('/') {
+                    return Err(self.err(
+                        &field("addr"),
+                        format!("`{addr}` must be https://host[:port]"),
+                    ));
+                }
+                let path = raw
+                    .path
+                    .clone()
+                    .ok_or_else(|| self.err(&field("path"), "is required"))?;
+                let ca_cert = raw.ca_cert.as_deref().ok_or_else(|| {
+                    self.err(
+                        &field("ca_cert"),
+                        "is required: the CA of the server's certificate",
+                    )
+                })?;
+                let fields = raw.fields.clone().unwrap_or_default();
+                if fields.is_empty() {
+                    return Err(self.err(&field("fields"), "maps no secret names to fields"));
+                }
+                for name in fields.keys() {
+                    self.secret_name(&field("fields"), name)?;
+                }
+                let auth = match raw.auth.as_deref().unwrap_or("token") {
+                    "token" => {
+                        only(&[
+                            "addr",
+                            "mount",
+                            "path",
+                            "namespace",
+                            "ca_cert",
+                            "timeout",
+                            "auth",
+                            "token",
+                            "fields",
+                        ])?;
+                        VaultAuth::Token {
+                            token: self.reference(&field("token"), raw.token.as_ref())?,
+                        }
+                    }
+                    "approle" => {
+                        only(&[
+                            "addr",
+                            "mount",
+                            "path",
+                            "namespace",
+                            "ca_cert",
+                            "timeout",
+                            "auth",
+                            "auth_mount",
+                            "role_id",
+                            "secret_id",
+                            "fields",
+                        ])?;
+                        VaultAuth::AppRole {
+                            mount: raw.auth_mount.clone().unwrap_or_else(|| "approle".into()),
+                            role_id: self.reference(&field("role_id"), raw.role_id.as_ref())?,
+                            secret_id: self
+                                .reference(&field("secret_id"), raw.secret_id.as_ref())?,
+                        }
+                    }
+                    "cert" => {
+                        only(&[
+                            "addr",
+                            "mount",
+                            "path",
+                            "namespace",
+                            "ca_cert",
+                            "timeout",
+                            "auth",
+                            "auth_mount",
+                            "cert_role",
+                            "client_cert",
+                            "client_key",
+                            "fields",
+                        ])?;
+                        if raw.client_cert.is_some() != raw.client_key.is_some() {
+                            return Err(self.err(
+                                &field("client_cert"),
+                                "client_cert and client_key go together",
+                            ));
+                        }
+                        VaultAuth::Cert {
+                            mount: raw.auth_mount.clone().unwrap_or_else(|| "cert".into()),
+                            role: raw.cert_role.clone(),
+                            cert: match &raw.client_cert {
+                                Some(c) => Some(self.path(&field("client_cert"), c)?),
+                                None => None,
+                            },
+                            key: match &raw.client_key {
+                                Some(k) => Some(self.material(&field("client_key"), k)?),
+                                None => None,
+                            },
+                        }
+                    }
+                    other => {
+                        return Err(self.err(
+                            &field("auth"),
+                            format!("`{other}` is not an auth method: token, approle or cert"),
+                        ));
+                    }
+                };
+                Ok(Source::Vault(Box::new(Vault {
+                    addr,
+                    mount: raw.mount.clone().unwrap_or_else(|| "secret".into()),
+                    path: path.trim_matches('/').to_string(),
+                    namespace: raw.namespace.clone().filter(|n| !n.is_empty()),
+                    ca_cert: self.path(&field("ca_cert"), ca_cert)?,
+                    timeout: match &raw.timeout {
+                        Some(t) => self.nonzero_duration(&field("timeout"), t)?,
+                        None => Duration::from_secs(5),
+                    },
+                    auth,
+                    fields,
+                })))
+            }
+            other => Err(self.err(
+                &field("kind"),
+                format!("`{other}` is not a source kind: credentials, file or vault"),
+            )),
+        }
+    }
+
+    /// `pkg.Service/Method` of a routed method, `pkg.Service/*` of a routed service, or `*`.
+    fn method_patterns(&self, key: &str, patterns: &[String]) -> Result<Vec<String>, Error> {
+        for p in patterns {
+            let known = p == "*"
+                || match p.strip_suffix("/*") {
+                    Some(service) => crate::methods::is_service(service),
+                    None => crate::methods::ALL.iter().any(|m| m.name() == p),
+                };
+            if !known {
+                return Err(self.err(
+                    key,
+                    format!("`{p}` is not a method this server serves (e.g. vitals.echo.v1.Echo/Echo, vitals.metrics.v1.Metrics/*, or *)"),
+                ));
+            }
+        }
+        Ok(patterns.to_vec())
+    }
+
+    fn auth(&self, raw: &RawAuth) -> Result<Auth, Error> {
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let key = format!("auth.rules[{i}]");
+            if r.identities.is_empty() || r.identities.iter().any(|id| id.trim().is_empty()) {
+                return Err(self.err(
+                    &format!("{key}.identities"),
+                    "needs at least one non-empty identity",
+                ));
+            }
+            rules.push(RuleConfig {
+                identities: r.identities.clone(),
+                methods: self.method_patterns(&format!("{key}.methods"), &r.methods)?,
+            });
+        }
+        let mut bearer = Vec::new();
+        for (i, b) in raw.bearer.iter().enumerate() {
+            let key = format!("auth.bearer[{i}]");
+            let field = |name: &str| format!("{key}.{name}");
+            let methods = self.method_patterns(&field("methods"), &b.methods)?;
+            let jwt_only = [
+                ("algorithm", b.algorithm.is_some()),
+                ("key", b.key.is_some()),
+                ("issuer", b.issuer.is_some()),
+                ("audience", b.audience.is_some()),
+                ("leeway", b.leeway.is_some()),
+            ];
+            let kind = match b.kind.as_str() {
+                "opaque" => {
+                    if let Some((name, _)) = jwt_only.iter().find(|(_, set)| *set) {
+                        return Err(self.err(&field(name), "does not apply to an opaque bearer"));
+                    }
+                    let tokens = b.tokens.as_deref().unwrap_or_default();
+                    if tokens.is_empty() {
+                        return Err(self.err(&field("tokens"), "needs at least one `secret:NAME`"));
+                    }
+                    BearerKind::Opaque {
+                        tokens: tokens
+                            .iter()
+                            .map(|t| self.reference(&field("tokens"), Some(t)))
+                            .collect::<Result<_, _>>()?,
+                    }
+                }
+                "jwt" => {
+                    if b.tokens.is_some() {
+                        return Err(self.err(&field("tokens"), "does not apply to a jwt bearer"));
+                    }
+                    let algorithm = match b.algorithm.as_deref() {
+                        Some("HS256") => JwtAlgorithm::Hs256,
+                        Some("ES256") => JwtAlgorithm::Es256,
+                        Some(other) => {
+                            return Err(self.err(
+                                &field("algorithm"),
+                                format!("`{other}` is not supported: HS256 or ES256"),
+                            ));
+                        }
+                        None => {
+                            return Err(
+                                self.err(&field("algorithm"), "is required: HS256 or ES256")
+                            );
+                        }
+                    };
+                    BearerKind::Jwt {
+                        algorithm,
+                        key: self.reference(&field("key"), b.key.as_ref())?,
+                        issuer: b.issuer.clone(),
+                        audience: b.audience.clone(),
+                        leeway: match &b.leeway {
+                            Some(l) => self.duration(&field("leeway"), l)?,
+                            None => Duration::from_secs(30),
+                        },
+                    }
+                }
+                other => {
+                    return Err(self.err(
+                        &field("kind"),
+                        format!("`{other}` is not a bearer kind: opaque or jwt"),
+                    ));
+                }
+            };
+            bearer.push(BearerConfig { methods, kind });
+        }
+        Ok(Auth {
+            public: self.method_patterns("auth.public", &raw.public)?,
+            audit: self.method_patterns("auth.audit", &raw.audit)?,
+            rules,
+            bearer,
+        })
+    }
+
+    fn log_level(&self, key: &str, value: &str) -> Result<String, Error> {
+        value
+            .parse::<tracing_subscriber::filter::Targets>()
+            .map(|_| value.to_string())
+            .map_err(|e| self.err(key, format!("`{value}` is not a log filter ({e})")))
+    }
+}
