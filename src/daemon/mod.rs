@@ -1,6 +1,16 @@
 //! The daemon's life after its config is loaded: build TLS and the services, serve on the
 //! listeners it is handed, flip health to SERVING and tell systemd; reload on request; on
 //! stop, turn health NOT_SERVING, GOAWAY every connection and let in-flight RPCs finish.
+//!
+//! - `start.rs`: the numbered startup steps, and [`StartError`] with its exit codes
+//! - `signals.rs`: SIGHUP, SIGTERM and SIGINT turned into [`Control`]
+//! - `check.rs`: what `--check-config` prints
+
+mod check;
+mod signals;
+mod start;
+
+pub use start::{Options, StartError, exit, start};
 
 use std::{sync::Arc, time::SystemTime};
 
