@@ -42,6 +42,9 @@ scripts/nspawn-rootfs.sh
 log "formatting"
 cargo fmt --all -- --check
 
+log "import layering (scripts/layers.py)"
+python3 scripts/layers.py
+
 log "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 

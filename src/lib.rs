@@ -1,22 +1,39 @@
 //! vitals: a small gRPC daemon for ARM Linux devices (`vitalsd`), and its client (`vitalsctl`).
 //!
+//! Composition up, shared vocabulary down: `main` → [`daemon`] → {[`server`], [`service`],
+//! [`auth`], [`secrets`], [`config`], …} → {[`tls`], [`context`], [`methods`],
+//! [`rpc_stats`], …}. Imports only point down (`scripts/layers.py` checks it), and nothing
+//! but the binaries and the tests imports [`client`].
+//!
+//! Composition:
+//! - [`daemon`]: the numbered startup steps and their exit codes, serving, reload, drain
+//! - [`client`]: what vitalsctl and the tests use to call a daemon
+//!
+//! Transport and handlers (neither names the other):
+//! - [`server`]: accept loops, connection caps, per-connection HTTP/2, the per-call layer
+//! - [`service`]: the router and the gRPC services: health, echo, metrics
+//!
+//! Policy and state:
 //! - [`auth`]: per-method ACL by certificate identity, bearer tokens, audit lines
-//! - [`config`]: the layered config files, validated into typed values
-//! - [`secrets`]: `secret:NAME` values pulled at startup from credentials, files or Vault
-//! - [`tls`]: rustls server and client configs, peer identity from client certificates
-//! - [`pki`]: a development CA and certificates
+//! - [`secrets`]: `secret:NAME` values pulled from credentials, files or Vault, TLS keys included
+//! - [`health`]: health state from lifecycle and threshold checks
+//! - [`telemetry`]: tracing to journald, JSON or text
+//!
+//! What they are built from:
+//! - [`config`]: the layered config files, validated into typed values; one unit grammar
+//! - [`tls`]: rustls server and client configs from resolved material, peer identity
+//! - [`rpc_stats`]: per-method call statistics
+//! - [`sampler`]: the one sysinfo sampler
+//!
+//! Vocabulary:
+//! - [`methods`]: every routed method once (path, service, streaming kind, request size)
+//! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
+//! - [`swap`]: the one value a reload replaces in a single step
 //! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
 //! - [`error`]: an error and its sources as one sentence
-//! - [`daemon`]: startup after config, serving, drain on shutdown
-//! - [`server`]: accept loops, connection cap, per-connection HTTP/2 lifecycle, routing
-//! - [`service`]: the gRPC services: health, echo, metrics
-//! - [`health`]: health state from lifecycle and threshold checks
-//! - [`sampler`]: the one sysinfo sampler
-//! - [`rpc_stats`]: per-method call statistics
+//! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
-//! - [`telemetry`]: tracing to journald, JSON or text
-//! - [`systemd`]: sd_notify and the watchdog
-//! - [`client`]: what vitalsctl and the tests use to call a daemon
+//! - [`systemd`]: sd_notify, the watchdog, socket activation
 //! - [`proto`]: generated protobuf code
 // Two audited exceptions: adopting socket-activation descriptors (systemd::adopt), and
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe).

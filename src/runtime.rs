@@ -3,10 +3,9 @@
 //! With one worker (one CPU, or `server.worker_threads = 1`) this is tokio's current-thread
 //! scheduler rather than the multi-thread scheduler with a single worker. Under load the
 //! multi-thread scheduler's LIFO slot runs the task just woken ahead of older ones, so one
-//! busy connection keeps the worker while calls on the others wait: with vitalsd pinned to
-//! one core at 512 calls in flight (BENCHMARKS.md), the current-thread scheduler served
-//! ~10-20% more calls and cut p99 from ~30 ms to ~8-16 ms; the multi-thread scheduler with
-//! its LIFO slot disabled (a `tokio_unstable` option) got only part of the way (p99 ~22 ms).
+//! busy connection keeps the worker while calls on the others wait: the current-thread
+//! scheduler serves more calls with a much shorter tail (BENCHMARKS.md, "Where the tail came
+//! from", has the A/B figures).
 
 use tokio::runtime::{Builder, Runtime, RuntimeFlavor};
 
@@ -44,7 +43,7 @@ pub fn describe() -> (&'static str, usize) {
 /// `pow`, the one libm function the binaries call (tokio's multi-thread scheduler weighs its
 /// task poll times with `powf`), from the pure-Rust `libm` crate (musl's implementation):
 /// with it defined here the linker drops `libm.so.6`, one shared library fewer to load and
-/// map (~0.5 MiB of the daemon's idle RSS). An exported C symbol is an unsafe attribute;
+/// map, which shows in idle RSS (docs/arm.md). An exported C symbol is an unsafe attribute;
 /// the function itself is safe code.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
