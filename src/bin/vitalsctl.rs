@@ -479,7 +479,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let report = match bench::run(&args, &dialer).await {
+    let report = match bench::run(&args.load, &dialer).await {
         Ok(report) => report,
         Err(err) => {
             eprintln!("error: {}", chain(&err));
@@ -494,7 +494,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
     } else {
         print!("{}", report.to_text());
     }
-    let asked = args.status.map(vitals::rpc_stats::code_name);
+    let asked = args.load.status.map(vitals::rpc_stats::code_name);
     let unexpected = report.errors.keys().any(|code| Some(*code) != asked);
     if unexpected { exit::RPC } else { exit::OK }
 }

@@ -14,6 +14,7 @@ use tonic::{Code, codec::CompressionEncoding, metadata::MetadataKey};
 use super::{
     DEV_ADDR, DEV_DIR, Dial, Error, TlsOptions, Trust,
     balance::Policy,
+    bench,
     retry::{self, RetryPolicy},
 };
 
@@ -121,18 +122,8 @@ pub struct MetricsArgs {
 #[derive(Debug)]
 pub struct BenchArgs {
     pub conn: ConnArgs,
-    pub connections: usize,
-    /// Calls in flight on each connection.
-    pub streams: usize,
-    pub requests: Option<u64>,
-    pub duration: Option<Duration>,
-    pub warmup: Duration,
-    /// Bytes of `echo_message` in each request (echoed back).
-    pub size: usize,
-    pub method: String,
-    pub timeout: Option<Duration>,
-    /// Ask the server to fail every call with this code (the echo status knob).
-    pub status: Option<Code>,
+    pub load: bench::Load,
+    /// Runtime workers.
     pub threads: usize,
 }
 
@@ -1055,8 +1046,9 @@ fn bench(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
         None => None,
     };
     let conn = common.conn(false, Duration::from_secs(5), true)?;
-    Ok(Command::Bench(BenchArgs {
-        conn,
+    let load = bench::Load {
+        targets: conn.addrs.clone(),
+        headers: conn.headers.clone(),
         connections,
         streams,
         requests,
@@ -1066,6 +1058,10 @@ fn bench(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
         method,
         timeout,
         status,
+    };
+    Ok(Command::Bench(BenchArgs {
+        conn,
+        load,
         threads,
     }))
 }
@@ -1332,9 +1328,12 @@ mod tests {
         )) else {
             panic!()
         };
-        assert_eq!((b.connections, b.streams, b.size), (16, 32, 4096));
         assert_eq!(
-            (b.duration, b.requests),
+            (b.load.connections, b.load.streams, b.load.size),
+            (16, 32, 4096)
+        );
+        assert_eq!(
+            (b.load.duration, b.load.requests),
             (Some(Duration::from_secs(10)), None)
         );
         assert!(probe_error("--dev bench --requests 5 --duration 1s").contains("not both"));
