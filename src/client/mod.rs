@@ -2,7 +2,6 @@
 //!
 //! - [`dial`]: connecting: plaintext, server-only or mutual TLS, a connect timeout, a
 //!   polite close, and the liveness of a connection
-//! - [`args`]: the command line, grpc_health_probe's single-dash flags included
 //! - [`probe`]: grpc.health.v1 Check, Watch and List, and a sweep over many targets
 //! - [`retry`]: the gRPC retry policy (proposal A6): parsing, backoff, server pushback
 //! - [`balance`]: several addresses behind pick_first or round_robin
@@ -12,7 +11,6 @@
 //! - [`cpu`]: this process's CPU time, from /proc
 //! - [`view`]: metrics snapshots as a table or JSON
 
-pub mod args;
 pub mod balance;
 pub mod bench;
 pub mod cpu;

@@ -11,11 +11,14 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 use lexopt::{Arg, Parser, ValueExt};
 use tonic::{Code, codec::CompressionEncoding, metadata::MetadataKey};
 
-use super::{
-    DEV_ADDR, DEV_DIR, Dial, Error, TlsOptions, Trust,
-    balance::Policy,
-    bench,
-    retry::{self, RetryPolicy},
+use vitals::{
+    client::{
+        Dial, Error, TlsOptions, Trust,
+        balance::Policy,
+        bench,
+        retry::{self, RetryPolicy},
+    },
+    pki::{DEV_ADDR, DEV_DIR},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +105,7 @@ pub struct ProbeArgs {
 pub struct EchoArgs {
     pub conn: ConnArgs,
     pub lb: Policy,
-    pub request: crate::proto::echo::EchoRequest,
+    pub request: vitals::proto::echo::EchoRequest,
     pub compression: Option<CompressionEncoding>,
     /// The deadline of each call, across all its attempts.
     pub timeout: Duration,
@@ -394,16 +397,16 @@ pub fn normalise(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 /// A Go duration (`1s`, `500ms`, `1m30s`, `-1s`, `0`) in the config's grammar
-/// ([`crate::config::units`]). Negative values come back as zero, as Go's flags allow them
+/// ([`vitals::config::units`]). Negative values come back as zero, as Go's flags allow them
 /// (callers refuse zero where it makes no sense).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (negative, d) = crate::config::units::parse_signed_duration(text)?;
+    let (negative, d) = vitals::config::units::parse_signed_duration(text)?;
     Ok(if negative { Duration::ZERO } else { d })
 }
 
 /// A byte count in the config's grammar: `4096`, `4KiB`, `1MiB`, `5B`, `4k`.
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let n = crate::config::units::parse_size(text)?;
+    let n = vitals::config::units::parse_size(text)?;
     usize::try_from(n).map_err(|_| format!("`{text}` is out of range"))
 }
 
@@ -866,7 +869,7 @@ fn codes(text: &str) -> Result<Vec<Code>, String> {
 }
 
 fn echo(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
-    let mut request = crate::proto::echo::EchoRequest::default();
+    let mut request = vitals::proto::echo::EchoRequest::default();
     let mut words = Vec::new();
     let mut retry = RetryFlags::default();
     let (mut count, mut interval, mut lb, mut compression) =
@@ -994,7 +997,7 @@ fn metrics(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError>
 }
 
 fn bench(mut parser: Parser, mut common: Common) -> Result<Command, ArgsError> {
-    let (mut connections, mut streams, mut threads) = (1usize, 1usize, crate::runtime::cpus());
+    let (mut connections, mut streams, mut threads) = (1usize, 1usize, vitals::runtime::cpus());
     let (mut requests, mut duration, mut warmup) = (None, None, Duration::ZERO);
     let (mut size, mut method) = (5usize, String::from("/vitals.echo.v1.Echo/Echo"));
     let mut status = None;

@@ -3,22 +3,25 @@
 //! 2 connection, 3 call, 4 not serving). The work is in `vitals::client`.
 #![forbid(unsafe_code)]
 
+mod args;
+
 use std::{
     io::{IsTerminal, Write},
     process::ExitCode,
     time::{Duration, SystemTime},
 };
 
+use args::{BenchArgs, Command, ConnArgs, EchoArgs, MetricsArgs, ProbeArgs, ProbeMode};
 use vitals::{
     client::{
         Dial, MetricsView,
-        args::{self, BenchArgs, Command, ConnArgs, EchoArgs, MetricsArgs, ProbeArgs, ProbeMode},
         balance::Balancer,
         bench,
         echo::{self, EchoCall, Failure, Reply, Summary},
         exit,
-        probe::{self, Outcome, Probe, chain},
+        probe::{self, Outcome, Probe},
     },
+    error::chain,
     pki::DevPki,
     proto::{
         health::health_check_response::ServingStatus,
