@@ -1,36 +1,151 @@
 //! vitalsctl: the client of vitalsd. Parses the command line, runs one command, prints
 //! what it found and exits with grpc_health_probe's codes (0 ok, 1 arguments or TLS files,
-//! 2 connection, 3 call, 4 not serving). The work is in `vitals::client`.
+//! 2 connection, 3 call, 4 not serving). Each command's flags, usage, run and output are in
+//! its own file (`probe.rs`, `echo.rs`, `metrics.rs`, `bench.rs`, `certs.rs`); what they
+//! share is in `flags.rs`; the work is in `vitals::client`. Invoked as `grpc_health_probe`
+//! (a symlink), vitalsctl is the probe.
 #![forbid(unsafe_code)]
 
-mod args;
+mod bench;
+mod certs;
+mod echo;
+mod flags;
+mod metrics;
+mod probe;
 
-use std::{
-    io::{IsTerminal, Write},
-    process::ExitCode,
-    time::{Duration, SystemTime},
-};
+use std::{ffi::OsString, process::ExitCode};
 
-use args::{BenchArgs, Command, ConnArgs, EchoArgs, MetricsArgs, ProbeArgs, ProbeMode};
-use vitals::{
-    client::{
-        Dial, MetricsView,
-        balance::Balancer,
-        bench,
-        echo::{self, EchoCall, Failure, Reply, Summary},
-        exit,
-        probe::{self, Outcome, Probe},
-    },
-    error::chain,
-    pki::DevPki,
-    proto::{
-        health::health_check_response::ServingStatus,
-        metrics::{SnapshotRequest, WatchRequest, metrics_client::MetricsClient},
-    },
-};
+use lexopt::{Parser, ValueExt};
+use vitals::{client::exit, error::chain};
+
+use flags::{Common, Flag, Table, invalid};
+
+/// What to do.
+#[derive(Debug)]
+enum Command {
+    /// Print this usage text.
+    Help(&'static str),
+    Probe(probe::Args),
+    Echo(echo::Args),
+    Metrics(metrics::Args),
+    Bench(bench::Args),
+    Certs(certs::Args),
+}
+
+/// Every long flag of every command, for [`flags::normalise`], which reads the whole line
+/// before the command is known.
+const FLAGS: &[Table] = &[
+    flags::FLAGS,
+    probe::FLAGS,
+    echo::FLAGS,
+    metrics::FLAGS,
+    bench::FLAGS,
+    certs::FLAGS,
+];
+
+pub const USAGE: &str = "\
+usage: vitalsctl [connection options] <command> [options]
+
+commands:
+  probe     grpc.health.v1 Check (a grpc_health_probe drop-in), --watch, --list, or a sweep
+  echo      call vitals.echo.v1.Echo/Echo: metadata, retries, balancing, a latency summary
+  metrics   one metrics snapshot as a table or JSON, or a live view
+  bench     a load generator for vitals.echo.v1.Echo/Echo
+  certs     certs init: write a dev CA, server and client certificates
+
+connection options (before or after the command; one dash or two):
+  --dev                  the dev PKI in certs/dev and 127.0.0.1:50051 (mutual TLS)
+  --addr HOST:PORT       the server; repeat it (or give a name with several addresses)
+                         to balance echo calls or to sweep probes
+  --tls                  use TLS (implied for echo, metrics and bench by any --tls-* flag)
+  --tls-ca-cert FILE     CA bundle for the server certificate (default: the system's)
+  --tls-client-cert FILE client certificate (PEM), with --tls-client-key
+  --tls-client-key FILE  its key (PEM, mode 0600)
+  --tls-server-name NAME name to check in the server certificate
+  --tls-no-verify        accept any server certificate (INSECURE)
+  --plaintext            no TLS (the health-only listener)
+  --connect-timeout DUR  TCP + TLS + HTTP/2 (default: probe 1s, others 5s)
+  --timeout DUR          deadline of a call (also --rpc-timeout; default: probe 1s, others 5s)
+  -H, --rpc-header 'K: V'  request metadata, repeatable
+  --user-agent TEXT      user-agent prefix
+  --json                 machine-readable output
+  -v, --verbose          say what happens (connection, each attempt)
+
+exit codes: 0 ok, 1 bad arguments or TLS files, 2 connection failed or timed out,
+            3 call failed or timed out, 4 not serving
+
+examples:
+  vitalsctl --dev probe                                  # status: SERVING, exit 0
+  vitalsctl probe -addr=10.0.0.7:50052                   # grpc_health_probe style
+  vitalsctl --dev echo hello -H 'x-request-id: 42'
+  vitalsctl --dev metrics --watch 2s
+  vitalsctl --dev bench --connections 16 --streams 32 --duration 10s
+  vitalsctl certs init --out certs/dev
+
+`vitalsctl help COMMAND` or `vitalsctl COMMAND --help` shows a command's options and examples.";
+
+/// The usage text of a command, or the overview.
+fn usage(command: Option<&str>) -> &'static str {
+    match command {
+        Some("probe") => probe::USAGE,
+        Some("echo") => echo::USAGE,
+        Some("metrics") => metrics::USAGE,
+        Some("bench") => bench::USAGE,
+        Some("certs") => certs::USAGE,
+        _ => USAGE,
+    }
+}
+
+/// Parses the whole command line, program name first: the connection flags up to the
+/// command, then the command's own.
+fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Command, flags::Error> {
+    let mut argv: Vec<OsString> = argv.into_iter().collect();
+    let program = if argv.is_empty() {
+        OsString::new()
+    } else {
+        argv.remove(0)
+    };
+    let as_probe = std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|name| name == "grpc_health_probe");
+    if as_probe {
+        argv.insert(0, "probe".into());
+    }
+    let mut parser = Parser::from_args(flags::normalise(argv, FLAGS));
+    let mut common = Common::default();
+    let command = loop {
+        match flags::next(&mut parser)? {
+            None => return Ok(Command::Help(USAGE)),
+            Some(flag) if flag.is_help() => return Ok(Command::Help(USAGE)),
+            Some(Flag::Value(v)) => break v.string()?,
+            Some(flag) => {
+                if !common.take(&flag, &mut parser)? {
+                    return Err(flag.unexpected("vitalsctl"));
+                }
+            }
+        }
+    };
+    let parsed = match command.as_str() {
+        "probe" => probe::parse(parser, common)?.map(Command::Probe),
+        "echo" => echo::parse(parser, common)?.map(Command::Echo),
+        "metrics" => metrics::parse(parser, common)?.map(Command::Metrics),
+        "bench" => bench::parse(parser, common)?.map(Command::Bench),
+        "certs" => certs::parse(parser)?.map(Command::Certs),
+        "help" => {
+            let topic = flags::next(&mut parser)?.and_then(|f| match f {
+                Flag::Value(v) => v.into_string().ok(),
+                _ => None,
+            });
+            Some(Command::Help(usage(topic.as_deref())))
+        }
+        other => return Err(invalid(format!("unknown command `{other}`"))),
+    };
+    // `None`: the command's flags asked for its usage.
+    Ok(parsed.unwrap_or_else(|| Command::Help(usage(Some(&command)))))
+}
 
 fn main() -> ExitCode {
-    let command = match args::parse(std::env::args_os()) {
+    let command = match parse(std::env::args_os()) {
         Ok(command) => command,
         Err(err) => {
             eprintln!("error: {err}");
@@ -39,37 +154,23 @@ fn main() -> ExitCode {
         }
     };
     let code = match command {
-        Command::Help(topic) => {
-            println!("{}", args::usage(topic));
+        Command::Help(text) => {
+            println!("{text}");
             exit::OK
         }
-        Command::CertsInit { out, sans } => {
-            match DevPki::generate(&sans).and_then(|pki| pki.write(&out)) {
-                Ok(()) => {
-                    println!(
-                        "wrote ca.crt server.crt server.key client.crt client.key to {}",
-                        out.display()
-                    );
-                    exit::OK
-                }
-                Err(err) => {
-                    eprintln!("error: {err:#}");
-                    exit::ARGS
-                }
-            }
-        }
+        Command::Certs(args) => certs::run(&args),
         Command::Bench(args) => vitals::runtime::build(args.threads)
             .expect("a runtime builds")
-            .block_on(run_bench(args)),
+            .block_on(bench::run(args)),
         command => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime builds")
             .block_on(async move {
                 match command {
-                    Command::Probe(args) => run_probe(args).await,
-                    Command::Echo(args) => run_echo(args).await,
-                    Command::Metrics(args) => run_metrics(args).await,
+                    Command::Probe(args) => probe::run(args).await,
+                    Command::Echo(args) => echo::run(args).await,
+                    Command::Metrics(args) => metrics::run(args).await,
                     _ => unreachable!("handled above"),
                 }
             }),
@@ -77,15 +178,10 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Reads the TLS files; a failure is exit 1, as grpc_health_probe has it.
-fn dialer(conn: &ConnArgs) -> Result<Dial, u8> {
-    conn.dialer().map_err(|err| {
-        eprintln!(
-            "error: failed to initialize tls credentials: {}",
-            chain(&err)
-        );
-        err.exit_code()
-    })
+/// Says why there is no connection on stderr, and returns its exit code (1 or 2).
+fn failed(err: &vitals::client::Error) -> u8 {
+    eprintln!("error: {}", chain(err));
+    err.exit_code()
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -104,400 +200,59 @@ async fn interrupted() {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2}ms", d.as_secs_f64() * 1e3)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn report(outcome: &Outcome, json: bool) -> u8 {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(outcome).expect("serialises")
-        );
-    } else if outcome.exit_code == exit::OK {
-        println!("{}", outcome.message);
-    } else {
-        eprintln!("{}", outcome.message);
+    /// A command line as the shell would split it, program name first.
+    pub fn argv(line: &str) -> Vec<OsString> {
+        std::iter::once("vitalsctl")
+            .chain(line.split_whitespace())
+            .map(OsString::from)
+            .collect()
     }
-    outcome.exit_code
-}
 
-async fn run_probe(args: ProbeArgs) -> u8 {
-    let conn = &args.conn;
-    let dialer = match dialer(conn) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    let mut targets = conn.addrs.clone();
-    if let Some(file) = &args.targets_file {
-        match probe::read_targets(file) {
-            Ok(more) => targets.extend(more),
-            Err(err) => {
-                eprintln!("error: reading targets from {}: {err}", file.display());
-                return exit::ARGS;
-            }
+    /// The message a command line that does not parse is refused with.
+    pub fn error(line: &str) -> String {
+        match parse(argv(line)) {
+            Err(e) => e.to_string(),
+            Ok(other) => panic!("{line}: parsed as {other:?}"),
         }
     }
-    if targets.is_empty() {
-        eprintln!("error: -addr not specified (and no targets in the file)");
-        return exit::ARGS;
-    }
-    let probe = Probe {
-        service: args.service.clone(),
-        rpc_timeout: args.rpc_timeout,
-        headers: conn.headers.clone(),
-        gzip: args.gzip,
-    };
-    if conn.verbose {
-        eprintln!("parsed options:");
-        eprintln!(
-            "> addr={} conn_timeout={:?} rpc_timeout={:?}",
-            targets.join(","),
-            conn.connect_timeout,
-            args.rpc_timeout
-        );
-        eprintln!("> tls={}", conn.tls.is_some());
-        if let Some(tls) = &conn.tls {
-            let ca = match &tls.trust {
-                vitals::client::Trust::Ca(path) => path.display().to_string(),
-                vitals::client::Trust::System => "(system)".into(),
-                vitals::client::Trust::Anything => String::new(),
-            };
-            let (cert, key) = tls
-                .identity
-                .as_ref()
-                .map_or((String::new(), String::new()), |(c, k)| {
-                    (c.display().to_string(), k.display().to_string())
-                });
-            eprintln!(
-                "  > no-verify={}",
-                tls.trust == vitals::client::Trust::Anything
-            );
-            eprintln!("  > ca-cert={ca}");
-            eprintln!("  > client-cert={cert}");
-            eprintln!("  > client-key={key}");
-            eprintln!(
-                "  > server-name={}",
-                conn.server_name.as_deref().unwrap_or("")
-            );
-        }
-    }
-    let sweep = targets.len() > 1 || args.targets_file.is_some();
-    match args.mode {
-        ProbeMode::Check if sweep => {
-            let outcomes = probe.sweep(&dialer, &targets, args.concurrency).await;
-            if conn.json {
-                println!("{}", probe::sweep_json(&outcomes));
-            } else {
-                print!("{}", probe::sweep_table(&outcomes));
-            }
-            probe::sweep_exit_code(&outcomes)
-        }
-        ProbeMode::Check => {
-            if conn.verbose {
-                eprintln!("establishing connection");
-            }
-            let outcome = probe.check(&dialer.target(&targets[0])).await;
-            if conn.verbose {
-                if let Some(connect) = outcome.connect {
-                    eprintln!("connection established (took {connect:?})");
-                }
-                if let (Some(connect), Some(rpc)) = (outcome.connect, outcome.rpc) {
-                    eprintln!("time elapsed: connect={connect:?} rpc={rpc:?}");
-                }
-            }
-            report(&outcome, conn.json)
-        }
-        ProbeMode::Watch => {
-            let json = conn.json;
-            let service = args.service.clone();
-            let outcome = probe
-                .watch(&dialer.target(&targets[0]), interrupted(), |status| {
-                    let at = probe::timestamp(SystemTime::now());
-                    if json {
-                        println!("{}", serde_json::json!({"time": at, "service": service, "status": status.as_str_name()}));
-                    } else if status == ServingStatus::ServiceUnknown {
-                        println!("{at} status: SERVICE_UNKNOWN (the server does not know `{service}`; waiting for it)");
-                    } else {
-                        println!("{at} status: {}", status.as_str_name());
-                    }
-                    let _ = std::io::stdout().flush();
-                })
-                .await;
-            if outcome.exit_code != exit::OK && outcome.exit_code != exit::NOT_SERVING {
-                eprintln!("{}", outcome.message);
-            }
-            outcome.exit_code
-        }
-        ProbeMode::List => {
-            let (outcome, statuses) = probe.list(&dialer.target(&targets[0])).await;
-            if outcome.status == "RPC_FAILED"
-                || outcome.status == "UNREACHABLE"
-                || outcome.status == "INVALID"
-            {
-                eprintln!("{}", outcome.message);
-            } else if conn.json {
-                let map: serde_json::Map<_, _> = statuses
-                    .iter()
-                    .map(|(name, s)| (name.clone(), s.as_str_name().into()))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&map).expect("serialises")
-                );
-            } else {
-                let width = statuses
-                    .iter()
-                    .map(|(n, _)| n.len())
-                    .max()
-                    .unwrap_or(0)
-                    .max(9);
-                for (name, status) in &statuses {
-                    let name = if name.is_empty() { "(overall)" } else { name };
-                    println!("{name:<width$}  {}", status.as_str_name());
-                }
-            }
-            outcome.exit_code
-        }
-    }
-}
 
-fn print_reply(reply: &Reply, json: bool, verbose: bool) {
-    if json {
-        let value = serde_json::json!({
-            "addr": reply.addr,
-            "attempts": reply.attempts,
-            "latency_ms": reply.took.as_secs_f64() * 1e3,
-            "headers": echo::metadata_json(&reply.headers),
-            "message": reply.message.echo_message,
-            "payload_bytes": reply.message.payload.len(),
-            "peer_identity": reply.message.peer_identity,
-            "trailers": echo::metadata_json(&reply.trailers),
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("serialises")
-        );
-        return;
+    /// Named grpc_health_probe, vitalsctl is the probe.
+    #[test]
+    fn as_grpc_health_probe() {
+        let argv = ["/usr/bin/grpc_health_probe", "-addr=h:1"].map(OsString::from);
+        assert!(matches!(parse(argv), Ok(Command::Probe(p)) if p.conn.addrs == ["h:1"]));
     }
-    for line in echo::metadata_lines("< ", &reply.headers) {
-        println!("{line}");
-    }
-    println!("{}", reply.message.echo_message);
-    if !reply.message.payload.is_empty() {
-        println!("(payload: {} bytes)", reply.message.payload.len());
-    }
-    for line in echo::metadata_lines("<< ", &reply.trailers) {
-        println!("{line}");
-    }
-    if verbose {
-        eprintln!(
-            "* answered by {} in {} after {} attempt(s); identity {}",
-            reply.addr,
-            ms(reply.took),
-            reply.attempts,
-            reply.message.peer_identity
-        );
-    }
-}
 
-fn print_failure(failure: &Failure, verbose: bool) {
-    eprintln!(
-        "error: echo failed: {}{} ({} attempt(s) in {}; {})",
-        vitals::rpc_stats::code_name(failure.status.code()),
-        match failure.status.message() {
-            "" => String::new(),
-            message => format!(": {message}"),
-        },
-        failure.attempts,
-        ms(failure.took),
-        failure.why
-    );
-    if verbose {
-        for line in echo::metadata_lines("<< ", failure.status.metadata()) {
-            eprintln!("{line}");
-        }
-    }
-}
-
-async fn run_echo(args: EchoArgs) -> u8 {
-    let conn = &args.conn;
-    let dialer = match dialer(conn) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    let balancer = match Balancer::new(&conn.addrs, &dialer, args.lb).await {
-        Ok(b) => b,
-        Err(err) => {
-            eprintln!("error: {}", chain(&err));
-            return err.exit_code();
-        }
-    };
-    if conn.verbose {
-        eprintln!("* {} over {}", args.lb.name(), balancer.addrs().join(", "));
-        if let Some(policy) = &args.retry {
-            eprintln!("* retry policy: {policy}");
-        }
-        for (k, v) in &conn.headers {
-            eprintln!("> {k}: {v}");
-        }
-    }
-    let call = EchoCall {
-        request: args.request.clone(),
-        headers: conn.headers.clone(),
-        compression: args.compression,
-        timeout: args.timeout,
-        retry: args.retry.clone(),
-    };
-    let mut summary = Summary::default();
-    for seq in 1..=args.count {
-        if seq > 1 && !args.interval.is_zero() {
-            tokio::time::sleep(args.interval).await;
-        }
-        let verbose = conn.verbose;
-        let result = echo::call(&balancer, &call, |event| {
-            if verbose {
-                eprintln!("* {event}");
-            }
-        })
-        .await;
-        match (&result, args.count) {
-            (Ok(reply), 1) => print_reply(reply, conn.json, conn.verbose),
-            (Err(failure), 1) => print_failure(failure, conn.verbose),
-            (Ok(reply), _) if !conn.json => println!(
-                "{}: seq={seq} time={} attempts={}",
-                reply.addr,
-                ms(reply.took),
-                reply.attempts
-            ),
-            (Err(failure), _) if !conn.json => println!(
-                "{}: seq={seq} failed: {}: {} ({} attempt(s); {})",
-                failure.addr.as_deref().unwrap_or("-"),
-                vitals::rpc_stats::code_name(failure.status.code()),
-                failure.status.message(),
-                failure.attempts,
-                failure.why
-            ),
-            _ => {}
-        }
-        let _ = std::io::stdout().flush();
-        summary.add(&result);
-    }
-    if args.count > 1 {
-        if conn.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary.to_json()).expect("serialises")
-            );
-        } else {
-            print!("{}", summary.to_text());
-        }
-    }
-    balancer.close(Duration::from_millis(600)).await;
-    summary.exit_code()
-}
-
-async fn run_metrics(args: MetricsArgs) -> u8 {
-    let conn = &args.conn;
-    let dial = match dialer(conn) {
-        Ok(d) => d.target(&conn.addrs[0]),
-        Err(code) => return code,
-    };
-    let open = match dial.open().await {
-        Ok(open) => open,
-        Err(err) => {
-            eprintln!("error: {}", chain(&err));
-            return err.exit_code();
-        }
-    };
-    let mut client = MetricsClient::new(open.channel.clone());
-    let code = match args.watch {
-        None => {
-            let mut request = tonic::Request::new(SnapshotRequest {});
-            request.set_timeout(args.timeout);
-            probe::add_headers(&mut request, &conn.headers);
-            match client.snapshot(request).await {
-                Ok(snapshot) if conn.json => {
-                    println!("{}", vitals::client::snapshot_json(snapshot.get_ref()));
-                    exit::OK
-                }
-                Ok(snapshot) => {
-                    print!("{}", vitals::client::snapshot_table(snapshot.get_ref()));
-                    exit::OK
-                }
-                Err(status) => {
-                    eprintln!(
-                        "error: metrics snapshot: {}: {}",
-                        vitals::rpc_stats::code_name(status.code()),
-                        status.message()
-                    );
-                    exit::RPC
-                }
+    /// A flag name takes a value in every command or in none, since the line is normalised
+    /// before the command is known.
+    #[test]
+    fn flag_tables_agree() {
+        for (name, takes) in FLAGS.iter().flat_map(|t| t.iter()) {
+            for (other, other_takes) in FLAGS.iter().flat_map(|t| t.iter()) {
+                assert!(name != other || takes == other_takes, "--{name}");
             }
         }
-        Some(interval) => {
-            let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
-            let mut request = tonic::Request::new(WatchRequest { interval_ms });
-            probe::add_headers(&mut request, &conn.headers);
-            let tty = std::io::stdout().is_terminal();
-            let mut view = MetricsView::default();
-            let watching = async {
-                let mut stream = client.watch(request).await?.into_inner();
-                while let Some(snapshot) = stream.message().await? {
-                    if conn.json {
-                        println!("{}", serde_json::to_string(&snapshot).expect("serialises"));
-                    } else {
-                        let text = view.render(&snapshot);
-                        if tty {
-                            // Home and clear, then the new picture.
-                            print!("\x1b[H\x1b[2J{text}");
-                        } else {
-                            println!("{text}");
-                        }
-                    }
-                    let _ = std::io::stdout().flush();
-                }
-                Ok::<_, tonic::Status>(())
-            };
-            tokio::select! {
-                ended = watching => match ended {
-                    Ok(()) => exit::OK,
-                    Err(status) => {
-                        eprintln!("error: metrics watch: {}: {}", vitals::rpc_stats::code_name(status.code()), status.message());
-                        exit::RPC
-                    }
-                },
-                () = interrupted() => exit::OK,
-            }
-        }
-    };
-    drop(client);
-    drop(open.channel);
-    open.liveness.closed(Duration::from_millis(600)).await;
-    code
-}
-
-async fn run_bench(args: BenchArgs) -> u8 {
-    let dialer = match dialer(&args.conn) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    let report = match bench::run(&args.load, &dialer).await {
-        Ok(report) => report,
-        Err(err) => {
-            eprintln!("error: {}", chain(&err));
-            return err.exit_code();
-        }
-    };
-    if args.conn.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serialises")
-        );
-    } else {
-        print!("{}", report.to_text());
     }
-    let asked = args.load.status.map(vitals::rpc_stats::code_name);
-    let unexpected = report.errors.keys().any(|code| Some(*code) != asked);
-    if unexpected { exit::RPC } else { exit::OK }
+
+    /// `help COMMAND`, `COMMAND -h` and `COMMAND --help` show the command's usage; an
+    /// unknown topic, the overview.
+    #[test]
+    fn help_topics() {
+        let help = |line: &str| match parse(argv(line)) {
+            Ok(Command::Help(text)) => text,
+            other => panic!("{line}: {other:?}"),
+        };
+        for (command, text) in [("probe", probe::USAGE), ("certs", certs::USAGE)] {
+            assert_eq!(help(&format!("help {command}")), text);
+            assert_eq!(help(&format!("{command} -h")), text);
+            assert_eq!(help(&format!("--dev {command} --help")), text);
+        }
+        for line in ["", "-h", "help", "help nope"] {
+            assert_eq!(help(line), USAGE, "{line:?}");
+        }
+    }
 }
