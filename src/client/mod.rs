@@ -1,4 +1,6 @@
-//! What vitalsctl and the tests need to call a server.
+//! What vitalsctl and the tests need to call a server. vitalsctl's command line (flags,
+//! usage, output, one file per command) is the binary's, in `src/bin/vitalsctl/`; nothing
+//! here reads flags or prints.
 //!
 //! - [`dial`]: connecting: plaintext, server-only or mutual TLS, a connect timeout, a
 //!   polite close, and the liveness of a connection
@@ -6,7 +8,7 @@
 //! - [`retry`]: the gRPC retry policy (proposal A6): parsing, backoff, server pushback
 //! - [`balance`]: several addresses behind pick_first or round_robin
 //! - [`echo`]: one echo call with retries over a balancer, and a run of them
-//! - [`bench`]: the load generator
+//! - [`bench`]: the load generator: a [`bench::Load`] in, a [`bench::Report`] out
 //! - [`histogram`]: a log-linear latency histogram
 //! - [`cpu`]: this process's CPU time, from /proc
 //! - [`view`]: metrics snapshots as a table or JSON
@@ -27,8 +29,6 @@ pub use dial::{Conn, Dial, Liveness, TlsOptions, Trust};
 pub use view::{MetricsView, snapshot_json, snapshot_table};
 
 use crate::tls;
-
-pub use crate::pki::{DEV_ADDR, DEV_DIR};
 
 /// Exit codes, as grpc_health_probe has them; every command uses the same ones.
 pub mod exit {
