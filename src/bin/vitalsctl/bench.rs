@@ -31,6 +31,7 @@ pub const FLAGS: Table = &[
     ("warmup", true),
 ];
 
+/// What `vitalsctl help bench` and `vitalsctl bench --help` print.
 pub const USAGE: &str = "\
 usage: vitalsctl bench [options]
 

@@ -12,6 +12,7 @@ use crate::flags::{self, Error, Flag, Table, invalid, text};
 /// certs' own long flags, for [`flags::normalise`].
 pub const FLAGS: Table = &[("out", true), ("san", true)];
 
+/// What `vitalsctl help certs` and `vitalsctl certs --help` print.
 pub const USAGE: &str = "\
 usage: vitalsctl certs init --out DIR [--san NAME]...
 

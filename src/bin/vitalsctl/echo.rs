@@ -44,6 +44,7 @@ pub const FLAGS: Table = &[
     ("status-message", true),
 ];
 
+/// What `vitalsctl help echo` and `vitalsctl echo --help` print.
 pub const USAGE: &str = "\
 usage: vitalsctl echo [options] [MESSAGE...]
 

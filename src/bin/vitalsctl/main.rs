@@ -43,7 +43,8 @@ const FLAGS: &[Table] = &[
     certs::FLAGS,
 ];
 
-pub const USAGE: &str = "\
+/// The overview: the commands and the connection options.
+const USAGE: &str = "\
 usage: vitalsctl [connection options] <command> [options]
 
 commands:

@@ -16,10 +16,11 @@ use vitals::{
 
 use crate::flags::{self, Common, ConnArgs, Error, Flag, Table, invalid, parse_duration};
 
-/// metrics' own long flags, for [`flags::normalise`]. `--watch` takes an optional value,
-/// attached or next, so it is read as a boolean here.
+/// metrics' own long flags, for [`flags::normalise`]. `--watch`'s interval is optional
+/// (attached, or the next word if that is a duration), so it is listed as taking no value.
 pub const FLAGS: Table = &[("watch", false)];
 
+/// What `vitalsctl help metrics` and `vitalsctl metrics --help` print.
 pub const USAGE: &str = "\
 usage: vitalsctl metrics [--json] [--watch [INTERVAL]]
 

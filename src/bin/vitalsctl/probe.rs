@@ -29,6 +29,7 @@ pub const FLAGS: Table = &[
     ("watch", false),
 ];
 
+/// What `vitalsctl help probe` and `vitalsctl probe --help` print.
 pub const USAGE: &str = "\
 usage: vitalsctl probe [options] [TARGET...]
 
