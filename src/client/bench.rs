@@ -28,13 +28,40 @@ use prost::Message;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::Code;
 
-use super::{Dial, Error, Liveness, args::BenchArgs, cpu, histogram::Histogram};
+use super::{Dial, Error, Liveness, cpu, histogram::Histogram};
 use crate::{proto::echo::EchoRequest, rpc_stats::code_name};
 
 /// HTTP/2 flow-control windows, as hyper (and so tonic) sets them: 32 streams of 4 KiB
 /// replies must not stall on the 64 KiB protocol default.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// The load: where it goes, what each call sends, how many at once and for how long.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// `host:port` targets; the connections are spread over them in turn.
+    pub targets: Vec<String>,
+    /// Request metadata on every call, lowercase keys.
+    pub headers: Vec<(String, String)>,
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Calls in flight on each connection.
+    pub streams: usize,
+    /// Stop after this many calls...
+    pub requests: Option<u64>,
+    /// ...or after this long, measured from the end of the warmup.
+    pub duration: Option<Duration>,
+    /// Calls made first and not measured.
+    pub warmup: Duration,
+    /// Bytes of `echo_message` in each request (echoed back).
+    pub size: usize,
+    /// `/package.Service/Method`, taking and returning the echo messages.
+    pub method: String,
+    /// The deadline of each call.
+    pub timeout: Option<Duration>,
+    /// Ask the server to fail every call with this code (the echo status knob).
+    pub status: Option<Code>,
+}
 
 /// Latency percentiles, in microseconds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -291,10 +318,10 @@ async fn connect(dial: &Dial) -> Result<Connection, Error> {
 }
 
 /// Connects, runs the load, closes the connections politely, and reports.
-pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
+pub async fn run(load: &Load, dialer: &Dial) -> Result<Report, Error> {
     let message = EchoRequest {
-        echo_message: "x".repeat(args.size),
-        status_code: args.status.map_or(0, |c| c as i32),
+        echo_message: "x".repeat(load.size),
+        status_code: load.status.map_or(0, |c| c as i32),
         ..Default::default()
     }
     .encode_to_vec();
@@ -303,8 +330,8 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
     frame.put_u32(message.len() as u32);
     frame.put_slice(&message);
 
-    let dials: Vec<Dial> = (0..args.connections)
-        .map(|i| dialer.target(&args.conn.addrs[i % args.conn.addrs.len()]))
+    let dials: Vec<Dial> = (0..load.connections)
+        .map(|i| dialer.target(&load.targets[i % load.targets.len()]))
         .collect();
     let connections = futures_util::future::join_all(dials.iter().map(connect))
         .await
@@ -316,22 +343,22 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
     } else {
         "http"
     };
-    let uri = format!("{scheme}://{}{}", dials[0].addr, args.method);
+    let uri = format!("{scheme}://{}{}", dials[0].addr, load.method);
     let mut head = http::Request::post(uri)
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(agent) = &dialer.user_agent {
         head = head.header("user-agent", agent.as_str());
     }
-    if let Some(timeout) = args.timeout {
+    if let Some(timeout) = load.timeout {
         head = head.header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)));
     }
     let mut head = head
         .body(())
-        .map_err(|_| Error::Address(args.method.clone()))?
+        .map_err(|_| Error::Address(load.method.clone()))?
         .into_parts()
         .0;
-    for (key, value) in &args.conn.headers {
+    for (key, value) in &load.headers {
         if let (Ok(key), Ok(value)) = (
             http::HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(value),
@@ -342,14 +369,14 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
 
     let cpu_start = cpu::process_time();
     let started = Instant::now();
-    let measure_from = started + args.warmup;
+    let measure_from = started + load.warmup;
     let plan = Arc::new(Plan {
         head,
         frame: frame.freeze(),
-        timeout: args.timeout,
-        requests: args.requests,
+        timeout: load.timeout,
+        requests: load.requests,
         issued: AtomicU64::new(0),
-        stop_at: args.duration.map(|d| measure_from + d),
+        stop_at: load.duration.map(|d| measure_from + d),
         measure_from,
     });
     let cpu_at_measure = tokio::spawn(async move {
@@ -358,7 +385,7 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
     });
     let mut tasks = tokio::task::JoinSet::new();
     for connection in &connections {
-        for _ in 0..args.streams {
+        for _ in 0..load.streams {
             tasks.spawn(worker(connection.send.clone(), plan.clone()));
         }
     }
@@ -368,7 +395,7 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
     }
     let ended = Instant::now();
     let cpu_end = cpu::process_time();
-    let cpu_from = if args.warmup.is_zero() || ended < measure_from {
+    let cpu_from = if load.warmup.is_zero() || ended < measure_from {
         cpu_start
     } else {
         cpu_at_measure.await.ok().flatten()
@@ -410,17 +437,17 @@ pub async fn run(args: &BenchArgs, dialer: &Dial) -> Result<Report, Error> {
         _ => None,
     };
     Ok(Report {
-        targets: args.conn.addrs.clone(),
-        transport: match &args.conn.tls {
+        targets: load.targets.clone(),
+        transport: match &dialer.tls {
             None => "plaintext",
-            Some(tls) if tls.identity.is_some() => "mutual TLS",
+            Some(tls) if tls.client_auth_cert_resolver.has_certs() => "mutual TLS",
             Some(_) => "TLS",
         },
-        method: args.method.clone(),
-        connections: args.connections,
-        streams: args.streams,
-        in_flight: args.connections * args.streams,
-        size: args.size,
+        method: load.method.clone(),
+        connections: load.connections,
+        streams: load.streams,
+        in_flight: load.connections * load.streams,
+        size: load.size,
         seconds: window.as_secs_f64(),
         requests,
         ok: tally.codes[0],

@@ -172,7 +172,7 @@ async fn attempt(
         grpc = grpc.send_compressed(encoding).accept_compressed(encoding);
     }
     grpc.ready().await.map_err(|e| AttemptError {
-        status: Status::unavailable(format!("{}: {}", pick.addr, super::probe::chain(&e))),
+        status: Status::unavailable(format!("{}: {}", pick.addr, crate::error::chain(&e))),
         committed: false,
         local: true,
     })?;

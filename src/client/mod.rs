@@ -1,18 +1,18 @@
-//! What vitalsctl and the tests need to call a server.
+//! What vitalsctl and the tests need to call a server. vitalsctl's command line (flags,
+//! usage, output, one file per command) is the binary's, in `src/bin/vitalsctl/`; nothing
+//! here reads flags or prints.
 //!
 //! - [`dial`]: connecting: plaintext, server-only or mutual TLS, a connect timeout, a
 //!   polite close, and the liveness of a connection
-//! - [`args`]: the command line, grpc_health_probe's single-dash flags included
 //! - [`probe`]: grpc.health.v1 Check, Watch and List, and a sweep over many targets
 //! - [`retry`]: the gRPC retry policy (proposal A6): parsing, backoff, server pushback
 //! - [`balance`]: several addresses behind pick_first or round_robin
 //! - [`echo`]: one echo call with retries over a balancer, and a run of them
-//! - [`bench`]: the load generator
+//! - [`bench`]: the load generator: a [`bench::Load`] in, a [`bench::Report`] out
 //! - [`histogram`]: a log-linear latency histogram
 //! - [`cpu`]: this process's CPU time, from /proc
 //! - [`view`]: metrics snapshots as a table or JSON
 
-pub mod args;
 pub mod balance;
 pub mod bench;
 pub mod cpu;
@@ -29,8 +29,6 @@ pub use dial::{Conn, Dial, Liveness, TlsOptions, Trust};
 pub use view::{MetricsView, snapshot_json, snapshot_table};
 
 use crate::tls;
-
-pub use crate::pki::{DEV_ADDR, DEV_DIR};
 
 /// Exit codes, as grpc_health_probe has them; every command uses the same ones.
 pub mod exit {

@@ -14,9 +14,12 @@ use futures_util::StreamExt;
 use tonic::{Code, Request, Status, codec::CompressionEncoding, transport::Channel};
 
 use super::{Conn, Dial, exit};
-use crate::proto::health::{
-    HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus,
-    health_client::HealthClient,
+use crate::{
+    error::chain,
+    proto::health::{
+        HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus,
+        health_client::HealthClient,
+    },
 };
 
 /// How long a probe waits for its connection to close politely.
@@ -133,8 +136,6 @@ async fn connect(dial: &Dial) -> Result<(Conn, Duration), Outcome> {
         }
     }
 }
-
-pub use crate::error::chain;
 
 /// An RPC failure as grpc_health_probe words it: exit 3.
 fn rpc_failed(target: &str, status: &Status, rpc_timeout: Duration) -> Outcome {
