@@ -3,9 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{
-    support::{TestDaemon, TestPki, eventually},
-    vitalsctl_support::{Background, Stub, echo_stats, mtls, vitalsctl},
+use crate::support::{
+    TestDaemon, TestPki, eventually,
+    vitalsctl::{Background, Stub, echo_stats, mtls, vitalsctl},
 };
 
 /// `echo` with the mutual TLS flags of `daemon` and `--addr` for each of `daemons`.

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::{
-    support::{TestDaemon, eventually},
-    vitalsctl_support::{
+use crate::support::{
+    TestDaemon, eventually,
+    vitalsctl::{
         Background, Stub, assert_closed_politely, at, mtls, refused_addr, silent_listener,
         vitalsctl,
     },

@@ -5,6 +5,7 @@
 
 pub mod bao;
 pub mod raw;
+pub mod vitalsctl;
 
 use std::{
     io::{BufRead, BufReader},
