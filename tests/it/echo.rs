@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Request, codec::CompressionEncoding};
-use vitals::proto::echo::EchoRequest;
+use vitals::proto::echo::{EchoRequest, EchoResponse};
 
 use crate::support::{CLIENT_ID, TestDaemon};
 
@@ -52,6 +52,7 @@ async fn echoes_metadata_into_headers_and_trailers() {
     .await
     .unwrap();
     assert_eq!(reply.grpc_status.as_deref(), Some("0"));
+    assert_eq!(reply.message::<EchoResponse>().echo_message, "m");
     assert_eq!(reply.headers.get("x-head").unwrap(), "h1");
     assert!(reply.headers.get("x-tail").is_none());
     assert!(reply.headers.get("x-absent").is_none());

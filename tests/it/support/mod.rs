@@ -1,8 +1,6 @@
 //! The test harness: a fresh PKI, the real `vitalsd` binary started on a temp config, and
 //! clients that talk to it over mutual TLS.
 
-#![allow(dead_code)]
-
 pub mod bao;
 pub mod raw;
 pub mod vitalsctl;
