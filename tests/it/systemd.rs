@@ -5,7 +5,6 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
     os::unix::net::UnixDatagram,
     path::Path,
     process::{Command, Stdio},
@@ -15,15 +14,7 @@ use std::{
 
 use vitals::proto::{echo::EchoRequest, health::HealthCheckRequest};
 
-use crate::support::{NamespacedScript, TestDaemon, TestPki, require, write_config};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{NamespacedScript, TestDaemon, TestPki, free_port, require, write_config};
 
 /// A NOTIFY_SOCKET the test owns.
 struct NotifySocket {

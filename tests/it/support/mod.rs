@@ -2,6 +2,7 @@
 //! clients that talk to it over mutual TLS.
 
 pub mod bao;
+pub mod nspawn;
 pub mod raw;
 pub mod vitalsctl;
 
@@ -391,6 +392,15 @@ pub async fn connect_when_up(dial: &Dial) -> Channel {
     })
     .await;
     dial.connect().await.expect("connects once up")
+}
+
+/// A loopback port that was free a moment ago (for servers that must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Panics with an install hint when `tool` is not on PATH: a test that needs a real
