@@ -30,7 +30,7 @@ use vitals::{
     tls::ClientAuth,
 };
 
-use crate::support::{NamespacedScript, TestDaemon, TestPki, eventually, raw};
+use crate::support::{NamespacedScript, TestDaemon, TestDaemonBuilder, TestPki, eventually, raw};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/h2_abuse.py");
 const ECHO: &str = "/vitals.echo.v1.Echo/Echo";
@@ -544,7 +544,7 @@ fn refusal_pki() -> Arc<TestPki> {
 /// is logged.
 #[tokio::test]
 async fn not_yet_valid_certificate_is_refused() {
-    let daemon = TestDaemon::start_with(refusal_pki(), "", &[]).await;
+    let daemon = TestDaemon::builder().pki(refusal_pki()).start().await;
     let config = daemon.client_tls(ClientAuth::Certificate {
         cert: &daemon.pki.path("notyet.crt"),
         key: &daemon.pki.path("notyet.key"),
@@ -568,7 +568,7 @@ async fn not_yet_valid_certificate_is_refused() {
 /// of the ones held back.
 #[tokio::test]
 async fn tls_refusals() {
-    let daemon = TestDaemon::start_with(refusal_pki(), "", &[]).await;
+    let daemon = TestDaemon::builder().pki(refusal_pki()).start().await;
     let other = TestPki::new();
     let base = baseline(&daemon).await;
     let ca = daemon.pki.path("ca.crt");
@@ -938,11 +938,11 @@ async fn bomb_round(daemon: &TestDaemon, bombs: &[(&str, Bytes)]) -> Footprint {
     settled(daemon).await
 }
 
-/// Starts a daemon with `env`, takes the baseline, and runs six rounds of 20 compression
-/// bombs (64 KiB of gzip and 2 KiB of zstd, each inflating to 64 MiB; the limit is 4 MiB).
+/// Starts `daemon`, takes the baseline, and runs six rounds of 20 compression bombs
+/// (64 KiB of gzip and 2 KiB of zstd, each inflating to 64 MiB; the limit is 4 MiB).
 /// Returns the baseline and the footprint after each round.
-async fn bomb_rounds(name: &str, env: &[(&str, &str)]) -> (Footprint, Vec<Footprint>) {
-    let daemon = TestDaemon::start_with(Arc::new(TestPki::new()), "", env).await;
+async fn bomb_rounds(name: &str, daemon: TestDaemonBuilder) -> (Footprint, Vec<Footprint>) {
+    let daemon = daemon.start().await;
     let base = baseline(&daemon).await;
     let size = 64 << 20;
     let gzip = gzip_zeros(size);
@@ -988,7 +988,7 @@ async fn bomb_rounds(name: &str, env: &[(&str, &str)]) -> (Footprint, Vec<Footpr
 /// this 2-core machine), the same for any legitimate 4 MiB message.
 #[tokio::test]
 async fn compression_bombs() {
-    let (base, rounds) = bomb_rounds("compression_bombs", &[]).await;
+    let (base, rounds) = bomb_rounds("compression_bombs", TestDaemon::builder()).await;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let margin = workers * 6 * 1024 + RSS_MARGIN_KIB;
     let last = rounds.last().unwrap().rss_kib;
@@ -1008,8 +1008,8 @@ async fn compression_bombs() {
 /// [`RSS_MARGIN_KIB`] of the baseline after compression bombs.
 #[tokio::test]
 async fn compression_bombs_fixed_mmap_threshold() {
-    let tunables = [("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=262144")];
-    let (base, rounds) = bomb_rounds("compression_bombs_fixed_mmap_threshold", &tunables).await;
+    let daemon = TestDaemon::builder().env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=262144");
+    let (base, rounds) = bomb_rounds("compression_bombs_fixed_mmap_threshold", daemon).await;
     for round in &rounds {
         assert!(
             round.rss_kib <= base.rss_kib + RSS_MARGIN_KIB,

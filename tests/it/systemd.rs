@@ -66,12 +66,11 @@ impl NotifySocket {
 #[tokio::test]
 async fn notify_protocol() {
     let notify = NotifySocket::new();
-    let pki = Arc::new(TestPki::new());
-    let env = [
-        ("NOTIFY_SOCKET", notify.path.as_str()),
-        ("WATCHDOG_USEC", "400000"),
-    ];
-    let mut daemon = TestDaemon::start_with(pki, "", &env).await;
+    let mut daemon = TestDaemon::builder()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "400000")
+        .start()
+        .await;
     let (ready, _) = notify.until("READY=1", Duration::from_secs(5));
     assert!(ready.contains("STATUS=serving on 127.0.0.1:"), "{ready}");
     // READY was sent after the listener serves: a call made now succeeds.
@@ -117,12 +116,11 @@ async fn notify_protocol() {
 /// Without a reachable NOTIFY_SOCKET the daemon runs as usual.
 #[tokio::test]
 async fn unreachable_notify_socket_is_harmless() {
-    let pki = Arc::new(TestPki::new());
-    let env = [
-        ("NOTIFY_SOCKET", "/nonexistent/notify"),
-        ("WATCHDOG_USEC", "100000"),
-    ];
-    let daemon = TestDaemon::start_with(pki, "", &env).await;
+    let daemon = TestDaemon::builder()
+        .env("NOTIFY_SOCKET", "/nonexistent/notify")
+        .env("WATCHDOG_USEC", "100000")
+        .start()
+        .await;
     daemon.echo_ok().await;
 }
 

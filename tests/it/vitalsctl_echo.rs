@@ -22,9 +22,9 @@ fn echo_args(daemons: &[&TestDaemon], args: &[&str]) -> Vec<String> {
 async fn three_daemons() -> [TestDaemon; 3] {
     let pki = Arc::new(TestPki::new());
     [
-        TestDaemon::start_with(pki.clone(), "", &[]).await,
-        TestDaemon::start_with(pki.clone(), "", &[]).await,
-        TestDaemon::start_with(pki, "", &[]).await,
+        TestDaemon::builder().pki(pki.clone()).start().await,
+        TestDaemon::builder().pki(pki.clone()).start().await,
+        TestDaemon::builder().pki(pki).start().await,
     ]
 }
 

@@ -7,6 +7,7 @@ pub mod raw;
 pub mod vitalsctl;
 
 use std::{
+    ffi::{OsStr, OsString},
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -148,21 +149,47 @@ pub fn write_config(pki: &TestPki, dropin: &str) -> TempDir {
     dir
 }
 
-impl TestDaemon {
-    /// Starts a daemon with a fresh PKI and `dropin` applied over the base config.
-    pub async fn start(dropin: &str) -> TestDaemon {
-        TestDaemon::start_with(Arc::new(TestPki::new()), dropin, &[]).await
+/// What a test daemon starts with: `TestDaemon::builder().pki(pki).dropin(toml)
+/// .env("K", "v").start().await`. Unset, the PKI is a fresh one and the drop-in empty.
+#[derive(Default)]
+pub struct TestDaemonBuilder {
+    pki: Option<Arc<TestPki>>,
+    dropin: String,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl TestDaemonBuilder {
+    /// Serve with this PKI's server certificate (shared, say, with other daemons, or holding
+    /// extra client certificates).
+    pub fn pki(mut self, pki: impl Into<Arc<TestPki>>) -> TestDaemonBuilder {
+        self.pki = Some(pki.into());
+        self
     }
 
-    pub async fn start_with(pki: Arc<TestPki>, dropin: &str, env: &[(&str, &str)]) -> TestDaemon {
-        let config_dir = write_config(&pki, dropin);
+    /// Apply this TOML over the base config, as `vitalsd.d/50-test.toml`.
+    pub fn dropin(mut self, toml: impl Into<String>) -> TestDaemonBuilder {
+        self.dropin = toml.into();
+        self
+    }
+
+    /// Set this variable in the daemon's environment.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> TestDaemonBuilder {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts the daemon and waits until it says it serves.
+    pub async fn start(self) -> TestDaemon {
+        let pki = self.pki.unwrap_or_else(|| Arc::new(TestPki::new()));
+        let config_dir = write_config(&pki, &self.dropin);
         let mut command = vitalsd_command();
         command
             .arg("--config")
             .arg(config_dir.path().join("vitalsd.toml"))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
-            .envs(env.iter().copied())
+            .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -212,6 +239,18 @@ impl TestDaemon {
             config_dir,
             logs,
         }
+    }
+}
+
+impl TestDaemon {
+    /// A daemon to configure before it starts.
+    pub fn builder() -> TestDaemonBuilder {
+        TestDaemonBuilder::default()
+    }
+
+    /// Starts a daemon with a fresh PKI and `dropin` applied over the base config.
+    pub async fn start(dropin: &str) -> TestDaemon {
+        TestDaemon::builder().dropin(dropin).start().await
     }
 
     /// Replaces the test drop-in (`vitalsd.d/50-test.toml`), e.g. before a reload.
