@@ -1131,15 +1131,18 @@ async fn sigterm_with_500_in_flight() {
     for (c, echo) in clients.into_iter().enumerate() {
         for i in 0..50 {
             let mut echo = echo.clone();
-            calls.push(tokio::spawn(async move {
-                echo.echo(EchoRequest {
-                    echo_message: format!("{c}-{i}"),
-                    delay_ms: 3000,
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.into_inner().echo_message)
-            }));
+            let sent = format!("{c}-{i}");
+            let request = EchoRequest {
+                echo_message: sent.clone(),
+                delay_ms: 3000,
+                ..Default::default()
+            };
+            let call = tokio::spawn(async move {
+                echo.echo(request)
+                    .await
+                    .map(|r| r.into_inner().echo_message)
+            });
+            calls.push((sent, call));
         }
     }
     eventually(Duration::from_secs(5), || {
@@ -1171,10 +1174,10 @@ async fn sigterm_with_500_in_flight() {
     let signalled = Instant::now();
     daemon.signal("TERM");
     let mut failed = Vec::new();
-    for (i, call) in calls.into_iter().enumerate() {
+    for (sent, call) in calls {
         match call.await.unwrap() {
-            Ok(message) => assert!(message.contains('-')),
-            Err(status) => failed.push(format!("{i}: {status:?}")),
+            Ok(message) => assert_eq!(message, sent, "each call gets its own message back"),
+            Err(status) => failed.push(format!("{sent}: {status:?}")),
         }
     }
     let status = daemon.wait_exit(Duration::from_secs(10)).await;
