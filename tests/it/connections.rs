@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 use vitals::{proto::echo::EchoRequest, tls::ClientAuth};
 
-use crate::support::{TestDaemon, raw};
+use crate::support::{TestDaemon, raw, spawn_echo};
 
 fn client_tls(daemon: &TestDaemon) -> rustls::ClientConfig {
     daemon.client_tls(ClientAuth::Certificate {
@@ -127,19 +127,8 @@ async fn drains_on_sigterm(dropin: &str, runtime: &str) {
     for i in 0..4 {
         let echo = daemon.echo().await; // a connection each
         for j in 0..25 {
-            let mut echo = echo.clone();
             let sent = format!("{i}-{j}");
-            let request = EchoRequest {
-                echo_message: sent.clone(),
-                delay_ms: 1000,
-                ..Default::default()
-            };
-            let call = tokio::spawn(async move {
-                echo.echo(request)
-                    .await
-                    .map(|r| r.into_inner().echo_message)
-            });
-            calls.push((sent, call));
+            calls.push((sent.clone(), spawn_echo(&echo, &sent, 1000)));
         }
     }
     daemon.wait_in_flight(ECHO, 100).await;

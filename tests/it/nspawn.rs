@@ -21,7 +21,7 @@ use vitals::proto::{
 use crate::support::{
     eventually,
     nspawn::{Container, WAIT, unit},
-    require,
+    require, spawn_echo, wait_in_flight,
 };
 
 /// The unit turns active only once the daemon has sent READY=1: while the daemon is held
@@ -256,39 +256,10 @@ async fn stop_drains_in_flight_calls() {
     // Two connections, two calls on each.
     let clients = [container.echo().await, container.echo().await];
     let calls: Vec<_> = (0..CALLS)
-        .map(|i| {
-            let mut client = clients[i % 2].clone();
-            tokio::spawn(async move {
-                client
-                    .echo(EchoRequest {
-                        echo_message: format!("call {i}"),
-                        delay_ms: 1500,
-                        ..Default::default()
-                    })
-                    .await
-            })
-        })
+        .map(|i| spawn_echo(&clients[i % 2], &format!("call {i}"), 1500))
         .collect();
     let metrics = MetricsClient::new(container.dial().connect().await.unwrap());
-    eventually(WAIT, || {
-        let mut metrics = metrics.clone();
-        async move {
-            let snapshot = metrics
-                .snapshot(SnapshotRequest {})
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            let in_flight = snapshot
-                .rpc
-                .iter()
-                .find(|m| m.method == "/vitals.echo.v1.Echo/Echo")
-                .map_or(0, |m| m.in_flight);
-            (in_flight == CALLS as u64)
-                .then_some(())
-                .ok_or(format!("{in_flight} echo calls in flight"))
-        }
-    })
-    .await;
+    wait_in_flight(&metrics, "/vitals.echo.v1.Echo/Echo", CALLS as u64, WAIT).await;
 
     let stopping = Instant::now();
     container.systemctl(&["stop", "vitalsd.service"]).await;
@@ -299,9 +270,9 @@ async fn stop_drains_in_flight_calls() {
         "stopped after {elapsed:?}"
     );
     for (i, call) in calls.into_iter().enumerate() {
-        let reply = call.await.unwrap();
-        let reply = reply.unwrap_or_else(|e| panic!("call {i}: {e}"));
-        assert_eq!(reply.into_inner().echo_message, format!("call {i}"));
+        let message = call.await.unwrap();
+        let message = message.unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(message, format!("call {i}"));
     }
     assert_eq!(container.show().await["ActiveState"], "inactive");
     let journal = container.journal().await;

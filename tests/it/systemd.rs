@@ -152,13 +152,7 @@ async fn socket_activation() {
     });
     // systemd-socket-activate starts the daemon on the first connection.
     let addr = format!("127.0.0.1:{grpc}");
-    let dial = vitals::client::Dial::mtls(
-        &addr,
-        &pki.path("ca.crt"),
-        &pki.path("client.crt"),
-        &pki.path("client.key"),
-    )
-    .unwrap();
+    let dial = pki.dial(&addr);
     // systemd-socket-activate binds once it has started.
     let channel = crate::support::connect_when_up(&dial).await;
     let reply = vitals::proto::echo::echo_client::EchoClient::new(channel)
@@ -262,13 +256,7 @@ async fn journald_entries_have_fields_and_priorities() {
         .parse()
         .unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let dial = vitals::client::Dial::mtls(
-        &addr,
-        &pki.path("ca.crt"),
-        &pki.path("client.crt"),
-        &pki.path("client.key"),
-    )
-    .unwrap();
+    let dial = pki.dial(&addr);
     let channel = crate::support::connect_when_up(&dial).await;
     let mut echo = vitals::proto::echo::echo_client::EchoClient::new(channel.clone());
     echo.echo(EchoRequest::default()).await.unwrap();

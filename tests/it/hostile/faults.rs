@@ -9,11 +9,11 @@ use std::{
 
 use vitals::proto::{
     echo::{EchoRequest, echo_client::EchoClient},
-    metrics::{SnapshotRequest, metrics_client::MetricsClient},
+    metrics::metrics_client::MetricsClient,
 };
 
 use super::harness::ECHO;
-use crate::support::{NamespacedScript, TestDaemon, TestPki, eventually};
+use crate::support::{NamespacedScript, TestDaemon, TestPki, spawn_echo, wait_in_flight};
 
 /// SIGTERM with 500 calls in flight (echo, 3 s delay, 50 on each of 10 connections; the
 /// signal once the daemon's metrics count all 500 in flight): every call completes OK and
@@ -31,47 +31,11 @@ async fn sigterm_with_500_in_flight() {
     let mut calls = Vec::new();
     for (c, echo) in clients.into_iter().enumerate() {
         for i in 0..50 {
-            let mut echo = echo.clone();
             let sent = format!("{c}-{i}");
-            let request = EchoRequest {
-                echo_message: sent.clone(),
-                delay_ms: 3000,
-                ..Default::default()
-            };
-            let call = tokio::spawn(async move {
-                echo.echo(request)
-                    .await
-                    .map(|r| r.into_inner().echo_message)
-            });
-            calls.push((sent, call));
+            calls.push((sent.clone(), spawn_echo(&echo, &sent, 3000)));
         }
     }
-    eventually(Duration::from_secs(5), || {
-        let mut metrics = metrics.clone();
-        async move {
-            let snapshot = metrics
-                .snapshot(SnapshotRequest::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            let in_flight = snapshot
-                .rpc
-                .iter()
-                .find(|m| m.method == ECHO)
-                .map_or(0, |m| m.in_flight);
-            (in_flight == 500).then_some(()).ok_or_else(|| {
-                format!(
-                    "{in_flight} in flight: {:?}",
-                    snapshot
-                        .rpc
-                        .iter()
-                        .map(|m| (&m.method, m.calls, m.in_flight))
-                        .collect::<Vec<_>>()
-                )
-            })
-        }
-    })
-    .await;
+    wait_in_flight(&metrics, ECHO, 500, Duration::from_secs(5)).await;
     let signalled = Instant::now();
     daemon.signal("TERM");
     let mut failed = Vec::new();
@@ -143,13 +107,7 @@ async fn full_log_filesystem() {
         .to_string();
     let full = next("FULL");
     let pid: u32 = next("PID ").strip_prefix("PID ").unwrap().parse().unwrap();
-    let dial = vitals::client::Dial::mtls(
-        &addr,
-        &pki.path("ca.crt"),
-        &pki.path("client.crt"),
-        &pki.path("client.key"),
-    )
-    .unwrap();
+    let dial = pki.dial(&addr);
     let mut echo = EchoClient::new(dial.connect().await.expect("connects"));
     let started = Instant::now();
     for i in 0..200 {

@@ -17,13 +17,15 @@ use std::{
 };
 
 use tempfile::TempDir;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use vitals::{
     client::Dial,
     pki::{Authority, Leaf, Usage, write_file},
     proto::{
-        echo::echo_client::EchoClient, health::health_client::HealthClient,
-        metrics::metrics_client::MetricsClient,
+        echo::{EchoRequest, echo_client::EchoClient},
+        health::health_client::HealthClient,
+        metrics::{SnapshotRequest, metrics_client::MetricsClient},
     },
     tls::{self, ClientAuth},
 };
@@ -71,6 +73,22 @@ impl TestPki {
         write_file(&cert, &pem.cert, 0o644).unwrap();
         write_file(&key, &pem.key, 0o600).unwrap();
         (cert, key)
+    }
+
+    /// Dial settings for a server at `addr` with this CA, as the default client.
+    pub fn dial(&self, addr: &str) -> Dial {
+        self.dial_as(addr, "client")
+    }
+
+    /// Dial settings for a server at `addr` with this CA, as the client `NAME.crt`/`NAME.key`.
+    pub fn dial_as(&self, addr: &str, name: &str) -> Dial {
+        Dial::mtls(
+            addr,
+            &self.path("ca.crt"),
+            &self.path(&format!("{name}.crt")),
+            &self.path(&format!("{name}.key")),
+        )
+        .unwrap()
     }
 }
 
@@ -315,28 +333,9 @@ impl TestDaemon {
             .collect()
     }
 
-    /// Waits until the daemon counts at least `n` calls of `path` in flight.
+    /// Waits (up to 10 s) until the daemon counts `n` calls of `path` in flight.
     pub async fn wait_in_flight(&self, path: &str, n: u64) {
-        let metrics = self.metrics().await;
-        eventually(Duration::from_secs(10), || {
-            let mut metrics = metrics.clone();
-            async move {
-                let snapshot = metrics
-                    .snapshot(vitals::proto::metrics::SnapshotRequest {})
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_inner();
-                let running = snapshot
-                    .rpc
-                    .iter()
-                    .find(|m| m.method == path)
-                    .map_or(0, |m| m.in_flight);
-                (running >= n)
-                    .then_some(())
-                    .ok_or(format!("{running} of {n} calls in flight"))
-            }
-        })
-        .await;
+        wait_in_flight(&self.metrics().await, path, n, Duration::from_secs(10)).await;
     }
 
     /// The daemon's log lines as JSON.
@@ -354,13 +353,7 @@ impl TestDaemon {
 
     /// Dial settings for the client certificate `NAME.crt`/`NAME.key` of this PKI.
     pub fn dial_as(&self, name: &str) -> Dial {
-        Dial::mtls(
-            &self.addr.to_string(),
-            &self.pki.path("ca.crt"),
-            &self.pki.path(&format!("{name}.crt")),
-            &self.pki.path(&format!("{name}.key")),
-        )
-        .unwrap()
+        self.pki.dial_as(&self.addr.to_string(), name)
     }
 
     pub async fn channel(&self) -> Channel {
@@ -383,7 +376,7 @@ impl TestDaemon {
     pub async fn echo_ok(&self) {
         self.echo()
             .await
-            .echo(vitals::proto::echo::EchoRequest::default())
+            .echo(EchoRequest::default())
             .await
             .expect("an echo on a new connection succeeds");
     }
@@ -392,7 +385,7 @@ impl TestDaemon {
     pub async fn snapshot(&self) -> vitals::proto::metrics::Snapshot {
         self.metrics()
             .await
-            .snapshot(vitals::proto::metrics::SnapshotRequest {})
+            .snapshot(SnapshotRequest {})
             .await
             .expect("a metrics snapshot")
             .into_inner()
@@ -421,6 +414,53 @@ pub fn method_stats<'a>(
         .iter()
         .find(|m| m.method == path)
         .unwrap_or_else(|| panic!("no statistics for {path} in {:?}", snapshot.rpc))
+}
+
+/// Starts an echo of `message` on `client`'s connection, answered after `delay_ms`; the
+/// task ends with the message that came back.
+pub fn spawn_echo(
+    client: &EchoClient<Channel>,
+    message: &str,
+    delay_ms: u32,
+) -> JoinHandle<Result<String, tonic::Status>> {
+    let mut client = client.clone();
+    let request = EchoRequest {
+        echo_message: message.to_string(),
+        delay_ms,
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        client
+            .echo(request)
+            .await
+            .map(|r| r.into_inner().echo_message)
+    })
+}
+
+/// Waits (up to `limit`) until `metrics` counts exactly `n` calls of `path` in flight.
+pub async fn wait_in_flight(metrics: &MetricsClient<Channel>, path: &str, n: u64, limit: Duration) {
+    eventually(limit, || {
+        let mut metrics = metrics.clone();
+        async move {
+            let snapshot = metrics
+                .snapshot(SnapshotRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let running = snapshot
+                .rpc
+                .iter()
+                .find(|m| m.method == path)
+                .map_or(0, |m| m.in_flight);
+            (running == n).then_some(()).ok_or_else(|| {
+                let calls: Vec<_> = (snapshot.rpc.iter())
+                    .map(|m| (&m.method, m.calls, m.in_flight))
+                    .collect();
+                format!("{running} of {n} calls of {path} in flight; (method, calls, in flight): {calls:?}")
+            })
+        }
+    })
+    .await;
 }
 
 /// Connects as soon as the server accepts (for servers started by something else, such as

@@ -307,13 +307,7 @@ format = "auto"
     }
 
     pub fn dial(&self) -> Dial {
-        Dial::mtls(
-            &format!("127.0.0.1:{}", self.port),
-            &self.pki.path("ca.crt"),
-            &self.pki.path("client.crt"),
-            &self.pki.path("client.key"),
-        )
-        .unwrap()
+        self.pki.dial(&format!("127.0.0.1:{}", self.port))
     }
 
     /// The overall health status, over a new connection.
