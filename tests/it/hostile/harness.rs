@@ -334,6 +334,15 @@ pub async fn raw_status(
     (reply.grpc_status.unwrap_or_default(), message)
 }
 
+/// Asserts that a plain echo on `conn` is answered OK: the connection serves on after
+/// whatever it was sent before.
+pub async fn assert_serves_on(conn: &mut raw::RawConn) {
+    let reply = raw::call(&mut conn.send, ECHO, raw::frame(&EchoRequest::default()))
+        .await
+        .expect("the connection still answers");
+    assert_eq!(reply.grpc_status.as_deref(), Some("0"), "{reply:?}");
+}
+
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2).
 fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len());
