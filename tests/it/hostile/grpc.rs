@@ -108,9 +108,9 @@ async fn compression_lies() {
 /// `grpc-timeout: 0m` (a deadline already passed) is DEADLINE_EXCEEDED, 50 times of 50,
 /// for a call that would finish at once as for one with a 100 ms delay.
 ///
-/// FAILS today for the first: the call layer runs the handler under
-/// `tokio::time::timeout(0, ..)`, which polls the handler once before looking at the
-/// clock, so a handler ready on its first poll answers OK past its deadline.
+/// The first is the one that matters: under `tokio::time::timeout(0, ..)`, which polls the
+/// handler once before looking at the clock, a handler ready on its first poll would answer
+/// OK past its deadline (it did, until the call layer refused a zero deadline up front).
 #[tokio::test]
 async fn zero_deadline() {
     let daemon = TestDaemon::start("").await;
