@@ -32,11 +32,7 @@ async fn echoes_message_and_identity() {
 async fn echoes_metadata_into_headers_and_trailers() {
     use crate::support::raw;
     let daemon = TestDaemon::start("").await;
-    let tls = daemon.client_tls(vitals::tls::ClientAuth::Certificate {
-        cert: &daemon.pki.path("client.crt"),
-        key: &daemon.pki.path("client.key"),
-    });
-    let mut conn = raw::connect(daemon.addr, tls).await;
+    let mut conn = daemon.raw_connect().await;
     let request = EchoRequest {
         echo_headers: vec!["x-head".into(), "x-absent".into()],
         echo_trailers: vec!["x-tail".into(), "x-bin-bin".into()],
@@ -84,11 +80,7 @@ async fn reserved_metadata_cannot_be_echoed() {
 async fn delay_past_deadline_is_deadline_exceeded() {
     use crate::support::raw;
     let daemon = TestDaemon::start("").await;
-    let tls = daemon.client_tls(vitals::tls::ClientAuth::Certificate {
-        cert: &daemon.pki.path("client.crt"),
-        key: &daemon.pki.path("client.key"),
-    });
-    let mut conn = raw::connect(daemon.addr, tls).await;
+    let mut conn = daemon.raw_connect().await;
     let slow = raw::frame(&EchoRequest {
         delay_ms: 5_000,
         ..echo_req("slow")

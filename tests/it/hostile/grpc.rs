@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use vitals::proto::echo::EchoRequest;
 
-use super::harness::{assert_recovered, assert_serves_on, baseline, client_tls, raw_status};
+use super::harness::{assert_recovered, assert_serves_on, baseline, raw_status};
 use crate::support::{TestDaemon, raw};
 
 /// A message whose length prefix says 100 bytes but whose body has 10 before END_STREAM
@@ -15,7 +15,7 @@ use crate::support::{TestDaemon, raw};
 async fn truncated_message() {
     let daemon = TestDaemon::start("").await;
     let base = baseline(&daemon).await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let (code, message) = raw_status(&mut conn, &[], raw::frame_raw(false, 100, &[0x0a; 10])).await;
     eprintln!("hostile: truncated_message: grpc-status {code} {message:?}");
     assert_eq!(code, "13", "{message}");
@@ -33,7 +33,7 @@ async fn truncated_message() {
 async fn malformed_protobuf() {
     let daemon = TestDaemon::start("").await;
     let base = baseline(&daemon).await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let cases: [(&str, &[u8]); 4] = [
         ("wire type 7", &[0x0f, 0x00]),
         ("length past the end", &[0x0a, 0xff, 0xff, 0x03, b'a']),
@@ -62,7 +62,7 @@ async fn malformed_protobuf() {
 async fn oversized_message() {
     let daemon = TestDaemon::start("").await;
     let base = baseline(&daemon).await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let big = 5 << 20;
     let (code, message) = raw_status(&mut conn, &[], raw::frame_raw(false, big, &[0; 16])).await;
     eprintln!("hostile: oversized_message: announced: grpc-status {code} {message:?}");
@@ -80,7 +80,7 @@ async fn oversized_message() {
 async fn compression_lies() {
     let daemon = TestDaemon::start("").await;
     let base = baseline(&daemon).await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let (code, message) = raw_status(&mut conn, &[], raw::frame_raw(true, 4, b"junk")).await;
     eprintln!("hostile: compression_lies: flag without encoding: grpc-status {code} {message:?}");
     assert_eq!(code, "13", "{message}");
@@ -114,7 +114,7 @@ async fn compression_lies() {
 #[tokio::test]
 async fn zero_deadline() {
     let daemon = TestDaemon::start("").await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let mut failures = Vec::new();
     for delay_ms in [0, 100] {
         let mut codes = std::collections::BTreeMap::new();
@@ -142,7 +142,7 @@ async fn zero_deadline() {
 #[tokio::test]
 async fn delay_beyond_deadline_cap() {
     let daemon = TestDaemon::start("[server]\nmax_deadline = \"1s\"\n").await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let slow = raw::frame(&EchoRequest {
         delay_ms: 3000,
         ..Default::default()

@@ -18,10 +18,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt},
     task::JoinHandle,
 };
-use vitals::{
-    proto::echo::{EchoRequest, echo_client::EchoClient},
-    tls::ClientAuth,
-};
+use vitals::proto::echo::{EchoRequest, echo_client::EchoClient};
 
 use crate::support::{TestDaemon, eventually, raw};
 
@@ -306,13 +303,6 @@ where
         }
     };
     tokio::time::timeout(limit, read).await.ok()
-}
-
-pub fn client_tls(daemon: &TestDaemon) -> rustls::ClientConfig {
-    daemon.client_tls(ClientAuth::Certificate {
-        cert: &daemon.pki.path("client.crt"),
-        key: &daemon.pki.path("client.key"),
-    })
 }
 
 /// The gRPC status and message of a raw call.

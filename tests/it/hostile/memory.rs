@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::harness::{
-    Footprint, PROMPT, RSS_MARGIN_KIB, attack_and_recover, baseline, client_tls, gzip_zeros,
-    raw_status, serve_once, settled,
+    Footprint, PROMPT, RSS_MARGIN_KIB, attack_and_recover, baseline, gzip_zeros, raw_status,
+    serve_once, settled,
 };
 use crate::support::{TestDaemon, TestDaemonBuilder, eventually, raw};
 
@@ -34,7 +34,7 @@ async fn announced_bodies() {
 /// 10 gzip and 10 zstd bombs on one connection; each must be RESOURCE_EXHAUSTED. The
 /// footprint once settled.
 async fn bomb_round(daemon: &TestDaemon, bombs: &[(&str, Bytes)]) -> Footprint {
-    let mut conn = raw::connect(daemon.addr, client_tls(daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     for (encoding, frame) in bombs {
         for _ in 0..10 {
             let (code, message) =

@@ -391,6 +391,16 @@ impl TestDaemon {
             .into_inner()
     }
 
+    /// A raw HTTP/2 connection (`support/raw.rs`) as the default client, for what a channel
+    /// hides.
+    pub async fn raw_connect(&self) -> raw::RawConn {
+        let tls = self.client_tls(ClientAuth::Certificate {
+            cert: &self.pki.path("client.crt"),
+            key: &self.pki.path("client.key"),
+        });
+        raw::connect(self.addr, tls).await
+    }
+
     /// A rustls client config trusting this daemon's CA, with the given client auth.
     pub fn client_tls(&self, auth: ClientAuth<'_>) -> rustls::ClientConfig {
         tls::client_config(&self.pki.path("ca.crt"), auth).unwrap()
