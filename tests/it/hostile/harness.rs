@@ -24,6 +24,7 @@ use crate::support::{TestDaemon, eventually, raw};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/h2_abuse.py");
 
+/// The echo method, for raw calls and the metrics of calls in flight.
 pub const ECHO: &str = "/vitals.echo.v1.Echo/Echo";
 
 /// How far above the baseline the daemon's RSS may stay once an attack is over. glibc malloc
@@ -50,6 +51,7 @@ pub struct Footprint {
 }
 
 impl Footprint {
+    /// The daemon's footprint now.
     pub fn of(daemon: &TestDaemon) -> Footprint {
         let pid = daemon.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -171,6 +173,7 @@ pub struct Prober {
 }
 
 impl Prober {
+    /// Starts calling, on a connection of its own made now.
     pub async fn start(daemon: &TestDaemon) -> Prober {
         let mut echo = daemon.echo().await;
         let stop = Arc::new(AtomicBool::new(false));
@@ -261,6 +264,8 @@ pub async fn attack_and_recover(
     (report, base, after)
 }
 
+/// The GOAWAY in an attack's report (or one of its phases): its code and debug data, `-`
+/// for each when there was none.
 pub fn goaway(report: &serde_json::Value) -> (&str, &str) {
     (
         report["goaway"]["code"].as_str().unwrap_or("-"),

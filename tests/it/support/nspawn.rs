@@ -274,6 +274,7 @@ format = "auto"
             .collect()
     }
 
+    /// vitalsd.service's main PID, as the container numbers it.
     pub async fn main_pid(&self) -> u32 {
         self.show().await["MainPID"].parse().unwrap()
     }
@@ -306,6 +307,7 @@ format = "auto"
         self.etc.path().join(path)
     }
 
+    /// Dial settings for the daemon in the container, as the default test client.
     pub fn dial(&self) -> Dial {
         self.pki.dial(&format!("127.0.0.1:{}", self.port))
     }
@@ -320,6 +322,7 @@ format = "auto"
         Ok(reply.into_inner().status())
     }
 
+    /// An echo client on a new mutual TLS connection.
     pub async fn echo(&self) -> EchoClient<tonic::transport::Channel> {
         EchoClient::new(self.dial().connect().await.expect("connects over mTLS"))
     }
