@@ -88,7 +88,9 @@ else
   # secrets and vitalsctl_bench exercise native code already tested above; hostile measures
   # the daemon's RSS, which under qemu-user includes the emulator's own memory; reload
   # passes under qemu-aarch64 but lost a SIGHUP's effect under qemu-arm once in three runs
-  # (not yet understood, so not in CI's way).
+  # (not yet understood, so not in CI's way). The names are substring filters, and hostile's
+  # theme modules (hostile::connections::, hostile::auth::, ...) contain some of them, hence
+  # the --skip.
   for target in "${arm_targets[@]}"; do
     case $target in
       aarch64-unknown-linux-gnu) runner="qemu-aarch64-static -L /usr/aarch64-linux-gnu" arch=aarch64 ;;
@@ -100,7 +102,7 @@ else
       VITALS_TEST_ARCH="$arch" \
       cargo test --locked --test it -- --test-threads 4 \
         health:: echo:: metrics:: tls:: config:: auth:: connections:: \
-        vitalsctl_probe:: vitalsctl_echo::
+        vitalsctl_probe:: vitalsctl_echo:: --skip hostile::
   done
   log "ARM stage: $((SECONDS - arm_started)) s"
 fi

@@ -37,7 +37,7 @@ async fn metrics_as(daemon: &TestDaemon, who: &str) -> Result<(), tonic::Status>
 /// one audit line naming it, the method and the reason.
 #[tokio::test]
 async fn ungranted_identity_is_denied_and_audited() {
-    let daemon = TestDaemon::start_with(pki_with_prober(), "", &[]).await;
+    let daemon = TestDaemon::builder().pki(pki_with_prober()).start().await;
     let channel = daemon.dial_as("prober").connect().await.unwrap();
     HealthClient::new(channel)
         .check(HealthCheckRequest::default())
@@ -63,7 +63,11 @@ async fn ungranted_identity_is_denied_and_audited() {
 #[tokio::test]
 async fn prefix_rule_grants_a_fleet() {
     let dropin = "[[auth.rules]]\nidentities = [\"spiffe://test.vitals/prob*\"]\nmethods = [\"vitals.metrics.v1.Metrics/*\"]\n";
-    let daemon = TestDaemon::start_with(pki_with_prober(), dropin, &[]).await;
+    let daemon = TestDaemon::builder()
+        .pki(pki_with_prober())
+        .dropin(dropin)
+        .start()
+        .await;
     metrics_as(&daemon, "prober").await.unwrap();
     // The grant covers metrics only.
     let channel = daemon.dial_as("prober").connect().await.unwrap();
@@ -77,7 +81,7 @@ async fn prefix_rule_grants_a_fleet() {
 /// A reload that grants access takes effect without a restart.
 #[tokio::test]
 async fn reload_grants_access() {
-    let daemon = TestDaemon::start_with(pki_with_prober(), "", &[]).await;
+    let daemon = TestDaemon::builder().pki(pki_with_prober()).start().await;
     assert_eq!(
         metrics_as(&daemon, "prober").await.unwrap_err().code(),
         Code::PermissionDenied
@@ -134,7 +138,7 @@ async fn opaque_bearer_token() {
         "[[secrets.sources]]\nkind = \"file\"\ndir = \"{}\"\n[[auth.bearer]]\nmethods = [\"vitals.metrics.v1.Metrics/*\"]\nkind = \"opaque\"\ntokens = [\"secret:metrics-token\"]\n",
         secrets.path().display()
     );
-    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).dropin(&dropin).start().await;
     let mut metrics = daemon.metrics().await;
     for bad in [None, Some("wrong-token-8f3a9c1e27")] {
         let err = metrics
@@ -218,7 +222,7 @@ async fn jwt_bearer_tokens() {
         "[[secrets.sources]]\nkind = \"file\"\ndir = \"{}\"\n[[auth.bearer]]\nmethods = [\"vitals.echo.v1.Echo/*\"]\nkind = \"jwt\"\nalgorithm = \"ES256\"\nkey = \"secret:jwt-key\"\nissuer = \"https://issuer.test\"\naudience = \"vitalsd\"\nleeway = \"5s\"\n",
         secrets.path().display()
     );
-    let daemon = TestDaemon::start_with(Arc::new(TestPki::new()), &dropin, &[]).await;
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
     let mut echo = daemon.echo().await;
     let es256 = r#"{"alg":"ES256","typ":"JWT"}"#;
     let claims = |exp: u64, nbf: u64, iss: &str, aud: &str| {

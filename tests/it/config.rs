@@ -60,9 +60,10 @@ async fn bad_environment_value_names_the_environment() {
 /// Environment variables override the files, lists included.
 #[tokio::test]
 async fn environment_overrides_files() {
-    let pki = std::sync::Arc::new(TestPki::new());
-    let env = [("VITALSD_HEALTH__PLAINTEXT_LISTEN", "127.0.0.1:0")];
-    let daemon = TestDaemon::start_with(pki, "", &env).await;
+    let daemon = TestDaemon::builder()
+        .env("VITALSD_HEALTH__PLAINTEXT_LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
     assert!(
         daemon.health_addr.is_some(),
         "the env var added a plaintext listener"

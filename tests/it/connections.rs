@@ -1,16 +1,9 @@
 use std::time::{Duration, Instant};
 
 use tokio::{io::AsyncReadExt, net::TcpStream};
-use vitals::{proto::echo::EchoRequest, tls::ClientAuth};
+use vitals::proto::echo::EchoRequest;
 
-use crate::support::{TestDaemon, raw};
-
-fn client_tls(daemon: &TestDaemon) -> rustls::ClientConfig {
-    daemon.client_tls(ClientAuth::Certificate {
-        cert: &daemon.pki.path("client.crt"),
-        key: &daemon.pki.path("client.key"),
-    })
-}
+use crate::support::{TestDaemon, raw, spawn_echo};
 
 fn delayed(ms: u32) -> bytes::Bytes {
     raw::frame(&EchoRequest {
@@ -27,7 +20,7 @@ const ECHO: &str = "/vitals.echo.v1.Echo/Echo";
 #[tokio::test]
 async fn idle_connection_gets_goaway_after_last_call() {
     let daemon = TestDaemon::start("[server]\nmax_connection_idle = \"1s\"\n").await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let reply = raw::call(&mut conn.send, ECHO, delayed(1500))
         .await
         .unwrap();
@@ -57,7 +50,7 @@ async fn aged_connection_drains_in_flight_call() {
         "[server]\nmax_connection_age = \"1s\"\nmax_connection_age_grace = \"10s\"\n",
     )
     .await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let started = Instant::now();
     let mut send = conn.send.clone();
     let in_flight = tokio::spawn(async move { raw::call(&mut send, ECHO, delayed(2500)).await });
@@ -84,7 +77,7 @@ async fn age_grace_bounds_the_drain() {
         "[server]\nmax_connection_age = \"500ms\"\nmax_connection_age_grace = \"500ms\"\n",
     )
     .await;
-    let mut conn = raw::connect(daemon.addr, client_tls(&daemon)).await;
+    let mut conn = daemon.raw_connect().await;
     let started = Instant::now();
     let result = raw::call(&mut conn.send, ECHO, delayed(10_000)).await;
     assert!(
@@ -127,24 +120,16 @@ async fn drains_on_sigterm(dropin: &str, runtime: &str) {
     for i in 0..4 {
         let echo = daemon.echo().await; // a connection each
         for j in 0..25 {
-            let mut echo = echo.clone();
-            calls.push(tokio::spawn(async move {
-                echo.echo(EchoRequest {
-                    echo_message: format!("{i}-{j}"),
-                    delay_ms: 1000,
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.into_inner().echo_message)
-            }));
+            let sent = format!("{i}-{j}");
+            calls.push((sent.clone(), spawn_echo(&echo, &sent, 1000)));
         }
     }
     daemon.wait_in_flight(ECHO, 100).await;
     daemon.signal("TERM");
     let mut ok = 0;
-    for call in calls {
+    for (sent, call) in calls {
         let message = call.await.unwrap().expect("an in-flight call completes");
-        assert!(message.contains('-'));
+        assert_eq!(message, sent, "each call gets its own message back");
         ok += 1;
     }
     assert_eq!(ok, 100);

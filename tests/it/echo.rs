@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Request, codec::CompressionEncoding};
-use vitals::proto::echo::EchoRequest;
+use vitals::proto::echo::{EchoRequest, EchoResponse};
 
 use crate::support::{CLIENT_ID, TestDaemon};
 
@@ -32,11 +32,7 @@ async fn echoes_message_and_identity() {
 async fn echoes_metadata_into_headers_and_trailers() {
     use crate::support::raw;
     let daemon = TestDaemon::start("").await;
-    let tls = daemon.client_tls(vitals::tls::ClientAuth::Certificate {
-        cert: &daemon.pki.path("client.crt"),
-        key: &daemon.pki.path("client.key"),
-    });
-    let mut conn = raw::connect(daemon.addr, tls).await;
+    let mut conn = daemon.raw_connect().await;
     let request = EchoRequest {
         echo_headers: vec!["x-head".into(), "x-absent".into()],
         echo_trailers: vec!["x-tail".into(), "x-bin-bin".into()],
@@ -52,6 +48,7 @@ async fn echoes_metadata_into_headers_and_trailers() {
     .await
     .unwrap();
     assert_eq!(reply.grpc_status.as_deref(), Some("0"));
+    assert_eq!(reply.message::<EchoResponse>().echo_message, "m");
     assert_eq!(reply.headers.get("x-head").unwrap(), "h1");
     assert!(reply.headers.get("x-tail").is_none());
     assert!(reply.headers.get("x-absent").is_none());
@@ -83,11 +80,7 @@ async fn reserved_metadata_cannot_be_echoed() {
 async fn delay_past_deadline_is_deadline_exceeded() {
     use crate::support::raw;
     let daemon = TestDaemon::start("").await;
-    let tls = daemon.client_tls(vitals::tls::ClientAuth::Certificate {
-        cert: &daemon.pki.path("client.crt"),
-        key: &daemon.pki.path("client.key"),
-    });
-    let mut conn = raw::connect(daemon.addr, tls).await;
+    let mut conn = daemon.raw_connect().await;
     let slow = raw::frame(&EchoRequest {
         delay_ms: 5_000,
         ..echo_req("slow")

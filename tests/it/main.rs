@@ -17,4 +17,3 @@ mod tls;
 mod vitalsctl_bench;
 mod vitalsctl_echo;
 mod vitalsctl_probe;
-mod vitalsctl_support;

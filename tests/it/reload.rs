@@ -64,7 +64,7 @@ async fn reloads_limits(server: &str) {
 #[tokio::test]
 async fn reload_applies_health_thresholds() {
     let daemon = TestDaemon::start("[health]\nmin_disk_free_percent = 99.9\n").await;
-    let mut health = daemon.health().await;
+    let health = daemon.health().await;
     let overall = || {
         let mut health = health.clone();
         async move {
@@ -90,7 +90,16 @@ async fn reload_applies_health_thresholds() {
             .ok_or("not serving".to_string())
     })
     .await;
-    let _ = health.check(HealthCheckRequest::default()).await.unwrap();
+    // The flip holds: the connection that saw NOT_SERVING, and a new one, both see SERVING.
+    for (which, mut client) in [("the old", health), ("a new", daemon.health().await)] {
+        let status = client
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("{which} connection: {e}"))
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{which} connection");
+    }
 }
 
 /// An invalid config is rejected whole: the daemon keeps serving on the old one and says

@@ -66,7 +66,7 @@ async fn token_auth_pulls_the_tls_key() {
         file_source(secrets.path()),
         vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
     );
-    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).dropin(&dropin).start().await;
     let reply = daemon
         .echo()
         .await
@@ -126,11 +126,12 @@ async fn approle_from_credentials_directory() {
         bao.addr(),
         bao.ca().display()
     );
-    let env = [(
-        "CREDENTIALS_DIRECTORY",
-        credentials.path().to_str().unwrap(),
-    )];
-    let daemon = TestDaemon::start_with(pki, &dropin, &env).await;
+    let daemon = TestDaemon::builder()
+        .pki(pki)
+        .dropin(&dropin)
+        .env("CREDENTIALS_DIRECTORY", credentials.path())
+        .start()
+        .await;
     daemon.echo_ok().await;
     let tokens_after = bao.run(&["list", "-format=json", "auth/token/accessors"]);
     assert_eq!(tokens_before, tokens_after, "the login token was revoked");
@@ -156,7 +157,7 @@ async fn cert_auth_with_the_device_certificate() {
         pki.path("client.crt").display(),
         pki.path("client.key").display()
     );
-    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).dropin(&dropin).start().await;
     daemon.echo_ok().await;
     assert_clean(&daemon.logs(), &[&key]);
 }
@@ -294,7 +295,7 @@ async fn store_coming_up_late_is_waited_for() {
         )
     );
     let started = Instant::now();
-    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).dropin(&dropin).start().await;
     assert!(started.elapsed() >= Duration::from_secs(2));
     daemon.echo_ok().await;
     assert!(
@@ -396,7 +397,7 @@ async fn reload_without_the_store_keeps_the_old_secrets() {
         file_source(secrets.path()),
         vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
     );
-    let daemon = TestDaemon::start_with(pki, &dropin, &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).dropin(&dropin).start().await;
     drop(bao);
     daemon.echo_ok().await;
     daemon.signal("HUP");

@@ -5,7 +5,6 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
     os::unix::net::UnixDatagram,
     path::Path,
     process::{Command, Stdio},
@@ -15,15 +14,7 @@ use std::{
 
 use vitals::proto::{echo::EchoRequest, health::HealthCheckRequest};
 
-use crate::support::{NamespacedScript, TestDaemon, TestPki, require, write_config};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{NamespacedScript, TestDaemon, TestPki, free_port, require, write_config};
 
 /// A NOTIFY_SOCKET the test owns.
 struct NotifySocket {
@@ -75,12 +66,11 @@ impl NotifySocket {
 #[tokio::test]
 async fn notify_protocol() {
     let notify = NotifySocket::new();
-    let pki = Arc::new(TestPki::new());
-    let env = [
-        ("NOTIFY_SOCKET", notify.path.as_str()),
-        ("WATCHDOG_USEC", "400000"),
-    ];
-    let mut daemon = TestDaemon::start_with(pki, "", &env).await;
+    let mut daemon = TestDaemon::builder()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "400000")
+        .start()
+        .await;
     let (ready, _) = notify.until("READY=1", Duration::from_secs(5));
     assert!(ready.contains("STATUS=serving on 127.0.0.1:"), "{ready}");
     // READY was sent after the listener serves: a call made now succeeds.
@@ -126,12 +116,11 @@ async fn notify_protocol() {
 /// Without a reachable NOTIFY_SOCKET the daemon runs as usual.
 #[tokio::test]
 async fn unreachable_notify_socket_is_harmless() {
-    let pki = Arc::new(TestPki::new());
-    let env = [
-        ("NOTIFY_SOCKET", "/nonexistent/notify"),
-        ("WATCHDOG_USEC", "100000"),
-    ];
-    let daemon = TestDaemon::start_with(pki, "", &env).await;
+    let daemon = TestDaemon::builder()
+        .env("NOTIFY_SOCKET", "/nonexistent/notify")
+        .env("WATCHDOG_USEC", "100000")
+        .start()
+        .await;
     daemon.echo_ok().await;
 }
 
@@ -163,13 +152,7 @@ async fn socket_activation() {
     });
     // systemd-socket-activate starts the daemon on the first connection.
     let addr = format!("127.0.0.1:{grpc}");
-    let dial = vitals::client::Dial::mtls(
-        &addr,
-        &pki.path("ca.crt"),
-        &pki.path("client.crt"),
-        &pki.path("client.key"),
-    )
-    .unwrap();
+    let dial = pki.dial(&addr);
     // systemd-socket-activate binds once it has started.
     let channel = crate::support::connect_when_up(&dial).await;
     let reply = vitals::proto::echo::echo_client::EchoClient::new(channel)
@@ -273,13 +256,7 @@ async fn journald_entries_have_fields_and_priorities() {
         .parse()
         .unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let dial = vitals::client::Dial::mtls(
-        &addr,
-        &pki.path("ca.crt"),
-        &pki.path("client.crt"),
-        &pki.path("client.key"),
-    )
-    .unwrap();
+    let dial = pki.dial(&addr);
     let channel = crate::support::connect_when_up(&dial).await;
     let mut echo = vitals::proto::echo::echo_client::EchoClient::new(channel.clone());
     echo.echo(EchoRequest::default()).await.unwrap();

@@ -68,7 +68,7 @@ async fn expired_certificate_is_refused() {
     leaf.not_before = now - Duration::from_secs(7 * 86_400);
     leaf.not_after = now - Duration::from_secs(86_400);
     pki.issue("expired", &leaf);
-    let daemon = TestDaemon::start_with(pki, "", &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).start().await;
     let config = daemon.client_tls(ClientAuth::Certificate {
         cert: &daemon.pki.path("expired.crt"),
         key: &daemon.pki.path("expired.key"),
@@ -84,7 +84,7 @@ async fn certificate_without_client_usage_is_refused() {
         "serveronly",
         &Leaf::new("s", &["serveronly.test"], Usage::Server, 1),
     );
-    let daemon = TestDaemon::start_with(pki, "", &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).start().await;
     let config = daemon.client_tls(ClientAuth::Certificate {
         cert: &daemon.pki.path("serveronly.crt"),
         key: &daemon.pki.path("serveronly.key"),
@@ -102,7 +102,7 @@ async fn identity_from_dns_san_or_cn() {
     );
     pki.issue("cn", &Leaf::new("just-a-cn", &[], Usage::Client, 1));
     let grant = "[[auth.rules]]\nidentities = [\"prober.fleet.test\", \"just-a-cn\"]\nmethods = [\"vitals.echo.v1.Echo/Echo\"]\n";
-    let daemon = TestDaemon::start_with(pki, grant, &[]).await;
+    let daemon = TestDaemon::builder().pki(pki).dropin(grant).start().await;
     for (name, expected) in [("dns", "prober.fleet.test"), ("cn", "just-a-cn")] {
         let channel = daemon.dial_as(name).connect().await.unwrap();
         let reply = vitals::proto::echo::echo_client::EchoClient::new(channel)

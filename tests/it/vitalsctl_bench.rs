@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::{
-    support::{TestDaemon, eventually},
-    vitalsctl_support::{Background, assert_closed_politely, echo_stats, mtls, vitalsctl},
+use crate::support::{
+    TestDaemon, eventually,
+    vitalsctl::{Background, assert_closed_politely, echo_stats, mtls, vitalsctl},
 };
 
 fn bench_args(daemon: &TestDaemon, args: &[&str]) -> Vec<String> {

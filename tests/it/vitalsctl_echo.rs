@@ -3,9 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{
-    support::{TestDaemon, TestPki, eventually},
-    vitalsctl_support::{Background, Stub, echo_stats, mtls, vitalsctl},
+use crate::support::{
+    TestDaemon, TestPki, eventually,
+    vitalsctl::{Background, Stub, echo_stats, mtls, vitalsctl},
 };
 
 /// `echo` with the mutual TLS flags of `daemon` and `--addr` for each of `daemons`.
@@ -22,9 +22,9 @@ fn echo_args(daemons: &[&TestDaemon], args: &[&str]) -> Vec<String> {
 async fn three_daemons() -> [TestDaemon; 3] {
     let pki = Arc::new(TestPki::new());
     [
-        TestDaemon::start_with(pki.clone(), "", &[]).await,
-        TestDaemon::start_with(pki.clone(), "", &[]).await,
-        TestDaemon::start_with(pki, "", &[]).await,
+        TestDaemon::builder().pki(pki.clone()).start().await,
+        TestDaemon::builder().pki(pki.clone()).start().await,
+        TestDaemon::builder().pki(pki).start().await,
     ]
 }
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::{
-    support::{TestDaemon, eventually},
-    vitalsctl_support::{
+use crate::support::{
+    TestDaemon, eventually,
+    vitalsctl::{
         Background, Stub, assert_closed_politely, at, mtls, refused_addr, silent_listener,
         vitalsctl,
     },
@@ -298,9 +298,9 @@ async fn list_prints_every_service() {
 #[tokio::test]
 async fn sweep_reports_the_one_down() {
     let pki = std::sync::Arc::new(crate::support::TestPki::new());
-    let a = TestDaemon::start_with(pki.clone(), "", &[]).await;
-    let b = TestDaemon::start_with(pki.clone(), "", &[]).await;
-    let c = TestDaemon::start_with(pki.clone(), "", &[]).await;
+    let a = TestDaemon::builder().pki(pki.clone()).start().await;
+    let b = TestDaemon::builder().pki(pki.clone()).start().await;
+    let c = TestDaemon::builder().pki(pki.clone()).start().await;
     let down = b.addr.to_string();
     drop(b);
     let targets = [a.addr.to_string(), down.clone(), c.addr.to_string()];

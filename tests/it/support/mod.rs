@@ -1,12 +1,13 @@
 //! The test harness: a fresh PKI, the real `vitalsd` binary started on a temp config, and
 //! clients that talk to it over mutual TLS.
 
-#![allow(dead_code)]
-
 pub mod bao;
+pub mod nspawn;
 pub mod raw;
+pub mod vitalsctl;
 
 use std::{
+    ffi::{OsStr, OsString},
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -16,13 +17,15 @@ use std::{
 };
 
 use tempfile::TempDir;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use vitals::{
     client::Dial,
     pki::{Authority, Leaf, Usage, write_file},
     proto::{
-        echo::echo_client::EchoClient, health::health_client::HealthClient,
-        metrics::metrics_client::MetricsClient,
+        echo::{EchoRequest, echo_client::EchoClient},
+        health::health_client::HealthClient,
+        metrics::{SnapshotRequest, metrics_client::MetricsClient},
     },
     tls::{self, ClientAuth},
 };
@@ -70,6 +73,22 @@ impl TestPki {
         write_file(&cert, &pem.cert, 0o644).unwrap();
         write_file(&key, &pem.key, 0o600).unwrap();
         (cert, key)
+    }
+
+    /// Dial settings for a server at `addr` with this CA, as the default client.
+    pub fn dial(&self, addr: &str) -> Dial {
+        self.dial_as(addr, "client")
+    }
+
+    /// Dial settings for a server at `addr` with this CA, as the client `NAME.crt`/`NAME.key`.
+    pub fn dial_as(&self, addr: &str, name: &str) -> Dial {
+        Dial::mtls(
+            addr,
+            &self.path("ca.crt"),
+            &self.path(&format!("{name}.crt")),
+            &self.path(&format!("{name}.key")),
+        )
+        .unwrap()
     }
 }
 
@@ -148,21 +167,47 @@ pub fn write_config(pki: &TestPki, dropin: &str) -> TempDir {
     dir
 }
 
-impl TestDaemon {
-    /// Starts a daemon with a fresh PKI and `dropin` applied over the base config.
-    pub async fn start(dropin: &str) -> TestDaemon {
-        TestDaemon::start_with(Arc::new(TestPki::new()), dropin, &[]).await
+/// What a test daemon starts with: `TestDaemon::builder().pki(pki).dropin(toml)
+/// .env("K", "v").start().await`. Unset, the PKI is a fresh one and the drop-in empty.
+#[derive(Default)]
+pub struct TestDaemonBuilder {
+    pki: Option<Arc<TestPki>>,
+    dropin: String,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl TestDaemonBuilder {
+    /// Serve with this PKI's server certificate (shared, say, with other daemons, or holding
+    /// extra client certificates).
+    pub fn pki(mut self, pki: impl Into<Arc<TestPki>>) -> TestDaemonBuilder {
+        self.pki = Some(pki.into());
+        self
     }
 
-    pub async fn start_with(pki: Arc<TestPki>, dropin: &str, env: &[(&str, &str)]) -> TestDaemon {
-        let config_dir = write_config(&pki, dropin);
+    /// Apply this TOML over the base config, as `vitalsd.d/50-test.toml`.
+    pub fn dropin(mut self, toml: impl Into<String>) -> TestDaemonBuilder {
+        self.dropin = toml.into();
+        self
+    }
+
+    /// Set this variable in the daemon's environment.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> TestDaemonBuilder {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts the daemon and waits until it says it serves.
+    pub async fn start(self) -> TestDaemon {
+        let pki = self.pki.unwrap_or_else(|| Arc::new(TestPki::new()));
+        let config_dir = write_config(&pki, &self.dropin);
         let mut command = vitalsd_command();
         command
             .arg("--config")
             .arg(config_dir.path().join("vitalsd.toml"))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
-            .envs(env.iter().copied())
+            .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -212,6 +257,18 @@ impl TestDaemon {
             config_dir,
             logs,
         }
+    }
+}
+
+impl TestDaemon {
+    /// A daemon to configure before it starts.
+    pub fn builder() -> TestDaemonBuilder {
+        TestDaemonBuilder::default()
+    }
+
+    /// Starts a daemon with a fresh PKI and `dropin` applied over the base config.
+    pub async fn start(dropin: &str) -> TestDaemon {
+        TestDaemon::builder().dropin(dropin).start().await
     }
 
     /// Replaces the test drop-in (`vitalsd.d/50-test.toml`), e.g. before a reload.
@@ -276,28 +333,9 @@ impl TestDaemon {
             .collect()
     }
 
-    /// Waits until the daemon counts at least `n` calls of `path` in flight.
+    /// Waits (up to 10 s) until the daemon counts `n` calls of `path` in flight.
     pub async fn wait_in_flight(&self, path: &str, n: u64) {
-        let metrics = self.metrics().await;
-        eventually(Duration::from_secs(10), || {
-            let mut metrics = metrics.clone();
-            async move {
-                let snapshot = metrics
-                    .snapshot(vitals::proto::metrics::SnapshotRequest {})
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_inner();
-                let running = snapshot
-                    .rpc
-                    .iter()
-                    .find(|m| m.method == path)
-                    .map_or(0, |m| m.in_flight);
-                (running >= n)
-                    .then_some(())
-                    .ok_or(format!("{running} of {n} calls in flight"))
-            }
-        })
-        .await;
+        wait_in_flight(&self.metrics().await, path, n, Duration::from_secs(10)).await;
     }
 
     /// The daemon's log lines as JSON.
@@ -315,13 +353,7 @@ impl TestDaemon {
 
     /// Dial settings for the client certificate `NAME.crt`/`NAME.key` of this PKI.
     pub fn dial_as(&self, name: &str) -> Dial {
-        Dial::mtls(
-            &self.addr.to_string(),
-            &self.pki.path("ca.crt"),
-            &self.pki.path(&format!("{name}.crt")),
-            &self.pki.path(&format!("{name}.key")),
-        )
-        .unwrap()
+        self.pki.dial_as(&self.addr.to_string(), name)
     }
 
     pub async fn channel(&self) -> Channel {
@@ -344,7 +376,7 @@ impl TestDaemon {
     pub async fn echo_ok(&self) {
         self.echo()
             .await
-            .echo(vitals::proto::echo::EchoRequest::default())
+            .echo(EchoRequest::default())
             .await
             .expect("an echo on a new connection succeeds");
     }
@@ -353,10 +385,20 @@ impl TestDaemon {
     pub async fn snapshot(&self) -> vitals::proto::metrics::Snapshot {
         self.metrics()
             .await
-            .snapshot(vitals::proto::metrics::SnapshotRequest {})
+            .snapshot(SnapshotRequest {})
             .await
             .expect("a metrics snapshot")
             .into_inner()
+    }
+
+    /// A raw HTTP/2 connection (`support/raw.rs`) as the default client, for what a channel
+    /// hides.
+    pub async fn raw_connect(&self) -> raw::RawConn {
+        let tls = self.client_tls(ClientAuth::Certificate {
+            cert: &self.pki.path("client.crt"),
+            key: &self.pki.path("client.key"),
+        });
+        raw::connect(self.addr, tls).await
     }
 
     /// A rustls client config trusting this daemon's CA, with the given client auth.
@@ -384,6 +426,53 @@ pub fn method_stats<'a>(
         .unwrap_or_else(|| panic!("no statistics for {path} in {:?}", snapshot.rpc))
 }
 
+/// Starts an echo of `message` on `client`'s connection, answered after `delay_ms`; the
+/// task ends with the message that came back.
+pub fn spawn_echo(
+    client: &EchoClient<Channel>,
+    message: &str,
+    delay_ms: u32,
+) -> JoinHandle<Result<String, tonic::Status>> {
+    let mut client = client.clone();
+    let request = EchoRequest {
+        echo_message: message.to_string(),
+        delay_ms,
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        client
+            .echo(request)
+            .await
+            .map(|r| r.into_inner().echo_message)
+    })
+}
+
+/// Waits (up to `limit`) until `metrics` counts exactly `n` calls of `path` in flight.
+pub async fn wait_in_flight(metrics: &MetricsClient<Channel>, path: &str, n: u64, limit: Duration) {
+    eventually(limit, || {
+        let mut metrics = metrics.clone();
+        async move {
+            let snapshot = metrics
+                .snapshot(SnapshotRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let running = snapshot
+                .rpc
+                .iter()
+                .find(|m| m.method == path)
+                .map_or(0, |m| m.in_flight);
+            (running == n).then_some(()).ok_or_else(|| {
+                let calls: Vec<_> = (snapshot.rpc.iter())
+                    .map(|m| (&m.method, m.calls, m.in_flight))
+                    .collect();
+                format!("{running} of {n} calls of {path} in flight; (method, calls, in flight): {calls:?}")
+            })
+        }
+    })
+    .await;
+}
+
 /// Connects as soon as the server accepts (for servers started by something else, such as
 /// systemd-socket-activate or a wrapper script).
 pub async fn connect_when_up(dial: &Dial) -> Channel {
@@ -392,6 +481,15 @@ pub async fn connect_when_up(dial: &Dial) -> Channel {
     })
     .await;
     dial.connect().await.expect("connects once up")
+}
+
+/// A loopback port that was free a moment ago (for servers that must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Panics with an install hint when `tool` is not on PATH: a test that needs a real

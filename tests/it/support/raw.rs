@@ -50,6 +50,17 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+impl Reply {
+    /// The reply's one message, decoded (the body without its 5-byte length prefix).
+    pub fn message<M: Message + Default>(&self) -> M {
+        let framed = self
+            .body
+            .get(5..)
+            .unwrap_or_else(|| panic!("no message in the reply: {self:?}"));
+        M::decode(framed).unwrap_or_else(|e| panic!("not the message expected ({e}): {self:?}"))
+    }
+}
+
 /// Sends one unary call with `body` as its whole request body (already framed).
 pub async fn call(
     send: &mut SendRequest<Bytes>,

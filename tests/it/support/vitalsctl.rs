@@ -3,8 +3,6 @@
 //! RPC statistics, and servers that are real but unlike vitalsd: an HTTP/2 server that
 //! answers every call with one fixed gRPC status, and a listener that never answers.
 
-#![allow(dead_code)]
-
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -20,7 +18,7 @@ use std::{
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::support::{TestDaemon, eventually};
+use super::{TestDaemon, eventually};
 
 /// Longest any vitalsctl run in a test may take.
 const LIMIT: Duration = Duration::from_secs(20);
