@@ -364,6 +364,7 @@ impl Sampler {
                 total_bytes: disk.total_space(),
                 available_bytes: disk.available_space(),
                 read_only: disk.is_read_only(),
+                ..Filesystem::default()
             })
             .collect()
     }
