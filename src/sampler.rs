@@ -31,9 +31,11 @@ use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 use crate::proto::metrics::{
-    CgroupMemory, Cpu, CpuCore, Filesystem, Host, Memory, NetworkInterface, Process, Snapshot,
-    Temperature,
+    CgroupMemory, Cpu, CpuCore, Filesystem, Host, Memory, NetworkInterface, OsRelease, Process,
+    Snapshot, Temperature, Uname,
 };
+
+mod node;
 
 /// What the sampler publishes: the device part of a metrics snapshot (`rpc` left empty).
 pub type Published = Arc<Snapshot>;
@@ -102,6 +104,11 @@ pub struct Sampler {
     status: String,
     net_dev: String,
     failures: Failures,
+    /// node_exporter's sources beyond sysinfo (node.rs).
+    node: node::Node,
+    uname: Uname,
+    os_release: OsRelease,
+    max_fds: u64,
 }
 
 /// Where the daemon's memory cgroup limits come from, decided at construction and relist.
@@ -170,6 +177,10 @@ impl Sampler {
             status: String::with_capacity(2048),
             net_dev: String::with_capacity(2048),
             failures,
+            node: node::Node::new(),
+            uname: node::uname(&System::cpu_arch()),
+            os_release: node::os_release(),
+            max_fds: node::max_fds(),
         };
         // The first process refresh gives the CPU time the first sample's CPU% is measured from.
         if let Some(process) = sampler.refresh_process() {
@@ -196,6 +207,10 @@ impl Sampler {
         let cpu = self.cpu(relist);
         let process = self.process(elapsed);
         let memory = self.memory();
+        if relist {
+            self.node.relist();
+        }
+        let node = self.node.sample();
         Snapshot {
             sampled_at_unix_ms: unix_millis(SystemTime::now()),
             host: Some(self.host()),
@@ -206,6 +221,14 @@ impl Sampler {
             temperatures: self.temperatures(relist),
             process: Some(process),
             rpc: Vec::new(),
+            cpu_times: node.cpu_times,
+            kernel: node.kernel,
+            meminfo: node.meminfo,
+            pressure: node.pressure,
+            hwmon: node.hwmon,
+            thermal_zones: node.thermal_zones,
+            uname: Some(self.uname.clone()),
+            os_release: Some(self.os_release.clone()),
         }
     }
 
@@ -442,6 +465,7 @@ impl Sampler {
     fn process(&mut self, elapsed: Duration) -> Process {
         let mut out = Process {
             pid: self.pid.as_u32(),
+            max_fds: self.max_fds,
             ..Process::default()
         };
         let mut cpu_ms = None;
@@ -450,6 +474,7 @@ impl Sampler {
             out.virtual_bytes = process.virtual_memory();
             out.start_time_unix_secs = process.start_time();
             cpu_ms = Some(process.accumulated_cpu_time());
+            out.cpu_time_millis = process.accumulated_cpu_time();
         }
         if let (Some(now), Some(before)) = (cpu_ms, self.previous_process_cpu_ms) {
             out.cpu_percent = cpu_percent(before, now, elapsed);
@@ -563,9 +588,11 @@ fn parse_net_dev(text: &str) -> impl Iterator<Item = NetworkInterface> + '_ {
         let rx_bytes = counters.next()??;
         let rx_packets = counters.next()??;
         let rx_errors = counters.next()??;
-        let tx_bytes = counters.nth(5)??;
+        let rx_dropped = counters.next()??;
+        let tx_bytes = counters.nth(4)??;
         let tx_packets = counters.next()??;
         let tx_errors = counters.next()??;
+        let tx_dropped = counters.next()??;
         Some(NetworkInterface {
             name: name.trim().to_owned(),
             rx_bytes,
@@ -576,6 +603,8 @@ fn parse_net_dev(text: &str) -> impl Iterator<Item = NetworkInterface> + '_ {
             tx_errors,
             rx_bytes_per_sec: 0.0,
             tx_bytes_per_sec: 0.0,
+            rx_dropped,
+            tx_dropped,
         })
     })
 }
@@ -870,14 +899,14 @@ mod tests {
     }
 
     /// /proc/net/dev's headers are skipped and each interface's receive and transmit columns
-    /// land in the right fields, also when a counter touches the colon.
+    /// (drops included) land in the right fields, also when a counter touches the colon.
     #[test]
     fn net_dev_counters_are_parsed() {
         let text = "\
 Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:    3193      29    0    0    0     0          0         0     3193      29    0    0    0     0       0          0
-  eth0:60720230    3728    2    0    0     0          0         0   329887    2600    1    0    0     0       0          0
+  eth0:60720230    3728    2    5    0     0          0         0   329887    2600    1    3    0     0       0          0
 ";
         let interfaces: Vec<_> = parse_net_dev(text).collect();
         assert_eq!(interfaces.len(), 2, "{interfaces:?}");
@@ -891,6 +920,7 @@ Inter-|   Receive                                                |  Transmit
             (eth0.tx_bytes, eth0.tx_packets, eth0.tx_errors),
             (329_887, 2_600, 1)
         );
+        assert_eq!((eth0.rx_dropped, eth0.tx_dropped), (5, 3));
         assert_eq!(interfaces[0].name, "lo");
     }
 
