@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // The target triple, for the `vitals_build_info` metric.
+    println!("cargo:rustc-env=VITALS_TARGET={}", env::var("TARGET")?);
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(

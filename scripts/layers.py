@@ -16,8 +16,9 @@ LAYERS = [
     ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler
     ["config", "tls", "rpc_stats", "sampler"],
-    # what reads the config: secrets, health state, logging
-    ["secrets", "health", "telemetry"],
+    # what reads the config: secrets, health state, logging; the Prometheus series (from
+    # the sampler's snapshot and the counters, for the scrape service and the push task)
+    ["secrets", "health", "telemetry", "series"],
     # the policy, over resolved secrets
     ["auth"],
     # transport and handlers; neither names the other

@@ -37,15 +37,18 @@ pub enum Error {
     },
 }
 
-/// A method pattern: `/pkg.Service/Method` exactly, `/pkg.Service/` as a prefix, or all.
+/// A method pattern: `/pkg.Service/Method` exactly, `/pkg.Service/` as a prefix, a page's
+/// path (`/metrics`), or all.
 #[derive(Debug, Clone)]
 struct Pattern(String);
 
 impl Pattern {
-    /// From config syntax: `pkg.Service/Method`, `pkg.Service/*` or `*` (already validated).
+    /// From config syntax: `pkg.Service/Method`, `pkg.Service/*`, `/metrics` or `*`
+    /// (already validated).
     fn new(config: &str) -> Pattern {
         match config {
             "*" => Pattern(String::new()),
+            page if page.starts_with('/') => Pattern(page.to_owned()),
             p => Pattern(format!("/{}", p.trim_end_matches('*'))),
         }
     }
@@ -486,7 +489,7 @@ mod tests {
         );
     }
 
-    /// Method patterns: exact, service prefix, everything.
+    /// Method patterns: exact, service prefix, a page's path, everything.
     #[test]
     fn patterns() {
         assert!(Pattern::new("vitals.echo.v1.Echo/*").matches(ECHO));
@@ -496,6 +499,13 @@ mod tests {
             !Pattern::new("vitals.echo.v1.Echo/Echo").matches("/vitals.echo.v1.Echo/EchoStream")
         );
         assert!(Pattern::new("*").matches("/anything/at all"));
+        assert!(
+            Pattern::new("*").matches("/metrics"),
+            "`*` covers the pages"
+        );
+        assert!(Pattern::new("/metrics").matches("/metrics"));
+        assert!(!Pattern::new("/metrics").matches("/metrics/x"));
+        assert!(!Pattern::new("vitals.metrics.v1.Metrics/*").matches("/metrics"));
     }
 
     fn b64url(bytes: &[u8]) -> String {

@@ -1,10 +1,11 @@
 //! What the call layer and the handlers share: who is calling ([`Peer`]), the call's ids
 //! ([`RequestContext`]), trailers a handler wants sent ([`Trailers`]), and the
-//! [`Routes`] a connection hands its calls to. The transport fills these in; handlers read
+//! [`Routes`] a connection hands its calls (and its plain HTTP [`Page`]s) to. The transport fills these in; handlers read
 //! them; neither imports the other.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
+use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Request, Response};
 use tonic::{body::Body, codegen::BoxFuture};
 
@@ -40,6 +41,18 @@ pub trait Routes: Send + Sync + 'static {
 
     /// Hands the request to the service its path names.
     fn call(&self, request: Request<Body>) -> BoxFuture<Response<Body>, Infallible>;
+
+    /// The plain HTTP page at `path` (`/metrics`), if this listener has one. The
+    /// transport authorizes a request for it by its path, as it does a method.
+    fn page(&self, _path: &str) -> Option<&dyn Page> {
+        None
+    }
+}
+
+/// A plain HTTP page beside the gRPC services, served on HTTP/1.1 and HTTP/2 alike: a
+/// `GET` in, a whole response out. It answers from what is in memory, so it is not async.
+pub trait Page: Send + Sync + 'static {
+    fn get(&self, headers: &HeaderMap) -> Response<Bytes>;
 }
 
 /// The request id, trace id and span id of a call; in every request's extensions, on the

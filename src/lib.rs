@@ -23,7 +23,8 @@
 //! - [`config`]: the layered config files, validated into typed values; one unit grammar
 //! - [`tls`]: rustls server and client configs from resolved material, peer identity
 //! - [`rpc_stats`]: per-method call statistics
-//! - [`sampler`]: the one sysinfo sampler
+//! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs)
+//! - [`series`]: the Prometheus series the scrape and the push both produce, built once
 //!
 //! Vocabulary:
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
@@ -54,6 +55,7 @@ pub mod rpc_stats;
 pub mod runtime;
 pub mod sampler;
 pub mod secrets;
+pub mod series;
 pub mod server;
 pub mod service;
 pub mod swap;

@@ -9,6 +9,11 @@ pub const METRICS: &str = "vitals.metrics.v1.Metrics";
 pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
+/// The plain HTTP pages (not gRPC) the mutual-TLS port serves, on HTTP/1.1 and HTTP/2.
+/// ACL rules name a page by its path; `*` covers them too.
+pub const METRICS_PAGE: &str = "/metrics";
+pub const PAGES: [&str; 1] = [METRICS_PAGE];
+
 /// The services health reports on (reflection is a tool, not a service with a status).
 pub const HEALTH_SERVICES: [&str; 3] = [HEALTH, ECHO, METRICS];
 

@@ -100,6 +100,25 @@ impl Method {
         self.sum_micros.fetch_add(micros, Relaxed);
     }
 
+    /// Calls started.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+
+    /// Calls ended, by status code number (0 is OK).
+    pub fn codes(&self) -> [u64; 17] {
+        std::array::from_fn(|i| self.codes[i].load(Relaxed))
+    }
+
+    /// Calls ended per latency bucket of [`BUCKETS_MICROS`] (not cumulative; the last is
+    /// the rest), and the sum of their latencies in microseconds.
+    pub fn latency(&self) -> ([u64; BUCKETS_MICROS.len() + 1], u64) {
+        (
+            std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            self.sum_micros.load(Relaxed),
+        )
+    }
+
     fn snapshot(&self) -> MethodStatsProto {
         let statuses = self
             .codes
@@ -182,6 +201,11 @@ impl RpcStats {
     /// The counters at an [`RpcStats::index`].
     pub fn at(&self, index: usize) -> &Method {
         &self.methods[index]
+    }
+
+    /// The counters of every routed method, in [`methods::ALL`]'s order (`unknown` left out).
+    pub fn routed(&self) -> &[Method] {
+        &self.methods[..self.methods.len() - 1]
     }
 
     /// Every method's counters, for a metrics snapshot. Methods never called are left out.

@@ -23,6 +23,9 @@ use rustls::{
 
 /// The ALPN protocol gRPC speaks.
 pub const ALPN_H2: &[u8] = b"h2";
+/// HTTP/1.1, which the server also offers for the plain pages (`GET /metrics`): Prometheus
+/// and curl scrape over it by default.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -145,7 +148,7 @@ pub struct ServerIdentity {
 }
 
 /// Builds the server config: the chain in `cert` and `key`, client certificates required
-/// and verified against the `client_ca` bundle, TLS 1.3 and 1.2, ALPN h2.
+/// and verified against the `client_ca` bundle, TLS 1.3 and 1.2, ALPN h2 and http/1.1.
 pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerIdentity, Error> {
     let chain = load_certs(cert)?;
     let roots = roots(client_ca)?;
@@ -166,7 +169,8 @@ pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerId
             key: key.origin,
             source,
         })?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // h2 first: a client offering both (curl) gets HTTP/2.
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(ServerIdentity {
         config: Arc::new(config),
         not_after,
@@ -344,7 +348,10 @@ mod tests {
         let key = Key::load(&dir.path().join("server.key")).unwrap();
         let identity = server_config(&cert, key, &ca).unwrap();
         assert!(identity.not_after.unwrap() > SystemTime::now());
-        assert_eq!(identity.config.alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(
+            identity.config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         let wrong = Key::load(&dir.path().join("client.key")).unwrap();
         let err = server_config(&cert, wrong, &ca).err().unwrap();
         assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");

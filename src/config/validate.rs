@@ -465,10 +465,12 @@ impl Validator<'_> {
         }
     }
 
-    /// `pkg.Service/Method` of a routed method, `pkg.Service/*` of a routed service, or `*`.
+    /// `pkg.Service/Method` of a routed method, `pkg.Service/*` of a routed service, the
+    /// path of a page (`/metrics`), or `*`.
     fn method_patterns(&self, key: &str, patterns: &[String]) -> Result<Vec<String>, Error> {
         for p in patterns {
             let known = p == "*"
+                || crate::methods::PAGES.contains(&p.as_str())
                 || match p.strip_suffix("/*") {
                     Some(service) => crate::methods::is_service(service),
                     None => crate::methods::ALL.iter().any(|m| m.name() == p),
@@ -476,7 +478,7 @@ impl Validator<'_> {
             if !known {
                 return Err(self.err(
                     key,
-                    format!("`{p}` is not a method this server serves (e.g. vitals.echo.v1.Echo/Echo, vitals.metrics.v1.Metrics/*, or *)"),
+                    format!("`{p}` is not a method this server serves (e.g. vitals.echo.v1.Echo/Echo, vitals.metrics.v1.Metrics/*, /metrics, or *)"),
                 ));
             }
         }

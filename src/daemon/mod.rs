@@ -12,7 +12,10 @@ mod start;
 
 pub use start::{Options, StartError, exit, start};
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::SystemTime,
+};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +29,12 @@ use crate::{
     rpc_stats::RpcStats,
     sampler::{Published, Sampler},
     secrets::{self, Secrets},
+    series::DaemonStats,
     server::{self, Listeners, Live, Shared},
-    service::{Router, echo::EchoService, health::HealthService, metrics::MetricsService},
+    service::{
+        Router, echo::EchoService, health::HealthService, metrics::MetricsService,
+        scrape::ScrapeService,
+    },
     systemd,
     telemetry::Telemetry,
     tls,
@@ -89,6 +96,8 @@ pub struct Daemon {
     checks: watch::Sender<Checks>,
     telemetry: Option<Arc<Telemetry>>,
     secrets: Secrets,
+    /// Reloads, secret pulls, the certificate's expiry and the push, for the metrics.
+    counters: Arc<DaemonStats>,
 }
 
 impl Daemon {
@@ -106,15 +115,21 @@ impl Daemon {
         let health = Health::new(&methods::HEALTH_SERVICES);
         let stats = Arc::new(RpcStats::new());
         let snapshots = Sampler::spawn(config.metrics.sample_interval);
-        let live = live(
-            &config,
-            identity.config,
-            policy,
-            &health,
-            &snapshots,
-            &stats,
-            &shutdown,
-        );
+        let counters = Arc::new(DaemonStats::default());
+        // The daemon gets here only once startup pulled every secret.
+        counters.secret_pulls_ok.store(1, Relaxed);
+        counters.last_reload_ok.store(1, Relaxed);
+        counters
+            .cert_not_after
+            .store(unix_secs(identity.not_after), Relaxed);
+        let parts = Parts {
+            health: &health,
+            snapshots: &snapshots,
+            stats: &stats,
+            counters: &counters,
+            shutdown: &shutdown,
+        };
+        let live = live(&config, identity.config, policy, &parts);
         let shared = Shared::new(live, stats.clone(), shutdown);
         let checks = watch::channel(Checks {
             thresholds: config.health.clone(),
@@ -131,6 +146,7 @@ impl Daemon {
             checks,
             telemetry,
             secrets,
+            counters,
         })
     }
 
@@ -171,7 +187,14 @@ impl Daemon {
 
         while let Some(Control::Reload) = control.recv().await {
             systemd::notify("RELOADING=1\nSTATUS=reloading");
-            let status = match self.reload().await {
+            let outcome = self.reload().await;
+            let (counter, ok) = match outcome {
+                Ok(()) => (&self.counters.reloads_applied, 1),
+                Err(_) => (&self.counters.reloads_rejected, 0),
+            };
+            counter.fetch_add(1, Relaxed);
+            self.counters.last_reload_ok.store(ok, Relaxed);
+            let status = match outcome {
                 Ok(()) => status.clone(),
                 Err(err) => {
                     let reason = chain(&err);
@@ -207,7 +230,13 @@ impl Daemon {
     async fn reload(&mut self) -> Result<(), Error> {
         let location = self.location.clone();
         let config = blocking("loading the config", move || Ok(Config::load(&location)?)).await?;
-        let secrets = secrets::pull(&config, &progress).await?;
+        let pulled = secrets::pull(&config, &progress).await;
+        let counter = match pulled {
+            Ok(_) => &self.counters.secret_pulls_ok,
+            Err(_) => &self.counters.secret_pulls_failed,
+        };
+        counter.fetch_add(1, Relaxed);
+        let secrets = pulled?;
         let tls_config = config.tls.clone();
         let pulled = secrets.clone();
         let identity = blocking("loading the certificates", move || {
@@ -220,15 +249,17 @@ impl Daemon {
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
-        self.shared.reload(live(
-            &config,
-            identity.config,
-            policy,
-            &self.health,
-            &self.snapshots,
-            &self.stats,
-            &self.shared.shutdown,
-        ));
+        let not_after = unix_secs(identity.not_after);
+        let parts = Parts {
+            health: &self.health,
+            snapshots: &self.snapshots,
+            stats: &self.stats,
+            counters: &self.counters,
+            shutdown: &self.shared.shutdown,
+        };
+        self.shared
+            .reload(live(&config, identity.config, policy, &parts));
+        self.counters.cert_not_after.store(not_after, Relaxed);
         self.checks.send_replace(Checks {
             thresholds: config.health.clone(),
             cert_not_after: identity.not_after,
@@ -308,17 +339,30 @@ fn server_tls(tls: &config::Tls, secrets: &Secrets) -> Result<tls::ServerIdentit
     tls::server_config(&tls.cert, secrets.key(&tls.key)?, &tls.client_ca)
 }
 
+/// What the services are built from, the same for every reload.
+struct Parts<'a> {
+    health: &'a Health,
+    snapshots: &'a watch::Receiver<Published>,
+    stats: &'a Arc<RpcStats>,
+    counters: &'a Arc<DaemonStats>,
+    shutdown: &'a CancellationToken,
+}
+
 /// What the server runs on for `config`: the TLS config and policy given, the limits, and
 /// the full and health-only routers.
 fn live(
     config: &Config,
     tls: Arc<rustls::ServerConfig>,
     policy: auth::Policy,
-    health: &Health,
-    snapshots: &watch::Receiver<Published>,
-    stats: &Arc<RpcStats>,
-    shutdown: &CancellationToken,
+    parts: &Parts<'_>,
 ) -> Live {
+    let Parts {
+        health,
+        snapshots,
+        stats,
+        counters,
+        shutdown,
+    } = *parts;
     let max_message = config.server.max_message_size;
     let router = Router::full(
         HealthService::new(health.clone()),
@@ -328,6 +372,12 @@ fn live(
             stats.clone(),
             config.metrics.sample_interval,
             shutdown.clone(),
+        ),
+        ScrapeService::new(
+            snapshots.clone(),
+            stats.clone(),
+            health.clone(),
+            counters.clone(),
         ),
         max_message,
     );
@@ -339,6 +389,12 @@ fn live(
         routes: Arc::new(router),
         health_routes: Arc::new(health_router),
     }
+}
+
+/// Unix seconds of `time`, 0 when unknown.
+fn unix_secs(time: Option<SystemTime>) -> u64 {
+    time.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 fn join(addrs: &[std::net::SocketAddr]) -> String {

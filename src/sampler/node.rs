@@ -481,7 +481,12 @@ mod tests {
         let sample = node.sample();
         assert!(!sample.cpu_times.is_empty());
         assert!(sample.cpu_times.iter().all(|c| c.user + c.idle > 0.0));
-        assert!(sample.meminfo.iter().any(|f| f.name == "MemTotal" && f.value > 0));
+        assert!(
+            sample
+                .meminfo
+                .iter()
+                .any(|f| f.name == "MemTotal" && f.value > 0)
+        );
         assert!(sample.kernel.unwrap().context_switches > 0);
         assert_eq!(uname("x").sysname, "Linux");
         assert!(max_fds() > 0);

@@ -23,7 +23,7 @@ use tokio::{
     time::{Instant, sleep, sleep_until},
 };
 
-use super::{Shared, call::Calls};
+use super::{Shared, call::Calls, http1};
 use crate::{
     config,
     context::{Peer, Routes},
@@ -135,6 +135,9 @@ pub(super) async fn serve_tls(
         addr,
         identity: identity.map(Arc::from),
     };
+    if stream.get_ref().1.alpn_protocol() == Some(tls::ALPN_HTTP1) {
+        return http1::serve(stream, peer, live.routes.clone(), &shared, limits).await;
+    }
     serve_http2(stream, peer, live.routes.clone(), &shared, limits).await;
 }
 
@@ -211,6 +214,7 @@ where
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_list_size)
         .auto_date_header(false);
+    let calls = http1::WithPages(calls);
     let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
     tokio::pin!(conn);
 

@@ -1,5 +1,5 @@
 //! The transport: accept loops on bound listeners, a connection cap, per-connection HTTP/2
-//! and the per-call layer. It knows no service by name: a connection hands its calls to
+//! (or HTTP/1.1 for the plain pages, http1.rs) and the per-call layer. It knows no service by name: a connection hands its calls to
 //! the [`Routes`] of its listener, which the daemon builds.
 //!
 //! The library never binds a port itself (`Listeners::bind` is called by the binary, or
@@ -7,6 +7,7 @@
 
 mod call;
 mod conn;
+mod http1;
 
 use std::{
     net::SocketAddr,

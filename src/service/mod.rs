@@ -1,10 +1,11 @@
-//! The gRPC services, one per file, and the [`Router`] that hands a listener's calls to
-//! them by the service name in the path.
+//! The gRPC services, one per file, the `/metrics` page (scrape.rs), and the [`Router`]
+//! that hands a listener's calls to them by the service name in the path.
 
 pub mod echo;
 pub mod health;
 pub mod metrics;
 mod router;
+pub mod scrape;
 
 pub use router::Router;
 

@@ -1,4 +1,5 @@
-//! Routes a request to its service by the service name in its path.
+//! Routes a request to its service by the service name in its path, and a plain HTTP
+//! request to its page (`/metrics`).
 //!
 //! A `match` on a handful of names instead of tonic's axum-based router: nothing to build
 //! per request, and no axum in the binary.
@@ -12,10 +13,12 @@ use http::{Request, Response};
 use tonic::{Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture};
 use tower::{Service, util::BoxCloneSyncService};
 
-use super::{echo::EchoService, health::HealthService, metrics::MetricsService};
+use super::{
+    echo::EchoService, health::HealthService, metrics::MetricsService, scrape::ScrapeService,
+};
 use crate::{
-    context::Routes,
-    methods::{self, ECHO, HEALTH, METRICS, REFLECTION_V1, REFLECTION_V1ALPHA},
+    context::{Page, Routes},
+    methods::{self, ECHO, HEALTH, METRICS, METRICS_PAGE, REFLECTION_V1, REFLECTION_V1ALPHA},
     proto::{
         echo::echo_server::EchoServer, health::health_server::HealthServer,
         metrics::metrics_server::MetricsServer,
@@ -34,6 +37,7 @@ struct Full {
     echo: EchoServer<EchoService>,
     metrics: MetricsServer<MetricsService>,
     reflection: Arc<Reflections>,
+    scrape: ScrapeService,
 }
 
 /// The reflection services, built on their first call: decoded and indexed, the descriptor
@@ -87,11 +91,12 @@ impl Router {
         }
     }
 
-    /// Health, echo, metrics and reflection (v1 and v1alpha).
+    /// Health, echo, metrics and reflection (v1 and v1alpha), and the `/metrics` page.
     pub fn full(
         health: HealthService,
         echo: EchoService,
         metrics: MetricsService,
+        scrape: ScrapeService,
         max_message_size: usize,
     ) -> Router {
         Router {
@@ -100,6 +105,7 @@ impl Router {
                 echo: configure!(EchoServer::new(echo), max_message_size),
                 metrics: configure!(MetricsServer::new(metrics), max_message_size),
                 reflection: Arc::default(),
+                scrape,
             }),
         }
     }
@@ -123,6 +129,13 @@ impl Routes for Router {
                 let status = Status::unimplemented(format!("no service `{name}` here"));
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
+        }
+    }
+
+    fn page(&self, path: &str) -> Option<&dyn Page> {
+        match (path, &self.full) {
+            (METRICS_PAGE, Some(full)) => Some(&full.scrape),
+            _ => None,
         }
     }
 }

@@ -1,0 +1,331 @@
+//! `GET /metrics`: the Prometheus exposition of the sampler's last snapshot, the RPC
+//! counters, health and the daemon's own counters, in the text format 0.0.4 or, when the
+//! `Accept` header asks for it, OpenMetrics 1.0; gzip when accepted.
+//!
+//! A scrape reads what the sampler published and a few atomics, and never touches /proc:
+//! the sampler's interval bounds how fresh the device values are, while the counters are
+//! read at the scrape. The series themselves are built by [`crate::series`], which the
+//! remote_write push shares.
+
+use std::{fmt::Write as _, io::Write as _, sync::Arc, time::SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use tokio::sync::watch;
+
+use crate::{
+    context::Page,
+    health::Health,
+    rpc_stats::RpcStats,
+    sampler::Published,
+    series::{self, DaemonStats, Sink, Sources, Type},
+};
+
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The `/metrics` page.
+pub struct ScrapeService {
+    snapshots: watch::Receiver<Published>,
+    stats: Arc<RpcStats>,
+    health: Health,
+    daemon: Arc<DaemonStats>,
+}
+
+impl ScrapeService {
+    pub fn new(
+        snapshots: watch::Receiver<Published>,
+        stats: Arc<RpcStats>,
+        health: Health,
+        daemon: Arc<DaemonStats>,
+    ) -> ScrapeService {
+        ScrapeService {
+            snapshots,
+            stats,
+            health,
+            daemon,
+        }
+    }
+
+    /// The exposition in `format`, uncompressed.
+    pub fn render(&self, format: Format) -> String {
+        let snapshot = self.snapshots.borrow().clone();
+        let health = self.health.statuses();
+        let mut text = Text::new(format);
+        series::collect(
+            &Sources {
+                snapshot: &snapshot,
+                rpc: &self.stats,
+                health: &health,
+                daemon: &self.daemon,
+                now: SystemTime::now(),
+            },
+            &mut text,
+        );
+        text.finish()
+    }
+}
+
+impl Page for ScrapeService {
+    fn get(&self, headers: &HeaderMap) -> Response<Bytes> {
+        let format = Format::accepted(headers);
+        let body = self.render(format);
+        let mut response = Response::builder()
+            .header(header::CONTENT_TYPE, format.content_type())
+            .header(header::VARY, "Accept, Accept-Encoding");
+        let body = if accepts_gzip(headers) {
+            response = response.header(header::CONTENT_ENCODING, "gzip");
+            gzip(body.as_bytes())
+        } else {
+            Bytes::from(body)
+        };
+        response
+            .status(StatusCode::OK)
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Bytes::new()))
+    }
+}
+
+/// Level 1: the exposition compresses about 8× at it, and a higher level costs more CPU
+/// per scrape than the bytes it saves are worth on a device (BENCHMARKS.md).
+fn gzip(body: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 6),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+/// Whether `Accept-Encoding` lists gzip with a quality above 0.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| {
+            let (coding, q) = media_and_q(entry);
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
+        })
+}
+
+/// An `Accept` entry's media range and its quality (1 when absent).
+fn media_and_q(entry: &str) -> (&str, f32) {
+    let mut parts = entry.split(';').map(str::trim);
+    let media = parts.next().unwrap_or_default();
+    let q = parts
+        .filter_map(|p| p.strip_prefix("q="))
+        .find_map(|q| q.parse().ok())
+        .unwrap_or(1.0);
+    (media, q)
+}
+
+/// The two exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when `Accept` ranks `application/openmetrics-text` at least as high as
+    /// the text format (as Prometheus' own scrape header does); text otherwise.
+    pub fn accepted(headers: &HeaderMap) -> Format {
+        let mut open_metrics = 0.0f32;
+        let mut text = 0.0f32;
+        for entry in headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let (media, q) = media_and_q(entry);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                open_metrics = open_metrics.max(q);
+            } else if media.eq_ignore_ascii_case("text/plain") {
+                text = text.max(q);
+            }
+        }
+        if open_metrics > 0.0 && open_metrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Format::Text => TEXT,
+            Format::OpenMetrics => OPEN_METRICS,
+        })
+    }
+}
+
+/// The text encoder: a [`Sink`] that writes either format.
+struct Text {
+    out: String,
+    format: Format,
+    /// The current family's sample name (with `_total` for counters).
+    family: String,
+}
+
+impl Text {
+    fn new(format: Format) -> Text {
+        Text {
+            out: String::with_capacity(64 * 1024),
+            format,
+            family: String::new(),
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if self.format == Format::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+}
+
+impl Sink for Text {
+    fn family(&mut self, name: &str, help: &str, kind: Type) {
+        self.family.clear();
+        self.family.push_str(name);
+        // OpenMetrics names a counter family without its samples' `_total`.
+        let family = match (self.format, kind) {
+            (Format::OpenMetrics, Type::Counter) => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        let kind = match kind {
+            Type::Counter => "counter",
+            Type::Gauge => "gauge",
+            Type::Histogram => "histogram",
+        };
+        let out = &mut self.out;
+        out.push_str("# HELP ");
+        out.push_str(family);
+        out.push(' ');
+        escape(out, help, false);
+        out.push_str("\n# TYPE ");
+        out.push_str(family);
+        out.push(' ');
+        out.push_str(kind);
+        out.push('\n');
+    }
+
+    fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
+        let out = &mut self.out;
+        out.push_str(&self.family);
+        out.push_str(suffix);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (name, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(name);
+                out.push_str("=\"");
+                escape(out, value, true);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        number(out, value);
+        out.push('\n');
+    }
+}
+
+/// Backslash and newline escaped (and the double quote in label values), as both
+/// formats want.
+fn escape(out: &mut String, text: &str, quote: bool) {
+    if !text.contains(['\\', '\n', '"']) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value: integers without a fraction, the rest shortest-round-trip, and the
+/// spellings both formats use for the special values.
+fn number(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, value.parse().unwrap());
+        h
+    }
+
+    /// Prometheus' own Accept header gets OpenMetrics; curl's `*/*` and text/plain get
+    /// the text format.
+    #[test]
+    fn negotiates_the_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::accepted(&accept(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::accepted(&accept("text/plain;version=0.0.4;q=1,*/*;q=0.1")),
+            Format::Text
+        );
+        assert_eq!(Format::accepted(&accept("*/*")), Format::Text);
+        assert_eq!(Format::accepted(&HeaderMap::new()), Format::Text);
+        let mut gz = HeaderMap::new();
+        gz.insert(
+            header::ACCEPT_ENCODING,
+            "deflate, gzip;q=0.5".parse().unwrap(),
+        );
+        assert!(accepts_gzip(&gz));
+        gz.insert(header::ACCEPT_ENCODING, "gzip;q=0".parse().unwrap());
+        assert!(!accepts_gzip(&gz));
+    }
+
+    /// Both encoders write HELP and TYPE once per family; OpenMetrics names counter
+    /// families without `_total` and ends with `# EOF`; label values are escaped.
+    #[test]
+    fn encodes_both_formats() {
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut text = Text::new(format);
+            text.family("x_total", "An x.", Type::Counter);
+            text.sample("", &[("a", "q\"\\\n")], 3.0);
+            text.family("y", "A y.", Type::Gauge);
+            text.sample("", &[], 0.25);
+            text.sample("", &[], f64::INFINITY);
+            let out = text.finish();
+            let family = if format == Format::Text {
+                "x_total"
+            } else {
+                "x"
+            };
+            let mut want = format!(
+                "# HELP {family} An x.\n# TYPE {family} counter\nx_total{{a=\"q\\\"\\\\\\n\"}} 3\n# HELP y A y.\n# TYPE y gauge\ny 0.25\ny +Inf\n"
+            );
+            if format == Format::OpenMetrics {
+                want.push_str("# EOF\n");
+            }
+            assert_eq!(out, want);
+        }
+    }
+}
