@@ -13,9 +13,11 @@ import sys
 
 LAYERS = [
     # vocabulary: no crate imports at all
-    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki"],
+    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki", "snappy"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler
     ["config", "tls", "rpc_stats", "sampler"],
+    # the one HTTP client, over TLS configs (the secret store, the remote_write receiver)
+    ["outbound"],
     # what reads the config: secrets, health state, logging; the Prometheus series (from
     # the sampler's snapshot and the counters, for the scrape service and the push task)
     ["secrets", "health", "telemetry", "series"],

@@ -22,6 +22,7 @@
 //! What they are built from:
 //! - [`config`]: the layered config files, validated into typed values; one unit grammar
 //! - [`tls`]: rustls server and client configs from resolved material, peer identity
+//! - [`outbound`]: the one HTTP client (secret store, remote_write receiver)
 //! - [`rpc_stats`]: per-method call statistics
 //! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs)
 //! - [`series`]: the Prometheus series the scrape and the push both produce, built once
@@ -31,6 +32,7 @@
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
 //! - [`swap`]: the one value a reload replaces in a single step
 //! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
+//! - [`snappy`]: snappy's block compression, for remote_write bodies
 //! - [`error`]: an error and its sources as one sentence
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
@@ -49,6 +51,7 @@ pub mod der;
 pub mod error;
 pub mod health;
 pub mod methods;
+pub mod outbound;
 pub mod pki;
 pub mod proto;
 pub mod rpc_stats;
@@ -58,6 +61,7 @@ pub mod secrets;
 pub mod series;
 pub mod server;
 pub mod service;
+pub mod snappy;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;

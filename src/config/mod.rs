@@ -24,8 +24,8 @@ pub mod units;
 mod validate;
 
 pub use raw::{
-    RawAuth, RawBearer, RawConfig, RawEcho, RawHealth, RawLog, RawMetrics, RawRule, RawSecrets,
-    RawServer, RawSource, RawTls,
+    RawAuth, RawBearer, RawConfig, RawEcho, RawHealth, RawLog, RawMetrics, RawPush, RawRule,
+    RawSecrets, RawServer, RawSource, RawTls,
 };
 
 use layers::{Layers, TomlFile};
@@ -96,6 +96,7 @@ pub struct Config {
     pub secrets: Secrets,
     pub auth: Auth,
     pub echo: Echo,
+    pub push: Push,
     /// The files that were read, in order, for the startup log line.
     pub files: Vec<PathBuf>,
 }
@@ -142,6 +143,37 @@ impl fmt::Display for Material {
             Material::Secret(name) => write!(f, "{SECRET_PREFIX}{name}"),
         }
     }
+}
+
+/// `[push]`: Prometheus remote_write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Push {
+    /// `None`: no push.
+    pub url: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub auth: PushAuth,
+    pub ca_cert: PathBuf,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub buffer_size: usize,
+    pub buffer_dir: Option<PathBuf>,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// How the push proves itself to the receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushAuth {
+    None,
+    /// A client certificate and key (by default the device's `tls.cert` and `tls.key`).
+    Mtls {
+        cert: PathBuf,
+        key: Material,
+    },
+    /// `authorization: Bearer` with this secret.
+    Bearer {
+        token: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -285,6 +317,14 @@ impl Config {
                     VaultAuth::Cert { .. } => {}
                 }
             }
+        }
+        match &self.push.auth {
+            PushAuth::Bearer { token } => names.push(token.clone()),
+            PushAuth::Mtls {
+                key: Material::Secret(name),
+                ..
+            } => names.push(name.clone()),
+            PushAuth::Mtls { .. } | PushAuth::None => {}
         }
         for bearer in &self.auth.bearer {
             match &bearer.kind {

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub secrets: RawSecrets,
     pub auth: RawAuth,
     pub echo: RawEcho,
+    pub push: RawPush,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,6 +229,58 @@ pub struct RawSource {
 pub struct RawEcho {
     /// Honour the echo request's `panic` knob (tests exception handling); keep off.
     pub allow_panic: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPush {
+    /// The Prometheus remote_write endpoint (`https://host/api/v1/write`); empty: no push.
+    pub url: String,
+    /// How often the series are pushed (±10% jitter); a health change pushes at once.
+    pub interval: String,
+    /// Per request.
+    pub timeout: String,
+    /// How the daemon proves itself to the receiver: none, mtls or bearer.
+    pub auth: String,
+    /// PEM bundle that must have issued an https receiver's certificate.
+    pub ca_cert: String,
+    /// mtls: the client certificate; empty: the device's own (`tls.cert`).
+    pub client_cert: String,
+    /// mtls: its key, a path or `secret:NAME`; empty: `tls.key`.
+    pub client_key: String,
+    /// bearer: the token, `secret:NAME`.
+    pub bearer_token: String,
+    /// Labels added to every series; `instance` is the device's identity unless set here.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Bytes of encoded samples kept while the receiver cannot take them; when full, the
+    /// oldest are dropped (and counted).
+    pub buffer_size: String,
+    /// A directory where buffered samples are also written, so a restart keeps them (e.g.
+    /// `/var/lib/vitalsd/push` with the unit's StateDirectory); empty: memory only.
+    pub buffer_dir: String,
+    /// A failed push is retried after this, doubling (with jitter) up to `max_backoff`.
+    pub min_backoff: String,
+    pub max_backoff: String,
+}
+
+impl Default for RawPush {
+    fn default() -> Self {
+        RawPush {
+            url: String::new(),
+            interval: "30s".into(),
+            timeout: "10s".into(),
+            auth: "none".into(),
+            ca_cert: "/etc/ssl/certs/ca-certificates.crt".into(),
+            client_cert: String::new(),
+            client_key: String::new(),
+            bearer_token: String::new(),
+            labels: Default::default(),
+            buffer_size: "2MiB".into(),
+            buffer_dir: String::new(),
+            min_backoff: "1s".into(),
+            max_backoff: "1m".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

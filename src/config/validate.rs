@@ -6,8 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
     Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, Log, Material,
-    Metrics, RawAuth, RawConfig, RawSource, RuleConfig, SECRET_PREFIX, Secrets, Server, Source,
-    Tls, Vault, VaultAuth, layers::Layers, units,
+    Metrics, Push, PushAuth, RawAuth, RawConfig, RawPush, RawSource, RuleConfig, SECRET_PREFIX,
+    Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers, units,
 };
 
 /// Validates the merged raw config into the typed one; every error names the key and the
@@ -166,6 +166,13 @@ pub(super) fn validate(
             "refers to secrets but no [[secrets.sources]] are configured",
         ));
     }
+    let push = v.push(&raw.push, &tls)?;
+    if matches!(push.auth, PushAuth::Bearer { .. }) && secrets.sources.is_empty() {
+        return Err(layers.invalid(
+            "push.bearer_token",
+            "refers to a secret but no [[secrets.sources]] are configured",
+        ));
+    }
     Ok(Config {
         server,
         tls,
@@ -177,6 +184,7 @@ pub(super) fn validate(
         echo: Echo {
             allow_panic: raw.echo.allow_panic,
         },
+        push,
         files,
     })
 }
@@ -483,6 +491,116 @@ impl Validator<'_> {
             }
         }
         Ok(patterns.to_vec())
+    }
+
+    /// `[push]`: off without a URL; otherwise an http(s) URL without credentials in it,
+    /// and the auth it names with what that needs.
+    fn push(&self, raw: &RawPush, tls: &Tls) -> Result<Push, Error> {
+        let url = Some(raw.url.trim().to_owned()).filter(|u| !u.is_empty());
+        let https = match &url {
+            Some(u) => {
+                let https = u.starts_with("https://");
+                let rest = u
+                    .strip_prefix("https://")
+                    .or_else(|| u.strip_prefix("http://"))
+                    .ok_or_else(|| {
+                        self.err(
+                            "push.url",
+                            format!("`{u}` is not an http:// or https:// URL"),
+                        )
+                    })?;
+                let authority = rest.split('/').next().unwrap_or_default();
+                if authority.contains('@') {
+                    return Err(self.err(
+                        "push.url",
+                        "credentials do not go in the URL: use auth = \"bearer\" with a secret",
+                    ));
+                }
+                if authority.is_empty() || u.parse::<http::Uri>().is_err() {
+                    return Err(self.err("push.url", format!("`{u}` is not a valid URL")));
+                }
+                https
+            }
+            None => false,
+        };
+        let field = |name: &str| format!("push.{name}");
+        let auth = match raw.auth.as_str() {
+            "none" => PushAuth::None,
+            "mtls" => {
+                if url.is_some() && !https {
+                    return Err(self.err("push.auth", "mtls needs an https:// URL"));
+                }
+                PushAuth::Mtls {
+                    cert: match raw.client_cert.as_str() {
+                        "" => tls.cert.clone(),
+                        c => self.path(&field("client_cert"), c)?,
+                    },
+                    key: match raw.client_key.as_str() {
+                        "" => tls.key.clone(),
+                        k => self.material(&field("client_key"), k)?,
+                    },
+                }
+            }
+            "bearer" => {
+                let token = raw
+                    .bearer_token
+                    .strip_prefix(SECRET_PREFIX)
+                    .ok_or_else(|| {
+                        self.err(
+                            "push.bearer_token",
+                            "bearer auth needs the token as `secret:NAME`",
+                        )
+                    })?;
+                PushAuth::Bearer {
+                    token: self.secret_name("push.bearer_token", token)?,
+                }
+            }
+            other => {
+                return Err(self.err(
+                    "push.auth",
+                    format!("`{other}` is not one of none, mtls, bearer"),
+                ));
+            }
+        };
+        for (name, value) in &raw.labels {
+            let valid = name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            if name.is_empty() || !valid || name.starts_with("__") {
+                return Err(self.err(
+                    "push.labels",
+                    format!("`{name}` is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
+                ));
+            }
+            if value.is_empty() {
+                return Err(self.err("push.labels", format!("`{name}` has an empty value")));
+            }
+        }
+        let interval = self.duration(&field("interval"), &raw.interval)?;
+        if interval < Duration::from_millis(500) {
+            return Err(self.err("push.interval", "must be at least 500ms"));
+        }
+        let min_backoff = self.nonzero_duration(&field("min_backoff"), &raw.min_backoff)?;
+        let max_backoff = self.duration(&field("max_backoff"), &raw.max_backoff)?;
+        if max_backoff < min_backoff {
+            return Err(self.err("push.max_backoff", "is shorter than push.min_backoff"));
+        }
+        Ok(Push {
+            url,
+            interval,
+            timeout: self.nonzero_duration(&field("timeout"), &raw.timeout)?,
+            auth,
+            ca_cert: self.path(&field("ca_cert"), &raw.ca_cert)?,
+            labels: raw.labels.clone(),
+            buffer_size: self.size(&field("buffer_size"), &raw.buffer_size, 64 << 10, 1 << 30)?
+                as usize,
+            buffer_dir: Some(raw.buffer_dir.trim())
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            min_backoff,
+            max_backoff,
+        })
     }
 
     fn auth(&self, raw: &RawAuth) -> Result<Auth, Error> {

@@ -330,6 +330,8 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "server.drain_timeout" => server.drain_timeout;
         "health.plaintext_listen" => health.plaintext_listen;
         "metrics.sample_interval" => metrics.sample_interval;
+        "push.buffer_size" => push.buffer_size;
+        "push.buffer_dir" => push.buffer_dir;
     }
     kept
 }
