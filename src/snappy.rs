@@ -21,7 +21,8 @@ pub fn compress(input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
+/// `n` as a little-endian base-128 varint (snappy's length prefix, and protobuf's).
+pub fn varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;

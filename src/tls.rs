@@ -145,6 +145,9 @@ pub struct ServerIdentity {
     pub config: Arc<ServerConfig>,
     /// When the server's own certificate expires, for the health check.
     pub not_after: Option<SystemTime>,
+    /// The server certificate's identity (as [`identity`] reads a client's): the device's
+    /// name in what it pushes.
+    pub identity: Option<String>,
 }
 
 /// Builds the server config: the chain in `cert` and `key`, client certificates required
@@ -160,6 +163,7 @@ pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerId
             reason: e.to_string(),
         })?;
     let not_after = not_after(&chain[0]);
+    let own_identity = identity(&chain[0]);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -174,6 +178,7 @@ pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerId
     Ok(ServerIdentity {
         config: Arc::new(config),
         not_after,
+        identity: own_identity,
     })
 }
 

@@ -5,8 +5,10 @@
 //! - `start.rs`: the numbered startup steps, and [`StartError`] with its exit codes
 //! - `signals.rs`: SIGHUP, SIGTERM and SIGINT turned into [`Control`]
 //! - `check.rs`: what `--check-config` prints
+//! - `push.rs`: the remote_write push task and its buffer
 
 mod check;
+mod push;
 mod signals;
 mod start;
 
@@ -50,6 +52,8 @@ pub enum Error {
     Secrets(#[from] secrets::Error),
     #[error("{0}")]
     Auth(#[from] auth::Error),
+    #[error("{0}")]
+    Push(#[from] push::Error),
     /// The blocking task that read files failed unexpectedly (a bug); the reload is refused.
     #[error("{what} failed unexpectedly: {reason}")]
     Task { what: &'static str, reason: String },
@@ -98,6 +102,10 @@ pub struct Daemon {
     secrets: Secrets,
     /// Reloads, secret pulls, the certificate's expiry and the push, for the metrics.
     counters: Arc<DaemonStats>,
+    /// Where the push task pushes; a reload replaces it.
+    push: watch::Sender<Option<Arc<push::Settings>>>,
+    /// The push buffer, until `run` hands it to the push task.
+    push_buffer: Option<push::Buffer>,
 }
 
 impl Daemon {
@@ -129,6 +137,16 @@ impl Daemon {
             counters: &counters,
             shutdown: &shutdown,
         };
+        let push_settings = push::Settings::new(
+            &config.push,
+            &secrets,
+            &instance(identity.identity.as_deref()),
+        )?;
+        let push_buffer = push::Buffer::new(
+            config.push.buffer_size,
+            config.push.buffer_dir.as_deref(),
+            counters.clone(),
+        )?;
         let live = live(&config, identity.config, policy, &parts);
         let shared = Shared::new(live, stats.clone(), shutdown);
         let checks = watch::channel(Checks {
@@ -147,6 +165,8 @@ impl Daemon {
             telemetry,
             secrets,
             counters,
+            push: watch::channel(push_settings.map(Arc::new)).0,
+            push_buffer: Some(push_buffer),
         })
     }
 
@@ -166,6 +186,24 @@ impl Daemon {
             self.checks.subscribe(),
         ));
         let watchdog = systemd::spawn_watchdog();
+        if let Some(settings) = self.push.borrow().as_ref() {
+            tracing::info!(url = settings.shown(), "pushing by remote_write");
+        }
+        let push_stop = CancellationToken::new();
+        let pushing = self.push_buffer.take().map(|buffer| {
+            let inputs = push::Inputs {
+                snapshots: self.snapshots.clone(),
+                stats: self.stats.clone(),
+                health: self.health.clone(),
+                counters: self.counters.clone(),
+            };
+            tokio::spawn(push::run(
+                inputs,
+                buffer,
+                self.push.subscribe(),
+                push_stop.clone(),
+            ))
+        });
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -211,6 +249,12 @@ impl Daemon {
         self.health.set_phase(Phase::Draining);
         self.shared.shutdown.cancel();
         let left = serving.await.unwrap_or(0);
+        // The push stops after the drain (so it pushes the draining status), keeping what
+        // it has not sent in its buffer directory.
+        push_stop.cancel();
+        if let Some(pushing) = pushing {
+            let _ = pushing.await;
+        }
         checks.abort();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
@@ -243,6 +287,15 @@ impl Daemon {
             Ok(server_tls(&tls_config, &pulled)?)
         })
         .await?;
+        let (push_config, pulled, own) = (
+            config.push.clone(),
+            secrets.clone(),
+            instance(identity.identity.as_deref()),
+        );
+        let push_settings = blocking("loading the push settings", move || {
+            Ok(push::Settings::new(&push_config, &pulled, &own)?)
+        })
+        .await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
 
         let mut config = config;
@@ -260,6 +313,7 @@ impl Daemon {
         self.shared
             .reload(live(&config, identity.config, policy, &parts));
         self.counters.cert_not_after.store(not_after, Relaxed);
+        self.push.send_replace(push_settings.map(Arc::new));
         self.checks.send_replace(Checks {
             thresholds: config.health.clone(),
             cert_not_after: identity.not_after,
@@ -391,6 +445,19 @@ fn live(
         routes: Arc::new(router),
         health_routes: Arc::new(health_router),
     }
+}
+
+/// The device's name in what it pushes (`instance`): its certificate's identity, else the
+/// host name.
+fn instance(identity: Option<&str>) -> String {
+    identity.map_or_else(
+        || {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        },
+        str::to_owned,
+    )
 }
 
 /// Unix seconds of `time`, 0 when unknown.

@@ -1,0 +1,693 @@
+//! The remote_write push: a task the daemon starts and stops, reconfigured on reload, that
+//! sends the series `GET /metrics` serves ([`crate::series`]) as Prometheus remote_write
+//! 1.0 (protobuf, snappy) to `push.url` every `push.interval` (±10%), and at once when a
+//! health status changes.
+//!
+//! Each push is one batch: every series with one sample, stamped now, with the device's
+//! external labels (`instance` and `push.labels`). Batches wait in a [`Buffer`] bounded by
+//! `push.buffer_size` (and, with `push.buffer_dir`, in one file each, so a restart keeps
+//! them) and go out oldest first, one request at a time. A failed request (no connection,
+//! a timeout, 5xx, 429) is retried after an exponential backoff with jitter; another 4xx
+//! drops that batch and says why, once. A full buffer drops its oldest batches, counted.
+//!
+//! The request runs beside the task's timers, so a slow receiver delays no batch, and
+//! nothing here is on the path of a call, a health check or a reload.
+
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::Full;
+use tokio::{
+    sync::watch,
+    time::{Instant, sleep_until},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{self, PushAuth},
+    health::Health,
+    outbound,
+    rpc_stats::RpcStats,
+    sampler::Published,
+    secrets::Secrets,
+    series::{self, DaemonStats, PushStats, Sink, Sources, Type},
+    snappy, tls,
+};
+
+/// Largest answer body read from the receiver (it is only shown in a message).
+const MAX_ANSWER: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("push: {0}")]
+    Client(String),
+    #[error("push: {0}")]
+    Tls(#[from] tls::Error),
+    #[error("push.buffer_dir: {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where and how to push, resolved from `[push]` and the pulled secrets.
+pub struct Settings {
+    client: outbound::Client,
+    /// The URL's path and query.
+    path: String,
+    /// The URL without its query, for messages.
+    shown: String,
+    interval: Duration,
+    /// External labels, sorted by name.
+    labels: Vec<(String, String)>,
+    bearer: Option<HeaderValue>,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Settings {
+    /// `None` when no push is configured. Reads the client certificate and key for mtls.
+    pub fn new(
+        push: &config::Push,
+        secrets: &Secrets,
+        instance: &str,
+    ) -> Result<Option<Settings>, Error> {
+        let Some(url) = &push.url else {
+            return Ok(None);
+        };
+        let https = url.starts_with("https://");
+        let (base, path) = match url
+            .find("://")
+            .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
+        {
+            Some(slash) => (&url[..slash], &url[slash..]),
+            None => (url.as_str(), "/"),
+        };
+        let tls = if https {
+            let identity = match &push.auth {
+                PushAuth::Mtls { cert, key } => {
+                    Some((tls::load_certs(cert)?, secrets.key(key)?.der))
+                }
+                PushAuth::None | PushAuth::Bearer { .. } => None,
+            };
+            Some(
+                outbound::tls_config(&push.ca_cert, identity, &[tls::ALPN_H2, tls::ALPN_HTTP1])
+                    .map_err(|e| Error::Client(e.reason().to_owned()))?,
+            )
+        } else {
+            None
+        };
+        let client = outbound::Client::new(base, tls, push.timeout)
+            .map_err(|e| Error::Client(e.reason().to_owned()))?;
+        let bearer = match &push.auth {
+            PushAuth::Bearer { token } => {
+                let token = secrets
+                    .get(token)
+                    .ok_or_else(|| Error::Client(format!("secret `{token}` was not pulled")))?;
+                let mut value = HeaderValue::from_bytes(&[b"Bearer ", token.expose()].concat())
+                    .map_err(|_| {
+                        Error::Client("the bearer token is not a valid header value".into())
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            PushAuth::None | PushAuth::Mtls { .. } => None,
+        };
+        let mut labels: Vec<(String, String)> = push.labels.clone().into_iter().collect();
+        if !push.labels.contains_key("instance") {
+            labels.push(("instance".into(), instance.to_owned()));
+        }
+        labels.sort();
+        Ok(Some(Settings {
+            client,
+            path: path.to_owned(),
+            shown: url.split('?').next().unwrap_or_default().to_owned(),
+            interval: push.interval,
+            labels,
+            bearer,
+            min_backoff: push.min_backoff,
+            max_backoff: push.max_backoff,
+        }))
+    }
+
+    /// Where it pushes, for the startup line: the URL without its query.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// A remote_write `WriteRequest` being built: a [`Sink`] for [`series::collect`].
+struct Encoder<'a> {
+    externals: &'a [(String, String)],
+    timestamp_ms: i64,
+    name: String,
+    out: Vec<u8>,
+    series: Vec<u8>,
+    samples: u64,
+}
+
+fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+    out.push((number << 3) | 2);
+    snappy::varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+impl Sink for Encoder<'_> {
+    fn family(&mut self, name: &str, _help: &str, _kind: Type) {
+        self.name.clear();
+        self.name.push_str(name);
+    }
+
+    fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
+        let name = format!("{}{suffix}", self.name);
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 4);
+        all.push(("__name__", &name));
+        all.extend(labels.iter().filter(|(_, v)| !v.is_empty()));
+        for (k, v) in self.externals {
+            // A series' own label wins over an external one, as in Prometheus.
+            if !labels.iter().any(|(own, _)| own == k) {
+                all.push((k, v));
+            }
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        self.series.clear();
+        let mut label = Vec::with_capacity(64);
+        for (k, v) in all {
+            label.clear();
+            field(&mut label, 1, k.as_bytes());
+            field(&mut label, 2, v.as_bytes());
+            field(&mut self.series, 1, &label);
+        }
+        let mut sample = Vec::with_capacity(20);
+        sample.push(0x09);
+        sample.extend_from_slice(&value.to_le_bytes());
+        sample.push(0x10);
+        snappy::varint(&mut sample, self.timestamp_ms as u64);
+        field(&mut self.series, 2, &sample);
+        field(&mut self.out, 1, &self.series);
+        self.samples += 1;
+    }
+}
+
+/// One push's worth: the compressed request body and how many samples it holds.
+#[derive(Clone)]
+struct Batch {
+    seq: u64,
+    samples: u64,
+    body: Bytes,
+}
+
+/// What a batch is built from.
+pub struct Inputs {
+    pub snapshots: watch::Receiver<Published>,
+    pub stats: Arc<RpcStats>,
+    pub health: Health,
+    pub counters: Arc<DaemonStats>,
+}
+
+impl Inputs {
+    /// Every series now, encoded and compressed; `None` before the first sample.
+    fn batch(&self, externals: &[(String, String)], seq: u64) -> Option<Batch> {
+        let snapshot = self.snapshots.borrow().clone();
+        if snapshot.sampled_at_unix_ms == 0 {
+            return None;
+        }
+        let now = SystemTime::now();
+        let mut encoder = Encoder {
+            externals,
+            timestamp_ms: now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            name: String::new(),
+            out: Vec::with_capacity(64 << 10),
+            series: Vec::with_capacity(512),
+            samples: 0,
+        };
+        series::collect(
+            &Sources {
+                snapshot: &snapshot,
+                rpc: &self.stats,
+                health: &self.health.statuses(),
+                daemon: &self.counters,
+                now,
+            },
+            &mut encoder,
+        );
+        Some(Batch {
+            seq,
+            samples: encoder.samples,
+            body: Bytes::from(snappy::compress(&encoder.out)),
+        })
+    }
+}
+
+/// File operations, done in order by one thread so a batch's file is never removed
+/// before it is written.
+enum FileOp {
+    Write { name: String, body: Bytes },
+    Remove { name: String },
+}
+
+/// Batches waiting to be pushed, oldest first, bounded in bytes; with a directory, each
+/// batch is also a file `<seq>-<samples>.rw` there.
+pub struct Buffer {
+    batches: VecDeque<Batch>,
+    bytes: usize,
+    max: usize,
+    next_seq: u64,
+    files: Option<(std::sync::mpsc::Sender<FileOp>, std::thread::JoinHandle<()>)>,
+    stats: Arc<DaemonStats>,
+}
+
+fn file_name(batch: &Batch) -> String {
+    format!("{:016x}-{}.rw", batch.seq, batch.samples)
+}
+
+impl Buffer {
+    /// An empty buffer of `max` bytes; with `dir`, what an earlier run left there is
+    /// loaded first (the oldest dropped, and counted, if it no longer fits).
+    pub fn new(max: usize, dir: Option<&Path>, stats: Arc<DaemonStats>) -> Result<Buffer, Error> {
+        let mut buffer = Buffer {
+            batches: VecDeque::new(),
+            bytes: 0,
+            max,
+            next_seq: 0,
+            files: None,
+            stats,
+        };
+        let Some(dir) = dir else {
+            return Ok(buffer);
+        };
+        let io = |source| Error::Dir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let parsed = name.strip_suffix(".rw").and_then(|stem| {
+                let (seq, samples) = stem.split_once('-')?;
+                Some((
+                    u64::from_str_radix(seq, 16).ok()?,
+                    samples.parse::<u64>().ok()?,
+                ))
+            });
+            match parsed {
+                Some((seq, samples)) => found.push((seq, samples, name.to_owned())),
+                // A write cut short by a crash: its rename never happened.
+                None if name.ends_with(".tmp") => {
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
+                None => {}
+            }
+        }
+        found.sort();
+        let (tx, rx) = std::sync::mpsc::channel::<FileOp>();
+        let thread_dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("vitals-push-files".into())
+            .spawn(move || write_files(&thread_dir, rx))
+            .map_err(io)?;
+        buffer.files = Some((tx, thread));
+        for (seq, samples, name) in found {
+            match std::fs::read(dir.join(&name)) {
+                Ok(body) => {
+                    buffer.next_seq = seq + 1;
+                    buffer.admit(Batch {
+                        seq,
+                        samples,
+                        body: Bytes::from(body),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(file = %name, reason = %e, "push buffer: a buffered batch could not be read; skipping it")
+                }
+            }
+        }
+        if !buffer.batches.is_empty() {
+            tracing::info!(
+                batches = buffer.batches.len(),
+                samples = buffer.stats.push.buffered_samples.load(Relaxed),
+                "push buffer: loaded what the previous run left"
+            );
+        }
+        Ok(buffer)
+    }
+
+    /// Adds a batch at the back, dropping the oldest ones that no longer fit.
+    fn push(&mut self, batch: Batch) {
+        if let Some((files, _)) = &self.files {
+            let _ = files.send(FileOp::Write {
+                name: file_name(&batch),
+                body: batch.body.clone(),
+            });
+        }
+        self.admit(batch);
+    }
+
+    fn admit(&mut self, batch: Batch) {
+        self.bytes += batch.body.len();
+        self.batches.push_back(batch);
+        while self.bytes > self.max && self.batches.len() > 1 {
+            if let Some(old) = self.batches.pop_front() {
+                self.stats
+                    .push
+                    .samples_dropped
+                    .fetch_add(old.samples, Relaxed);
+                self.forget(&old);
+            }
+        }
+        self.count();
+    }
+
+    /// Removes the batch `seq` if it is still here (a full buffer may have dropped it
+    /// while it was being sent).
+    fn remove(&mut self, seq: u64) -> Option<Batch> {
+        let at = self.batches.iter().position(|b| b.seq == seq)?;
+        let batch = self.batches.remove(at)?;
+        self.forget(&batch);
+        self.count();
+        Some(batch)
+    }
+
+    fn forget(&mut self, batch: &Batch) {
+        self.bytes -= batch.body.len();
+        if let Some((files, _)) = &self.files {
+            let _ = files.send(FileOp::Remove {
+                name: file_name(batch),
+            });
+        }
+    }
+
+    fn count(&self) {
+        let push = &self.stats.push;
+        let samples = self.batches.iter().map(|b| b.samples).sum();
+        push.buffered_samples.store(samples, Relaxed);
+        push.buffered_bytes.store(self.bytes as u64, Relaxed);
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Waits until every file operation asked for has been done.
+    async fn close(&mut self) {
+        if let Some((tx, thread)) = self.files.take() {
+            drop(tx);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The file thread: each batch written to a temporary name and renamed, so a crash leaves
+/// a whole file or none; a failure is said once, and the batch stays in memory.
+fn write_files(dir: &Path, ops: std::sync::mpsc::Receiver<FileOp>) {
+    let mut warned = false;
+    for op in ops {
+        let result = match &op {
+            FileOp::Write { name, body } => {
+                let tmp = dir.join(format!("{name}.tmp"));
+                std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, dir.join(name)))
+            }
+            FileOp::Remove { name } => match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = result {
+            if !warned {
+                tracing::warn!(dir = %dir.display(), reason = %e, "push buffer: writing to the buffer directory failed; buffered samples may not survive a restart");
+                warned = true;
+            }
+        }
+    }
+}
+
+/// What a request came to.
+enum Outcome {
+    Accepted,
+    /// Worth another try later: the reason.
+    Retry(String),
+    /// The receiver refused this batch for good.
+    Refused(StatusCode, String),
+}
+
+async fn send(settings: Arc<Settings>, body: Bytes) -> Outcome {
+    let mut request = Request::post(settings.path.as_str())
+        .header(header::CONTENT_ENCODING, "snappy")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .header(
+            header::USER_AGENT,
+            concat!("vitalsd/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(bearer) = &settings.bearer {
+        request = request.header(header::AUTHORIZATION, bearer.clone());
+    }
+    let Ok(request) = request.body(Full::new(body)) else {
+        return Outcome::Retry("the request could not be built".into());
+    };
+    match settings.client.send(request, MAX_ANSWER).await {
+        Ok(answer) if answer.status.is_success() => Outcome::Accepted,
+        Ok(answer) => {
+            let said = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect::<String>();
+            let status = answer.status;
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                Outcome::Retry(format!("{status}: {}", said.trim()))
+            } else {
+                Outcome::Refused(status, said.trim().to_owned())
+            }
+        }
+        Err(e) => Outcome::Retry(e.reason().to_owned()),
+    }
+}
+
+/// `d` ± 10%.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+/// The wait before retry `attempt` (1, 2, ...): `min` doubled each time up to `max`,
+/// then a random point in its upper half.
+fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let full = min
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max);
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Runs the push until `shutdown`; see the module docs.
+pub async fn run(
+    inputs: Inputs,
+    mut buffer: Buffer,
+    mut settings_rx: watch::Receiver<Option<Arc<Settings>>>,
+    shutdown: CancellationToken,
+) {
+    let push: &PushStats = &inputs.counters.push;
+    let mut health = inputs.health.subscribe();
+    health.borrow_and_update();
+    let mut settings = settings_rx.borrow_and_update().clone();
+    let interval =
+        |s: &Option<Arc<Settings>>| s.as_ref().map_or(Duration::from_secs(3600), |s| s.interval);
+    let mut next_batch = Instant::now() + jitter(interval(&settings));
+    type Sending = Pin<Box<dyn Future<Output = (u64, Outcome)> + Send>>;
+    let mut sending: Option<Sending> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut attempt = 0u32;
+    // What was said already: the failing state (so a retry loop says it once), and the
+    // last refusal's status.
+    let mut failing = false;
+    let mut refused: Option<StatusCode> = None;
+    loop {
+        push.enabled.store(u64::from(settings.is_some()), Relaxed);
+        if let (None, Some(s), Some(front)) = (&sending, &settings, buffer.batches.front())
+            && retry_at.is_none_or(|at| at <= Instant::now())
+        {
+            let (seq, body, s) = (front.seq, front.body.clone(), s.clone());
+            sending = Some(Box::pin(async move { (seq, send(s, body).await) }));
+        }
+        let mut make_batch = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sleep_until(next_batch) => {
+                make_batch = true;
+                next_batch = (next_batch + jitter(interval(&settings))).max(Instant::now());
+            }
+            changed = health.changed() => {
+                if changed.is_err() { break }
+                make_batch = true;
+            }
+            changed = settings_rx.changed() => {
+                if changed.is_err() { break }
+                let new = settings_rx.borrow_and_update().clone();
+                if interval(&new) != interval(&settings) {
+                    next_batch = Instant::now() + jitter(interval(&new));
+                }
+                if let Some(s) = &new {
+                    tracing::info!(url = s.shown(), interval_ms = s.interval.as_millis() as u64, "push settings applied");
+                }
+                settings = new;
+                retry_at = None;
+                attempt = 0;
+            }
+            _ = async { sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() && sending.is_none() => {
+                retry_at = None;
+            }
+            (seq, outcome) = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                sending = None;
+                match outcome {
+                    Outcome::Accepted => {
+                        if let Some(batch) = buffer.remove(seq) {
+                            push.samples_sent.fetch_add(batch.samples, Relaxed);
+                        }
+                        push.batches_sent.fetch_add(1, Relaxed);
+                        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                        push.last_success.store(now, Relaxed);
+                        if failing {
+                            tracing::info!(waiting = buffer.batches.len(), "push works again; sending what waited, oldest first");
+                        }
+                        failing = false;
+                        refused = None;
+                        attempt = 0;
+                        retry_at = None;
+                    }
+                    Outcome::Retry(reason) => {
+                        push.retries.fetch_add(1, Relaxed);
+                        attempt += 1;
+                        let (min, max) = settings.as_ref().map_or((Duration::from_secs(1), Duration::from_secs(60)), |s| (s.min_backoff, s.max_backoff));
+                        let wait = backoff(attempt, min, max);
+                        retry_at = Some(Instant::now() + wait);
+                        if failing {
+                            tracing::debug!(%reason, retry_in_ms = wait.as_millis() as u64, "push failed");
+                        } else {
+                            tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "push failed; buffering and retrying with backoff");
+                            failing = true;
+                        }
+                    }
+                    Outcome::Refused(status, said) => {
+                        if let Some(batch) = buffer.remove(seq) {
+                            push.samples_rejected.fetch_add(batch.samples, Relaxed);
+                        }
+                        if refused != Some(status) {
+                            tracing::warn!(status = status.as_u16(), answer = %said, "the receiver refused a push; that batch is dropped");
+                            refused = Some(status);
+                        } else {
+                            tracing::debug!(status = status.as_u16(), answer = %said, "the receiver refused a push");
+                        }
+                    }
+                }
+            }
+        }
+        if make_batch && let Some(s) = &settings {
+            let seq = buffer.next_seq();
+            if let Some(batch) = inputs.batch(&s.labels, seq) {
+                buffer.push(batch);
+            }
+        }
+    }
+    buffer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backoff doubles from the minimum, stays under the maximum, and is jittered into
+    /// the upper half of each step.
+    #[test]
+    fn backoff_doubles_with_jitter() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        for _ in 0..100 {
+            let first = backoff(1, min, max);
+            assert!(first >= min / 2 && first <= min, "{first:?}");
+            let third = backoff(3, min, max);
+            assert!(third >= min * 2 && third <= min * 4, "{third:?}");
+            let late = backoff(40, min, max);
+            assert!(late >= max / 2 && late <= max, "{late:?}");
+        }
+    }
+
+    /// A full buffer drops its oldest batches and counts their samples; the file
+    /// directory keeps what is buffered across a new buffer (a restart).
+    #[tokio::test]
+    async fn buffer_is_bounded_and_survives_a_restart() {
+        let stats = Arc::new(DaemonStats::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut buffer = Buffer::new(250, Some(dir.path()), stats.clone()).unwrap();
+        for samples in 1..=4 {
+            let seq = buffer.next_seq();
+            buffer.push(Batch {
+                seq,
+                samples,
+                body: Bytes::from(vec![samples as u8; 100]),
+            });
+        }
+        assert_eq!(
+            buffer.batches.len(),
+            2,
+            "250 bytes hold two 100-byte batches"
+        );
+        assert_eq!(stats.push.samples_dropped.load(Relaxed), 1 + 2);
+        assert_eq!(stats.push.buffered_samples.load(Relaxed), 3 + 4);
+        assert_eq!(stats.push.buffered_bytes.load(Relaxed), 200);
+        buffer.remove(2);
+        buffer.close().await;
+
+        let mut again = Buffer::new(250, Some(dir.path()), stats.clone()).unwrap();
+        let left: Vec<_> = again.batches.iter().map(|b| (b.seq, b.samples)).collect();
+        assert_eq!(left, [(3, 4)]);
+        assert_eq!(again.batches[0].body.as_ref(), &[4u8; 100][..]);
+        assert_eq!(again.next_seq(), 4, "sequence numbers go on");
+        again.close().await;
+    }
+
+    /// The encoder writes one time series per sample with `__name__`, its labels and the
+    /// external ones sorted by name; a series' own label wins over an external one.
+    #[test]
+    fn encodes_sorted_labels() {
+        let externals = vec![
+            ("device".to_string(), "external".to_string()),
+            ("instance".to_string(), "gw-1".to_string()),
+        ];
+        let mut encoder = Encoder {
+            externals: &externals,
+            timestamp_ms: 1_700_000_000_000,
+            name: String::new(),
+            out: Vec::new(),
+            series: Vec::new(),
+            samples: 0,
+        };
+        encoder.family("node_network_receive_bytes_total", "", Type::Counter);
+        encoder.sample("", &[("device", "eth0")], 42.0);
+        assert_eq!(encoder.samples, 1);
+        let text = String::from_utf8_lossy(&encoder.out);
+        let order: Vec<_> = [
+            "__name__",
+            "node_network_receive_bytes_total",
+            "device",
+            "eth0",
+            "instance",
+            "gw-1",
+        ]
+        .iter()
+        .map(|s| text.find(s).unwrap_or_else(|| panic!("{s} in {text}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert!(!text.contains("external"));
+        assert!(encoder.out.windows(8).any(|w| w == 42.0f64.to_le_bytes()));
+    }
+}
