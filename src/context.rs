@@ -50,9 +50,9 @@ pub trait Routes: Send + Sync + 'static {
 }
 
 /// A plain HTTP page beside the gRPC services, served on HTTP/1.1 and HTTP/2 alike: a
-/// `GET` in, a whole response out. It answers from what is in memory, so it is not async.
+/// `GET` (its headers) in, a whole response out.
 pub trait Page: Send + Sync + 'static {
-    fn get(&self, headers: &HeaderMap) -> Response<Bytes>;
+    fn get(&self, headers: &HeaderMap) -> BoxFuture<Response<Bytes>, Infallible>;
 }
 
 /// The request id, trace id and span id of a call; in every request's extensions, on the

@@ -68,6 +68,8 @@ pub struct PushStats {
     pub samples_dropped: AtomicU64,
     pub buffered_samples: AtomicU64,
     pub buffered_bytes: AtomicU64,
+    /// Pushes waiting (each one interval's samples).
+    pub buffered_batches: AtomicU64,
     /// Unix seconds of the last push the receiver accepted.
     pub last_success: AtomicU64,
 }
@@ -672,6 +674,12 @@ fn vitals(s: &Sources<'_>, sink: &mut dyn Sink) {
             "remote_write requests the receiver accepted.",
             Type::Counter,
             &p.batches_sent,
+        ),
+        (
+            "vitals_push_buffer_batches",
+            "Pushes waiting to be sent, each one interval's samples.",
+            Type::Gauge,
+            &p.buffered_batches,
         ),
         (
             "vitals_push_buffer_bytes",

@@ -394,6 +394,8 @@ impl Buffer {
         let samples = self.batches.iter().map(|b| b.samples).sum();
         push.buffered_samples.store(samples, Relaxed);
         push.buffered_bytes.store(self.bytes as u64, Relaxed);
+        push.buffered_batches
+            .store(self.batches.len() as u64, Relaxed);
     }
 
     fn next_seq(&mut self) -> u64 {

@@ -135,10 +135,17 @@ pub(super) async fn serve_tls(
         addr,
         identity: identity.map(Arc::from),
     };
-    if stream.get_ref().1.alpn_protocol() == Some(tls::ALPN_HTTP1) {
-        return http1::serve(stream, peer, live.routes.clone(), &shared, limits).await;
+    let routes = live.routes.clone();
+    match stream.get_ref().1.alpn_protocol() {
+        Some(tls::ALPN_H2) => serve_http2(stream, peer, routes, &shared, limits).await,
+        Some(_) => http1::serve(stream, peer, routes, &shared, limits).await,
+        // No ALPN: the first bytes tell (http1.rs).
+        None => match http1::sniff(stream, limits.handshake_timeout).await {
+            Some((true, stream)) => serve_http2(stream, peer, routes, &shared, limits).await,
+            Some((false, stream)) => http1::serve(stream, peer, routes, &shared, limits).await,
+            None => {}
+        },
     }
-    serve_http2(stream, peer, live.routes.clone(), &shared, limits).await;
 }
 
 /// Serves a plaintext connection (the health-only listener).

@@ -27,6 +27,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tonic::codegen::BoxFuture;
 
 use super::{
     Shared,
@@ -61,6 +62,12 @@ fn plain(status: StatusCode, text: &str) -> Response<Bytes> {
     response
 }
 
+type PageFuture = BoxFuture<Response<Bytes>, Infallible>;
+
+fn ready(response: Response<Bytes>) -> PageFuture {
+    Box::pin(std::future::ready(Ok(response)))
+}
+
 /// Answers a request for a page the routes have: authorized by its path as a method is,
 /// `GET` and `HEAD` only.
 fn answer_page(
@@ -68,14 +75,14 @@ fn answer_page(
     path: &str,
     method: &Method,
     headers: &HeaderMap,
-) -> Option<Response<Bytes>> {
+) -> Option<PageFuture> {
     let page = calls.routes.page(path)?;
     if method != Method::GET && method != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Some(response);
+        return Some(ready(response));
     }
     let identity = calls.peer.identity.as_deref();
     let decision = calls.live.current().policy.decide(
@@ -88,18 +95,22 @@ fn answer_page(
     );
     let context = RequestContext::from_headers(headers);
     auth::audit(&decision, path, identity, &context.request_id);
-    let mut response = match decision {
+    let response = match decision {
         Decision::Allow { .. } => page.get(headers),
         Decision::Deny { code, reason } => {
             let status = match code {
                 tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::FORBIDDEN,
             };
-            plain(status, &reason)
+            ready(plain(status, &reason))
         }
     };
     if method == Method::HEAD {
-        *response.body_mut() = Bytes::new();
+        return Some(Box::pin(async move {
+            let mut response = response.await?;
+            *response.body_mut() = Bytes::new();
+            Ok(response)
+        }));
     }
     Some(response)
 }
@@ -133,10 +144,10 @@ where
             request.headers(),
         );
         match page {
-            Some(response) => {
-                let response = response.map(|b| Either::Right(Full::new(b)));
-                Box::pin(std::future::ready(Ok(response)))
-            }
+            Some(response) => Box::pin(async move {
+                let response = response.await?;
+                Ok(response.map(|b| Either::Right(Full::new(b))))
+            }),
             None => {
                 let call = self.0.call(request);
                 Box::pin(async move { call.await.map(|r| r.map(Either::Left)) })
@@ -152,7 +163,7 @@ struct Http1(Calls);
 impl<B: Send + 'static> tower::Service<Request<B>> for Http1 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+    type Future = BoxFuture<Response<Full<Bytes>>, Infallible>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -162,16 +173,110 @@ impl<B: Send + 'static> tower::Service<Request<B>> for Http1 {
         let path = request.uri().path();
         let response = answer_page(&self.0, path, request.method(), request.headers())
             .unwrap_or_else(|| {
-                if self.0.routes.serves(path) {
+                ready(if self.0.routes.serves(path) {
                     plain(
                         StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                         "gRPC needs HTTP/2: connect with ALPN h2",
                     )
                 } else {
                     plain(StatusCode::NOT_FOUND, "no such page")
-                }
+                })
             });
-        std::future::ready(Ok(response.map(Full::new)))
+        Box::pin(async move { Ok(response.await?.map(Full::new)) })
+    }
+}
+
+/// What an HTTP/2 connection starts with.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the first bytes of a connection that negotiated no ALPN (Go's HTTP/1-only client,
+/// which is Prometheus' scraper with `enable_http2: false`, offers none): whether they are
+/// HTTP/2's preface, and the connection with those bytes put back. `None` when nothing
+/// came within `limit`.
+pub(super) async fn sniff<I: AsyncRead + Unpin>(
+    mut io: I,
+    limit: Duration,
+) -> Option<(bool, Replay<I>)> {
+    let mut prefix = vec![0u8; PREFACE.len()];
+    let mut n = 0;
+    let read = tokio::time::timeout(limit, async {
+        // Stop at the first byte that differs from the preface: an HTTP/1 request line
+        // does at once.
+        while n < PREFACE.len() && prefix[..n] == PREFACE[..n] {
+            match io.read(&mut prefix[n..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(got) => n += got,
+            }
+        }
+        true
+    })
+    .await;
+    if read != Ok(true) {
+        return None;
+    }
+    prefix.truncate(n);
+    let http2 = prefix[..] == PREFACE[..];
+    Some((
+        http2,
+        Replay {
+            prefix,
+            at: 0,
+            inner: io,
+        },
+    ))
+}
+
+/// A connection whose first bytes, already read, are read again first.
+pub(super) struct Replay<I> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Replay<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Replay<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -233,6 +338,32 @@ pub(super) async fn serve<I>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection without ALPN is HTTP/2 when it starts with the preface, HTTP/1
+    /// otherwise, and the bytes read to tell are read again; a silent one is given up.
+    #[tokio::test]
+    async fn sniffing_tells_http2_from_http1_and_replays() {
+        use tokio::io::AsyncReadExt;
+        for (sent, http2) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00"[..], true),
+            (b"GET /metrics HTTP/1.1\r\n\r\n", false),
+            (b"POST / HTTP/1.1\r\n\r\n", false),
+        ] {
+            let (mut client, server) = tokio::io::duplex(64);
+            client.write_all(sent).await.unwrap();
+            drop(client);
+            let (is_http2, mut replay) = sniff(server, Duration::from_secs(1)).await.unwrap();
+            assert_eq!(is_http2, http2, "{sent:?}");
+            let mut again = Vec::new();
+            replay.read_to_end(&mut again).await.unwrap();
+            assert_eq!(again, sent, "every byte is read again");
+        }
+        let (_client, server) = tokio::io::duplex(64);
+        assert!(
+            sniff(server, Duration::from_millis(10)).await.is_none(),
+            "silence"
+        );
+    }
 
     /// The refusals say what they are, in text.
     #[test]

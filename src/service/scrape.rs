@@ -7,17 +7,18 @@
 //! read at the scrape. The series themselves are built by [`crate::series`], which the
 //! remote_write push shares.
 
-use std::{fmt::Write as _, io::Write as _, sync::Arc, time::SystemTime};
+use std::{convert::Infallible, fmt::Write as _, io::Write as _, sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::watch;
+use tonic::codegen::BoxFuture;
 
 use crate::{
     context::Page,
     health::Health,
     rpc_stats::RpcStats,
-    sampler::Published,
+    sampler::{FIRST_SAMPLE_WAIT, Published},
     series::{self, DaemonStats, Sink, Sources, Type},
 };
 
@@ -25,6 +26,7 @@ const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `/metrics` page.
+#[derive(Clone)]
 pub struct ScrapeService {
     snapshots: watch::Receiver<Published>,
     stats: Arc<RpcStats>,
@@ -67,13 +69,30 @@ impl ScrapeService {
 }
 
 impl Page for ScrapeService {
-    fn get(&self, headers: &HeaderMap) -> Response<Bytes> {
+    fn get(&self, headers: &HeaderMap) -> BoxFuture<Response<Bytes>, Infallible> {
         let format = Format::accepted(headers);
+        let gzip = accepts_gzip(headers);
+        let this = self.clone();
+        Box::pin(async move {
+            // Right after startup, wait (briefly) for the sampler's first sample, as the
+            // gRPC Snapshot does.
+            let mut snapshots = this.snapshots.clone();
+            if snapshots.borrow().sampled_at_unix_ms == 0 {
+                let first = snapshots.wait_for(|s| s.sampled_at_unix_ms > 0);
+                let _ = tokio::time::timeout(FIRST_SAMPLE_WAIT, first).await;
+            }
+            Ok(this.respond(format, gzip))
+        })
+    }
+}
+
+impl ScrapeService {
+    fn respond(&self, format: Format, gzipped: bool) -> Response<Bytes> {
         let body = self.render(format);
         let mut response = Response::builder()
             .header(header::CONTENT_TYPE, format.content_type())
             .header(header::VARY, "Accept, Accept-Encoding");
-        let body = if accepts_gzip(headers) {
+        let body = if gzipped {
             response = response.header(header::CONTENT_ENCODING, "gzip");
             gzip(body.as_bytes())
         } else {

@@ -3,6 +3,7 @@
 
 pub mod bao;
 pub mod nspawn;
+pub mod prometheus;
 pub mod raw;
 pub mod vitalsctl;
 

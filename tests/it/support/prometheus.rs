@@ -1,0 +1,262 @@
+//! A real Prometheus (Debian's `prometheus` package) on loopback with a temporary config
+//! and data directory, stopped and started again on the same data directory when a test
+//! needs an outage; its HTTP API queried with the daemon's own HTTP client. Also the
+//! HTTPS scraping client the tests use to read `/metrics` themselves.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tempfile::TempDir;
+use vitals::outbound;
+
+use super::{TestPki, eventually, free_port, require};
+
+/// A Prometheus process; killed when dropped.
+pub struct Prometheus {
+    child: Option<Child>,
+    pub port: u16,
+    /// Holds prometheus.yml and data/.
+    pub dir: Arc<TempDir>,
+    receiver: bool,
+    api: outbound::Client,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `scrape_configs` (YAML, may be empty) and a 1 s scrape
+    /// interval; with `receiver`, it also takes remote_write at /api/v1/write.
+    pub async fn start(scrape_configs: &str, receiver: bool) -> Prometheus {
+        require("prometheus", "prometheus");
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n{}",
+            if scrape_configs.is_empty() {
+                String::new()
+            } else {
+                format!("scrape_configs:\n{scrape_configs}")
+            }
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        Prometheus::run(dir, free_port(), receiver).await
+    }
+
+    async fn run(dir: Arc<TempDir>, port: u16, receiver: bool) -> Prometheus {
+        let mut command = Command::new("prometheus");
+        command
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap());
+        if receiver {
+            command.arg("--web.enable-remote-write-receiver");
+        }
+        let child = command.spawn().expect("prometheus starts");
+        let api = outbound::Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let prometheus = Prometheus {
+            child: Some(child),
+            port,
+            dir,
+            receiver,
+            api,
+        };
+        eventually(Duration::from_secs(30), || async {
+            match prometheus.get("/-/ready").await {
+                Ok((StatusCode::OK, _)) => Ok(()),
+                other => Err(format!("not ready: {other:?}\n{}", prometheus.log())),
+            }
+        })
+        .await;
+        prometheus
+    }
+
+    /// Stops it (SIGTERM, as an operator would) and waits for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let again = Prometheus::run(self.dir.clone(), self.port, self.receiver).await;
+        *self = again;
+    }
+
+    /// The remote_write URL.
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
+        let request = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+        self.api
+            .send(request, 16 << 20)
+            .await
+            .map(|r| (r.status, r.body))
+            .map_err(|e| e.reason().to_owned())
+    }
+
+    /// The `data.result` of an instant query.
+    pub async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let (status, body) = self
+            .get(&format!("/api/v1/query?query={}", encode(promql)))
+            .await
+            .unwrap_or_else(|e| panic!("{promql}: {e}"));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, StatusCode::OK, "{promql}: {json}");
+        json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The value of an instant query that returns one series, if it does.
+    pub async fn value(&self, promql: &str) -> Option<f64> {
+        let result = self.query(promql).await;
+        let v = result.first()?["value"][1].as_str()?;
+        v.parse().ok()
+    }
+
+    /// Waits (up to `limit`) until `promql` returns a single value that `ok` accepts.
+    pub async fn wait_value(&self, promql: &str, limit: Duration, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let seen = self.value(promql).await;
+            match seen {
+                Some(v) if ok(v) => return v,
+                _ if std::time::Instant::now() >= deadline => {
+                    panic!("not within {limit:?}: {promql} is {seen:?}\n{}", self.log())
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// The timestamps (ms) of the raw samples of `selector` over the last `range`.
+    pub async fn sample_times(&self, selector: &str, range: &str) -> Vec<i64> {
+        let result = self.query(&format!("{selector}[{range}]")).await;
+        assert_eq!(result.len(), 1, "{selector}: one series, got {result:?}");
+        result[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v[0].as_f64().unwrap() * 1000.0).round() as i64)
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Percent-encodes a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A scrape job for a daemon at `addr`, over mutual TLS with `NAME.crt`/`NAME.key` of
+/// `pki`, HTTP/2 or not.
+pub fn scrape_job(job: &str, addr: &str, pki: &TestPki, name: &str, http2: bool) -> String {
+    let path = |f: &str| pki.path(f).display().to_string();
+    format!(
+        "  - job_name: {job}\n    scheme: https\n    enable_http2: {http2}\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n      server_name: localhost\n    static_configs:\n      - targets: ['{addr}']\n",
+        path("ca.crt"),
+        path(&format!("{name}.crt")),
+        path(&format!("{name}.key")),
+    )
+}
+
+/// An HTTPS client to a daemon at `addr` as `NAME.crt`/`NAME.key` of `pki`, offering only
+/// `alpn` (`http/1.1`, or `h2`).
+pub fn https_client(addr: &str, pki: &TestPki, name: &str, alpn: &[u8]) -> outbound::Client {
+    let chain = vitals::tls::load_certs(&pki.path(&format!("{name}.crt"))).unwrap();
+    let key = vitals::tls::load_key(&pki.path(&format!("{name}.key"))).unwrap();
+    let tls = outbound::tls_config(&pki.path("ca.crt"), Some((chain, key)), &[alpn]).unwrap();
+    outbound::Client::new(
+        &format!("https://{addr}"),
+        Some(tls),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// GET `path` with these headers; the status, headers and body.
+pub async fn get(
+    client: &outbound::Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Bytes) {
+    let mut request = Request::get(path);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = client
+        .send(request.body(Full::new(Bytes::new())).unwrap(), 16 << 20)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {}", e.reason()));
+    (response.status, response.body)
+}
+
+/// Runs promtool with `args`, `stdin` fed in; its exit code and stdout+stderr.
+pub fn promtool(args: &[&str], stdin: &[u8], cwd: &Path) -> (Option<i32>, String) {
+    use std::io::Write;
+    require("promtool", "prometheus");
+    let mut child = Command::new("promtool")
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A file of the repository (the Prometheus examples in config/prometheus/).
+pub fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
