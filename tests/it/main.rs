@@ -10,7 +10,7 @@ mod health;
 mod hostile;
 mod metrics;
 mod nspawn;
-// mod push;
+mod push;
 mod reload;
 mod scrape;
 mod secrets;

@@ -260,3 +260,34 @@ pub fn promtool(args: &[&str], stdin: &[u8], cwd: &Path) -> (Option<i32>, String
 pub fn example(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
+
+/// The value of the sample `series` (its name and labels as the text format writes them,
+/// e.g. `vitals_push_buffer_batches`) in the daemon's own `/metrics`.
+pub async fn scraped(daemon: &super::TestDaemon, series: &str) -> Option<f64> {
+    let client = https_client(&daemon.addr.to_string(), &daemon.pki, "client", b"http/1.1");
+    let (_, body) = get(&client, "/metrics", &[]).await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits (up to `limit`) until the daemon's own `series` satisfies `ok`; returns it.
+pub async fn wait_scraped(
+    daemon: &super::TestDaemon,
+    series: &str,
+    limit: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let seen = scraped(daemon, series).await;
+        match seen {
+            Some(v) if ok(v) => return v,
+            _ if std::time::Instant::now() >= deadline => {
+                panic!("not within {limit:?}: {series} is {seen:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
