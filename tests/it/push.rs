@@ -75,8 +75,13 @@ async fn pushed_series_arrive_with_the_device_labels() {
 async fn an_outage_is_filled_from_the_buffer() {
     let mut prometheus = Prometheus::start("", true).await;
     let daemon = TestDaemon::start(&push_dropin(&prometheus.write_url(), "")).await;
-    prometheus.wait_value(SERIES, LIMIT, |_| true).await;
     let started = now_ms();
+    prometheus.wait_value(SERIES, LIMIT, |_| true).await;
+    // A few samples before the outage.
+    wait_scraped(&daemon, "vitals_push_batches_sent_total", LIMIT, |n| {
+        n >= 3.0
+    })
+    .await;
 
     prometheus.stop().await;
     let down = now_ms();
@@ -89,12 +94,18 @@ async fn an_outage_is_filled_from_the_buffer() {
         "the push failed while Prometheus was down"
     );
 
-    let times: Vec<i64> = prometheus
-        .sample_times(SERIES, "5m")
-        .await
-        .into_iter()
-        .filter(|&t| t >= started)
-        .collect();
+    // And a few after it.
+    let mut times = Vec::new();
+    for _ in 0..100 {
+        times = prometheus.sample_times(SERIES, "5m").await;
+        if times.last().is_some_and(|&t| t > up + 2_000) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    times.retain(|&t| t >= started);
+    assert!(times.first().is_some_and(|&t| t < down), "{times:?}");
+    assert!(times.last().is_some_and(|&t| t > up + 2_000), "{times:?}");
     let in_gap = times.iter().filter(|&&t| t > down && t < up).count();
     assert!(
         in_gap >= 4,
