@@ -559,6 +559,64 @@ mod tests {
         );
     }
 
+    /// `[push]`: off by default; a URL with its auth is typed; credentials in the URL, a
+    /// bad label name, mtls over http and a bearer token that is not a secret are refused
+    /// with the key and the reason. ACL rules may name the `/metrics` page.
+    #[test]
+    fn push_and_page_settings_are_checked() {
+        let (_d, config) = load_file("");
+        assert_eq!(config.unwrap().push.url, None);
+        let (_d, config) = load_file(
+            "[push]\nurl = \"https://m.example/api/v1/write\"\nauth = \"mtls\"\nlabels = { site = \"b\" }\n",
+        );
+        let push = config.unwrap().push;
+        assert_eq!(push.url.as_deref(), Some("https://m.example/api/v1/write"));
+        assert!(
+            matches!(&push.auth, PushAuth::Mtls { cert, .. } if cert.ends_with("server.crt")),
+            "mtls defaults to the device certificate: {:?}",
+            push.auth
+        );
+        for (text, key, reason) in [
+            ("url = \"ftp://x/\"", "push.url", "not an http"),
+            (
+                "url = \"https://u:p@x/\"",
+                "push.url",
+                "credentials do not go in the URL",
+            ),
+            (
+                "url = \"http://x/\"\nauth = \"mtls\"",
+                "push.auth",
+                "needs an https",
+            ),
+            (
+                "auth = \"bearer\"\nbearer_token = \"tok\"",
+                "push.bearer_token",
+                "secret:NAME",
+            ),
+            (
+                "labels = { \"__x\" = \"v\" }",
+                "push.labels",
+                "not a label name",
+            ),
+            (
+                "labels = { \"9x\" = \"v\" }",
+                "push.labels",
+                "not a label name",
+            ),
+            ("interval = \"100ms\"", "push.interval", "at least 500ms"),
+            ("auth = \"kerberos\"", "push.auth", "not one of"),
+        ] {
+            let (_d, err) = load_file(&format!("[push]\n{text}\n"));
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{text}: {err}");
+        }
+        let (_d, config) =
+            load_file("[[auth.rules]]\nidentities = [\"spiffe://p\"]\nmethods = [\"/metrics\"]\n");
+        assert_eq!(config.unwrap().auth.rules[0].methods, ["/metrics"]);
+        let (_d, err) = load_file("[[auth.rules]]\nidentities = [\"x\"]\nmethods = [\"/debug\"]\n");
+        assert!(err.unwrap_err().to_string().contains("/metrics"));
+    }
+
     /// A missing `--config` file is an error, while the default location may be absent.
     #[test]
     fn missing_explicit_file_is_an_error() {

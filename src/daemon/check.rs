@@ -16,10 +16,31 @@ pub enum Error {
 
 /// The text `--check-config` prints for a config that loaded.
 pub fn effective(location: &Location, config: &Config) -> Result<String, Error> {
-    let raw = Config::load_raw(location)?;
+    let mut raw = Config::load_raw(location)?;
+    // Some receivers take a key in the URL's query: it is not shown.
+    if let Some((url, _)) = raw.push.url.split_once('?') {
+        raw.push.url = format!("{url}?<not shown>");
+    }
     let mut text =
         String::from("# effective configuration (defaults, files, then VITALSD_* environment)\n");
     text.push_str(&toml::to_string(&raw)?);
+    if let Some(url) = &config.push.url {
+        let auth = match &config.push.auth {
+            config::PushAuth::None => "no client auth".to_string(),
+            config::PushAuth::Mtls { cert, .. } => {
+                format!("mutual TLS as {}", cert.display())
+            }
+            config::PushAuth::Bearer { token } => {
+                format!("a bearer token from {}{token}", config::SECRET_PREFIX)
+            }
+        };
+        // The query is left out: some receivers take a key there.
+        let shown = url.split('?').next().unwrap_or_default();
+        text.push_str(&format!(
+            "\n# pushes remote_write to {shown} every {:?}, with {auth}\n",
+            config.push.interval
+        ));
+    }
     let plan = secrets::plan(config);
     if !plan.is_empty() {
         text.push_str("\n# secrets referenced, and the source each would come from now\n");

@@ -427,11 +427,11 @@ fn write_files(dir: &Path, ops: std::sync::mpsc::Receiver<FileOp>) {
                 other => other,
             },
         };
-        if let Err(e) = result {
-            if !warned {
-                tracing::warn!(dir = %dir.display(), reason = %e, "push buffer: writing to the buffer directory failed; buffered samples may not survive a restart");
-                warned = true;
-            }
+        if let Err(e) = result
+            && !warned
+        {
+            tracing::warn!(dir = %dir.display(), reason = %e, "push buffer: writing to the buffer directory failed; buffered samples may not survive a restart");
+            warned = true;
         }
     }
 }

@@ -91,6 +91,43 @@ async fn check_config_prints_effective_values() {
     );
 }
 
+/// `--check-config` says where the push goes and which secret its token comes from,
+/// never the token, nor a key in the URL's query.
+#[tokio::test]
+async fn check_config_shows_where_it_pushes() {
+    let pki = TestPki::new();
+    let secrets = tempfile::tempdir().unwrap();
+    vitals::pki::write_file(
+        &secrets.path().join("push-token"),
+        "tok-3f9a-never-shown",
+        0o600,
+    )
+    .unwrap();
+    let dir = write_config(
+        &pki,
+        &format!(
+            "[push]\nurl = \"https://receiver.example/api/v1/write?key=k-77-never-shown\"\nauth = \"bearer\"\nbearer_token = \"secret:push-token\"\n\n[[secrets.sources]]\nkind = \"file\"\ndir = \"{}\"\n",
+            secrets.path().display()
+        ),
+    );
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = run_vitalsd(
+        &["--config", config.to_str().unwrap(), "--check-config"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("# pushes remote_write to https://receiver.example/api/v1/write every 30s, with a bearer token from secret:push-token"),
+        "{out}"
+    );
+    assert!(
+        out.contains("push-token: "),
+        "where the token comes from: {out}"
+    );
+    assert!(!out.contains("never-shown"), "{out}");
+}
+
 /// A missing `--config` file and unknown arguments are clear errors.
 #[tokio::test]
 async fn missing_file_and_bad_arguments() {
