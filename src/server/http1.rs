@@ -14,14 +14,17 @@
 use std::{
     convert::Infallible,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
@@ -62,9 +65,66 @@ fn plain(status: StatusCode, text: &str) -> Response<Bytes> {
     response
 }
 
-type PageFuture = BoxFuture<Response<Bytes>, Infallible>;
+/// Page responses being rendered or sent, across the server; above this a request gets
+/// 503. A scrape renders tens of KiB, and a slow reader holds its body until it is sent,
+/// so this (not the connection cap times the stream limit) bounds their memory. A fleet's
+/// Prometheus pair scrapes each device once per interval.
+const MAX_PAGES_IN_FLIGHT: usize = 16;
+static PAGES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the pages in flight, given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        let before = PAGES_IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        if before >= MAX_PAGES_IN_FLIGHT {
+            PAGES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        PAGES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A page's body, sent in one frame; it keeps its [`Slot`] until sent or dropped.
+pub(super) struct PageBody {
+    data: Option<Bytes>,
+    _slot: Option<Slot>,
+}
+
+impl http_body::Body for PageBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+type PageFuture = BoxFuture<Response<PageBody>, Infallible>;
 
 fn ready(response: Response<Bytes>) -> PageFuture {
+    let response = response.map(|data| PageBody {
+        data: Some(data),
+        _slot: None,
+    });
     Box::pin(std::future::ready(Ok(response)))
 }
 
@@ -96,7 +156,27 @@ fn answer_page(
     let context = RequestContext::from_headers(headers);
     auth::audit(&decision, path, identity, &context.request_id);
     let response = match decision {
-        Decision::Allow { .. } => page.get(headers),
+        Decision::Allow { .. } => match Slot::take() {
+            Some(slot) => {
+                let rendering = page.get(headers);
+                Box::pin(async move {
+                    let response = rendering.await?;
+                    Ok(response.map(|data| PageBody {
+                        data: Some(data),
+                        _slot: Some(slot),
+                    }))
+                })
+            }
+            None => {
+                let mut busy = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many scrapes in flight; try again",
+                );
+                busy.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                ready(busy)
+            }
+        },
         Decision::Deny { code, reason } => {
             let status = match code {
                 tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -108,7 +188,7 @@ fn answer_page(
     if method == Method::HEAD {
         return Some(Box::pin(async move {
             let mut response = response.await?;
-            *response.body_mut() = Bytes::new();
+            response.body_mut().data = None;
             Ok(response)
         }));
     }
@@ -120,7 +200,7 @@ fn answer_page(
 #[derive(Clone)]
 pub(super) struct WithPages(pub(super) Calls);
 
-type Body2 = Either<CallBody, Full<Bytes>>;
+type Body2 = Either<CallBody, PageBody>;
 type Future2 = Pin<Box<dyn Future<Output = Result<Response<Body2>, Infallible>> + Send + 'static>>;
 
 impl<B> tower::Service<Request<B>> for WithPages
@@ -146,7 +226,7 @@ where
         match page {
             Some(response) => Box::pin(async move {
                 let response = response.await?;
-                Ok(response.map(|b| Either::Right(Full::new(b))))
+                Ok(response.map(Either::Right))
             }),
             None => {
                 let call = self.0.call(request);
@@ -161,9 +241,9 @@ where
 struct Http1(Calls);
 
 impl<B: Send + 'static> tower::Service<Request<B>> for Http1 {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<PageBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<Full<Bytes>>, Infallible>;
+    type Future = PageFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -182,7 +262,7 @@ impl<B: Send + 'static> tower::Service<Request<B>> for Http1 {
                     plain(StatusCode::NOT_FOUND, "no such page")
                 })
             });
-        Box::pin(async move { Ok(response.await?.map(Full::new)) })
+        response
     }
 }
 

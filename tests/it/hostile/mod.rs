@@ -20,3 +20,4 @@ mod faults;
 mod grpc;
 mod h2;
 mod memory;
+mod scrape;
