@@ -251,18 +251,16 @@ impl<B: Send + 'static> tower::Service<Request<B>> for Http1 {
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let response = answer_page(&self.0, path, request.method(), request.headers())
-            .unwrap_or_else(|| {
-                ready(if self.0.routes.serves(path) {
-                    plain(
-                        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                        "gRPC needs HTTP/2: connect with ALPN h2",
-                    )
-                } else {
-                    plain(StatusCode::NOT_FOUND, "no such page")
-                })
-            });
-        response
+        answer_page(&self.0, path, request.method(), request.headers()).unwrap_or_else(|| {
+            ready(if self.0.routes.serves(path) {
+                plain(
+                    StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                    "gRPC needs HTTP/2: connect with ALPN h2",
+                )
+            } else {
+                plain(StatusCode::NOT_FOUND, "no such page")
+            })
+        })
     }
 }
 
