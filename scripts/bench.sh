@@ -11,6 +11,9 @@
 #   BENCH_WORKERS=                      vitalsd server.worker_threads (default: one per CPU it may use)
 #   BENCH_SCENARIOS="5B-512 4KiB-512"   only these echo scenarios, then stop (for iterating on one
 #                                       figure: no health, footprint or report)
+#   BENCH_PARTS=prometheus              only the Prometheus part (scrape cost against Debian's
+#                                       prometheus-node-exporter, push cost), then stop
+#   BENCH_SCRAPES=200 BENCH_PUSH_SECONDS=30   scrapes per measurement; the push window
 # Loopback only; every load is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +36,7 @@ log "building"
 cargo build --release --quiet --bin vitalsd
 size_x86=$(stat -c %s target/release/vitalsd)
 cargo build --release --quiet --bins --examples
-if [ "${BENCH_SKIP_CROSS:-}" != 1 ]; then
+if [ "${BENCH_SKIP_CROSS:-}" != 1 ] && [ "${BENCH_PARTS:-}" != prometheus ]; then
   scripts/build-target.sh aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl >&2
 fi
 size_of() { [ -f "dist/$1/vitalsd" ] && stat -c %s "dist/$1/vitalsd" || echo null; }
@@ -56,6 +59,84 @@ fi
 
 . scripts/lib/daemon.sh
 write_config() { daemon_config "$1" "$2" "${BENCH_WORKERS:+worker_threads = $BENCH_WORKERS}"; }
+
+# The Prometheus part: CPU per scrape of vitalsd and of node_exporter side by side (each
+# scraped over one kept-alive mutual-TLS connection, as Prometheus does; node_exporter with
+# its default collectors and TLS from --web.config.file), body sizes, and CPU per push.
+# CPU is each process's on-CPU time over all threads (schedstat) across the run; the
+# sampler's own ~0.3 ms a second is in vitalsd's figure, not subtracted.
+prometheus_part() {
+  need prometheus-node-exporter "apt-get install prometheus-node-exporter"
+  local py=scripts/lib/prometheus_bench.py n=${BENCH_SCRAPES:-200} window=${BENCH_PUSH_SECONDS:-30}
+  write_config "$work/s.toml" 50175
+  target/release/vitalsd --config "$work/s.toml" 2>"$work/s.log" & pids+=($!); local s_pid=$!
+  wait_serving 127.0.0.1:50175
+  printf 'tls_server_config:\n  cert_file: %s\n  key_file: %s\n' "$pki/server.crt" "$pki/server.key" > "$work/ne-web.yml"
+  prometheus-node-exporter --web.listen-address=127.0.0.1:50176 --web.config.file="$work/ne-web.yml" 2>"$work/ne.log" & pids+=($!); local ne_pid=$!
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/50176) 2>/dev/null && break; sleep 0.05; done
+  sleep 2
+  local round who pid port enc before after r
+  for round in $(seq "$repeats"); do
+    for who in vitalsd node_exporter; do
+      if [ "$who" = vitalsd ]; then pid=$s_pid port=50175; else pid=$ne_pid port=50176; fi
+      for enc in identity gzip; do
+        before=$(python3 $py cpu $pid)
+        r=$(python3 $py scrape "https://127.0.0.1:$port/metrics" "$pki/ca.crt" "$pki/client.crt" "$pki/client.key" "$n" $enc)
+        after=$(python3 $py cpu $pid)
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["count"]; print(json.dumps({"label": "scrape-" + sys.argv[2], "server": sys.argv[3], "cpu_ms_per_scrape": (int(sys.argv[5]) - int(sys.argv[4])) / 1e6 / n, "bytes": r["bytes"]}))' \
+          "$r" $enc $who "$before" "$after" >> "$results"
+      done
+    done
+  done
+  kill $s_pid $ne_pid 2>/dev/null || true; wait $s_pid $ne_pid 2>/dev/null || true
+  # A push every second to a receiver that takes it (204), against the same daemon with no
+  # push over the same window; the difference per push is the push's cost.
+  : > "$work/sink.txt"
+  python3 $py sink 50177 "$work/sink.txt" & pids+=($!); local sink_pid=$!
+  for with in push none; do
+    write_config "$work/p.toml" 50178
+    if [ $with = push ]; then
+      printf '[push]\nurl = "http://127.0.0.1:50177/api/v1/write"\ninterval = "1s"\n' >> "$work/p.toml"
+    fi
+    printf '[metrics]\nsample_interval = "1s"\n' >> "$work/p.toml"
+    target/release/vitalsd --config "$work/p.toml" 2>"$work/p.log" & local p_pid=$!
+    wait_serving 127.0.0.1:50178
+    sleep 2
+    local pushes0 cpu0 cpu1 pushes1
+    pushes0=$(wc -l < "$work/sink.txt"); cpu0=$(python3 $py cpu $p_pid)
+    sleep "$window"
+    pushes1=$(wc -l < "$work/sink.txt"); cpu1=$(python3 $py cpu $p_pid)
+    kill $p_pid; wait $p_pid 2>/dev/null || true
+    python3 -c 'import json,sys; print(json.dumps({"label": "push-window", "server": sys.argv[1], "cpu_ms": (int(sys.argv[3]) - int(sys.argv[2])) / 1e6, "pushes": int(sys.argv[5]) - int(sys.argv[4]), "bytes": int(open(sys.argv[6]).read().split()[-1] or 0)}))' \
+      $with "$cpu0" "$cpu1" "$pushes0" "$pushes1" "$work/sink.txt" >> "$results"
+  done
+  kill $sink_pid 2>/dev/null || true; wait $sink_pid 2>/dev/null || true
+  python3 - "$results" "$out/prometheus.md" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+lines = ["| scrape | server | CPU per scrape (median of rounds) | body |", "|---|---|---|---|"]
+for enc in ("identity", "gzip"):
+    for server in ("vitalsd", "node_exporter"):
+        rs = [r for r in rows if r["label"] == f"scrape-{enc}" and r["server"] == server]
+        cpu = statistics.median(r["cpu_ms_per_scrape"] for r in rs)
+        spread = ", ".join(f"{r['cpu_ms_per_scrape']:.3f}" for r in rs)
+        lines.append(f"| {enc} | {server} | {cpu:.3f} ms ({spread}) | {rs[-1]['bytes']:,} bytes |")
+push = {r["server"]: r for r in rows if r["label"] == "push-window"}
+p, q = push["push"], push["none"]
+per = (p["cpu_ms"] - q["cpu_ms"]) / max(p["pushes"], 1)
+lines += ["", f"| push | value |", "|---|---|",
+          f"| CPU per push (one interval's samples, encoded, snappy, sent) | {per:.3f} ms ({p['pushes']} pushes: {p['cpu_ms']:.1f} ms with push, {q['cpu_ms']:.1f} ms without, same window) |",
+          f"| push body (snappy) | {p['bytes']:,} bytes |"]
+report = "\n".join(lines) + "\n"
+open(sys.argv[2], "w").write(report)
+print(report)
+PY
+}
+if [ "${BENCH_PARTS:-}" = prometheus ]; then
+  log "Prometheus: scrape cost (vitalsd, node_exporter) and push cost"
+  prometheus_part
+  exit 0
+fi
 
 A=127.0.0.1:50171 B=127.0.0.1:50172
 write_config "$work/a.toml" 50171
@@ -172,6 +253,9 @@ PY
 )
 kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
 
+log "Prometheus: scrape cost (vitalsd, node_exporter) and push cost"
+prometheus_part
+
 python3 - "$results" "$out/report.md" <<PY
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -206,7 +290,7 @@ foot = [
   "| metrics sample | $sampler |",
   f"| idle CPU over $idle_seconds s | {idle['cpu_percent']:.4f}% ({idle['cpu_ms']:.1f} ms); context switches by thread: {idle['switches_by_thread']} |",
 ]
-report = "\n".join(lines + foot) + "\n"
+report = "\n".join(lines + foot) + "\n\n" + open("$out/prometheus.md").read()
 open(sys.argv[2], "w").write(report)
 print(report)
 PY

@@ -30,6 +30,7 @@
 //! Vocabulary:
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
+//! - [`http1`]: the HTTP/1.1 wire format, for the `/metrics` page and the outbound client
 //! - [`swap`]: the one value a reload replaces in a single step
 //! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
 //! - [`snappy`]: snappy's block compression, for remote_write bodies
@@ -50,6 +51,7 @@ pub mod daemon;
 pub mod der;
 pub mod error;
 pub mod health;
+pub mod http1;
 pub mod methods;
 pub mod outbound;
 pub mod pki;

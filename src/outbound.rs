@@ -4,21 +4,24 @@
 //! keeps its one connection between requests (a push every interval should not pay a TLS
 //! handshake each time) and makes a new one when that has closed.
 //!
-//! hyper's HTTP/1.1 codec is linked for the `/metrics` server already, so speaking it here
-//! adds little (docs/arm.md has the figure).
+//! HTTP/2 is hyper's client (the server links hyper's HTTP/2 anyway); HTTP/1.1 is the
+//! daemon's own small codec ([`crate::http1`]), which costs a tenth of hyper's (docs/arm.md).
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::{
     ClientConfig,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName},
 };
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::{net::TcpStream, sync::Mutex};
+
+use crate::http1 as wire;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,15 +47,112 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// A plain or TLS connection, boxed so the HTTP/1.1 code exists once.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// An HTTP/1.1 connection and what was read past the last answer.
+struct Http1 {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+}
+
+/// Largest answer head read.
+const MAX_HEAD: usize = 64 << 10;
+
+impl Http1 {
+    /// Sends one request and reads its answer; whether the connection may be used again.
+    /// The error's flag says nothing at all came back (a kept connection the server had
+    /// closed), so sending again on a new one is safe.
+    async fn exchange(
+        &mut self,
+        method: &Method,
+        path: &str,
+        mut headers: HeaderMap,
+        authority: &str,
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<(Response, bool), (Error, bool)> {
+        let transient = |what: &str| (Error::Transient(what.to_owned()), false);
+        let host = HeaderValue::try_from(authority)
+            .map_err(|e| (Error::Permanent(e.to_string()), false))?;
+        headers.insert(header::HOST, host);
+        let mut out = Vec::with_capacity(512 + body.len());
+        wire::write_head(
+            &mut out,
+            &format!("{method} {path} HTTP/1.1"),
+            &headers,
+            body.len(),
+        );
+        out.extend_from_slice(body);
+        if let Err(e) = async {
+            self.io.write_all(&out).await?;
+            self.io.flush().await
+        }
+        .await
+        {
+            return Err((Error::Transient(format!("sending the request: {e}")), true));
+        }
+        loop {
+            let n = match wire::read_head(&mut self.io, &mut self.buf, MAX_HEAD).await {
+                Ok(n) => n,
+                Err(wire::HeadError::Closed) => {
+                    return Err((
+                        Error::Transient("the connection closed before an answer".into()),
+                        true,
+                    ));
+                }
+                Err(wire::HeadError::Io(e)) if self.buf.is_empty() => {
+                    return Err((Error::Transient(format!("reading the answer: {e}")), true));
+                }
+                Err(_) => return Err(transient("the answer's head is broken or too long")),
+            };
+            let head = wire::parse_head(&self.buf[..n]).map_err(transient)?;
+            self.buf.drain(..n);
+            let [version, code, _] = &head.start;
+            if !version.starts_with("HTTP/1.") {
+                return Err(transient("the answer is not HTTP/1"));
+            }
+            let status = StatusCode::from_bytes(code.as_bytes())
+                .map_err(|_| transient("a malformed status"))?;
+            if status.is_informational() {
+                continue;
+            }
+            let length = if method == Method::HEAD
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                wire::Length::Exactly(0)
+            } else {
+                wire::body_length(&head.headers)
+                    .map_err(transient)?
+                    .unwrap_or(wire::Length::UntilClose)
+            };
+            let body = wire::read_body(&mut self.io, &mut self.buf, length, max_body)
+                .await
+                .map_err(transient)?;
+            let keep =
+                wire::keeps_alive(version, &head.headers) && length != wire::Length::UntilClose;
+            return Ok((
+                Response {
+                    status,
+                    body: Bytes::from(body),
+                },
+                keep,
+            ));
+        }
+    }
+}
+
 enum Sender {
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1(Http1),
     Http2(http2::SendRequest<Full<Bytes>>),
 }
 
 impl Sender {
     fn is_usable(&self) -> bool {
         match self {
-            Sender::Http1(s) => s.is_ready(),
+            Sender::Http1(_) => true,
             Sender::Http2(s) => s.is_ready(),
         }
     }
@@ -179,9 +279,9 @@ impl Client {
         max_body: usize,
     ) -> Result<Response, Error> {
         let mut kept = self.kept.lock().await;
-        let mut sender = match kept.take() {
-            Some(sender) if sender.is_usable() => sender,
-            _ => self.connect().await?,
+        let (reused, mut sender) = match kept.take() {
+            Some(sender) if sender.is_usable() => (true, sender),
+            _ => (false, self.connect().await?),
         };
         let (mut parts, body) = request.into_parts();
         let path = parts
@@ -189,33 +289,54 @@ impl Client {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let transient = |what: &str, e: hyper::Error| Error::Transient(format!("{what}: {e}"));
-        let response = match &mut sender {
-            Sender::Http1(s) => {
-                parts.uri = Uri::try_from(path).map_err(|e| Error::Permanent(e.to_string()))?;
-                let host = HeaderValue::try_from(self.authority.as_str())
-                    .map_err(|e| Error::Permanent(e.to_string()))?;
-                parts.headers.insert(header::HOST, host);
-                s.send_request(Request::from_parts(parts, body))
+        match &mut sender {
+            Sender::Http1(_) => {
+                let body = body
+                    .collect()
                     .await
-                    .map_err(|e| transient("request", e))?
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let attempt = |sender: Sender| {
+                    let (method, headers, path, body) =
+                        (&parts.method, parts.headers.clone(), path.as_str(), &body);
+                    async move {
+                        let Sender::Http1(mut conn) = sender else {
+                            unreachable!("an HTTP/1.1 connection")
+                        };
+                        let result = conn
+                            .exchange(method, path, headers, &self.authority, body, max_body)
+                            .await;
+                        (result, conn)
+                    }
+                };
+                let (mut result, mut conn) = attempt(sender).await;
+                // A kept connection the server closed meanwhile: once more on a new one.
+                if reused && matches!(result, Err((_, true))) {
+                    (result, conn) = attempt(self.connect().await?).await;
+                }
+                let (response, keep) = result.map_err(|(e, _)| e)?;
+                if keep {
+                    *kept = Some(Sender::Http1(conn));
+                }
+                Ok(response)
             }
             Sender::Http2(s) => {
                 parts.uri = Uri::try_from(format!("{}://{}{path}", self.scheme, self.authority))
                     .map_err(|e| Error::Permanent(e.to_string()))?;
-                s.send_request(Request::from_parts(parts, body))
+                let response = s
+                    .send_request(Request::from_parts(parts, body))
                     .await
-                    .map_err(|e| transient("request", e))?
+                    .map_err(|e| Error::Transient(format!("request: {e}")))?;
+                let status = response.status();
+                let body = Limited::new(response.into_body(), max_body)
+                    .collect()
+                    .await
+                    .map_err(|e| Error::Transient(format!("reading the answer: {e}")))?
+                    .to_bytes();
+                *kept = Some(sender);
+                Ok(Response { status, body })
             }
-        };
-        let status = response.status();
-        let body = Limited::new(response.into_body(), max_body)
-            .collect()
-            .await
-            .map_err(|e| Error::Transient(format!("reading the answer: {e}")))?
-            .to_bytes();
-        *kept = Some(sender);
-        Ok(Response { status, body })
+        }
     }
 
     async fn connect(&self) -> Result<Sender, Error> {
@@ -224,7 +345,7 @@ impl Client {
             .map_err(|e| Error::Transient(format!("connecting to {}: {e}", self.authority)))?;
         let _ = tcp.set_nodelay(true);
         let Some((config, name)) = &self.tls else {
-            return http1_over(TokioIo::new(tcp)).await;
+            return Ok(http1_over(Box::new(tcp)));
         };
         let connector = tokio_rustls::TlsConnector::from(config.clone());
         let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
@@ -234,8 +355,7 @@ impl Client {
                 .is_some_and(|inner| matches!(inner, rustls::Error::InvalidCertificate(_)));
             if certificate {
                 Error::Permanent(format!(
-                    "TLS: {}'s certificate is not trusted by the configured CA: {e}",
-                    self.authority
+                    "TLS: the server's certificate is not trusted by ca_cert: {e}"
                 ))
             } else {
                 Error::Transient(format!("TLS handshake with {}: {e}", self.authority))
@@ -248,20 +368,16 @@ impl Client {
             tokio::spawn(connection);
             Ok(Sender::Http2(sender))
         } else {
-            http1_over(TokioIo::new(stream)).await
+            Ok(http1_over(Box::new(stream)))
         }
     }
 }
 
-async fn http1_over<I>(io: I) -> Result<Sender, Error>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
-{
-    let (sender, connection) = http1::handshake(io)
-        .await
-        .map_err(|e| Error::Transient(format!("HTTP/1.1 handshake: {e}")))?;
-    tokio::spawn(connection);
-    Ok(Sender::Http1(sender))
+fn http1_over(io: Box<dyn Io>) -> Sender {
+    Sender::Http1(Http1 {
+        io,
+        buf: Vec::new(),
+    })
 }
 
 #[cfg(test)]

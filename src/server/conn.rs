@@ -135,16 +135,21 @@ pub(super) async fn serve_tls(
         addr,
         identity: identity.map(Arc::from),
     };
-    let routes = live.routes.clone();
-    match stream.get_ref().1.alpn_protocol() {
-        Some(tls::ALPN_H2) => serve_http2(stream, peer, routes, &shared, limits).await,
-        Some(_) => http1::serve(stream, peer, routes, &shared, limits).await,
-        // No ALPN: the first bytes tell (http1.rs).
+    // Without ALPN the first bytes tell (http1.rs). Every TLS connection goes on as a
+    // Replay, so the code of each protocol exists once.
+    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let (http2, stream) = match alpn.as_deref() {
+        Some(protocol) => (protocol == tls::ALPN_H2, http1::Replay::new(stream)),
         None => match http1::sniff(stream, limits.handshake_timeout).await {
-            Some((true, stream)) => serve_http2(stream, peer, routes, &shared, limits).await,
-            Some((false, stream)) => http1::serve(stream, peer, routes, &shared, limits).await,
-            None => {}
+            Some(sniffed) => sniffed,
+            None => return,
         },
+    };
+    let routes = live.routes.clone();
+    if http2 {
+        serve_http2(stream, peer, routes, &shared, limits).await;
+    } else {
+        http1::serve(stream, peer, routes, &shared, limits).await;
     }
 }
 

@@ -6,10 +6,12 @@
 //! audit lines), so a client without the grant gets 403. gRPC stays HTTP/2 only: a gRPC
 //! path asked for over HTTP/1.1 gets 505 saying so, and any other path 404.
 //!
-//! An HTTP/1.1 connection is bounded like any other: the connection cap and the handshake
-//! budget before it, a header buffer of `server.max_header_list_size`, a header read
-//! timeout that also ends idle keep-alive connections, and a GOAWAY-like close (the
-//! current response finishes) at shutdown.
+//! An HTTP/1.1 connection (the wire format is [`crate::http1`]'s) is bounded like any
+//! other: the connection cap and the handshake budget before it, a head of at most
+//! `server.max_header_list_size` (431 beyond), a header read timeout that also ends idle
+//! keep-alive connections, a write timeout for readers that do not read, at most
+//! [`MAX_PAGES_IN_FLIGHT`] pages rendered or being sent across the server (503 beyond), and
+//! a close after the current response at shutdown.
 
 use std::{
     convert::Infallible,
@@ -25,10 +27,6 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Either;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::codegen::BoxFuture;
 
@@ -40,6 +38,7 @@ use crate::{
     auth::{self, Decision},
     config,
     context::{Peer, RequestContext, Routes},
+    http1 as wire,
 };
 
 /// How long an HTTP/1.1 connection may take to send a request's headers, counted from
@@ -48,7 +47,8 @@ use crate::{
 /// header holds its slot (bounded by the connection cap) for 90 s at most.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// hyper's smallest read buffer; the header limit is raised to it when set lower.
+/// The smallest head limit: `server.max_header_list_size` is raised to it when set lower
+/// (the request line comes on top of the headers).
 const MIN_BUF: usize = 8192;
 
 /// How long a closing connection may take to say goodbye (as conn.rs's LINGER).
@@ -236,34 +236,6 @@ where
     }
 }
 
-/// The HTTP/1.1 connection's service: pages, and a clear refusal for anything else.
-#[derive(Clone)]
-struct Http1(Calls);
-
-impl<B: Send + 'static> tower::Service<Request<B>> for Http1 {
-    type Response = Response<PageBody>;
-    type Error = Infallible;
-    type Future = PageFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        answer_page(&self.0, path, request.method(), request.headers()).unwrap_or_else(|| {
-            ready(if self.0.routes.serves(path) {
-                plain(
-                    StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                    "gRPC needs HTTP/2: connect with ALPN h2",
-                )
-            } else {
-                plain(StatusCode::NOT_FOUND, "no such page")
-            })
-        })
-    }
-}
-
 /// What an HTTP/2 connection starts with.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -309,6 +281,17 @@ pub(super) struct Replay<I> {
     prefix: Vec<u8>,
     at: usize,
     inner: I,
+}
+
+impl<I> Replay<I> {
+    /// A connection with nothing to read again.
+    pub(super) fn new(inner: I) -> Replay<I> {
+        Replay {
+            prefix: Vec::new(),
+            at: 0,
+            inner,
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Replay<I> {
@@ -359,7 +342,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Replay<I> {
 }
 
 /// Serves an HTTP/1.1 connection until the peer closes it, it idles past the header read
-/// timeout, or the server shuts down (the response in progress finishes first).
+/// timeout, or the server shuts down (the response in progress finishes first). Requests
+/// are answered in order (pipelined ones too); a request body (which no page takes) is
+/// read and dropped up to 64 KiB, a chunked one refused.
 pub(super) async fn serve<I>(
     mut io: I,
     peer: Peer,
@@ -371,7 +356,7 @@ pub(super) async fn serve<I>(
 {
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "HTTP/1.1 connection open");
     let addr = peer.addr;
-    let service = Http1(Calls {
+    let calls = Calls {
         routes,
         live: shared.live.clone(),
         stats: shared.stats.clone(),
@@ -380,37 +365,138 @@ pub(super) async fn serve<I>(
         activity: None,
         in_flight: shared.in_flight.clone(),
         max_calls: limits.max_calls,
-    });
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size((limits.max_header_list_size as usize).max(MIN_BUF))
-        .keep_alive(true);
-    let conn = http1.serve_connection(TokioIo::new(&mut io), TowerToHyperService::new(service));
-    tokio::pin!(conn);
-    let mut closing = false;
-    let result = loop {
-        tokio::select! {
-            result = conn.as_mut() => break result,
-            _ = shared.shutdown.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+    };
+    let max_head = (limits.max_header_list_size as usize).max(MIN_BUF);
+    let mut buf = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(512);
+    let graceful = loop {
+        let read = tokio::select! {
+            read = tokio::time::timeout(HEADER_READ_TIMEOUT, wire::read_head(&mut io, &mut buf, max_head)) => read,
+            _ = shared.shutdown.cancelled() => break true,
+        };
+        let (response, keep, head_only) = match read {
+            Err(_) | Ok(Err(wire::HeadError::Closed | wire::HeadError::Incomplete)) => break true,
+            Ok(Err(wire::HeadError::Io(_))) => break false,
+            Ok(Err(wire::HeadError::TooLarge)) => (
+                ready(plain(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "the request head is larger than server.max_header_list_size",
+                )),
+                false,
+                false,
+            ),
+            Ok(Ok(len)) => {
+                let parsed = wire::parse_head(&buf[..len]);
+                buf.drain(..len);
+                match request(&calls, parsed, &mut io, &mut buf).await {
+                    Ok(answer) => answer,
+                    Err(refusal) => (ready(refusal), false, false),
+                }
             }
+        };
+        let keep = keep && !shared.shutdown.is_cancelled();
+        let Ok(mut response) = response.await;
+        let body = if head_only {
+            Bytes::new()
+        } else {
+            response.body_mut().data.take().unwrap_or_default()
+        };
+        let length = if head_only {
+            response.body().data.as_ref().map_or(0, Bytes::len)
+        } else {
+            body.len()
+        };
+        if !keep {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        out.clear();
+        let status = response.status();
+        let start = format!(
+            "HTTP/1.1 {} {}",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        );
+        wire::write_head(&mut out, &start, response.headers(), length);
+        // A reader too slow to take an answer within the header timeout is gone.
+        let written = tokio::time::timeout(HEADER_READ_TIMEOUT, async {
+            io.write_all(&out).await?;
+            io.write_all(&body).await?;
+            io.flush().await
+        })
+        .await;
+        // The page's slot is held until here.
+        drop(response);
+        if !matches!(written, Ok(Ok(()))) {
+            break false;
+        }
+        if !keep {
+            break true;
         }
     };
-    match result {
-        Ok(()) => {
-            tracing::debug!(%addr, "HTTP/1.1 connection closed");
-            let _ = tokio::time::timeout(LINGER, async {
-                let _ = io.shutdown().await;
-                let mut sink = [0u8; 1024];
-                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-            })
-            .await;
-        }
-        Err(err) => tracing::debug!(%addr, reason = %err, "HTTP/1.1 connection ended"),
+    if graceful {
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = io.shutdown().await;
+            let mut sink = [0u8; 1024];
+            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
+    tracing::debug!(%addr, "HTTP/1.1 connection closed");
+}
+
+/// Largest request body read (and dropped): no page takes one.
+const MAX_REQUEST_BODY: usize = 64 << 10;
+
+/// Answers one parsed request: the response to come, whether the connection may carry
+/// another, and whether only the head is sent (HEAD). `Err` is a refusal after which the
+/// connection closes.
+async fn request<I: AsyncRead + Unpin>(
+    calls: &Calls,
+    parsed: Result<wire::Head, &'static str>,
+    io: &mut I,
+    buf: &mut Vec<u8>,
+) -> Result<(PageFuture, bool, bool), Response<Bytes>> {
+    let bad = |why: &str| plain(StatusCode::BAD_REQUEST, why);
+    let head = parsed.map_err(bad)?;
+    let [method, target, version] = &head.start;
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(plain(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "HTTP/1.0 and HTTP/1.1 only",
+        ));
+    }
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("a malformed method"))?;
+    match wire::body_length(&head.headers).map_err(bad)? {
+        None | Some(wire::Length::Exactly(0)) => {}
+        Some(wire::Length::Chunked) => return Err(bad("no page takes a chunked body")),
+        Some(length) => {
+            wire::read_body(io, buf, length, MAX_REQUEST_BODY)
+                .await
+                .map_err(bad)?;
+        }
+    }
+    // The origin form (`/metrics?x`), or the absolute form a proxy would send.
+    let path = target
+        .split_once("://")
+        .map_or(target.as_str(), |(_, rest)| {
+            rest.find('/').map_or("/", |i| &rest[i..])
+        });
+    let path = path.split('?').next().unwrap_or_default();
+    let keep = wire::keeps_alive(version, &head.headers);
+    let head_only = method == Method::HEAD;
+    let response = answer_page(calls, path, &method, &head.headers).unwrap_or_else(|| {
+        ready(if calls.routes.serves(path) {
+            plain(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "gRPC needs HTTP/2: connect with ALPN h2",
+            )
+        } else {
+            plain(StatusCode::NOT_FOUND, "no such page")
+        })
+    });
+    Ok((response, keep, head_only))
 }
 
 #[cfg(test)]
