@@ -1,19 +1,18 @@
-//! The daemon's one HTTP client, for the secret store and the remote_write receiver: plain
-//! HTTP/1.1, or rustls with HTTP/2 or HTTP/1.1 as ALPN decides, a CA bundle of the
-//! operator's choosing, an optional client certificate, and a timeout per request. It
-//! keeps its one connection between requests (a push every interval should not pay a TLS
-//! handshake each time) and makes a new one when that has closed.
+//! The daemon's one HTTP client, for the secret store and the remote_write receiver:
+//! HTTP/1.1, plain or over rustls (ALPN `http/1.1`), with a CA bundle of the operator's
+//! choosing, an optional client certificate, and a timeout per request. It keeps its one
+//! connection between requests (a push every interval should not pay a TLS handshake each
+//! time) and makes a new one when that has closed.
 //!
-//! HTTP/2 is hyper's client (the server links hyper's HTTP/2 anyway); HTTP/1.1 is the
-//! daemon's own small codec ([`crate::http1`]), which costs a tenth of hyper's (docs/arm.md).
+//! HTTP/1.1 by the daemon's own small codec ([`crate::http1`]) rather than hyper's HTTP/2
+//! client: every receiver and secret store speaks it, and it costs a small fraction of
+//! hyper's client (docs/arm.md has both figures).
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use rustls::{
     ClientConfig,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName},
@@ -61,6 +60,13 @@ struct Http1 {
 const MAX_HEAD: usize = 64 << 10;
 
 impl Http1 {
+    fn over(io: Box<dyn Io>) -> Http1 {
+        Http1 {
+            io,
+            buf: Vec::new(),
+        }
+    }
+
     /// Sends one request and reads its answer; whether the connection may be used again.
     /// The error's flag says nothing at all came back (a kept connection the server had
     /// closed), so sending again on a new one is safe.
@@ -144,32 +150,17 @@ impl Http1 {
     }
 }
 
-enum Sender {
-    Http1(Http1),
-    Http2(http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    fn is_usable(&self) -> bool {
-        match self {
-            Sender::Http1(_) => true,
-            Sender::Http2(s) => s.is_ready(),
-        }
-    }
-}
-
 /// A client for one server (`http://host:port` or `https://host:port`).
 pub struct Client {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// `host:port`, for the connection and the Host header.
     authority: String,
-    scheme: &'static str,
     timeout: Duration,
-    kept: Mutex<Option<Sender>>,
+    kept: Mutex<Option<Http1>>,
 }
 
-/// A rustls client config that trusts the PEM bundle `ca`, offers `alpn`, and presents
-/// `identity` when given.
+/// A rustls client config that trusts the PEM bundle `ca`, offers `alpn` (the client
+/// speaks `http/1.1`; tests offer others), and presents `identity` when given.
 pub fn tls_config(
     ca: &Path,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
@@ -201,10 +192,10 @@ impl Client {
     /// `base` is `https://host[:port]` (443 by default), or `http://host[:port]` (80)
     /// when `tls` is `None`.
     pub fn new(base: &str, tls: Option<ClientConfig>, timeout: Duration) -> Result<Client, Error> {
-        let (scheme, rest, port) = match (base.split_once("://"), &tls) {
-            (Some(("https", rest)), Some(_)) => ("https", rest, 443),
-            (Some(("http", rest)), None) => ("http", rest, 80),
-            (None, Some(_)) => ("https", base, 443),
+        let (rest, port) = match (base.split_once("://"), &tls) {
+            (Some(("https", rest)), Some(_)) => (rest, 443),
+            (Some(("http", rest)), None) => (rest, 80),
+            (None, Some(_)) => (base, 443),
             _ => {
                 return Err(Error::Permanent(format!(
                     "`{base}`: the scheme does not match the TLS settings"
@@ -241,7 +232,6 @@ impl Client {
         Ok(Client {
             tls,
             authority,
-            scheme,
             timeout,
             kept: Mutex::new(None),
         })
@@ -279,73 +269,46 @@ impl Client {
         max_body: usize,
     ) -> Result<Response, Error> {
         let mut kept = self.kept.lock().await;
-        let (reused, mut sender) = match kept.take() {
-            Some(sender) if sender.is_usable() => (true, sender),
-            _ => (false, self.connect().await?),
+        let (reused, conn) = match kept.take() {
+            Some(conn) => (true, conn),
+            None => (false, self.connect().await?),
         };
-        let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        match &mut sender {
-            Sender::Http1(_) => {
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let attempt = |sender: Sender| {
-                    let (method, headers, path, body) =
-                        (&parts.method, parts.headers.clone(), path.as_str(), &body);
-                    async move {
-                        let Sender::Http1(mut conn) = sender else {
-                            unreachable!("an HTTP/1.1 connection")
-                        };
-                        let result = conn
-                            .exchange(method, path, headers, &self.authority, body, max_body)
-                            .await;
-                        (result, conn)
-                    }
-                };
-                let (mut result, mut conn) = attempt(sender).await;
-                // A kept connection the server closed meanwhile: once more on a new one.
-                if reused && matches!(result, Err((_, true))) {
-                    (result, conn) = attempt(self.connect().await?).await;
-                }
-                let (response, keep) = result.map_err(|(e, _)| e)?;
-                if keep {
-                    *kept = Some(Sender::Http1(conn));
-                }
-                Ok(response)
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let attempt = |mut conn: Http1| {
+            let headers = parts.headers.clone();
+            let (method, body) = (&parts.method, &body);
+            async move {
+                let result = conn
+                    .exchange(method, path, headers, &self.authority, body, max_body)
+                    .await;
+                (result, conn)
             }
-            Sender::Http2(s) => {
-                parts.uri = Uri::try_from(format!("{}://{}{path}", self.scheme, self.authority))
-                    .map_err(|e| Error::Permanent(e.to_string()))?;
-                let response = s
-                    .send_request(Request::from_parts(parts, body))
-                    .await
-                    .map_err(|e| Error::Transient(format!("request: {e}")))?;
-                let status = response.status();
-                let body = Limited::new(response.into_body(), max_body)
-                    .collect()
-                    .await
-                    .map_err(|e| Error::Transient(format!("reading the answer: {e}")))?
-                    .to_bytes();
-                *kept = Some(sender);
-                Ok(Response { status, body })
-            }
+        };
+        let (mut result, mut conn) = attempt(conn).await;
+        // A kept connection the server closed meanwhile: once more on a new one.
+        if reused && matches!(result, Err((_, true))) {
+            (result, conn) = attempt(self.connect().await?).await;
         }
+        let (response, keep) = result.map_err(|(e, _)| e)?;
+        if keep {
+            *kept = Some(conn);
+        }
+        Ok(response)
     }
 
-    async fn connect(&self) -> Result<Sender, Error> {
+    async fn connect(&self) -> Result<Http1, Error> {
         let tcp = TcpStream::connect(&self.authority)
             .await
             .map_err(|e| Error::Transient(format!("connecting to {}: {e}", self.authority)))?;
         let _ = tcp.set_nodelay(true);
         let Some((config, name)) = &self.tls else {
-            return Ok(http1_over(Box::new(tcp)));
+            return Ok(Http1::over(Box::new(tcp)));
         };
         let connector = tokio_rustls::TlsConnector::from(config.clone());
         let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
@@ -361,23 +324,8 @@ impl Client {
                 Error::Transient(format!("TLS handshake with {}: {e}", self.authority))
             }
         })?;
-        if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| Error::Transient(format!("HTTP/2 handshake: {e}")))?;
-            tokio::spawn(connection);
-            Ok(Sender::Http2(sender))
-        } else {
-            Ok(http1_over(Box::new(stream)))
-        }
+        Ok(Http1::over(Box::new(stream)))
     }
-}
-
-fn http1_over(io: Box<dyn Io>) -> Sender {
-    Sender::Http1(Http1 {
-        io,
-        buf: Vec::new(),
-    })
 }
 
 #[cfg(test)]

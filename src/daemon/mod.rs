@@ -283,17 +283,12 @@ impl Daemon {
         let secrets = pulled?;
         let tls_config = config.tls.clone();
         let pulled = secrets.clone();
-        let identity = blocking("loading the certificates", move || {
-            Ok(server_tls(&tls_config, &pulled)?)
-        })
-        .await?;
-        let (push_config, pulled, own) = (
-            config.push.clone(),
-            secrets.clone(),
-            instance(identity.identity.as_deref()),
-        );
-        let push_settings = blocking("loading the push settings", move || {
-            Ok(push::Settings::new(&push_config, &pulled, &own)?)
+        let push_config = config.push.clone();
+        let (identity, push_settings) = blocking("loading the certificates", move || {
+            let identity = server_tls(&tls_config, &pulled)?;
+            let own = instance(identity.identity.as_deref());
+            let push = push::Settings::new(&push_config, &pulled, &own)?;
+            Ok((identity, push))
         })
         .await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;

@@ -99,7 +99,7 @@ impl Settings {
                 PushAuth::None | PushAuth::Bearer { .. } => None,
             };
             Some(
-                outbound::tls_config(&push.ca_cert, identity, &[tls::ALPN_H2, tls::ALPN_HTTP1])
+                outbound::tls_config(&push.ca_cert, identity, &[tls::ALPN_HTTP1])
                     .map_err(|e| Error::Client(e.reason().to_owned()))?,
             )
         } else {

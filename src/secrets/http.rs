@@ -1,7 +1,6 @@
-//! The secret store's client: [`crate::outbound`]'s client (one kept connection, HTTP/2 by
-//! ALPN, as Vault and OpenBao speak it, else HTTP/1.1), a CA bundle of the operator's
-//! choosing, an optional client certificate, a timeout per request, and Vault's headers.
-//! Startup makes a handful of requests.
+//! The secret store's client: [`crate::outbound`]'s HTTP/1.1 client (one kept connection),
+//! a CA bundle of the operator's choosing, an optional client certificate, a timeout per
+//! request, and Vault's headers. Startup makes a handful of requests.
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header::HeaderValue};
@@ -45,8 +44,7 @@ impl Client {
         timeout: std::time::Duration,
         namespace: Option<String>,
     ) -> Result<Client, Failure> {
-        let tls =
-            outbound::tls_config(ca, identity, &[crate::tls::ALPN_H2, crate::tls::ALPN_HTTP1])?;
+        let tls = outbound::tls_config(ca, identity, &[crate::tls::ALPN_HTTP1])?;
         Ok(Client {
             http: outbound::Client::new(addr, Some(tls), timeout)?,
             namespace,

@@ -8,7 +8,7 @@ use vitals::pki::{Leaf, Usage};
 
 use crate::support::{
     TestDaemon, TestPki,
-    prometheus::{Prometheus, example, get, https_client, promtool, scrape_job},
+    prometheus::{Prometheus, example, get, h2_get, h2_sender, https_client, promtool, scrape_job},
 };
 
 /// The identity of a client certificate no rule grants anything.
@@ -164,11 +164,12 @@ async fn metrics_page_speaks_http() {
         .unwrap();
     assert_eq!(http1.send(post, 1 << 20).await.unwrap().status, 405);
 
-    let h2 = https_client(&addr, &pki, "client", b"h2");
-    let (status, body) = get(&h2, "/metrics", &[]).await;
+    let h2 = h2_sender(daemon.addr, &pki, "client").await;
+    let (status, body) = h2_get(&h2, daemon.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("node_load1 "));
-    let (status, _) = get(&https_client(&addr, &pki, "denied", b"h2"), "/metrics", &[]).await;
+    let denied = h2_sender(daemon.addr, &pki, "denied").await;
+    let (status, _) = h2_get(&denied, daemon.addr, "/metrics").await.unwrap();
     assert_eq!(status, 403);
     // The gRPC services on the same HTTP/2 port are as they were.
     daemon.echo_ok().await;

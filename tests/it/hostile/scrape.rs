@@ -13,7 +13,7 @@ use tokio::{
 use super::harness::{Footprint, Prober, assert_recovered, baseline};
 use crate::support::{
     TestDaemon,
-    prometheus::{get, https_client},
+    prometheus::{h2_get, h2_sender},
 };
 
 /// A TLS connection to the daemon as the default client, offering only `alpn`.
@@ -35,21 +35,6 @@ async fn tls_as_client(
 
 async fn http1_tls(daemon: &TestDaemon) -> tokio_rustls::client::TlsStream<TcpStream> {
     tls_as_client(daemon, b"http/1.1").await
-}
-
-/// An HTTP/2 connection to the daemon whose sender can be cloned for concurrent requests.
-async fn h2_sender(
-    daemon: &TestDaemon,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
-    let tls = tls_as_client(daemon, b"h2").await;
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    sender
 }
 
 /// A request with 64 KiB of headers (the limit is 16 KiB) gets 431 and a close, ten
@@ -92,8 +77,8 @@ async fn readers_that_never_read() {
         stuck.push(tls);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = https_client(&daemon.addr.to_string(), &daemon.pki, "client", b"h2");
-    let (status, _) = get(&client, "/metrics", &[]).await;
+    let client = h2_sender(daemon.addr, &daemon.pki, "client").await;
+    let (status, _) = h2_get(&client, daemon.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200, "a scrape is answered while others are stuck");
     let during = Footprint::of(&daemon);
     prober.finish("scrape_readers_that_never_read").await;
@@ -109,27 +94,17 @@ async fn readers_that_never_read() {
 async fn thousand_scrapes(daemon: &TestDaemon) -> (usize, usize) {
     let mut clients = Vec::new();
     for _ in 0..8 {
-        clients.push(h2_sender(daemon).await);
+        clients.push(h2_sender(daemon.addr, &daemon.pki, "client").await);
     }
-    let uri = format!("https://localhost:{}/metrics", daemon.addr.port());
     let mut scrapes = tokio::task::JoinSet::new();
     for i in 0..1000 {
-        let mut sender = clients[i % clients.len()].clone();
-        let request = http::Request::get(uri.as_str())
-            .body(http_body_util::Empty::new())
-            .unwrap();
+        let sender = clients[i % clients.len()].clone();
+        let addr = daemon.addr;
         scrapes.spawn(async move {
             tokio::time::timeout(Duration::from_secs(30), async move {
-                sender.ready().await.map_err(|e| e.to_string())?;
-                let response = sender
-                    .send_request(request)
+                h2_get(&sender, addr, "/metrics")
                     .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status().as_u16();
-                http_body_util::BodyExt::collect(response.into_body())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<u16, String>(status)
+                    .map(|(status, _)| status.as_u16())
             })
             .await
         });

@@ -291,3 +291,56 @@ pub async fn wait_scraped(
         }
     }
 }
+
+/// An HTTP/2 connection (ALPN h2) to a daemon at `addr` as `NAME.crt`/`NAME.key` of `pki`;
+/// the sender can be cloned for concurrent requests. (The daemon's own client speaks only
+/// HTTP/1.1.)
+pub async fn h2_sender(
+    addr: std::net::SocketAddr,
+    pki: &TestPki,
+    name: &str,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let chain = vitals::tls::load_certs(&pki.path(&format!("{name}.crt"))).unwrap();
+    let key = vitals::tls::load_key(&pki.path(&format!("{name}.key"))).unwrap();
+    let tls = outbound::tls_config(&pki.path("ca.crt"), Some((chain, key)), &[b"h2"]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// GET `path` over HTTP/2 on `sender`; the status and body.
+pub async fn h2_get(
+    sender: &hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut sender = sender.clone();
+    let request = Request::get(format!("https://localhost:{}{path}", addr.port()))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
