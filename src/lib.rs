@@ -35,8 +35,9 @@
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
 //! - [`systemd`]: sd_notify, the watchdog, socket activation
 //! - [`proto`]: generated protobuf code
-// Two audited exceptions: adopting socket-activation descriptors (systemd::adopt), and
-// exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe).
+// Three audited exceptions: adopting socket-activation descriptors (systemd::adopt),
+// exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
+// and statvfs(2), which std lacks (sampler::filesystems::statvfs).
 #![deny(unsafe_code)]
 
 pub mod auth;

@@ -310,6 +310,8 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
     pub sample_interval: Duration,
+    /// A filesystem that does not answer statfs within this is reported stuck.
+    pub filesystem_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -139,12 +139,15 @@ impl Default for RawHealth {
 pub struct RawMetrics {
     /// How often the sampler reads /proc and /sys; also the shortest Watch interval.
     pub sample_interval: String,
+    /// How long one filesystem may take to answer statfs before it is reported stuck.
+    pub filesystem_timeout: String,
 }
 
 impl Default for RawMetrics {
     fn default() -> Self {
         RawMetrics {
             sample_interval: "5s".into(),
+            filesystem_timeout: "1s".into(),
         }
     }
 }

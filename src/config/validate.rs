@@ -154,6 +154,16 @@ pub(super) fn validate(
     if sample_interval < Duration::from_millis(500) {
         return Err(layers.invalid("metrics.sample_interval", "must be at least 500ms"));
     }
+    let filesystem_timeout = v.duration(
+        "metrics.filesystem_timeout",
+        &raw.metrics.filesystem_timeout,
+    )?;
+    if filesystem_timeout < Duration::from_millis(10) || filesystem_timeout > sample_interval {
+        return Err(layers.invalid(
+            "metrics.filesystem_timeout",
+            "must be between 10ms and metrics.sample_interval",
+        ));
+    }
     let log = Log {
         level: v.log_level("log.level", &raw.log.level)?,
         format: raw.log.format,
@@ -170,7 +180,10 @@ pub(super) fn validate(
         server,
         tls,
         health,
-        metrics: Metrics { sample_interval },
+        metrics: Metrics {
+            sample_interval,
+            filesystem_timeout,
+        },
         log,
         secrets,
         auth,

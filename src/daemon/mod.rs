@@ -105,7 +105,10 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let health = Health::new(&methods::HEALTH_SERVICES);
         let stats = Arc::new(RpcStats::new());
-        let snapshots = Sampler::spawn(config.metrics.sample_interval);
+        let snapshots = Sampler::spawn(
+            config.metrics.sample_interval,
+            config.metrics.filesystem_timeout,
+        );
         let live = live(
             &config,
             identity.config,
@@ -299,6 +302,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "server.drain_timeout" => server.drain_timeout;
         "health.plaintext_listen" => health.plaintext_listen;
         "metrics.sample_interval" => metrics.sample_interval;
+        "metrics.filesystem_timeout" => metrics.filesystem_timeout;
     }
     kept
 }
