@@ -9,8 +9,12 @@ pub const METRICS: &str = "vitals.metrics.v1.Metrics";
 pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
-/// The services health reports on (reflection is a tool, not a service with a status).
-pub const HEALTH_SERVICES: [&str; 3] = [HEALTH, ECHO, METRICS];
+/// The service whose health says only that the process answers: the name for liveness
+/// probes. SERVING for as long as the daemon answers at all, draining included.
+pub const LIVENESS_SERVICES: [&str; 1] = [HEALTH];
+/// Services whose health follows the device checks, as the overall `""` does: names for
+/// readiness probes. (Reflection is a tool, not a service with a status.)
+pub const READINESS_SERVICES: [&str; 2] = [ECHO, METRICS];
 
 /// How a method's messages flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +165,7 @@ mod tests {
             assert_eq!(index(m.path), Some(i), "{} is listed twice", m.path);
             assert_eq!(format!("/{}", m.name()), m.path);
         }
-        for service in HEALTH_SERVICES {
+        for service in LIVENESS_SERVICES.iter().chain(&READINESS_SERVICES) {
             assert!(is_service(service), "{service}");
         }
         assert_eq!(find("/nope.Nope/X").map(|m| m.path), None);

@@ -117,6 +117,7 @@ pub struct Server {
     pub max_connection_idle: Option<Duration>,
     pub max_connection_age: Option<Duration>,
     pub max_connection_age_grace: Duration,
+    pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub worker_threads: usize,
 }

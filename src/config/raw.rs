@@ -55,6 +55,9 @@ pub struct RawServer {
     pub max_connection_age: String,
     /// After an age GOAWAY, in-flight RPCs get this long before the connection is closed.
     pub max_connection_age_grace: String,
+    /// On SIGTERM, readiness turns NOT_SERVING and the listeners keep accepting for this
+    /// long, so pollers see it before the GOAWAY ("0s": drain at once).
+    pub shutdown_delay: String,
     /// On SIGTERM, in-flight RPCs get this long to finish.
     pub drain_timeout: String,
     /// Runtime worker threads; 0 means one per CPU.
@@ -79,6 +82,7 @@ impl Default for RawServer {
             max_connection_idle: "0s".into(),
             max_connection_age: "0s".into(),
             max_connection_age_grace: "30s".into(),
+            shutdown_delay: "5s".into(),
             drain_timeout: "10s".into(),
             worker_threads: 0,
         }

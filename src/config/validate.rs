@@ -59,6 +59,7 @@ pub(super) fn validate(
             "server.max_connection_age_grace",
             &s.max_connection_age_grace,
         )?,
+        shutdown_delay: v.duration("server.shutdown_delay", &s.shutdown_delay)?,
         drain_timeout: v.duration("server.drain_timeout", &s.drain_timeout)?,
         worker_threads: v.range("server.worker_threads", s.worker_threads, 0, 256)? as usize,
     };

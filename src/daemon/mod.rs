@@ -12,7 +12,10 @@ mod start;
 
 pub use start::{Options, StartError, exit, start};
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -71,11 +74,11 @@ pub enum Control {
     Stop,
 }
 
-/// What the health checks compare snapshots with; replaced on reload.
-#[derive(Debug, Clone)]
-struct Checks {
-    thresholds: config::Health,
-    cert_not_after: Option<SystemTime>,
+/// What the sampler publishes, and since when it runs.
+#[derive(Clone)]
+struct Snapshots {
+    rx: watch::Receiver<Published>,
+    started: std::time::Instant,
 }
 
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
@@ -85,8 +88,8 @@ pub struct Daemon {
     health: Health,
     shared: Arc<Shared>,
     stats: Arc<RpcStats>,
-    snapshots: watch::Receiver<Published>,
-    checks: watch::Sender<Checks>,
+    snapshots: Snapshots,
+    checks: watch::Sender<health::Checks>,
     telemetry: Option<Arc<Telemetry>>,
     secrets: Secrets,
 }
@@ -103,12 +106,15 @@ impl Daemon {
         let identity = server_tls(&config.tls, &secrets)?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
         let shutdown = CancellationToken::new();
-        let health = Health::new(&methods::HEALTH_SERVICES);
+        let health = Health::new(&methods::LIVENESS_SERVICES, &methods::READINESS_SERVICES);
         let stats = Arc::new(RpcStats::new());
-        let snapshots = Sampler::spawn(
-            config.metrics.sample_interval,
-            config.metrics.filesystem_timeout,
-        );
+        let snapshots = Snapshots {
+            started: std::time::Instant::now(),
+            rx: Sampler::spawn(
+                config.metrics.sample_interval,
+                config.metrics.filesystem_timeout,
+            ),
+        };
         let live = live(
             &config,
             identity.config,
@@ -119,11 +125,7 @@ impl Daemon {
             &shutdown,
         );
         let shared = Shared::new(live, stats.clone(), shutdown);
-        let checks = watch::channel(Checks {
-            thresholds: config.health.clone(),
-            cert_not_after: identity.not_after,
-        })
-        .0;
+        let checks = watch::channel(checks(&config, identity.not_after)).0;
         Ok(Daemon {
             location,
             config,
@@ -147,11 +149,6 @@ impl Daemon {
     pub async fn run(mut self, listeners: Listeners, mut control: mpsc::Receiver<Control>) {
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
-        let checks = tokio::spawn(run_checks(
-            self.health.clone(),
-            self.snapshots.clone(),
-            self.checks.subscribe(),
-        ));
         let watchdog = systemd::spawn_watchdog();
         let serving = tokio::spawn(server::serve(
             listeners,
@@ -159,6 +156,20 @@ impl Daemon {
             self.config.server.drain_timeout,
         ));
 
+        // Readiness is judged on a real sample before the daemon says it is ready: until
+        // then `""` and the services answer NOT_SERVING.
+        let first = first_sample(
+            self.snapshots.rx.clone(),
+            self.config.metrics.filesystem_timeout,
+        )
+        .await;
+        let failures = health::evaluate(&first, &self.checks.borrow(), SystemTime::now());
+        self.health.set_failures(failures);
+        let checks = tokio::spawn(run_checks(
+            self.health.clone(),
+            self.snapshots.rx.clone(),
+            self.checks.subscribe(),
+        ));
         self.health.set_phase(Phase::Serving);
         let status = format!("serving on {}", join(&tls_addrs));
         let (runtime, workers) = crate::runtime::describe();
@@ -185,9 +196,22 @@ impl Daemon {
             systemd::notify(&format!("READY=1\nSTATUS={status}"));
         }
 
+        self.health.set_phase(Phase::Stopping);
+        let delay = self.config.server.shutdown_delay;
+        systemd::notify(&format!(
+            "STOPPING=1\nSTATUS=stopping: health NOT_SERVING for {}ms, then draining",
+            delay.as_millis()
+        ));
+        if !delay.is_zero() {
+            tracing::info!(
+                shutdown_delay_ms = delay.as_millis() as u64,
+                "stopping: readiness is NOT_SERVING and the listeners keep accepting for server.shutdown_delay, so pollers see it; a second SIGTERM or SIGINT drains at once"
+            );
+            wait_out(delay, &mut control).await;
+        }
         let drain = self.config.server.drain_timeout;
         tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down");
-        systemd::notify("STOPPING=1\nSTATUS=draining in-flight calls");
+        systemd::notify("STATUS=draining in-flight calls");
         self.health.set_phase(Phase::Draining);
         self.shared.shutdown.cancel();
         let left = serving.await.unwrap_or(0);
@@ -232,10 +256,8 @@ impl Daemon {
             &self.stats,
             &self.shared.shutdown,
         ));
-        self.checks.send_replace(Checks {
-            thresholds: config.health.clone(),
-            cert_not_after: identity.not_after,
-        });
+        self.checks
+            .send_replace(checks(&config, identity.not_after));
         if let Some(telemetry) = &self.telemetry {
             telemetry.apply(&config.log);
         }
@@ -319,7 +341,7 @@ fn live(
     tls: Arc<rustls::ServerConfig>,
     policy: auth::Policy,
     health: &Health,
-    snapshots: &watch::Receiver<Published>,
+    snapshots: &Snapshots,
     stats: &Arc<RpcStats>,
     shutdown: &CancellationToken,
 ) -> Live {
@@ -328,7 +350,8 @@ fn live(
         HealthService::new(health.clone()),
         EchoService::new(max_message, config.echo.allow_panic, shutdown.clone()),
         MetricsService::new(
-            snapshots.clone(),
+            snapshots.rx.clone(),
+            snapshots.started,
             stats.clone(),
             config.metrics.sample_interval,
             shutdown.clone(),
@@ -353,29 +376,74 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .join(",")
 }
 
-/// Applies the health thresholds to every snapshot the sampler publishes, and again when
-/// the thresholds change.
+/// What health judges snapshots against, for `config`.
+fn checks(config: &Config, cert_not_after: Option<SystemTime>) -> health::Checks {
+    health::Checks {
+        thresholds: config.health.clone(),
+        cert_not_after,
+        stale_after: stale_after(&config.metrics),
+    }
+}
+
+/// How old a sample may be before health calls it stale: three intervals, and room for the
+/// filesystem reads of one sample to run into their deadline.
+fn stale_after(metrics: &config::Metrics) -> Duration {
+    metrics.sample_interval * 3 + metrics.filesystem_timeout * 2
+}
+
+/// The sampler's first sample, waiting for it as long as its filesystem reads may take;
+/// the empty snapshot (which health judges "no metrics sample yet") if it has not come.
+async fn first_sample(
+    mut snapshots: watch::Receiver<Published>,
+    filesystem_timeout: Duration,
+) -> Published {
+    let wait = filesystem_timeout * (crate::sampler::MAX_HUNG as u32 + 1) + Duration::from_secs(1);
+    let first = snapshots.wait_for(|s| s.sampled_at_unix_ms > 0);
+    let _ = tokio::time::timeout(wait, first).await;
+    snapshots.borrow().clone()
+}
+
+/// Sleeps out the shutdown delay; a second stop ends it early, a reload is refused.
+async fn wait_out(delay: Duration, control: &mut mpsc::Receiver<Control>) {
+    let until = tokio::time::sleep(delay);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => return,
+            command = control.recv() => match command {
+                Some(Control::Stop) => {
+                    tracing::info!("stopped again: draining now");
+                    return;
+                }
+                Some(Control::Reload) => {
+                    tracing::warn!("reload ignored: the daemon is stopping");
+                }
+                None => return until.await,
+            },
+        }
+    }
+}
+
+/// Judges every snapshot the sampler publishes, again when the checks change, and again
+/// when the newest sample turns stale (a stuck sampler publishes nothing).
 async fn run_checks(
     health: Health,
     mut snapshots: watch::Receiver<Published>,
-    mut checks: watch::Receiver<Checks>,
+    mut checks: watch::Receiver<health::Checks>,
 ) {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let current = checks.borrow_and_update().clone();
-        // The sampler's first value is empty while its first sample is taken.
-        if snapshot.sampled_at_unix_ms > 0 {
-            let failures = health::evaluate(
-                &snapshot,
-                &current.thresholds,
-                current.cert_not_after,
-                SystemTime::now(),
-            );
-            health.set_failures(failures);
-        }
+        health.set_failures(health::evaluate(&snapshot, &current, SystemTime::now()));
+        let sampled_at =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
+        let stale_in = (sampled_at + current.stale_after + Duration::from_millis(10))
+            .duration_since(SystemTime::now())
+            .unwrap_or(current.stale_after);
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             changed = checks.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(stale_in) => {}
         }
     }
 }

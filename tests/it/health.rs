@@ -145,13 +145,20 @@ async fn failing_threshold_turns_overall_not_serving() {
         }
     })
     .await;
-    let echo = health
-        .check(req("vitals.echo.v1.Echo"))
-        .await
-        .unwrap()
-        .into_inner()
-        .status();
-    assert_eq!(echo, ServingStatus::Serving);
+    // Readiness names follow the checks; the liveness name only says the process answers.
+    for (service, expected) in [
+        ("vitals.echo.v1.Echo", ServingStatus::NotServing),
+        ("vitals.metrics.v1.Metrics", ServingStatus::NotServing),
+        ("grpc.health.v1.Health", ServingStatus::Serving),
+    ] {
+        let status = health
+            .check(req(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, expected, "{service}");
+    }
     assert!(
         daemon
             .logs()

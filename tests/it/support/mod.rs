@@ -98,6 +98,7 @@ fn base_config(pki: &TestPki) -> String {
         r#"[server]
 listen = ["127.0.0.1:0"]
 drain_timeout = "10s"
+shutdown_delay = "0s"
 
 [tls]
 cert = "{}"
