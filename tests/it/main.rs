@@ -10,6 +10,7 @@ mod health;
 mod hostile;
 mod metrics;
 mod nspawn;
+mod prober_view;
 mod reload;
 mod secrets;
 mod systemd;

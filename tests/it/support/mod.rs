@@ -548,6 +548,17 @@ pub struct NamespacedScript {
 
 impl NamespacedScript {
     pub fn spawn(script: &str, dir: &Path, config: &Path, arg: &Path) -> NamespacedScript {
+        NamespacedScript::spawn_with_env(script, dir, config, arg, &[])
+    }
+
+    /// The same, with `env` set for the script.
+    pub fn spawn_with_env(
+        script: &str,
+        dir: &Path,
+        config: &Path,
+        arg: &Path,
+        env: &[(&str, &str)],
+    ) -> NamespacedScript {
         require("unshare", "util-linux");
         let path = dir.join("script.sh");
         std::fs::write(&path, script).unwrap();
@@ -557,6 +568,7 @@ impl NamespacedScript {
             .arg(vitalsd())
             .arg(config)
             .arg(arg)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
