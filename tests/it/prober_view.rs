@@ -244,6 +244,10 @@ async fn stuck_mount_is_reported_and_the_rest_keeps_serving() {
             let status = health.check(req("")).await.map_err(|e| e.to_string())?;
             let took = asked.elapsed();
             assert!(took < Duration::from_millis(500), "Check took {took:?}");
+            eprintln!(
+                "prober_view: Check answered in {} us while the mount hangs",
+                took.as_micros()
+            );
             (status.into_inner().status() == ServingStatus::NotServing)
                 .then_some(())
                 .ok_or_else(|| "still SERVING".to_string())
