@@ -319,3 +319,77 @@ async fn stuck_mount_is_reported_and_the_rest_keeps_serving() {
     );
     assert_eq!(exit, "EXIT 0");
 }
+
+/// A reload does not blink: probes sent back to back on new plaintext connections and on one
+/// mutual-TLS connection, all through three reloads (one rejected), answer SERVING, and an
+/// open Watch is sent nothing new.
+#[tokio::test]
+async fn reload_keeps_readiness_steady() {
+    let daemon = TestDaemon::start("[health]\nplaintext_listen = [\"127.0.0.1:0\"]\n").await;
+    let plain = daemon.health_addr.unwrap().to_string();
+    let mut tls = daemon.health().await;
+    let mut watch = tls.watch(req("")).await.unwrap().into_inner();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut answers = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = tls.check(req("")).await.map(|r| r.into_inner().status());
+                answers.push(status.map_err(|e| e.code()));
+                let status = check_once(&plain, "").await;
+                answers.push(status.ok_or(Code::Unavailable));
+            }
+            answers
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, dropin) in [
+        "[health]\nplaintext_listen = [\"127.0.0.1:0\"]\nmin_memory_available_percent = 1.0\n",
+        "[health]\nbogus = 1\n",
+        "[health]\nplaintext_listen = [\"127.0.0.1:0\"]\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        daemon.rewrite_dropin(dropin);
+        daemon.signal("HUP");
+        crate::support::eventually(Duration::from_secs(10), || {
+            let reloads = daemon
+                .logs()
+                .iter()
+                .filter(|l| l.contains("reloaded the config") || l.contains("reload rejected"))
+                .count();
+            async move {
+                (reloads > i)
+                    .then_some(())
+                    .ok_or(format!("{reloads} reloads done"))
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = prober.await.unwrap();
+    let bad: Vec<_> = answers
+        .iter()
+        .filter(|a| **a != Ok(ServingStatus::Serving))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} probes: {bad:?}",
+        bad.len(),
+        answers.len()
+    );
+    let quiet = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(quiet.is_err(), "the watch was sent {quiet:?}");
+    eprintln!(
+        "prober_view: {} probes through 3 reloads, all SERVING",
+        answers.len()
+    );
+    assert!(answers.len() >= 20, "only {} probes", answers.len());
+}
