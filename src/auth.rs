@@ -35,7 +35,14 @@ pub enum Error {
         name: String,
         expected: &'static str,
     },
+    #[error(
+        "auth.bearer: secret `{name}` is {len} bytes; an HS256 key needs at least {MIN_HMAC_KEY} (RFC 7518 3.2)"
+    )]
+    ShortKey { name: String, len: usize },
 }
+
+/// The shortest HS256 key accepted: the size of its hash output (RFC 7518, section 3.2).
+pub const MIN_HMAC_KEY: usize = 32;
 
 /// A method pattern: `/pkg.Service/Method` exactly, `/pkg.Service/` as a prefix, or all.
 #[derive(Debug, Clone)]
@@ -75,11 +82,18 @@ impl Identity {
         }
     }
 
+    /// A prefix matches whole path segments: `spiffe://fleet/ops*` matches
+    /// `spiffe://fleet/ops` and everything under `spiffe://fleet/ops/`, never
+    /// `spiffe://fleet/opsevil`; `spiffe://fleet/ops/*` only what is under it.
     fn matches(&self, identity: &str) -> bool {
         match self {
             Identity::Any => true,
             Identity::Exact(exact) => identity == exact,
-            Identity::Prefix(prefix) => identity.starts_with(prefix.as_str()),
+            Identity::Prefix(prefix) => {
+                identity.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/')
+                })
+            }
         }
     }
 }
@@ -178,6 +192,13 @@ impl Policy {
                     let material = secret(key)?;
                     let key = match algorithm {
                         config::JwtAlgorithm::Hs256 => {
+                            let len = material.expose().len();
+                            if len < MIN_HMAC_KEY {
+                                return Err(Error::ShortKey {
+                                    name: key.clone(),
+                                    len,
+                                });
+                            }
                             JwtKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, material.expose()))
                         }
                         config::JwtAlgorithm::Es256 => {
@@ -539,6 +560,55 @@ mod tests {
         .unwrap()
     }
 
+    /// An HS256 key of the shortest length accepted.
+    const KEY32: &[u8] = b"a-shared-key-of-thirty-two-bytes";
+
+    /// HS256 keys shorter than 32 bytes (an empty one, as a file holding only a newline
+    /// becomes once trimmed) are refused when the policy is built, naming the secret only.
+    #[test]
+    fn short_hmac_keys_are_refused() {
+        assert_eq!(KEY32.len(), MIN_HMAC_KEY);
+        for key in [&b""[..], b"k", &KEY32[1..]] {
+            let mut secrets = std::collections::BTreeMap::new();
+            secrets.insert("k".to_string(), crate::secrets::Secret::new(key.to_vec()));
+            let bearer = BearerConfig {
+                methods: vec!["*".into()],
+                kind: BearerKind::Jwt {
+                    algorithm: JwtAlgorithm::Hs256,
+                    key: "k".into(),
+                    issuer: None,
+                    audience: None,
+                    leeway: Duration::ZERO,
+                },
+            };
+            let err = Policy::new(&auth(vec![], vec![bearer]), &Secrets::from_map(secrets))
+                .err()
+                .expect("a short key is refused");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "auth.bearer: secret `k` is {} bytes; an HS256 key needs at least 32 (RFC 7518 3.2)",
+                    key.len()
+                )
+            );
+        }
+    }
+
+    /// Prefix identities match whole path segments: `ops*` is `ops` and what is under
+    /// `ops/`, never `opsevil`.
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let ops = Identity::new("spiffe://fleet/ops*");
+        assert!(ops.matches("spiffe://fleet/ops"));
+        assert!(ops.matches("spiffe://fleet/ops/alice"));
+        assert!(!ops.matches("spiffe://fleet/opsevil"));
+        assert!(!ops.matches("spiffe://fleet/op"));
+        let under = Identity::new("spiffe://fleet/ops/*");
+        assert!(under.matches("spiffe://fleet/ops/alice"));
+        assert!(!under.matches("spiffe://fleet/ops"));
+        assert!(Identity::new("*").matches("anything"));
+    }
+
     fn decide(policy: &Policy, token: &str) -> Decision {
         let header = format!("Bearer {token}");
         policy.decide(ECHO, Some("id"), Some(header.as_bytes()), SystemTime::now())
@@ -548,36 +618,36 @@ mod tests {
     /// tampering are each refused as UNAUTHENTICATED.
     #[test]
     fn hs256_tokens() {
-        let policy = jwt_policy(JwtAlgorithm::Hs256, b"shared-key");
+        let policy = jwt_policy(JwtAlgorithm::Hs256, KEY32);
         let now = now_secs();
         let header = r#"{"alg":"HS256","typ":"JWT"}"#;
         let claims = |exp: u64, nbf: u64, iss: &str, aud: &str| {
             format!(r#"{{"exp":{exp},"nbf":{nbf},"iss":"{iss}","aud":{aud}}}"#)
         };
         let good = hs256(
-            b"shared-key",
+            KEY32,
             header,
             &claims(now + 60, now - 60, "iss-1", r#"["x","vitalsd"]"#),
         );
         assert_eq!(decide(&policy, &good), Decision::Allow { audit: false });
         let cases = [
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now - 120, now - 600, "iss-1", r#""vitalsd""#),
             ),
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now + 600, now + 120, "iss-1", r#""vitalsd""#),
             ),
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now + 60, now - 60, "other", r#""vitalsd""#),
             ),
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now + 60, now - 60, "iss-1", r#""someone-else""#),
             ),
@@ -604,7 +674,7 @@ mod tests {
         }
         // Within the leeway an expired token still passes.
         let late = hs256(
-            b"shared-key",
+            KEY32,
             header,
             &claims(now - 10, now - 60, "iss-1", r#""vitalsd""#),
         );

@@ -36,6 +36,8 @@ pub enum Error {
     NoCertificate { path: PathBuf },
     #[error("{path}: not a PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     BadKey { path: PathBuf },
+    #[error("{path}: the private key is empty")]
+    EmptyKey { path: PathBuf },
     #[error("{path}: {reason}")]
     BadPem { path: PathBuf, reason: String },
     #[error("{path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`")]
@@ -105,6 +107,11 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
 
 /// Parses a PEM private key held in memory (a pulled secret); `origin` names it in errors.
 pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    if pem.trim_ascii().is_empty() {
+        return Err(Error::EmptyKey {
+            path: origin.to_path_buf(),
+        });
+    }
     PrivateKeyDer::from_pem_slice(pem).map_err(|_| Error::BadKey {
         path: origin.to_path_buf(),
     })
@@ -270,8 +277,8 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
     }
 }
 
-/// The identity a client certificate names: its first URI SAN, else its first DNS SAN,
-/// else its subject CN. `None` when the certificate names nothing usable.
+/// The identity a client certificate names: its first URI SAN, else its first DNS SAN, else
+/// (only when it has no SAN at all) its subject CN. `None` when it names nothing usable.
 pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
     crate::der::identity(cert.as_ref())
 }
@@ -290,7 +297,8 @@ mod tests {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
 
-    /// Identity prefers the URI SAN, then the DNS SAN, then the CN.
+    /// Identity prefers the URI SAN, then the DNS SAN; the CN counts only in a certificate
+    /// without any SAN (one with only an IP SAN names no identity).
     #[test]
     fn identity_order() {
         let ca = Authority::new("t").unwrap();
@@ -308,7 +316,8 @@ mod tests {
             identity(&issue(&["dev.example", "10.0.0.1"])).as_deref(),
             Some("dev.example")
         );
-        assert_eq!(identity(&issue(&["10.0.0.1"])).as_deref(), Some("the-cn"));
+        assert_eq!(identity(&issue(&["10.0.0.1"])).as_deref(), None);
+        assert_eq!(identity(&issue(&[])).as_deref(), Some("the-cn"));
     }
 
     /// Garbage bytes give no identity rather than a panic.
@@ -332,6 +341,8 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         write_file(&path, &pki.server.key, 0o600).unwrap();
         load_key(&path).unwrap();
+        write_file(&path, "\n", 0o600).unwrap();
+        assert!(matches!(load_key(&path), Err(Error::EmptyKey { .. })));
     }
 
     /// A server config builds from the dev PKI, and a mismatched key is named.

@@ -261,7 +261,7 @@ impl Default for RawAuth {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
-    /// Exact identities, `prefix*`, or `*`.
+    /// Exact identities, `prefix*` (whole path segments: `a/b*` is `a/b` and `a/b/…`), or `*`.
     pub identities: Vec<String>,
     /// `pkg.Service/Method`, `pkg.Service/*` or `*`.
     pub methods: Vec<String>,

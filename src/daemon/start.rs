@@ -74,7 +74,13 @@ impl StartError {
         match self {
             StartError::DevPki { .. } => exit::CANTCREAT,
             StartError::Config(_) | StartError::Check(_) | StartError::Build(_) => exit::CONFIG,
-            StartError::Secrets(_) => exit::UNAVAILABLE,
+            // An empty secret is what was provisioned: a restart will not fix it.
+            StartError::Secrets(secrets::Error::Empty { .. }) => exit::CONFIG,
+            StartError::Secrets(
+                secrets::Error::Missing { .. }
+                | secrets::Error::Source { .. }
+                | secrets::Error::Deadline { .. },
+            ) => exit::UNAVAILABLE,
             StartError::SocketActivation(_)
             | StartError::AdoptSockets(_)
             | StartError::Runtime(_)
