@@ -10,11 +10,16 @@
 //! 2. Then the ACL: `auth.public` methods are open to any verified client; everything else
 //!    needs an `[[auth.rules]]` entry matching the identity. Not allowed: PERMISSION_DENIED.
 //!
-//! Every denial, and every call to an `auth.audit` method, is one audit line (target
+//! Every call to an `auth.audit` method is one audit line, and so is every denial, at most
+//! one a second per identity with a summary of those held back ([`Auditor`]; target
 //! `vitals::audit`; journald fields AUDIT_DECISION, AUDIT_IDENTITY, AUDIT_METHOD,
 //! AUDIT_REASON). No token or secret is ever logged.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
 
 use base64::Engine;
 use ring::{digest, hmac, signature};
@@ -23,7 +28,9 @@ use tonic::Code;
 
 use crate::{
     config::{self, BearerKind},
+    rpc_stats::RpcStats,
     secrets::Secrets,
+    throttle::Throttle,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -408,30 +415,93 @@ fn ec_point(pem: &[u8]) -> Option<Vec<u8>> {
     crate::der::p256_point(der.as_ref())
 }
 
-/// Writes the audit line of a decision.
-pub fn audit(decision: &Decision, path: &str, identity: Option<&str>, request_id: &str) {
-    let identity = identity.unwrap_or("-");
-    match decision {
-        Decision::Allow { audit: true } => tracing::info!(
-            target: "vitals::audit",
-            audit_decision = "allow",
-            audit_identity = identity,
-            audit_method = path,
-            audit_reason = "audited method",
-            request_id,
-            "audit: allowed {path} for {identity}"
-        ),
-        Decision::Allow { audit: false } => {}
-        Decision::Deny { code, reason } => tracing::warn!(
-            target: "vitals::audit",
-            audit_decision = "deny",
-            audit_identity = identity,
-            audit_method = path,
-            audit_reason = reason.as_str(),
-            audit_code = crate::rpc_stats::code_name(*code),
-            request_id,
-            "audit: denied {path} for {identity}: {reason}"
-        ),
+/// Writes the audit lines of decisions: every call to an `auth.audit` method, and every
+/// denial, at most one a second per identity. The first denial after a quiet second
+/// follows a summary line of the ones held back (`suppressed=N`, by status code), and
+/// held-back lines are counted in `Snapshot.server.audit_lines_suppressed`, so a flood of
+/// denied calls cannot drown the other audit events in journald.
+pub struct Auditor {
+    stats: Arc<RpcStats>,
+    by_identity: Mutex<HashMap<String, Arc<Throttle>>>,
+    /// Shared by the identities past [`MAX_AUDITED_IDENTITIES`].
+    others: Arc<Throttle>,
+}
+
+/// Identities with a denial rate limit of their own (a CA issues a fleet's worth).
+const MAX_AUDITED_IDENTITIES: usize = 1024;
+
+impl Auditor {
+    pub fn new(stats: Arc<RpcStats>) -> Auditor {
+        Auditor {
+            stats,
+            by_identity: Mutex::default(),
+            others: Arc::new(Throttle::every(Duration::from_secs(1))),
+        }
+    }
+
+    fn throttle(&self, identity: &str) -> Arc<Throttle> {
+        let mut map = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(identity) {
+            return t.clone();
+        }
+        if map.len() >= MAX_AUDITED_IDENTITIES {
+            return self.others.clone();
+        }
+        let t = Arc::new(Throttle::every(Duration::from_secs(1)));
+        map.insert(identity.to_string(), t.clone());
+        t
+    }
+
+    /// Writes the audit line of a decision, if it has one and the rate allows.
+    pub fn record(
+        &self,
+        decision: &Decision,
+        path: &str,
+        identity: Option<&str>,
+        request_id: &str,
+    ) {
+        let identity = identity.unwrap_or("-");
+        match decision {
+            Decision::Allow { audit: true } => tracing::info!(
+                target: "vitals::audit",
+                audit_decision = "allow",
+                audit_identity = identity,
+                audit_method = path,
+                audit_reason = "audited method",
+                request_id,
+                "audit: allowed {path} for {identity}"
+            ),
+            Decision::Allow { audit: false } => {}
+            Decision::Deny { code, reason } => {
+                let code = crate::rpc_stats::code_name(*code);
+                let Some(held) = self.throttle(identity).allow(code) else {
+                    (self.stats.server.audit_lines_suppressed)
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                };
+                if held.total() > 0 {
+                    tracing::warn!(
+                        target: "vitals::audit",
+                        audit_decision = "suppressed",
+                        audit_identity = identity,
+                        suppressed = held.total(),
+                        suppressed_reasons = %held,
+                        "audit: suppressed {} denial lines for {identity} ({held})",
+                        held.total()
+                    );
+                }
+                tracing::warn!(
+                    target: "vitals::audit",
+                    audit_decision = "deny",
+                    audit_identity = identity,
+                    audit_method = path,
+                    audit_reason = reason.as_str(),
+                    audit_code = code,
+                    request_id,
+                    "audit: denied {path} for {identity}: {reason}"
+                );
+            }
+        }
     }
 }
 

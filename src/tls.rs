@@ -17,8 +17,8 @@ use std::{
 
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::WebPkiClientVerifier,
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 
 /// The ALPN protocol gRPC speaks.
@@ -149,15 +149,54 @@ pub struct ServerIdentity {
     pub config: Arc<ServerConfig>,
     /// When the server's own certificate expires, for the health check.
     pub not_after: Option<SystemTime>,
+    /// The client certificate verifier in `config`, to check open connections again.
+    pub verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// Reads certificate revocation lists: PEM files (one or more `X509 CRL` blocks) or DER.
+fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let mut crls = Vec::new();
+    for path in paths {
+        let bytes = fs::read(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let bad = |reason: String| Error::BadPem {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.starts_with(b"-----") {
+            let pems = CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if pems.is_empty() {
+                return Err(bad("no X509 CRL in it".into()));
+            }
+            crls.extend(pems);
+        } else {
+            crls.push(CertificateRevocationListDer::from(bytes));
+        }
+    }
+    Ok(crls)
 }
 
 /// Builds the server config: the chain in `cert` and `key`, client certificates required
-/// and verified against the `client_ca` bundle, TLS 1.3 and 1.2, ALPN h2.
-pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerIdentity, Error> {
+/// and verified against the `client_ca` bundle and the revocation lists in `crl` (of the
+/// client's own certificate; one whose issuer has no list is accepted), TLS 1.3 and 1.2,
+/// ALPN h2.
+pub fn server_config(
+    cert: &Path,
+    key: Key,
+    client_ca: &Path,
+    crl: &[PathBuf],
+) -> Result<ServerIdentity, Error> {
     let chain = load_certs(cert)?;
     let roots = roots(client_ca)?;
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(load_crls(crl)?)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| Error::ClientCa {
             path: client_ca.to_path_buf(),
@@ -166,7 +205,7 @@ pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerId
     let not_after = not_after(&chain[0]);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key.der)
         .map_err(|source| Error::KeyMismatch {
             cert: cert.to_path_buf(),
@@ -177,6 +216,7 @@ pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerId
     Ok(ServerIdentity {
         config: Arc::new(config),
         not_after,
+        verifier,
     })
 }
 
@@ -353,11 +393,11 @@ mod tests {
         pki.write(dir.path()).unwrap();
         let (cert, ca) = (dir.path().join("server.crt"), dir.path().join("ca.crt"));
         let key = Key::load(&dir.path().join("server.key")).unwrap();
-        let identity = server_config(&cert, key, &ca).unwrap();
+        let identity = server_config(&cert, key, &ca, &[]).unwrap();
         assert!(identity.not_after.unwrap() > SystemTime::now());
         assert_eq!(identity.config.alpn_protocols, vec![b"h2".to_vec()]);
         let wrong = Key::load(&dir.path().join("client.key")).unwrap();
-        let err = server_config(&cert, wrong, &ca).err().unwrap();
+        let err = server_config(&cert, wrong, &ca, &[]).err().unwrap();
         assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
     }
 

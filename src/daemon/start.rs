@@ -117,7 +117,8 @@ pub fn start(options: Options, telemetry: Arc<Telemetry>) -> Result<(), StartErr
     }
     telemetry.apply(&config.log);
 
-    // 3. Passed sockets and the runtime.
+    // 3. Passed sockets, malloc's options (before any thread exists), the runtime.
+    crate::malloc::tune();
     let passed = systemd::listeners().map_err(StartError::SocketActivation)?;
     let runtime =
         crate::runtime::build(config.server.worker_threads).map_err(StartError::Runtime)?;

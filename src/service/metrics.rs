@@ -53,6 +53,7 @@ async fn first_sample(mut snapshots: watch::Receiver<Published>) -> Published {
 fn with_rpc(device: &Snapshot, stats: &RpcStats) -> Snapshot {
     let mut snapshot = device.clone();
     snapshot.rpc = stats.snapshot();
+    snapshot.server = Some(stats.server.snapshot());
     snapshot
 }
 
