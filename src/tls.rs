@@ -212,6 +212,12 @@ pub fn server_config(
             key: key.origin,
             source,
         })?;
+    // No session resumption: a resumed session skips the client certificate check, so it
+    // would outlive a reload's new client CA or CRL; and a cache of 256 sessions, each
+    // holding a client chain, kept ~2 MiB pinned after a connection storm (RELIABILITY.md).
+    // A device's TLS 1.3 handshake takes milliseconds.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(ServerIdentity {
         config: Arc::new(config),
