@@ -427,6 +427,19 @@ pub struct Auditor {
     others: Arc<Throttle>,
 }
 
+/// The line that says how many denial lines of `identity` were held back, and why.
+fn summary(identity: &str, held: &crate::throttle::Held) {
+    tracing::warn!(
+        target: "vitals::audit",
+        audit_decision = "suppressed",
+        audit_identity = identity,
+        suppressed = held.total(),
+        suppressed_reasons = %held,
+        "audit: suppressed {} denial lines for {identity} ({held})",
+        held.total()
+    );
+}
+
 /// Identities with a denial rate limit of their own (a CA issues a fleet's worth).
 const MAX_AUDITED_IDENTITIES: usize = 1024;
 
@@ -450,6 +463,18 @@ impl Auditor {
         let t = Arc::new(Throttle::every(Duration::from_secs(1)));
         map.insert(identity.to_string(), t.clone());
         t
+    }
+
+    /// Writes the summary line of every identity whose held-back denials no later denial
+    /// reported (the flood stopped).
+    pub fn flush(&self) {
+        let map = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+        let others = std::iter::once(("others", &self.others));
+        for (identity, throttle) in map.iter().map(|(i, t)| (i.as_str(), t)).chain(others) {
+            if let Some(held) = throttle.flush() {
+                summary(identity, &held);
+            }
+        }
     }
 
     /// Writes the audit line of a decision, if it has one and the rate allows.
@@ -480,15 +505,7 @@ impl Auditor {
                     return;
                 };
                 if held.total() > 0 {
-                    tracing::warn!(
-                        target: "vitals::audit",
-                        audit_decision = "suppressed",
-                        audit_identity = identity,
-                        suppressed = held.total(),
-                        suppressed_reasons = %held,
-                        "audit: suppressed {} denial lines for {identity} ({held})",
-                        held.total()
-                    );
+                    summary(identity, &held);
                 }
                 tracing::warn!(
                     target: "vitals::audit",

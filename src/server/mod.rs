@@ -379,6 +379,7 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>, drain_timeout: Dur
         };
     }
     let trimmer = tokio::spawn(trim_after_closes(shared.clone()));
+    let summaries = tokio::spawn(summarize_held_lines(shared.clone()));
     while loops.join_next().await.is_some() {}
     // Every accept loop has stopped and dropped its listener.
     shared.tracker.close();
@@ -391,7 +392,28 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>, drain_timeout: Dur
         Err(_) => shared.tracker.len(),
     };
     trimmer.abort();
+    summaries.abort();
     left
+}
+
+/// Every few seconds, writes what the throttled lines held back when no later line came to
+/// carry the count (an attack that stopped): refused handshakes, floods, full caps, and
+/// each identity's denials.
+async fn summarize_held_lines(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        for (log, what) in [
+            (&shared.refusal_log, "TLS handshakes refused"),
+            (&shared.flood_log, "HTTP/2 floods"),
+            (&shared.cap_log, "connections refused at a cap"),
+        ] {
+            if let Some(held) = log.flush() {
+                tracing::info!(suppressed = held.total(), suppressed_reasons = %held, "{what}: {} more since the last line", held.total());
+            }
+        }
+        shared.auditor.flush();
+    }
 }
 
 /// Once connections have closed and none has for a second (or ten seconds have passed

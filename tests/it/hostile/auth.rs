@@ -116,6 +116,42 @@ async fn tls_refusals() {
             })
     })
     .await;
+    // Each reason is counted: in the metrics, and in the held-back summaries of the lines.
+    let server = daemon.snapshot().await.server.unwrap();
+    let counted: Vec<_> = (server.handshakes_refused.iter())
+        .map(|r| (r.reason.as_str(), r.count))
+        .collect();
+    for reason in [
+        "no certificate",
+        "unknown CA",
+        "expired",
+        "not yet valid",
+        "wrong EKU",
+    ] {
+        assert!(
+            counted.iter().any(|(r, n)| *r == reason && *n == 10),
+            "{reason}: {counted:?}"
+        );
+    }
+    // The refusals held back since the last line are summed up within 5 s, by reason.
+    daemon
+        .wait_for_log(|l| l.contains("TLS handshakes refused:"))
+        .await;
+    let summaries: Vec<String> = daemon
+        .log_json()
+        .iter()
+        .filter_map(|l| {
+            l["fields"]["suppressed_reasons"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|s| s != "-")
+        .collect();
+    eprintln!("hostile: tls_refusals: counted {counted:?}; held-back summaries {summaries:?}");
+    assert!(
+        summaries.iter().any(|s| s.contains('=')),
+        "no summary counts reasons: {summaries:?}"
+    );
     assert_recovered(&daemon, "tls_refusals", base).await;
 }
 
@@ -245,4 +281,66 @@ async fn identity_prefixes_and_cn_fallback() {
         snapshot("cn-and-ip").await,
         Err(tonic::Code::PermissionDenied)
     );
+}
+
+/// 500 denied calls in a burst from one identity: one denial line, the rest held back and
+/// counted in the metrics; the next denial after a second comes after a summary line
+/// ("suppressed 499", by status code). An audited call of another identity in the middle
+/// of the flood is logged all the same.
+#[tokio::test]
+async fn denial_flood_is_rate_limited_per_identity() {
+    let pki = Arc::new(TestPki::new());
+    pki.issue(
+        "nogrant",
+        &Leaf::new("n", &["spiffe://test.vitals/nogrant"], Usage::Client, 1),
+    );
+    let daemon = TestDaemon::builder()
+        .pki(pki)
+        .dropin("[auth]\naudit = [\"vitals.echo.v1.Echo/Echo\"]\n")
+        .start()
+        .await;
+    let denied = daemon.dial_as("nogrant").connect().await.unwrap();
+    let mut denied = vitals::proto::echo::echo_client::EchoClient::new(denied);
+    let mut audited = daemon.echo().await;
+    let started = Instant::now();
+    for i in 0..500 {
+        let err = denied.echo(EchoRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        if i == 250 {
+            audited.echo(EchoRequest::default()).await.unwrap();
+        }
+    }
+    let burst = started.elapsed();
+    let lines = |decision: &str| {
+        daemon
+            .log_json()
+            .into_iter()
+            .filter(|l| l["target"] == "vitals::audit" && l["fields"]["audit_decision"] == decision)
+            .count()
+    };
+    let server = daemon.snapshot().await.server.unwrap();
+    let written = 500 - server.audit_lines_suppressed as usize;
+    assert!(
+        written <= burst.as_secs() as usize + 2,
+        "{written} denial lines in {burst:?}"
+    );
+    // The audited call's line was not held back by the flood.
+    daemon
+        .wait_for_log(|l| l.contains("\"audit_decision\":\"allow\""))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    denied.echo(EchoRequest::default()).await.unwrap_err();
+    daemon
+        .wait_for_log(|l| {
+            l.contains("\"audit_decision\":\"suppressed\"") && l.contains("PERMISSION_DENIED=")
+        })
+        .await;
+    eprintln!(
+        "hostile: denial_flood: 500 denials in {} ms: {} deny lines, {} suppressed, {} summary lines",
+        burst.as_millis(),
+        lines("deny"),
+        server.audit_lines_suppressed,
+        lines("suppressed")
+    );
+    assert_eq!(lines("allow"), 1);
 }

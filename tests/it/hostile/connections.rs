@@ -248,7 +248,7 @@ async fn silent_plaintext_sockets() {
     let conn = crate::support::raw::over(TcpStream::connect(plain).await.unwrap())
         .await
         .unwrap();
-    assert_health_serving(conn).await;
+    crate::support::raw::assert_health_serving(conn).await;
     eprintln!(
         "hostile: silent_plaintext_sockets: 1100 silent: {at_once} closed at once, {} at the timeout ({:?}..{:?})",
         at_timeout.len(),
@@ -256,20 +256,6 @@ async fn silent_plaintext_sockets() {
         at_timeout.iter().max()
     );
     assert_recovered(&daemon, "silent_plaintext_sockets", base).await;
-}
-
-/// A health Check over a raw plaintext HTTP/2 connection answers SERVING.
-pub async fn assert_health_serving(mut conn: crate::support::raw::RawConn) {
-    use vitals::proto::health::{HealthCheckRequest, HealthCheckResponse};
-    let reply = crate::support::raw::call(
-        &mut conn.send,
-        "/grpc.health.v1.Health/Check",
-        crate::support::raw::frame(&HealthCheckRequest::default()),
-    )
-    .await
-    .expect("a health check answer");
-    assert_eq!(reply.grpc_status.as_deref(), Some("0"), "{reply:?}");
-    assert_eq!(reply.message::<HealthCheckResponse>().status, 1, "SERVING");
 }
 
 /// One address trickles half-open TLS handshakes (a ClientHello header, then a byte every

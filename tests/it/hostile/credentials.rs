@@ -12,8 +12,7 @@ use vitals::{
     tls::ClientAuth,
 };
 
-use super::connections::assert_health_serving;
-use crate::support::{TestDaemon, TestPki, raw};
+use crate::support::{TestDaemon, TestPki, raw, raw::assert_health_serving};
 
 /// A raw HTTP/2 connection as the client certificate `name` of the daemon's PKI.
 async fn connect_as(daemon: &TestDaemon, name: &str) -> raw::RawConn {

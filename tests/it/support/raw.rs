@@ -52,6 +52,20 @@ where
     Ok(RawConn { send, closed })
 }
 
+/// Asserts that a health Check on `conn` answers SERVING.
+pub async fn assert_health_serving(mut conn: RawConn) {
+    use vitals::proto::health::{HealthCheckRequest, HealthCheckResponse};
+    let reply = call(
+        &mut conn.send,
+        "/grpc.health.v1.Health/Check",
+        frame(&HealthCheckRequest::default()),
+    )
+    .await
+    .expect("a health check answer");
+    assert_eq!(reply.grpc_status.as_deref(), Some("0"), "{reply:?}");
+    assert_eq!(reply.message::<HealthCheckResponse>().status, 1, "SERVING");
+}
+
 /// A length-prefixed, uncompressed gRPC message.
 pub fn frame(message: &impl Message) -> Bytes {
     let body = message.encode_to_vec();
