@@ -82,7 +82,10 @@ impl Throttle {
     /// What was held back, once the interval since the last line has passed: for a
     /// summary line when no new line came to carry the count.
     pub fn flush(&self) -> Option<Held> {
-        let now = Instant::now();
+        self.flush_at(Instant::now())
+    }
+
+    fn flush_at(&self, now: Instant) -> Option<Held> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let due = state.last.is_none_or(|last| now >= last + self.every);
         if !due || state.held.0.is_empty() {
@@ -110,11 +113,8 @@ mod tests {
         assert_eq!((held.total(), held.to_string()), (3, "a=2 b=1".to_string()));
         assert_eq!(Held::default().to_string(), "-");
         assert_eq!(t.allow_at("a", start + Duration::from_millis(1500)), None);
-        assert_eq!(
-            t.flush(),
-            Some(Held(vec![("a", 1)])),
-            "due: a second has passed"
-        );
-        assert_eq!(t.flush(), None, "nothing held back any more");
+        let later = start + Duration::from_millis(2100);
+        assert_eq!(t.flush_at(later), Some(Held(vec![("a", 1)])), "due: a second passed");
+        assert_eq!(t.flush_at(later), None, "nothing held back any more");
     }
 }
