@@ -114,7 +114,11 @@ mod tests {
         assert_eq!(Held::default().to_string(), "-");
         assert_eq!(t.allow_at("a", start + Duration::from_millis(1500)), None);
         let later = start + Duration::from_millis(2100);
-        assert_eq!(t.flush_at(later), Some(Held(vec![("a", 1)])), "due: a second passed");
+        assert_eq!(
+            t.flush_at(later),
+            Some(Held(vec![("a", 1)])),
+            "due: a second passed"
+        );
         assert_eq!(t.flush_at(later), None, "nothing held back any more");
     }
 }

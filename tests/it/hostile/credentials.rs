@@ -88,10 +88,11 @@ async fn reload_with_crl_closes_revoked_connections() {
     std::fs::write(&crl, pki.ca.revoke(&[4242]).unwrap()).unwrap();
     daemon.rewrite_dropin(&format!("[tls]\ncrl = [\"{}\"]\n", crl.display()));
     daemon.signal("HUP");
-    tokio::time::timeout(Duration::from_secs(10), revokee.closed)
+    let (_, ended) = tokio::time::timeout(Duration::from_secs(10), revokee.closed)
         .await
         .expect("the revoked client's connection is closed")
         .unwrap();
+    eprintln!("hostile: reload_with_crl: the revoked connection ended: {ended:?}");
     assert_health_serving_on(&client).await;
     let tls = daemon.client_tls(ClientAuth::Certificate {
         cert: &daemon.pki.path("revokee.crt"),
@@ -119,10 +120,11 @@ async fn reload_with_new_client_ca_closes_old_connections() {
     std::fs::copy(other.path("ca.crt"), &ca).unwrap();
     daemon.rewrite_dropin(&format!("[tls]\nclient_ca = \"{}\"\n", ca.display()));
     daemon.signal("HUP");
-    tokio::time::timeout(Duration::from_secs(10), old.closed)
+    let (_, ended) = tokio::time::timeout(Duration::from_secs(10), old.closed)
         .await
         .expect("the connection from the old CA is closed")
         .unwrap();
+    eprintln!("hostile: reload_with_new_client_ca: the old connection ended: {ended:?}");
     daemon
         .wait_for_log(|l| l.contains("no longer verifies"))
         .await;
