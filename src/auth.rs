@@ -16,7 +16,6 @@
 //! AUDIT_REASON). No token or secret is ever logged.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -422,7 +421,8 @@ fn ec_point(pem: &[u8]) -> Option<Vec<u8>> {
 /// denied calls cannot drown the other audit events in journald.
 pub struct Auditor {
     stats: Arc<RpcStats>,
-    by_identity: Mutex<HashMap<String, Arc<Throttle>>>,
+    /// A Vec, not a map: denials are rare, and no hasher to link.
+    by_identity: Mutex<Vec<(String, Arc<Throttle>)>>,
     /// Shared by the identities past [`MAX_AUDITED_IDENTITIES`].
     others: Arc<Throttle>,
 }
@@ -454,14 +454,14 @@ impl Auditor {
 
     fn throttle(&self, identity: &str) -> Arc<Throttle> {
         let mut map = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = map.get(identity) {
+        if let Some((_, t)) = map.iter().find(|(i, _)| i == identity) {
             return t.clone();
         }
         if map.len() >= MAX_AUDITED_IDENTITIES {
             return self.others.clone();
         }
         let t = Arc::new(Throttle::every(Duration::from_secs(1)));
-        map.insert(identity.to_string(), t.clone());
+        map.push((identity.to_string(), t.clone()));
         t
     }
 

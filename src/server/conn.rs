@@ -224,6 +224,13 @@ const PLAINTEXT_HEADER_LIST: u32 = 4096;
 /// peer's last bytes read) before it is simply dropped.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// A connection's byte stream: TLS, TCP or unix. HTTP/2 is served over it as a trait
+/// object, so hyper's and h2's server code is compiled once rather than once per kind of
+/// stream (~60 KiB each; docs/arm.md).
+pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 async fn serve_http2<I>(mut io: I, peer: Peer, on: On<'_>, shared: &Shared)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -251,10 +258,7 @@ fn instant_of(at: SystemTime) -> Instant {
     Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
-async fn serve_http2_on<I>(io: &mut I, peer: &Peer, on: On<'_>, shared: &Shared) -> Close
-where
-    I: AsyncRead + AsyncWrite + Send + Unpin,
-{
+async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Shared) -> Close {
     let limits = on.limits;
     let activity = limits
         .max_connection_idle

@@ -246,8 +246,8 @@ impl Watch {
 }
 
 /// An IO that counts the frames through it into a [`Watch`].
-pub struct Watched<'a, I> {
-    pub io: &'a mut I,
+pub struct Watched<'a> {
+    pub io: &'a mut dyn super::conn::Io,
     pub watch: &'a mut Watch,
 }
 
@@ -255,7 +255,7 @@ fn ended() -> io::Error {
     io::Error::other("connection ended by the frame limits")
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<'_, I> {
+impl AsyncRead for Watched<'_> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -285,7 +285,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<'_, I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<'_, I> {
+impl AsyncWrite for Watched<'_> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -11,7 +11,7 @@
 //! RELIABILITY.md says why.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -44,8 +44,9 @@ pub struct Handshakes {
 #[derive(Default)]
 struct Table {
     total: usize,
-    /// Per source, its handshakes, oldest first: (id, what cancels it).
-    by_source: HashMap<Source, VecDeque<(u64, CancellationToken)>>,
+    /// Per source, its handshakes, oldest first: (id, what cancels it). A Vec, not a map:
+    /// at most `max_handshakes` sources, and no hasher to link.
+    by_source: Vec<(Source, VecDeque<(u64, CancellationToken)>)>,
 }
 
 /// A place in the table, given up when dropped.
@@ -94,21 +95,19 @@ impl Handshakes {
         let mut table = self.lock();
         let mut evicted = false;
         if table.total >= self.max {
-            let mine = table.by_source.get(&source).map_or(0, VecDeque::len);
-            let biggest = table
-                .by_source
-                .iter()
-                .max_by_key(|(_, q)| q.len())
-                .map(|(s, q)| (*s, q.len()));
+            let mine = table
+                .find(source)
+                .map_or(0, |at| table.by_source[at].1.len());
+            let biggest = (table.by_source.iter().enumerate())
+                .max_by_key(|(_, (_, q))| q.len())
+                .map(|(at, (_, q))| (at, q.len()));
             match biggest {
-                Some((big, held)) if held > mine + 1 => {
-                    let queue = table.by_source.get_mut(&big).expect("just found");
+                Some((at, held)) if held > mine + 1 => {
+                    let queue = &mut table.by_source[at].1;
                     if let Some((_, token)) = queue.pop_front() {
                         token.cancel();
                     }
-                    if queue.is_empty() {
-                        table.by_source.remove(&big);
-                    }
+                    // Not emptied: it held more than one.
                     table.total -= 1;
                     evicted = true;
                 }
@@ -117,11 +116,14 @@ impl Handshakes {
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        table
-            .by_source
-            .entry(source)
-            .or_default()
-            .push_back((id, token.clone()));
+        let at = match table.find(source) {
+            Some(at) => at,
+            None => {
+                table.by_source.push((source, VecDeque::new()));
+                table.by_source.len() - 1
+            }
+        };
+        table.by_source[at].1.push_back((id, token.clone()));
         table.total += 1;
         let pressed = table.total * 4 >= self.max * 3;
         Admission::Admitted {
@@ -137,19 +139,26 @@ impl Handshakes {
     }
 }
 
+impl Table {
+    fn find(&self, source: Source) -> Option<usize> {
+        self.by_source.iter().position(|(s, _)| *s == source)
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut table = self.handshakes.lock();
-        let Some(queue) = table.by_source.get_mut(&self.source) else {
+        let Some(at) = table.find(self.source) else {
             return;
         };
+        let queue = &mut table.by_source[at].1;
         // An evicted handshake has left the table already.
-        let Some(at) = queue.iter().position(|(id, _)| *id == self.id) else {
+        let Some(i) = queue.iter().position(|(id, _)| *id == self.id) else {
             return;
         };
-        queue.remove(at);
+        queue.remove(i);
         if queue.is_empty() {
-            table.by_source.remove(&self.source);
+            table.by_source.swap_remove(at);
         }
         table.total -= 1;
     }

@@ -2,12 +2,9 @@
 //! reload can verify them again: a connection whose chain the new client CA or CRLs refuse
 //! gets a graceful GOAWAY, as one whose certificate reaches its notAfter does.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 
 use rustls::{
@@ -21,7 +18,8 @@ type Entry = (Arc<[CertificateDer<'static>]>, CancellationToken);
 #[derive(Default)]
 pub struct Registry {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Entry>>,
+    /// By connection id; a Vec, not a map: a few hundred entries, and no hasher to link.
+    open: Mutex<Vec<(u64, Entry)>>,
 }
 
 /// A connection's place in the registry, left when dropped.
@@ -33,14 +31,14 @@ pub struct Registered {
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Entry)>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn register(self: &Arc<Self>, chain: Arc<[CertificateDer<'static>]>) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let refused = CancellationToken::new();
-        self.lock().insert(id, (chain, refused.clone()));
+        self.lock().push((id, (chain, refused.clone())));
         Registered {
             registry: self.clone(),
             id,
@@ -52,7 +50,7 @@ impl Registry {
     /// returns how many were.
     pub fn reverify(&self, verifier: &dyn ClientCertVerifier) -> usize {
         // Verified outside the lock: a signature check each, and connections come and go.
-        let open: Vec<Entry> = self.lock().values().cloned().collect();
+        let open: Vec<Entry> = self.lock().iter().map(|(_, e)| e.clone()).collect();
         let now = UnixTime::now();
         let mut refused = 0;
         for (chain, token) in open {
@@ -71,6 +69,9 @@ impl Registry {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        let mut open = self.registry.lock();
+        if let Some(at) = open.iter().position(|(id, _)| *id == self.id) {
+            open.swap_remove(at);
+        }
     }
 }
