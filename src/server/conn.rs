@@ -150,8 +150,8 @@ pub(super) async fn serve_tls(
             return;
         }
         None => {
+            // Evicted for a handshake from a source holding fewer.
             refused("evicted");
-            tracing::debug!(%addr, "TLS handshake evicted for one from a source holding fewer");
             return;
         }
     };
@@ -180,10 +180,7 @@ pub(super) async fn serve_tls(
 }
 
 /// Serves a plaintext connection (the health-only listener), TCP or unix.
-pub(super) async fn serve_plaintext<I>(io: I, addr: PeerAddr, shared: Arc<Shared>)
-where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+pub(super) async fn serve_plaintext(io: Box<dyn Io>, addr: PeerAddr, shared: Arc<Shared>) {
     let live = shared.live.current();
     let peer = Peer {
         addr,
@@ -231,10 +228,7 @@ pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-async fn serve_http2<I>(mut io: I, peer: Peer, on: On<'_>, shared: &Shared)
-where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+async fn serve_http2<I: Io + 'static>(mut io: I, peer: Peer, on: On<'_>, shared: &Shared) {
     if serve_http2_on(&mut io, &peer, on, shared).await == Close::Graceful {
         // Closing with the peer's bytes unread makes the kernel send a reset, which the
         // peer sees as an error. Shut down our side, then read what is left until EOF.

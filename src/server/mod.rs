@@ -57,8 +57,9 @@ pub struct Listeners {
 /// A plaintext health listener: TCP, or a unix socket.
 pub enum Plain {
     Tcp(TcpListener),
-    /// With the socket file it made, if it made one (removed when the listener goes).
-    Unix(UnixListener, Option<SocketFile>),
+    /// With the socket file it made, if it made one: held, never read, so the file is
+    /// removed when the accept loop drops its listener.
+    Unix(UnixListener, #[allow(dead_code)] Option<SocketFile>),
 }
 
 /// A unix socket file this daemon bound, removed when dropped (at stop).
@@ -367,19 +368,19 @@ impl Kind {
 /// Returns how many connections were still open when it gave up waiting.
 pub async fn serve(listeners: Listeners, shared: Arc<Shared>, drain_timeout: Duration) -> usize {
     let mut loops = tokio::task::JoinSet::new();
-    for listener in listeners.tls {
-        loops.spawn(accept_tcp(listener, shared.clone(), Kind::Tls));
+    let tls = listeners
+        .tls
+        .into_iter()
+        .map(|l| Plain::Tcp(l))
+        .map(|l| (l, Kind::Tls));
+    let plain = listeners
+        .plaintext
+        .into_iter()
+        .map(|l| (l, Kind::Plaintext));
+    for (listener, kind) in tls.chain(plain) {
+        loops.spawn(accept(listener, shared.clone(), kind));
     }
-    for listener in listeners.plaintext {
-        match listener {
-            Plain::Tcp(listener) => {
-                loops.spawn(accept_tcp(listener, shared.clone(), Kind::Plaintext))
-            }
-            Plain::Unix(listener, file) => loops.spawn(accept_unix(listener, file, shared.clone())),
-        };
-    }
-    let trimmer = tokio::spawn(trim_after_closes(shared.clone()));
-    let summaries = tokio::spawn(summarize_held_lines(shared.clone()));
+    let housekeeping = tokio::spawn(housekeeping(shared.clone()));
     while loops.join_next().await.is_some() {}
     // Every accept loop has stopped and dropped its listener.
     shared.tracker.close();
@@ -391,133 +392,126 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>, drain_timeout: Dur
         Ok(()) => 0,
         Err(_) => shared.tracker.len(),
     };
-    trimmer.abort();
-    summaries.abort();
+    housekeeping.abort();
     left
 }
 
-/// Every few seconds, writes what the throttled lines held back when no later line came to
-/// carry the count (an attack that stopped): refused handshakes, floods, full caps, and
-/// each identity's denials.
-async fn summarize_held_lines(shared: Arc<Shared>) {
+/// What the transport does besides serving, in one task:
+/// - once connections have closed and none has for a second (or ten seconds have passed
+///   since the first), gives freed memory back to the kernel ([`crate::malloc::trim`]), so
+///   after a storm of connections RSS returns near where it was, however the daemon was
+///   started;
+/// - every five seconds, writes what the throttled lines held back when no later line came
+///   to carry the count (an attack that stopped): refused handshakes, floods, full caps,
+///   and each identity's denials.
+async fn housekeeping(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
+    let mut trim_at: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     loop {
-        every.tick().await;
-        for (log, what) in [
-            (&shared.refusal_log, "TLS handshakes refused"),
-            (&shared.flood_log, "HTTP/2 floods"),
-            (&shared.cap_log, "connections refused at a cap"),
-        ] {
-            if let Some(held) = log.flush() {
-                tracing::info!(suppressed = held.total(), suppressed_reasons = %held, "{what}: {} more since the last line", held.total());
+        let due = trim_at.map(|(quiet, latest)| quiet.min(latest));
+        tokio::select! {
+            _ = shared.closed.notified() => {
+                let now = tokio::time::Instant::now();
+                let latest = trim_at.map_or(now + Duration::from_secs(10), |(_, l)| l);
+                trim_at = Some((now + Duration::from_secs(1), latest));
+            }
+            _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
+                trim_at = None;
+                crate::malloc::trim();
+            }
+            _ = every.tick() => {
+                for (log, what) in [
+                    (&shared.refusal_log, "TLS handshakes refused"),
+                    (&shared.flood_log, "HTTP/2 floods"),
+                    (&shared.cap_log, "connections refused at a cap"),
+                ] {
+                    if let Some(held) = log.flush() {
+                        tracing::info!(suppressed = held.total(), suppressed_reasons = %held, "{what}: {} more since the last line", held.total());
+                    }
+                }
+                shared.auditor.flush();
             }
         }
-        shared.auditor.flush();
     }
 }
 
-/// Once connections have closed and none has for a second (or ten seconds have passed
-/// since the first), gives freed memory back to the kernel ([`crate::malloc::trim`]): after
-/// a storm of connections RSS returns to where it was, however the daemon was started.
-async fn trim_after_closes(shared: Arc<Shared>) {
+/// A connection just accepted.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Accepts on one listener until shutdown. Accept errors (out of descriptors or memory)
+/// back off instead of spinning.
+async fn accept(listener: Plain, shared: Arc<Shared>, kind: Kind) {
     loop {
-        shared.closed.notified().await;
-        let latest = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::timeout_at(
-            latest.min(tokio::time::Instant::now() + Duration::from_secs(1)),
-            shared.closed.notified(),
-        )
-        .await
-        .is_ok()
-        {}
-        crate::malloc::trim();
-    }
-}
-
-/// Waits for the next connection, or shutdown (`None`). Accept errors (out of descriptors
-/// or memory) back off instead of spinning.
-async fn next<T>(
-    shared: &Shared,
-    accepted: impl Future<Output = std::io::Result<T>>,
-) -> Option<Option<T>> {
-    let accepted = tokio::select! {
-        accepted = accepted => accepted,
-        _ = shared.shutdown.cancelled() => return None,
-    };
-    match accepted {
-        Ok(accepted) => Some(Some(accepted)),
-        Err(err) => {
-            tracing::warn!(reason = %err, "accept failed");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Some(None)
-        }
-    }
-}
-
-async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>, kind: Kind) {
-    while let Some(accepted) = next(&shared, listener.accept()).await {
-        let Some((tcp, addr)) = accepted else {
-            continue;
+        let accepted = tokio::select! {
+            accepted = async {
+                match &listener {
+                    Plain::Tcp(l) => l.accept().await.map(|(tcp, addr)| Accepted::Tcp(tcp, addr)),
+                    Plain::Unix(l, _) => l.accept().await.map(|(unix, _)| Accepted::Unix(unix)),
+                }
+            } => accepted,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(reason = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let Some(slot) = shared.slot(kind) else {
             continue;
         };
-        let sock = socket2::SockRef::from(&tcp);
-        let _ = sock.set_tcp_nodelay(true);
-        if let Some(idle) = shared.tcp_keepalive {
-            let keepalive = socket2::TcpKeepalive::new()
-                .with_time(idle)
-                .with_interval(idle / 4)
-                .with_retries(4);
-            let _ = sock.set_tcp_keepalive(&keepalive);
-        }
-        match kind {
-            Kind::Tls => {
-                let timeout = shared.live.current().limits.handshake_timeout;
-                let handshake = match shared.handshakes.admit(addr.ip(), timeout) {
-                    handshakes::Admission::Admitted { slot, evicted } => {
-                        if evicted {
-                            (shared.stats.server.handshakes_evicted)
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        slot
-                    }
-                    handshakes::Admission::Refused => {
-                        // This source holds the most of a full table already.
-                        shared.refuse("handshakes");
-                        continue;
-                    }
-                };
-                let conn_shared = shared.clone();
-                shared.tracker.spawn(async move {
-                    let _slot = slot;
-                    conn::serve_tls(tcp, addr, conn_shared, handshake).await
-                });
+        let (io, addr): (Box<dyn conn::Io>, PeerAddr) = match accepted {
+            Accepted::Tcp(tcp, addr) => {
+                let sock = socket2::SockRef::from(&tcp);
+                let _ = sock.set_tcp_nodelay(true);
+                if let Some(idle) = shared.tcp_keepalive {
+                    let keepalive = socket2::TcpKeepalive::new()
+                        .with_time(idle)
+                        .with_interval(idle / 4)
+                        .with_retries(4);
+                    let _ = sock.set_tcp_keepalive(&keepalive);
+                }
+                if let Kind::Tls = kind {
+                    tls(tcp, addr, slot, &shared);
+                    continue;
+                }
+                (Box::new(tcp), PeerAddr::Tcp(addr))
             }
-            Kind::Plaintext => {
-                let conn_shared = shared.clone();
-                shared.tracker.spawn(async move {
-                    let _slot = slot;
-                    conn::serve_plaintext(tcp, PeerAddr::Tcp(addr), conn_shared).await
-                });
-            }
-        }
-    }
-}
-
-async fn accept_unix(listener: UnixListener, file: Option<SocketFile>, shared: Arc<Shared>) {
-    while let Some(accepted) = next(&shared, listener.accept()).await {
-        let Some((stream, _)) = accepted else {
-            continue;
-        };
-        let Some(slot) = shared.slot(Kind::Plaintext) else {
-            continue;
+            Accepted::Unix(unix) => (Box::new(unix), PeerAddr::Unix),
         };
         let conn_shared = shared.clone();
         shared.tracker.spawn(async move {
             let _slot = slot;
-            conn::serve_plaintext(stream, PeerAddr::Unix, conn_shared).await
+            conn::serve_plaintext(io, addr, conn_shared).await
         });
     }
-    drop(file);
+}
+
+/// Finds the connection a place in the handshake table, and serves it.
+fn tls(tcp: tokio::net::TcpStream, addr: SocketAddr, slot: Slot, shared: &Arc<Shared>) {
+    let timeout = shared.live.current().limits.handshake_timeout;
+    let handshake = match shared.handshakes.admit(addr.ip(), timeout) {
+        handshakes::Admission::Admitted { slot, evicted } => {
+            if evicted {
+                (shared.stats.server.handshakes_evicted)
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            slot
+        }
+        handshakes::Admission::Refused => {
+            // This source holds the most of a full table already.
+            shared.refuse("handshakes");
+            return;
+        }
+    };
+    let conn_shared = shared.clone();
+    shared.tracker.spawn(async move {
+        let _slot = slot;
+        conn::serve_tls(tcp, addr, conn_shared, handshake).await
+    });
 }
