@@ -371,7 +371,7 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>, drain_timeout: Dur
     let tls = listeners
         .tls
         .into_iter()
-        .map(|l| Plain::Tcp(l))
+        .map(Plain::Tcp)
         .map(|l| (l, Kind::Tls));
     let plain = listeners
         .plaintext
