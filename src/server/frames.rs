@@ -299,6 +299,30 @@ impl AsyncWrite for Watched<'_> {
         written
     }
 
+    /// hyper writes a frame's header and body as separate slices when the stream takes
+    /// them (TLS does): passed on, and followed slice by slice.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut *this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            let mut left = n;
+            for buf in bufs {
+                let k = left.min(buf.len());
+                this.watch.on_write(&buf[..k]);
+                left -= k;
+            }
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.get_mut().io).poll_flush(cx)
     }
