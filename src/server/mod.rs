@@ -4,6 +4,14 @@
 //!
 //! The library never binds a port itself (`Listeners::bind` is called by the binary, or
 //! listeners come from systemd), so tests and socket activation hand listeners in.
+//!
+//! - `mod.rs`: listeners (TCP and unix), the caps of each listener, the accept loop,
+//!   [`Live`] and [`Shared`], housekeeping (malloc trims, summaries of held-back lines)
+//! - `handshakes.rs`: the TLS handshakes in progress, shared fairly between sources
+//! - `conn.rs`: one connection: TLS, HTTP/2, A9 management, credential expiry
+//! - `frames.rs`: the frames through a connection: flood limits, silence deadlines
+//! - `registry.rs`: open mTLS connections and their peer chains, verified again on reload
+//! - `call.rs`: the per-call layer; `body.rs`: request bodies against the memory budget
 
 mod body;
 mod call;
@@ -137,7 +145,7 @@ impl Listeners {
         Ok(listeners)
     }
 
-    /// Listeners passed by systemd: those named [`systemd::HEALTH_FD_NAME`] (and every
+    /// Listeners passed by systemd: those named [`crate::systemd::HEALTH_FD_NAME`] (and every
     /// unix socket) serve plaintext health, the others mutual TLS.
     pub fn from_std(passed: Vec<crate::systemd::Passed>) -> std::io::Result<Listeners> {
         use crate::systemd::Socket;
