@@ -104,6 +104,23 @@ fn bind_unix(path: &std::path::Path) -> std::io::Result<(UnixListener, SocketFil
     Ok((listener, file))
 }
 
+/// How many connections the kernel queues for `accept`. tokio's `bind` (mio) asks for
+/// 128; a burst larger than that while the accept loop is busy overflows the queue, and
+/// the kernel drops the client's final handshake ACK, which costs that client a 1 s SYN-ACK
+/// retransmission (`hostile::connections::random_bytes` closed late 1 run in 3). The kernel
+/// caps it at `net.core.somaxconn` (4096 on current kernels).
+const BACKLOG: u32 = 1024;
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 fn bind_abstract(name: &str) -> std::io::Result<UnixListener> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
@@ -123,15 +140,13 @@ impl Listeners {
             tls: Vec::new(),
             plaintext: Vec::new(),
         };
-        for addr in tls {
-            let listener = TcpListener::bind(addr).await.map_err(bind_err(addr))?;
+        for &addr in tls {
+            let listener = bind_tcp(addr).map_err(bind_err(&addr))?;
             listeners.tls.push(listener);
         }
         for addr in plaintext {
             let plain = match addr {
-                ListenAddr::Tcp(tcp) => {
-                    Plain::Tcp(TcpListener::bind(tcp).await.map_err(bind_err(addr))?)
-                }
+                ListenAddr::Tcp(tcp) => Plain::Tcp(bind_tcp(*tcp).map_err(bind_err(addr))?),
                 ListenAddr::Unix(path) => {
                     let (listener, file) = bind_unix(path).map_err(bind_err(addr))?;
                     Plain::Unix(listener, Some(file))
