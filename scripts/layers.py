@@ -13,7 +13,8 @@ import sys
 
 LAYERS = [
     # vocabulary: no crate imports at all
-    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki"],
+    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki",
+     "malloc", "throttle"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler
     ["config", "tls", "rpc_stats", "sampler"],
     # what reads the config: secrets, health state, logging

@@ -263,6 +263,7 @@ mod tests {
     fn thresholds() -> config::Health {
         config::Health {
             plaintext_listen: vec![],
+            plaintext_max_connections: 16,
             disk_paths: vec!["/var/lib/x".into()],
             min_disk_free_percent: 5.0,
             min_memory_available_percent: 10.0,

@@ -34,10 +34,13 @@
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
 //! - [`systemd`]: sd_notify, the watchdog, socket activation
+//! - [`malloc`]: glibc's malloc told to give memory back (a fixed mmap threshold, trims)
+//! - [`throttle`]: log lines at a bounded pace, with what was held back counted by reason
 //! - [`proto`]: generated protobuf code
-// Three audited exceptions: adopting socket-activation descriptors (systemd::adopt),
+// Four audited exceptions: adopting socket-activation descriptors (systemd::adopt),
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
-// and statvfs(2), which std lacks (sampler::filesystems::statvfs).
+// statvfs(2), which std lacks (sampler::filesystems::statvfs), and declaring glibc's
+// mallopt and malloc_trim (malloc::glibc, integers in and out).
 #![deny(unsafe_code)]
 
 pub mod auth;
@@ -48,6 +51,7 @@ pub mod daemon;
 pub mod der;
 pub mod error;
 pub mod health;
+pub mod malloc;
 pub mod methods;
 pub mod pki;
 pub mod proto;
@@ -60,4 +64,5 @@ pub mod service;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;
+pub mod throttle;
 pub mod tls;

@@ -33,6 +33,12 @@ pub struct RawServer {
     pub max_handshakes: u64,
     /// Calls in flight across all connections; more get RESOURCE_EXHAUSTED.
     pub max_calls: u64,
+    /// Request bytes held, across all connections, by messages still arriving (past the
+    /// first 4 KiB of each); a call that needs more gets RESOURCE_EXHAUSTED.
+    pub max_request_buffer: String,
+    /// A streaming call whose first request message is not whole by then ends with
+    /// DEADLINE_EXCEEDED.
+    pub first_message_timeout: String,
     /// A connection that has not finished its TLS handshake by then is closed.
     pub handshake_timeout: String,
     /// TCP keepalive idle time ("0s" turns it off).
@@ -71,6 +77,8 @@ impl Default for RawServer {
             max_connections: 1024,
             max_handshakes: 64,
             max_calls: 2048,
+            max_request_buffer: "16MiB".into(),
+            first_message_timeout: "10s".into(),
             handshake_timeout: "5s".into(),
             tcp_keepalive: "60s".into(),
             http2_keepalive_interval: "30s".into(),
@@ -99,6 +107,8 @@ pub struct RawTls {
     pub key: String,
     /// PEM bundle of the CAs that issue client certificates.
     pub client_ca: String,
+    /// Certificate revocation lists (PEM or DER files) checked for client certificates.
+    pub crl: Vec<String>,
 }
 
 impl Default for RawTls {
@@ -107,6 +117,7 @@ impl Default for RawTls {
             cert: "/etc/vitalsd/tls/server.crt".into(),
             key: "/etc/vitalsd/tls/server.key".into(),
             client_ca: "/etc/vitalsd/tls/ca.crt".into(),
+            crl: Vec::new(),
         }
     }
 }
@@ -114,8 +125,11 @@ impl Default for RawTls {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawHealth {
-    /// Plaintext listeners that serve only grpc.health.v1 (for probes without mTLS). Empty: none.
+    /// Plaintext listeners that serve only grpc.health.v1 (for probes without mTLS):
+    /// `host:port`, `unix:/path` or `unix-abstract:name`. Empty: none.
     pub plaintext_listen: Vec<String>,
+    /// Open connections on the plaintext listeners (their own cap, apart from the TLS one).
+    pub plaintext_max_connections: u64,
     /// Filesystems whose free space is checked.
     pub disk_paths: Vec<String>,
     /// Overall health is NOT_SERVING below this much free space, in percent (0 turns it off).
@@ -130,6 +144,7 @@ impl Default for RawHealth {
     fn default() -> Self {
         RawHealth {
             plaintext_listen: Vec::new(),
+            plaintext_max_connections: 16,
             disk_paths: vec!["/".into()],
             min_disk_free_percent: 2.0,
             min_memory_available_percent: 2.0,
@@ -268,7 +283,7 @@ impl Default for RawAuth {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
-    /// Exact identities, `prefix*`, or `*`.
+    /// Exact identities, `prefix*` (whole path segments: `a/b*` is `a/b` and `a/b/…`), or `*`.
     pub identities: Vec<String>,
     /// `pkg.Service/Method`, `pkg.Service/*` or `*`.
     pub methods: Vec<String>,

@@ -5,9 +5,9 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
-    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, Log, Material,
-    Metrics, RawAuth, RawConfig, RawSource, RuleConfig, SECRET_PREFIX, Secrets, Server, Source,
-    Tls, Vault, VaultAuth, layers::Layers, units,
+    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, ListenAddr, Log,
+    Material, Metrics, RawAuth, RawConfig, RawSource, RuleConfig, SECRET_PREFIX, Secrets, Server,
+    Source, Tls, Vault, VaultAuth, layers::Layers, units,
 };
 
 /// Validates the merged raw config into the typed one; every error names the key and the
@@ -24,6 +24,14 @@ pub(super) fn validate(
         max_connections: v.range("server.max_connections", s.max_connections, 1, 1 << 20)? as usize,
         max_handshakes: v.range("server.max_handshakes", s.max_handshakes, 1, 1 << 20)? as usize,
         max_calls: v.range("server.max_calls", s.max_calls, 1, 1 << 24)? as usize,
+        max_request_buffer: v.size(
+            "server.max_request_buffer",
+            &s.max_request_buffer,
+            64 << 10,
+            1 << 32,
+        )? as usize,
+        first_message_timeout: v
+            .nonzero_duration("server.first_message_timeout", &s.first_message_timeout)?,
         handshake_timeout: v.nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
         tcp_keepalive: v.optional_duration("server.tcp_keepalive", &s.tcp_keepalive)?,
         http2_keepalive_interval: v.optional_duration(
@@ -63,6 +71,15 @@ pub(super) fn validate(
         drain_timeout: v.duration("server.drain_timeout", &s.drain_timeout)?,
         worker_threads: v.range("server.worker_threads", s.worker_threads, 0, 256)? as usize,
     };
+    if server.max_request_buffer < server.max_message_size {
+        return Err(layers.invalid(
+            "server.max_request_buffer",
+            format!(
+                "{} bytes is less than server.max_message_size ({}): no message of that size could arrive",
+                server.max_request_buffer, server.max_message_size
+            ),
+        ));
+    }
     if server.listen.is_empty() {
         return Err(layers.invalid("server.listen", "at least one address is needed"));
     }
@@ -70,6 +87,12 @@ pub(super) fn validate(
         cert: v.path("tls.cert", &raw.tls.cert)?,
         key: v.material("tls.key", &raw.tls.key)?,
         client_ca: v.path("tls.client_ca", &raw.tls.client_ca)?,
+        crl: raw
+            .tls
+            .crl
+            .iter()
+            .map(|p| v.path("tls.crl", p))
+            .collect::<Result<_, _>>()?,
     };
     let secrets = Secrets {
         startup_timeout: v
@@ -128,7 +151,17 @@ pub(super) fn validate(
     }
     let h = &raw.health;
     let health = Health {
-        plaintext_listen: v.addrs("health.plaintext_listen", &h.plaintext_listen)?,
+        plaintext_listen: h
+            .plaintext_listen
+            .iter()
+            .map(|a| v.listen_addr("health.plaintext_listen", a))
+            .collect::<Result<_, _>>()?,
+        plaintext_max_connections: v.range(
+            "health.plaintext_max_connections",
+            h.plaintext_max_connections,
+            1,
+            1 << 16,
+        )? as usize,
         disk_paths: h
             .disk_paths
             .iter()
@@ -216,6 +249,26 @@ impl Validator<'_> {
                 })
             })
             .collect()
+    }
+
+    /// `host:port`, `unix:/path` or `unix-abstract:name`.
+    fn listen_addr(&self, key: &str, value: &str) -> Result<ListenAddr, Error> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(self.err(key, format!("`{value}`: unix: needs an absolute path")));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(name) = value.strip_prefix("unix-abstract:") {
+            // sun_path holds 108 bytes, the leading NUL included.
+            if name.is_empty() || name.len() > 107 {
+                return Err(self.err(key, format!("`{value}`: a name of 1 to 107 bytes")));
+            }
+            return Ok(ListenAddr::UnixAbstract(name.to_string()));
+        }
+        Ok(ListenAddr::Tcp(
+            self.addrs(key, std::slice::from_ref(&value.to_string()))?[0],
+        ))
     }
 
     fn duration(&self, key: &str, value: &str) -> Result<Duration, Error> {

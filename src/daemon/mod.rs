@@ -116,15 +116,10 @@ impl Daemon {
             ),
         };
         let live = live(
-            &config,
-            identity.config,
-            policy,
-            &health,
-            &snapshots,
-            &stats,
-            &shutdown,
+            &config, &identity, policy, &health, &snapshots, &stats, &shutdown,
         );
-        let shared = Shared::new(live, stats.clone(), shutdown);
+        let plaintext_cap = config.health.plaintext_max_connections;
+        let shared = Shared::new(live, plaintext_cap, stats.clone(), shutdown);
         let checks = watch::channel(checks(&config, identity.not_after)).0;
         Ok(Daemon {
             location,
@@ -149,6 +144,13 @@ impl Daemon {
     pub async fn run(mut self, listeners: Listeners, mut control: mpsc::Receiver<Control>) {
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
+        let exposed = listeners.exposed_plaintext();
+        if !exposed.is_empty() {
+            tracing::warn!(
+                addrs = %join(&exposed),
+                "health.plaintext_listen is reachable from other hosts: anyone who can reach it learns, without a certificate, whether this device and its services are healthy; keep it on loopback or a unix socket unless that is meant (config/vitalsd.toml)"
+            );
+        }
         let watchdog = systemd::spawn_watchdog();
         let serving = tokio::spawn(server::serve(
             listeners,
@@ -177,7 +179,7 @@ impl Daemon {
             listen = %join(&tls_addrs),
             runtime,
             workers,
-            health_listen = %join(&plain_addrs),
+            health_listen = %plain_addrs.join(","),
             files = %self.config.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "serving"
         );
@@ -249,13 +251,26 @@ impl Daemon {
         }
         self.shared.reload(live(
             &config,
-            identity.config,
+            &identity,
             policy,
             &self.health,
             &self.snapshots,
             &self.stats,
             &self.shared.shutdown,
         ));
+        // Open connections whose client certificate the new CA or CRLs refuse get a
+        // GOAWAY (a signature check each, so off the runtime).
+        let shared = self.shared.clone();
+        let refused = blocking("re-verifying open connections", move || {
+            Ok(shared.reverify())
+        })
+        .await?;
+        if refused > 0 {
+            tracing::info!(
+                connections = refused,
+                "closing connections whose client certificate no longer verifies"
+            );
+        }
         self.checks
             .send_replace(checks(&config, identity.not_after));
         if let Some(telemetry) = &self.telemetry {
@@ -323,6 +338,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "server.tcp_keepalive" => server.tcp_keepalive;
         "server.drain_timeout" => server.drain_timeout;
         "health.plaintext_listen" => health.plaintext_listen;
+        "health.plaintext_max_connections" => health.plaintext_max_connections;
         "metrics.sample_interval" => metrics.sample_interval;
         "metrics.filesystem_timeout" => metrics.filesystem_timeout;
     }
@@ -331,14 +347,14 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
 
 /// The server's certificate and key, read from their files or pulled secrets.
 fn server_tls(tls: &config::Tls, secrets: &Secrets) -> Result<tls::ServerIdentity, tls::Error> {
-    tls::server_config(&tls.cert, secrets.key(&tls.key)?, &tls.client_ca)
+    tls::server_config(&tls.cert, secrets.key(&tls.key)?, &tls.client_ca, &tls.crl)
 }
 
 /// What the server runs on for `config`: the TLS config and policy given, the limits, and
 /// the full and health-only routers.
 fn live(
     config: &Config,
-    tls: Arc<rustls::ServerConfig>,
+    identity: &tls::ServerIdentity,
     policy: auth::Policy,
     health: &Health,
     snapshots: &Snapshots,
@@ -360,7 +376,8 @@ fn live(
     );
     let health_router = Router::health_only(HealthService::new(health.clone()), max_message);
     Live {
-        tls,
+        tls: identity.config.clone(),
+        verifier: identity.verifier.clone(),
         policy,
         limits: config.server.clone(),
         routes: Arc::new(router),

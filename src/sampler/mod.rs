@@ -190,6 +190,7 @@ impl Sampler {
             temperatures: self.temperatures(relist),
             process: Some(process),
             rpc: Vec::new(),
+            server: None,
         }
     }
 

@@ -72,6 +72,7 @@ async fn first_sample(
 fn with_rpc(device: &Snapshot, stats: &RpcStats) -> Snapshot {
     let mut snapshot = device.clone();
     snapshot.rpc = stats.snapshot();
+    snapshot.server = Some(stats.server.snapshot());
     snapshot
 }
 
