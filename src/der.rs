@@ -123,39 +123,47 @@ fn certificate(der: &[u8]) -> Option<Certificate<'_>> {
     })
 }
 
-/// The identity a certificate names: its first URI SAN, else its first DNS SAN, else its
-/// subject CN. `None` when it names nothing usable or does not parse.
+/// The identity a certificate names: its first URI SAN, else its first DNS SAN; the subject
+/// CN only when it carries no SAN at all (a certificate with only an IP or email SAN names
+/// no identity, rather than one a CA may not have checked). `None` when it names nothing
+/// usable or does not parse.
 pub fn identity(der: &[u8]) -> Option<String> {
     let cert = certificate(der)?;
-    if let Some(names) = cert.extensions.and_then(subject_alt_names) {
-        let first = |wanted: u8| {
-            let mut names = names;
-            std::iter::from_fn(move || names.any())
-                .find(|&(tag, _)| tag == wanted)
-                .map(|(_, value)| value)
-        };
-        let name = first(URI).or_else(|| first(DNS_NAME));
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
-            return std::str::from_utf8(name).ok().map(str::to_string);
+    let names = match cert.extensions.map(subject_alt_names) {
+        // A subjectAltName that does not parse names nothing (rustls refuses it anyway).
+        Some(Err(())) => return None,
+        Some(Ok(Some(names))) if !names.is_empty() => names,
+        _ => {
+            return common_name(cert.subject)
+                .filter(|cn| !cn.is_empty())
+                .map(str::to_string);
         }
-    }
-    common_name(cert.subject)
-        .filter(|cn| !cn.is_empty())
-        .map(str::to_string)
+    };
+    let first = |wanted: u8| {
+        let mut names = names;
+        std::iter::from_fn(move || names.any())
+            .find(|&(tag, _)| tag == wanted)
+            .map(|(_, value)| value)
+    };
+    let name = first(URI).or_else(|| first(DNS_NAME))?;
+    (!name.is_empty())
+        .then(|| std::str::from_utf8(name).ok().map(str::to_string))
+        .flatten()
 }
 
-/// The GeneralNames of the subjectAltName extension, if there is one.
-fn subject_alt_names(mut extensions: Reader<'_>) -> Option<Reader<'_>> {
+/// The GeneralNames of the subjectAltName extension: `Ok(None)` when there is none, `Err`
+/// when the extensions do not parse.
+fn subject_alt_names(mut extensions: Reader<'_>) -> Result<Option<Reader<'_>>, ()> {
     while !extensions.is_empty() {
-        let mut extension = extensions.expect(SEQUENCE)?;
-        let id = extension.expect(OID)?;
-        extension.skip_if(BOOLEAN)?;
-        let value = extension.expect(OCTET_STRING)?;
+        let mut extension = extensions.expect(SEQUENCE).ok_or(())?;
+        let id = extension.expect(OID).ok_or(())?;
+        extension.skip_if(BOOLEAN).ok_or(())?;
+        let value = extension.expect(OCTET_STRING).ok_or(())?;
         if id.0 == SUBJECT_ALT_NAME {
-            return { value }.expect(SEQUENCE);
+            return { value }.expect(SEQUENCE).map(Some).ok_or(());
         }
     }
-    None
+    Ok(None)
 }
 
 /// The first commonName of a Name, when it is a UTF8String, PrintableString or IA5String
@@ -263,8 +271,13 @@ mod tests {
     fn reference(der: &[u8]) -> Option<(Option<String>, Option<i64>)> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
         let mut identity = None;
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let mut has_san = false;
+        let san = cert.subject_alternative_name();
+        // One that does not parse names nothing, as ours.
+        has_san |= san.is_err();
+        if let Ok(Some(san)) = san {
             let names = &san.value.general_names;
+            has_san = !names.is_empty();
             let uri = names.iter().find_map(|n| match n {
                 GeneralName::URI(u) => Some(*u),
                 _ => None,
@@ -280,7 +293,8 @@ mod tests {
                 .filter(|n| !n.is_empty())
                 .map(str::to_string);
         }
-        if identity.is_none() {
+        // The CN only when there is no SAN at all.
+        if !has_san {
             identity = cert
                 .subject()
                 .iter_common_name()

@@ -1,15 +1,22 @@
 //! Health status: what grpc.health.v1 reports, derived from the daemon's lifecycle and from
-//! real checks (free disk, available memory, temperature, server certificate expiry).
+//! real checks on a real sample (free disk, stuck mounts, available memory, temperature,
+//! server certificate expiry, and the freshness of the sample itself).
 //!
-//! Every service named here is SERVING while the daemon serves, and NOT_SERVING while it
-//! starts and drains. The overall status `""` is SERVING only when the daemon serves *and*
-//! no check fails. Watchers subscribe to one channel that carries every status at once.
+//! Two kinds of name, for the two kinds of probe:
+//! - **Readiness**: the overall `""` and every served service (`vitals.echo.v1.Echo`,
+//!   `vitals.metrics.v1.Metrics`) are SERVING only while the daemon serves *and* no check
+//!   fails: NOT_SERVING from start until the first sample has been judged, whenever a check
+//!   fails, and from SIGTERM on.
+//! - **Liveness**: `grpc.health.v1.Health` says only that the process answers: SERVING from
+//!   start to exit, so a liveness probe does not restart a device whose disk is full.
+//!
+//! Watchers subscribe to one channel that carries every status at once.
 
 use std::{
     collections::BTreeMap,
     path::Path,
     sync::{Arc, Mutex},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use tokio::sync::watch;
@@ -24,8 +31,13 @@ pub type Statuses = Arc<BTreeMap<String, ServingStatus>>;
 /// Where the daemon is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Until the first sample has been judged.
     Starting,
     Serving,
+    /// SIGTERM came: readiness is NOT_SERVING for `server.shutdown_delay` while the
+    /// listeners still accept, so pollers see it; watches stay open.
+    Stopping,
+    /// Connections got their GOAWAY; watches end.
     Draining,
 }
 
@@ -34,7 +46,8 @@ struct Inner {
     phase: Phase,
     /// Why checks fail, one line each; empty when all pass.
     failures: Vec<String>,
-    services: Vec<String>,
+    liveness: Vec<String>,
+    readiness: Vec<String>,
 }
 
 /// The health state shared by the health service, the checks and the lifecycle.
@@ -45,12 +58,15 @@ pub struct Health {
 }
 
 impl Health {
-    /// Health for these services, all NOT_SERVING until [`Health::set_phase`] says Serving.
-    pub fn new(services: &[&str]) -> Health {
+    /// Health for these services: the `liveness` ones SERVING from the start, the
+    /// `readiness` ones (and `""`) NOT_SERVING until [`Health::set_phase`] says Serving.
+    pub fn new(liveness: &[&str], readiness: &[&str]) -> Health {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         let inner = Inner {
             phase: Phase::Starting,
             failures: Vec::new(),
-            services: services.iter().map(|s| s.to_string()).collect(),
+            liveness: names(liveness),
+            readiness: names(readiness),
         };
         let statuses = inner.statuses();
         Health {
@@ -122,29 +138,59 @@ impl Inner {
                 ServingStatus::NotServing
             }
         };
-        let up = self.phase == Phase::Serving;
+        let ready = self.phase == Phase::Serving && self.failures.is_empty();
         let mut map = BTreeMap::new();
-        map.insert(String::new(), serving(up && self.failures.is_empty()));
-        for service in &self.services {
-            map.insert(service.clone(), serving(up));
+        map.insert(String::new(), serving(ready));
+        for service in &self.readiness {
+            map.insert(service.clone(), serving(ready));
+        }
+        for service in &self.liveness {
+            map.insert(service.clone(), ServingStatus::Serving);
         }
         Arc::new(map)
     }
 }
 
-/// The thresholds of [`config::Health`] applied to a snapshot; one line per failing check.
-pub fn evaluate(
-    snapshot: &Snapshot,
-    thresholds: &config::Health,
-    cert_not_after: Option<SystemTime>,
-    now: SystemTime,
-) -> Vec<String> {
+/// What a snapshot is judged against.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    pub thresholds: config::Health,
+    /// When the server certificate expires.
+    pub cert_not_after: Option<SystemTime>,
+    /// A sample older than this is stale: the sampler is stuck, and nothing it said holds.
+    pub stale_after: Duration,
+}
+
+/// The checks applied to a snapshot at `now`; one line per failing check.
+pub fn evaluate(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<String> {
     let mut failures = Vec::new();
+    if snapshot.sampled_at_unix_ms == 0 {
+        failures.push("no metrics sample yet".to_string());
+        return failures;
+    }
+    let sampled_at = SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
+    let age = now.duration_since(sampled_at).unwrap_or_default();
+    if age > checks.stale_after {
+        failures.push(format!(
+            "stale metrics: the last sample is {}s old (more than {}s)",
+            age.as_secs(),
+            checks.stale_after.as_secs()
+        ));
+    }
+    let thresholds = &checks.thresholds;
     if thresholds.min_disk_free_percent > 0.0 {
         for path in &thresholds.disk_paths {
             let Some(fs) = filesystem_of(snapshot, path) else {
                 continue;
             };
+            if fs.stuck {
+                failures.push(format!(
+                    "filesystem {} does not answer (stuck), so {} cannot be checked",
+                    fs.mount_point,
+                    path.display()
+                ));
+                continue;
+            }
             let free = percent(fs.available_bytes, fs.total_bytes);
             if free < thresholds.min_disk_free_percent {
                 failures.push(format!(
@@ -175,7 +221,7 @@ pub fn evaluate(
             }
         }
     }
-    if let Some(not_after) = cert_not_after
+    if let Some(not_after) = checks.cert_not_after
         && now > not_after
     {
         let secs = not_after
@@ -196,7 +242,8 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The filesystem a path lives on: the one with the longest mount point that contains it.
+/// The filesystem a path lives on: the one with the longest mount point that contains it
+/// (a stuck one included: it hides whatever is below it).
 fn filesystem_of<'a>(
     snapshot: &'a Snapshot,
     path: &Path,
@@ -204,7 +251,7 @@ fn filesystem_of<'a>(
     snapshot
         .filesystems
         .iter()
-        .filter(|fs| fs.total_bytes > 0 && path.starts_with(&fs.mount_point))
+        .filter(|fs| (fs.total_bytes > 0 || fs.stuck) && path.starts_with(&fs.mount_point))
         .max_by_key(|fs| fs.mount_point.len())
 }
 
@@ -212,15 +259,35 @@ fn filesystem_of<'a>(
 mod tests {
     use super::*;
     use crate::proto::metrics::{Filesystem, Memory, Temperature};
-    use std::time::Duration;
 
     fn thresholds() -> config::Health {
         config::Health {
             plaintext_listen: vec![],
+            plaintext_max_connections: 16,
             disk_paths: vec!["/var/lib/x".into()],
             min_disk_free_percent: 5.0,
             min_memory_available_percent: 10.0,
             max_temperature_celsius: Some(80.0),
+        }
+    }
+
+    fn checks(thresholds: config::Health, cert_not_after: Option<SystemTime>) -> Checks {
+        Checks {
+            thresholds,
+            cert_not_after,
+            stale_after: Duration::from_secs(15),
+        }
+    }
+
+    /// A snapshot sampled at `now`.
+    fn sampled(now: SystemTime, snapshot: Snapshot) -> Snapshot {
+        let ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        Snapshot {
+            sampled_at_unix_ms: ms as u64,
+            ..snapshot
         }
     }
 
@@ -233,26 +300,30 @@ mod tests {
         }
     }
 
-    /// Overall status needs the serving phase and passing checks; services only the phase.
+    /// Readiness names (`""` and served services) need the serving phase and passing
+    /// checks; the liveness name is SERVING in every phase and whatever the checks say.
     #[test]
-    fn overall_follows_phase_and_checks() {
-        let health = Health::new(&["svc"]);
-        assert_eq!(health.status(""), Some(ServingStatus::NotServing));
+    fn readiness_follows_phase_and_checks_liveness_does_not() {
+        let health = Health::new(&["live"], &["svc"]);
+        let (ready, serving) = (ServingStatus::NotServing, ServingStatus::Serving);
+        let all = |h: &Health| (h.status(""), h.status("svc"), h.status("live"));
+        assert_eq!(all(&health), (Some(ready), Some(ready), Some(serving)));
         health.set_phase(Phase::Serving);
-        assert_eq!(health.status(""), Some(ServingStatus::Serving));
+        assert_eq!(all(&health), (Some(serving), Some(serving), Some(serving)));
         health.set_failures(vec!["hot".into()]);
-        assert_eq!(health.status(""), Some(ServingStatus::NotServing));
-        assert_eq!(health.status("svc"), Some(ServingStatus::Serving));
+        assert_eq!(all(&health), (Some(ready), Some(ready), Some(serving)));
         health.set_failures(vec![]);
-        health.set_phase(Phase::Draining);
-        assert_eq!(health.status("svc"), Some(ServingStatus::NotServing));
+        for phase in [Phase::Stopping, Phase::Draining] {
+            health.set_phase(phase);
+            assert_eq!(all(&health), (Some(ready), Some(ready), Some(serving)));
+        }
         assert_eq!(health.status("nope"), None);
     }
 
     /// Watchers are woken only when something changed.
     #[test]
     fn unchanged_updates_do_not_wake_watchers() {
-        let health = Health::new(&[]);
+        let health = Health::new(&[], &[]);
         let mut rx = health.subscribe();
         rx.mark_unchanged();
         health.set_failures(vec![]);
@@ -265,28 +336,30 @@ mod tests {
     #[test]
     fn thresholds_fail_with_reasons() {
         let now = SystemTime::now();
-        let snapshot = Snapshot {
-            filesystems: vec![
-                fs("/", 100, 50),
-                fs("/var", 100, 1),
-                fs("/var/lib/x/y", 100, 0),
-            ],
-            memory: Some(Memory {
-                total_bytes: 100,
-                available_bytes: 5,
+        let snapshot = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![
+                    fs("/", 100, 50),
+                    fs("/var", 100, 1),
+                    fs("/var/lib/x/y", 100, 0),
+                ],
+                memory: Some(Memory {
+                    total_bytes: 100,
+                    available_bytes: 5,
+                    ..Default::default()
+                }),
+                temperatures: vec![Temperature {
+                    label: "cpu".into(),
+                    celsius: Some(91.0),
+                    critical_celsius: None,
+                }],
                 ..Default::default()
-            }),
-            temperatures: vec![Temperature {
-                label: "cpu".into(),
-                celsius: Some(91.0),
-                critical_celsius: None,
-            }],
-            ..Default::default()
-        };
+            },
+        );
         let failures = evaluate(
             &snapshot,
-            &thresholds(),
-            Some(now - Duration::from_secs(1)),
+            &checks(thresholds(), Some(now - Duration::from_secs(1))),
             now,
         );
         assert_eq!(failures.len(), 4, "{failures:?}");
@@ -303,27 +376,66 @@ mod tests {
     #[test]
     fn healthy_or_disabled_passes() {
         let now = SystemTime::now();
-        let snapshot = Snapshot {
-            filesystems: vec![fs("/", 100, 50)],
-            memory: Some(Memory {
-                total_bytes: 100,
-                available_bytes: 50,
+        let snapshot = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![fs("/", 100, 50)],
+                memory: Some(Memory {
+                    total_bytes: 100,
+                    available_bytes: 50,
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
+            },
+        );
         let later = Some(now + Duration::from_secs(60));
-        assert!(evaluate(&snapshot, &thresholds(), later, now).is_empty());
+        assert!(evaluate(&snapshot, &checks(thresholds(), later), now).is_empty());
         let off = config::Health {
             min_disk_free_percent: 0.0,
             min_memory_available_percent: 0.0,
             max_temperature_celsius: None,
             ..thresholds()
         };
-        let bad = Snapshot {
-            filesystems: vec![fs("/", 100, 0)],
+        let bad = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![fs("/", 100, 0)],
+                ..Default::default()
+            },
+        );
+        assert!(evaluate(&bad, &checks(off, later), now).is_empty());
+    }
+
+    /// No sample yet, and a sample older than the stale bound, fail; so does a stuck mount
+    /// that holds a watched path, while one elsewhere does not.
+    #[test]
+    fn missing_stale_and_stuck_samples_fail() {
+        let now = SystemTime::now();
+        let none = evaluate(&Snapshot::default(), &checks(thresholds(), None), now);
+        assert_eq!(none, ["no metrics sample yet"]);
+        let old = sampled(now - Duration::from_secs(20), Snapshot::default());
+        let stale = evaluate(&old, &checks(thresholds(), None), now);
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(
+            stale[0].starts_with("stale metrics: the last sample is 20s old"),
+            "{stale:?}"
+        );
+        let stuck = |mount: &str| Filesystem {
+            mount_point: mount.into(),
+            stuck: true,
             ..Default::default()
         };
-        assert!(evaluate(&bad, &off, later, now).is_empty());
+        let snapshot = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![fs("/", 100, 50), stuck("/var/lib"), stuck("/mnt/nfs")],
+                ..Default::default()
+            },
+        );
+        let failures = evaluate(&snapshot, &checks(thresholds(), None), now);
+        assert_eq!(
+            failures,
+            ["filesystem /var/lib does not answer (stuck), so /var/lib/x cannot be checked"]
+        );
     }
 }

@@ -38,9 +38,13 @@
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
 //! - [`systemd`]: sd_notify, the watchdog, socket activation
+//! - [`malloc`]: glibc's malloc told to give memory back (a fixed mmap threshold, trims)
+//! - [`throttle`]: log lines at a bounded pace, with what was held back counted by reason
 //! - [`proto`]: generated protobuf code
-// Two audited exceptions: adopting socket-activation descriptors (systemd::adopt), and
-// exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe).
+// Four audited exceptions: adopting socket-activation descriptors (systemd::adopt),
+// exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
+// statvfs(2), which std lacks (sampler::filesystems::statvfs), and declaring glibc's
+// mallopt and malloc_trim (malloc::glibc, integers in and out).
 #![deny(unsafe_code)]
 
 pub mod auth;
@@ -52,6 +56,7 @@ pub mod der;
 pub mod error;
 pub mod health;
 pub mod http1;
+pub mod malloc;
 pub mod methods;
 pub mod outbound;
 pub mod pki;
@@ -67,4 +72,5 @@ pub mod snappy;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;
+pub mod throttle;
 pub mod tls;

@@ -14,8 +14,12 @@ pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 pub const METRICS_PAGE: &str = "/metrics";
 pub const PAGES: [&str; 1] = [METRICS_PAGE];
 
-/// The services health reports on (reflection is a tool, not a service with a status).
-pub const HEALTH_SERVICES: [&str; 3] = [HEALTH, ECHO, METRICS];
+/// The service whose health says only that the process answers: the name for liveness
+/// probes. SERVING for as long as the daemon answers at all, draining included.
+pub const LIVENESS_SERVICES: [&str; 1] = [HEALTH];
+/// Services whose health follows the device checks, as the overall `""` does: names for
+/// readiness probes. (Reflection is a tool, not a service with a status.)
+pub const READINESS_SERVICES: [&str; 2] = [ECHO, METRICS];
 
 /// How a method's messages flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +35,33 @@ pub enum Kind {
 /// How large a method's request messages may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestSize {
-    /// A service name, an interval, a reflection query: a few KiB at most.
+    /// A service name, an interval, a reflection query: [`SMALL_REQUEST`] at most.
     Small,
     /// Up to `server.max_message_size` (echo payloads).
     Message,
+}
+
+/// The largest request message of a [`RequestSize::Small`] method.
+pub const SMALL_REQUEST: usize = 4096;
+
+impl RequestSize {
+    /// The largest request message, given `server.max_message_size`.
+    pub fn limit(self, max_message_size: usize) -> usize {
+        match self {
+            RequestSize::Small => SMALL_REQUEST.min(max_message_size),
+            RequestSize::Message => max_message_size,
+        }
+    }
+}
+
+/// The largest request message any method of `service` takes (tonic's limits are per
+/// service).
+pub fn request_limit(service: &str, max_message_size: usize) -> usize {
+    ALL.iter()
+        .filter(|m| m.service == service)
+        .map(|m| m.request_size.limit(max_message_size))
+        .max()
+        .unwrap_or(SMALL_REQUEST)
 }
 
 /// One routed method.
@@ -166,11 +193,21 @@ mod tests {
             assert_eq!(index(m.path), Some(i), "{} is listed twice", m.path);
             assert_eq!(format!("/{}", m.name()), m.path);
         }
-        for service in HEALTH_SERVICES {
+        for service in LIVENESS_SERVICES.iter().chain(&READINESS_SERVICES) {
             assert!(is_service(service), "{service}");
         }
         assert_eq!(find("/nope.Nope/X").map(|m| m.path), None);
         assert_eq!(service_of("garbage"), "");
+    }
+
+    /// Health, metrics and reflection take small requests; echo takes the configured size.
+    #[test]
+    fn request_limits_follow_the_table() {
+        let max = 4 << 20;
+        assert_eq!(request_limit(HEALTH, max), SMALL_REQUEST);
+        assert_eq!(request_limit(METRICS, max), SMALL_REQUEST);
+        assert_eq!(request_limit(REFLECTION_V1, max), SMALL_REQUEST);
+        assert_eq!(request_limit(ECHO, max), max);
     }
 
     /// The table says what the protos say: which methods stream which way.

@@ -13,7 +13,7 @@ use std::{
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
 /// Where `--dev` keeps its PKI, and the address it serves on: the same for vitalsd and
@@ -73,6 +73,8 @@ pub struct Leaf {
     pub not_after: SystemTime,
     /// Client or server usage; `None` leaves the extended key usage out.
     pub usage: Option<Usage>,
+    /// The serial number; `None` lets rcgen choose one.
+    pub serial: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,7 @@ impl Leaf {
             not_before: now - Duration::from_secs(3600),
             not_after: now + Duration::from_secs(days * 86_400),
             usage: Some(usage),
+            serial: None,
         }
     }
 }
@@ -133,12 +136,38 @@ impl Authority {
             None => vec![],
         };
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = leaf.serial.map(SerialNumber::from);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem {
             cert: cert.pem(),
             key: key.serialize_pem(),
         })
+    }
+}
+
+impl Authority {
+    /// A certificate revocation list (PEM) revoking the certificates with these serial
+    /// numbers, valid from an hour ago for a day.
+    pub fn revoke(&self, serials: &[u64]) -> Result<String, Error> {
+        let now = SystemTime::now();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: (now - Duration::from_secs(3600)).into(),
+            next_update: (now + Duration::from_secs(86_400)).into(),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: (now - Duration::from_secs(60)).into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 

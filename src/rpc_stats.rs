@@ -11,7 +11,10 @@ use std::{
 
 use crate::{
     methods,
-    proto::metrics::{LatencyBucket, MethodStats as MethodStatsProto, StatusCount},
+    proto::metrics::{
+        LatencyBucket, MethodStats as MethodStatsProto, ReasonCount, Server as ServerProto,
+        StatusCount,
+    },
 };
 
 /// Upper bounds of the latency buckets, in microseconds; one more bucket holds the rest.
@@ -152,10 +155,117 @@ impl Method {
     }
 }
 
-/// Statistics of every method the server routes, plus `unknown`.
+/// Statistics of every method the server routes, plus `unknown`, and the transport's.
 #[derive(Debug)]
 pub struct RpcStats {
     methods: Vec<Method>,
+    pub server: ServerStats,
+}
+
+/// Counts by reason, the reasons fixed: one not listed counts as the last, `other`.
+#[derive(Debug)]
+pub struct Reasons {
+    names: &'static [&'static str],
+    counts: Box<[AtomicU64]>,
+}
+
+impl Reasons {
+    fn new(names: &'static [&'static str]) -> Reasons {
+        Reasons {
+            names,
+            counts: names.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn add(&self, reason: &str) {
+        let i = self.names.iter().position(|n| *n == reason);
+        self.counts[i.unwrap_or(self.names.len() - 1)].fetch_add(1, Relaxed);
+    }
+
+    /// The reasons counted so far.
+    fn snapshot(&self) -> Vec<ReasonCount> {
+        (self.names.iter().zip(&self.counts))
+            .map(|(name, n)| (name, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, count)| ReasonCount {
+                reason: name.to_string(),
+                count,
+            })
+            .collect()
+    }
+}
+
+/// Why a TLS handshake failed (`Snapshot.server.handshakes_refused`).
+pub const HANDSHAKE_REASONS: &[&str] = &[
+    "unknown CA",
+    "expired",
+    "not yet valid",
+    "no certificate",
+    "wrong EKU",
+    "revoked",
+    "timeout",
+    "evicted",
+    "other",
+];
+
+/// The transport's counters: what it refused, evicted and closed, and what it holds now.
+#[derive(Debug)]
+pub struct ServerStats {
+    pub tls_connections: AtomicU64,
+    pub plaintext_connections: AtomicU64,
+    pub handshakes: AtomicU64,
+    pub handshakes_evicted: AtomicU64,
+    pub handshakes_refused: Reasons,
+    pub connections_refused: Reasons,
+    pub calm_goaways: Reasons,
+    pub credential_closes: Reasons,
+    pub silent_closes: AtomicU64,
+    /// Request bytes charged now by messages still arriving (`server.max_request_buffer`).
+    pub request_buffer_bytes: AtomicU64,
+    pub request_buffer_refusals: AtomicU64,
+    pub first_message_timeouts: AtomicU64,
+    pub audit_lines_suppressed: AtomicU64,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        ServerStats {
+            tls_connections: AtomicU64::new(0),
+            plaintext_connections: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+            handshakes_evicted: AtomicU64::new(0),
+            handshakes_refused: Reasons::new(HANDSHAKE_REASONS),
+            connections_refused: Reasons::new(&["tls", "plaintext", "handshakes"]),
+            calm_goaways: Reasons::new(&["ping", "settings", "reset"]),
+            credential_closes: Reasons::new(&["expired", "reverified"]),
+            silent_closes: AtomicU64::new(0),
+            request_buffer_bytes: AtomicU64::new(0),
+            request_buffer_refusals: AtomicU64::new(0),
+            first_message_timeouts: AtomicU64::new(0),
+            audit_lines_suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ServerStats {
+    pub fn snapshot(&self) -> ServerProto {
+        let n = |a: &AtomicU64| a.load(Relaxed);
+        ServerProto {
+            tls_connections: n(&self.tls_connections),
+            plaintext_connections: n(&self.plaintext_connections),
+            handshakes: n(&self.handshakes),
+            handshakes_evicted: n(&self.handshakes_evicted),
+            handshakes_refused: self.handshakes_refused.snapshot(),
+            connections_refused: self.connections_refused.snapshot(),
+            calm_goaways: self.calm_goaways.snapshot(),
+            credential_closes: self.credential_closes.snapshot(),
+            silent_closes: n(&self.silent_closes),
+            request_buffer_bytes: n(&self.request_buffer_bytes),
+            request_buffer_refusals: n(&self.request_buffer_refusals),
+            first_message_timeouts: n(&self.first_message_timeouts),
+            audit_lines_suppressed: n(&self.audit_lines_suppressed),
+        }
+    }
 }
 
 impl Default for RpcStats {
@@ -174,7 +284,10 @@ impl RpcStats {
     fn for_paths(paths: &[&'static str]) -> RpcStats {
         let mut methods: Vec<Method> = paths.iter().map(|p| Method::new(p)).collect();
         methods.push(Method::new(UNKNOWN));
-        RpcStats { methods }
+        RpcStats {
+            methods,
+            server: ServerStats::default(),
+        }
     }
 
     /// Where the counters of the method at `index` of [`methods::ALL`] are; `unknown`'s

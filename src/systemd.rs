@@ -68,14 +68,21 @@ pub const HEALTH_FD_NAME: &str = "health";
 pub enum ActivationError {
     #[error("$LISTEN_FDS is `{0}`, not a number of sockets")]
     Count(String),
-    #[error("socket {fd} passed by systemd is not a listening TCP socket ({reason})")]
-    NotTcpListener { fd: i32, reason: String },
+    #[error("socket {fd} passed by systemd is not a listening stream socket ({reason})")]
+    NotListener { fd: i32, reason: String },
+}
+
+/// A listening socket passed by systemd: TCP, or (for the plaintext health listener) unix.
+#[derive(Debug)]
+pub enum Socket {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
 }
 
 /// A listener passed by systemd socket activation.
 #[derive(Debug)]
 pub struct Passed {
-    pub listener: std::net::TcpListener,
+    pub listener: Socket,
     /// Its `FileDescriptorName=`, or "unknown".
     pub name: String,
 }
@@ -108,29 +115,33 @@ pub fn listeners() -> Result<Vec<Passed>, ActivationError> {
         .collect()
 }
 
-/// Takes ownership of a descriptor systemd passed and checks it is a listening TCP socket.
+/// Takes ownership of a descriptor systemd passed and checks it is a listening stream
+/// socket, TCP or unix.
 #[allow(unsafe_code)]
-fn adopt(fd: i32) -> Result<std::net::TcpListener, ActivationError> {
+fn adopt(fd: i32) -> Result<Socket, ActivationError> {
     use std::os::fd::FromRawFd;
-    let bad = |reason: String| ActivationError::NotTcpListener { fd, reason };
+    let bad = |reason: String| ActivationError::NotListener { fd, reason };
     // SAFETY: systemd passes descriptors LISTEN_FDS_START..+LISTEN_FDS to this process (we
     // checked LISTEN_PID) and nothing else in the process owns them; each is adopted once.
     let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
     let kind = socket.r#type().map_err(|e| bad(e.to_string()))?;
     let listening = socket.is_listener().map_err(|e| bad(e.to_string()))?;
-    let inet = socket
-        .local_addr()
-        .map_err(|e| bad(e.to_string()))?
-        .as_socket()
-        .is_some();
-    if kind != socket2::Type::STREAM || !listening || !inet {
+    let domain = socket.domain().map_err(|e| bad(e.to_string()))?;
+    let unix = domain == socket2::Domain::UNIX;
+    let inet = domain == socket2::Domain::IPV4 || domain == socket2::Domain::IPV6;
+    if kind != socket2::Type::STREAM || !listening || !(inet || unix) {
         return Err(bad(
-            "a socket unit needs ListenStream= with an IP address and port".into(),
+            "a socket unit needs ListenStream= with an IP address and port, or a unix socket path"
+                .into(),
         ));
     }
     socket
         .set_nonblocking(true)
         .map_err(|e| bad(e.to_string()))?;
     socket.set_cloexec(true).map_err(|e| bad(e.to_string()))?;
-    Ok(socket.into())
+    Ok(if unix {
+        Socket::Unix(socket.into())
+    } else {
+        Socket::Tcp(socket.into())
+    })
 }

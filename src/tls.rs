@@ -17,8 +17,8 @@ use std::{
 
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::WebPkiClientVerifier,
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 
 /// The ALPN protocol gRPC speaks.
@@ -39,6 +39,8 @@ pub enum Error {
     NoCertificate { path: PathBuf },
     #[error("{path}: not a PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     BadKey { path: PathBuf },
+    #[error("{path}: the private key is empty")]
+    EmptyKey { path: PathBuf },
     #[error("{path}: {reason}")]
     BadPem { path: PathBuf, reason: String },
     #[error("{path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`")]
@@ -108,6 +110,11 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
 
 /// Parses a PEM private key held in memory (a pulled secret); `origin` names it in errors.
 pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    if pem.trim_ascii().is_empty() {
+        return Err(Error::EmptyKey {
+            path: origin.to_path_buf(),
+        });
+    }
     PrivateKeyDer::from_pem_slice(pem).map_err(|_| Error::BadKey {
         path: origin.to_path_buf(),
     })
@@ -145,18 +152,57 @@ pub struct ServerIdentity {
     pub config: Arc<ServerConfig>,
     /// When the server's own certificate expires, for the health check.
     pub not_after: Option<SystemTime>,
+    /// The client certificate verifier in `config`, to check open connections again.
+    pub verifier: Arc<dyn ClientCertVerifier>,
     /// The server certificate's identity (as [`identity`] reads a client's): the device's
     /// name in what it pushes.
     pub identity: Option<String>,
 }
 
+/// Reads certificate revocation lists: PEM files (one or more `X509 CRL` blocks) or DER.
+fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let mut crls = Vec::new();
+    for path in paths {
+        let bytes = fs::read(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let bad = |reason: String| Error::BadPem {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.starts_with(b"-----") {
+            let pems = CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if pems.is_empty() {
+                return Err(bad("no X509 CRL in it".into()));
+            }
+            crls.extend(pems);
+        } else {
+            crls.push(CertificateRevocationListDer::from(bytes));
+        }
+    }
+    Ok(crls)
+}
+
 /// Builds the server config: the chain in `cert` and `key`, client certificates required
-/// and verified against the `client_ca` bundle, TLS 1.3 and 1.2, ALPN h2 and http/1.1.
-pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerIdentity, Error> {
+/// and verified against the `client_ca` bundle and the revocation lists in `crl` (of the
+/// client's own certificate; one whose issuer has no list is accepted), TLS 1.3 and 1.2,
+/// ALPN h2 and http/1.1.
+pub fn server_config(
+    cert: &Path,
+    key: Key,
+    client_ca: &Path,
+    crl: &[PathBuf],
+) -> Result<ServerIdentity, Error> {
     let chain = load_certs(cert)?;
     let roots = roots(client_ca)?;
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(load_crls(crl)?)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| Error::ClientCa {
             path: client_ca.to_path_buf(),
@@ -166,18 +212,25 @@ pub fn server_config(cert: &Path, key: Key, client_ca: &Path) -> Result<ServerId
     let own_identity = identity(&chain[0]);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key.der)
         .map_err(|source| Error::KeyMismatch {
             cert: cert.to_path_buf(),
             key: key.origin,
             source,
         })?;
+    // No session resumption: a resumed session skips the client certificate check, so it
+    // would outlive a reload's new client CA or CRL; and a cache of 256 sessions, each
+    // holding a client chain, kept ~2 MiB pinned after a connection storm (RELIABILITY.md).
+    // A device's TLS 1.3 handshake takes milliseconds.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     // h2 first: a client offering both (curl) gets HTTP/2.
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(ServerIdentity {
         config: Arc::new(config),
         not_after,
+        verifier,
         identity: own_identity,
     })
 }
@@ -279,8 +332,8 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
     }
 }
 
-/// The identity a client certificate names: its first URI SAN, else its first DNS SAN,
-/// else its subject CN. `None` when the certificate names nothing usable.
+/// The identity a client certificate names: its first URI SAN, else its first DNS SAN, else
+/// (only when it has no SAN at all) its subject CN. `None` when it names nothing usable.
 pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
     crate::der::identity(cert.as_ref())
 }
@@ -299,7 +352,8 @@ mod tests {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
 
-    /// Identity prefers the URI SAN, then the DNS SAN, then the CN.
+    /// Identity prefers the URI SAN, then the DNS SAN; the CN counts only in a certificate
+    /// without any SAN (one with only an IP SAN names no identity).
     #[test]
     fn identity_order() {
         let ca = Authority::new("t").unwrap();
@@ -317,7 +371,8 @@ mod tests {
             identity(&issue(&["dev.example", "10.0.0.1"])).as_deref(),
             Some("dev.example")
         );
-        assert_eq!(identity(&issue(&["10.0.0.1"])).as_deref(), Some("the-cn"));
+        assert_eq!(identity(&issue(&["10.0.0.1"])).as_deref(), None);
+        assert_eq!(identity(&issue(&[])).as_deref(), Some("the-cn"));
     }
 
     /// Garbage bytes give no identity rather than a panic.
@@ -341,6 +396,8 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         write_file(&path, &pki.server.key, 0o600).unwrap();
         load_key(&path).unwrap();
+        write_file(&path, "\n", 0o600).unwrap();
+        assert!(matches!(load_key(&path), Err(Error::EmptyKey { .. })));
     }
 
     /// A server config builds from the dev PKI, and a mismatched key is named.
@@ -351,14 +408,14 @@ mod tests {
         pki.write(dir.path()).unwrap();
         let (cert, ca) = (dir.path().join("server.crt"), dir.path().join("ca.crt"));
         let key = Key::load(&dir.path().join("server.key")).unwrap();
-        let identity = server_config(&cert, key, &ca).unwrap();
+        let identity = server_config(&cert, key, &ca, &[]).unwrap();
         assert!(identity.not_after.unwrap() > SystemTime::now());
         assert_eq!(
             identity.config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
         let wrong = Key::load(&dir.path().join("client.key")).unwrap();
-        let err = server_config(&cert, wrong, &ca).err().unwrap();
+        let err = server_config(&cert, wrong, &ca, &[]).err().unwrap();
         assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
     }
 

@@ -140,6 +140,14 @@ impl Balancer {
         let mut seen = Vec::new();
         let mut subchannels = Vec::new();
         for target in targets {
+            // A unix socket is its own address: nothing to resolve.
+            if super::Target::parse(target).is_unix() {
+                subchannels.push(Arc::new(Subchannel {
+                    dial: dialer.target(target),
+                    slot: Mutex::new(Slot::default()),
+                }));
+                continue;
+            }
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host(target.as_str())
                 .await
                 .map_err(|source| Error::Resolve {

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, pki_types::ServerName};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
+    net::{TcpStream, UnixStream},
     sync::Notify,
     time::Sleep,
 };
@@ -95,10 +95,41 @@ fn system_bundle() -> Result<PathBuf, Error> {
         .ok_or(Error::NoSystemRoots)
 }
 
+/// Where a target listens: a TCP `host:port`, or a unix socket named as grpc-go and
+/// grpc_health_probe name one (`unix:/path`, `unix:///path`, `unix-abstract:name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(String),
+    Unix(PathBuf),
+    /// A socket in the abstract namespace (Linux): its name, without the leading NUL.
+    Abstract(Vec<u8>),
+}
+
+impl Target {
+    /// `unix:/run/x.sock`, `unix:///run/x.sock` and `unix:relative` are paths,
+    /// `unix-abstract:name` an abstract name, anything else `host:port`.
+    pub fn parse(addr: &str) -> Target {
+        if let Some(name) = addr.strip_prefix("unix-abstract:") {
+            return Target::Abstract(name.as_bytes().to_vec());
+        }
+        match addr.strip_prefix("unix:") {
+            // unix://absolute_path: the authority is empty, the path absolute.
+            Some(rest) => Target::Unix(PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))),
+            None => Target::Tcp(addr.to_string()),
+        }
+    }
+
+    /// Whether this is a unix socket (no resolving, no TLS name of its own).
+    pub fn is_unix(&self) -> bool {
+        !matches!(self, Target::Tcp(_))
+    }
+}
+
 /// How to reach a server.
 #[derive(Clone)]
 pub struct Dial {
-    /// `host:port`; a name is resolved at connect time and its addresses tried in order.
+    /// `host:port` (a name is resolved at connect time and its addresses tried in order), or
+    /// a unix socket: `unix:/path`, `unix:///path`, `unix-abstract:name`.
     pub addr: String,
     /// TLS settings; `None` for plaintext (the health-only listener).
     pub tls: Option<Arc<ClientConfig>>,
@@ -170,6 +201,10 @@ impl Dial {
     }
 
     fn host(&self) -> &str {
+        // A unix socket has no host; grpc-go calls it localhost.
+        if Target::parse(&self.addr).is_unix() {
+            return "localhost";
+        }
         let host = self
             .addr
             .rsplit_once(':')
@@ -190,7 +225,11 @@ impl Dial {
     /// Connects now (TCP, TLS, and the server's HTTP/2 SETTINGS within `connect_timeout`)
     /// and returns the channel with the liveness of its connection.
     pub async fn open(&self) -> Result<Conn, Error> {
-        let uri: Uri = format!("http://{}", self.addr)
+        let authority = match Target::parse(&self.addr) {
+            Target::Tcp(addr) => addr,
+            Target::Unix(_) | Target::Abstract(_) => "localhost".to_string(),
+        };
+        let uri: Uri = format!("http://{authority}")
             .parse()
             .map_err(|_| Error::Address(self.addr.clone()))?;
         let mut endpoint = Endpoint::from(uri);
@@ -260,30 +299,43 @@ impl Dial {
             }
             None => None,
         };
-        Ok(Connector {
-            addr: self.addr.clone(),
-            tls,
-        })
+        let target = Target::parse(&self.addr);
+        if target.is_unix() && tls.is_some() {
+            return Err(Error::UnixTls(self.addr.clone()));
+        }
+        Ok(Connector { target, tls })
     }
 }
 
-/// Opens TCP (and TLS) streams to one server.
+/// Opens TCP (and TLS) or unix streams to one server.
 #[derive(Clone)]
 pub struct Connector {
-    addr: String,
+    target: Target,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 impl Connector {
     /// A new stream, reporting to `liveness`; the caller keeps the time.
     pub async fn stream(&self, liveness: Arc<Liveness>) -> io::Result<Graceful> {
-        let tcp = TcpStream::connect(&self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let stream = match &self.tls {
-            Some((connector, name)) => {
-                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+        let stream = match &self.target {
+            Target::Tcp(addr) => {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                match &self.tls {
+                    Some((connector, name)) => {
+                        Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+                    }
+                    None => Stream::Plain(tcp),
+                }
             }
-            None => Stream::Plain(tcp),
+            Target::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+            Target::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                let std = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                std.set_nonblocking(true)?;
+                Stream::Unix(UnixStream::from_std(std)?)
+            }
         };
         Ok(Graceful::new(stream, liveness))
     }
@@ -355,10 +407,31 @@ impl Liveness {
     }
 }
 
-/// A TCP or TLS stream.
+/// A TCP, TLS or unix stream.
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+/// `$call` on whichever stream `$stream` holds, pinned.
+macro_rules! on_stream {
+    ($stream:expr, $s:ident => $call:expr) => {
+        match $stream {
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $call
+            }
+            Stream::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $call
+            }
+            Stream::Unix($s) => {
+                let $s = Pin::new($s);
+                $call
+            }
+        }
+    };
 }
 
 /// A stream that closes politely: `poll_shutdown` sends close_notify and FIN, then reads
@@ -409,10 +482,7 @@ impl Graceful {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        on_stream!(&mut self.stream, s => s.poll_read(cx, buf))
     }
 }
 
@@ -461,10 +531,7 @@ impl AsyncWrite for Graceful {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = ready!(match &mut this.stream {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-        });
+        let result = ready!(on_stream!(&mut this.stream, s => s.poll_write(cx, data)));
         if let Err(e) = &result {
             this.failed(e, false);
             this.unusable();
@@ -478,10 +545,7 @@ impl AsyncWrite for Graceful {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = ready!(match &mut this.stream {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        });
+        let result = ready!(on_stream!(&mut this.stream, s => s.poll_write_vectored(cx, bufs)));
         if let Err(e) = &result {
             this.failed(e, false);
             this.unusable();
@@ -493,14 +557,12 @@ impl AsyncWrite for Graceful {
         match &self.stream {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        on_stream!(&mut self.get_mut().stream, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -508,10 +570,7 @@ impl AsyncWrite for Graceful {
         this.unusable();
         if !this.shut {
             // The TLS stream sends close_notify, then shuts down the TCP write half.
-            let result = ready!(match &mut this.stream {
-                Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-                Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            });
+            let result = ready!(on_stream!(&mut this.stream, s => s.poll_shutdown(cx)));
             this.shut = true;
             if result.is_err() {
                 return Poll::Ready(Ok(()));
@@ -534,5 +593,41 @@ impl AsyncWrite for Graceful {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Targets are named as grpc-go names them.
+    #[test]
+    fn targets_parse_as_grpc_go_names_them() {
+        assert_eq!(
+            Target::parse("10.0.0.7:50051"),
+            Target::Tcp("10.0.0.7:50051".into())
+        );
+        assert_eq!(
+            Target::parse("unix:/run/h.sock"),
+            Target::Unix("/run/h.sock".into())
+        );
+        assert_eq!(
+            Target::parse("unix:///run/h.sock"),
+            Target::Unix("/run/h.sock".into())
+        );
+        assert_eq!(Target::parse("unix:h.sock"), Target::Unix("h.sock".into()));
+        assert_eq!(
+            Target::parse("unix-abstract:vitals"),
+            Target::Abstract(b"vitals".to_vec())
+        );
+        assert_eq!(Dial::plaintext("unix:/run/h.sock").tls_name(), "localhost");
+        assert!(matches!(
+            Dial::with_tls(
+                "unix:/x",
+                tls::client_config_no_verify(ClientAuth::Anonymous).unwrap()
+            )
+            .connector(),
+            Err(Error::UnixTls(_))
+        ));
     }
 }

@@ -25,7 +25,7 @@ mod view;
 
 use std::time::Duration;
 
-pub use dial::{Conn, Dial, Liveness, TlsOptions, Trust};
+pub use dial::{Conn, Dial, Liveness, Target, TlsOptions, Trust};
 pub use view::{MetricsView, snapshot_json, snapshot_table};
 
 use crate::tls;
@@ -79,6 +79,10 @@ pub enum Error {
     NoPreface { addr: String, why: String },
     #[error("connecting to {addr}: timed out after {timeout:?}")]
     ConnectTimeout { addr: String, timeout: Duration },
+    #[error(
+        "{0}: TLS over a unix socket is not supported (the health listener there is plaintext)"
+    )]
+    UnixTls(String),
 }
 
 impl Error {
@@ -89,7 +93,8 @@ impl Error {
             | Error::NoSystemRoots
             | Error::Address(_)
             | Error::ServerName(_)
-            | Error::UserAgent(_) => exit::ARGS,
+            | Error::UserAgent(_)
+            | Error::UnixTls(_) => exit::ARGS,
             Error::Resolve { .. }
             | Error::NoAddress { .. }
             | Error::Connect { .. }

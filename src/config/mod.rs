@@ -107,6 +107,8 @@ pub struct Server {
     pub max_connections: usize,
     pub max_handshakes: usize,
     pub max_calls: usize,
+    pub max_request_buffer: usize,
+    pub first_message_timeout: Duration,
     pub handshake_timeout: Duration,
     pub tcp_keepalive: Option<Duration>,
     pub http2_keepalive_interval: Option<Duration>,
@@ -118,6 +120,7 @@ pub struct Server {
     pub max_connection_idle: Option<Duration>,
     pub max_connection_age: Option<Duration>,
     pub max_connection_age_grace: Duration,
+    pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub worker_threads: usize,
 }
@@ -127,6 +130,7 @@ pub struct Tls {
     pub cert: PathBuf,
     pub key: Material,
     pub client_ca: PathBuf,
+    pub crl: Vec<PathBuf>,
 }
 
 /// Where secret material comes from: a file, or a pulled secret (`secret:NAME`).
@@ -340,16 +344,39 @@ impl Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
-    pub plaintext_listen: Vec<SocketAddr>,
+    pub plaintext_listen: Vec<ListenAddr>,
+    pub plaintext_max_connections: usize,
     pub disk_paths: Vec<PathBuf>,
     pub min_disk_free_percent: f64,
     pub min_memory_available_percent: f64,
     pub max_temperature_celsius: Option<f64>,
 }
 
+/// Where a plaintext health listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    /// `unix:/path`: a socket file, replaced at start when stale, removed at stop.
+    Unix(PathBuf),
+    /// `unix-abstract:name`: Linux's abstract namespace, no file.
+    UnixAbstract(String),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenAddr::UnixAbstract(name) => write!(f, "unix-abstract:{name}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
     pub sample_interval: Duration,
+    /// A filesystem that does not answer statfs within this is reported stuck.
+    pub filesystem_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

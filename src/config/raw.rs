@@ -34,6 +34,12 @@ pub struct RawServer {
     pub max_handshakes: u64,
     /// Calls in flight across all connections; more get RESOURCE_EXHAUSTED.
     pub max_calls: u64,
+    /// Request bytes held, across all connections, by messages still arriving (past the
+    /// first 4 KiB of each); a call that needs more gets RESOURCE_EXHAUSTED.
+    pub max_request_buffer: String,
+    /// A streaming call whose first request message is not whole by then ends with
+    /// DEADLINE_EXCEEDED.
+    pub first_message_timeout: String,
     /// A connection that has not finished its TLS handshake by then is closed.
     pub handshake_timeout: String,
     /// TCP keepalive idle time ("0s" turns it off).
@@ -56,6 +62,9 @@ pub struct RawServer {
     pub max_connection_age: String,
     /// After an age GOAWAY, in-flight RPCs get this long before the connection is closed.
     pub max_connection_age_grace: String,
+    /// On SIGTERM, readiness turns NOT_SERVING and the listeners keep accepting for this
+    /// long, so pollers see it before the GOAWAY ("0s": drain at once).
+    pub shutdown_delay: String,
     /// On SIGTERM, in-flight RPCs get this long to finish.
     pub drain_timeout: String,
     /// Runtime worker threads; 0 means one per CPU.
@@ -69,6 +78,8 @@ impl Default for RawServer {
             max_connections: 1024,
             max_handshakes: 64,
             max_calls: 2048,
+            max_request_buffer: "16MiB".into(),
+            first_message_timeout: "10s".into(),
             handshake_timeout: "5s".into(),
             tcp_keepalive: "60s".into(),
             http2_keepalive_interval: "30s".into(),
@@ -80,6 +91,7 @@ impl Default for RawServer {
             max_connection_idle: "0s".into(),
             max_connection_age: "0s".into(),
             max_connection_age_grace: "30s".into(),
+            shutdown_delay: "5s".into(),
             drain_timeout: "10s".into(),
             worker_threads: 0,
         }
@@ -96,6 +108,8 @@ pub struct RawTls {
     pub key: String,
     /// PEM bundle of the CAs that issue client certificates.
     pub client_ca: String,
+    /// Certificate revocation lists (PEM or DER files) checked for client certificates.
+    pub crl: Vec<String>,
 }
 
 impl Default for RawTls {
@@ -104,6 +118,7 @@ impl Default for RawTls {
             cert: "/etc/vitalsd/tls/server.crt".into(),
             key: "/etc/vitalsd/tls/server.key".into(),
             client_ca: "/etc/vitalsd/tls/ca.crt".into(),
+            crl: Vec::new(),
         }
     }
 }
@@ -111,8 +126,11 @@ impl Default for RawTls {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawHealth {
-    /// Plaintext listeners that serve only grpc.health.v1 (for probes without mTLS). Empty: none.
+    /// Plaintext listeners that serve only grpc.health.v1 (for probes without mTLS):
+    /// `host:port`, `unix:/path` or `unix-abstract:name`. Empty: none.
     pub plaintext_listen: Vec<String>,
+    /// Open connections on the plaintext listeners (their own cap, apart from the TLS one).
+    pub plaintext_max_connections: u64,
     /// Filesystems whose free space is checked.
     pub disk_paths: Vec<String>,
     /// Overall health is NOT_SERVING below this much free space, in percent (0 turns it off).
@@ -127,6 +145,7 @@ impl Default for RawHealth {
     fn default() -> Self {
         RawHealth {
             plaintext_listen: Vec::new(),
+            plaintext_max_connections: 16,
             disk_paths: vec!["/".into()],
             min_disk_free_percent: 2.0,
             min_memory_available_percent: 2.0,
@@ -140,12 +159,15 @@ impl Default for RawHealth {
 pub struct RawMetrics {
     /// How often the sampler reads /proc and /sys; also the shortest Watch interval.
     pub sample_interval: String,
+    /// How long one filesystem may take to answer statfs before it is reported stuck.
+    pub filesystem_timeout: String,
 }
 
 impl Default for RawMetrics {
     fn default() -> Self {
         RawMetrics {
             sample_interval: "5s".into(),
+            filesystem_timeout: "1s".into(),
         }
     }
 }
@@ -314,7 +336,7 @@ impl Default for RawAuth {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
-    /// Exact identities, `prefix*`, or `*`.
+    /// Exact identities, `prefix*` (whole path segments: `a/b*` is `a/b` and `a/b/…`), or `*`.
     pub identities: Vec<String>,
     /// `pkg.Service/Method`, `pkg.Service/*` or `*`.
     pub methods: Vec<String>,

@@ -5,9 +5,9 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
-    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, Log, Material,
-    Metrics, Push, PushAuth, RawAuth, RawConfig, RawPush, RawSource, RuleConfig, SECRET_PREFIX,
-    Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers, units,
+    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, ListenAddr, Log,
+    Material, Metrics, Push, PushAuth, RawAuth, RawConfig, RawPush, RawSource, RuleConfig,
+    SECRET_PREFIX, Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers, units,
 };
 
 /// Validates the merged raw config into the typed one; every error names the key and the
@@ -24,6 +24,14 @@ pub(super) fn validate(
         max_connections: v.range("server.max_connections", s.max_connections, 1, 1 << 20)? as usize,
         max_handshakes: v.range("server.max_handshakes", s.max_handshakes, 1, 1 << 20)? as usize,
         max_calls: v.range("server.max_calls", s.max_calls, 1, 1 << 24)? as usize,
+        max_request_buffer: v.size(
+            "server.max_request_buffer",
+            &s.max_request_buffer,
+            64 << 10,
+            1 << 32,
+        )? as usize,
+        first_message_timeout: v
+            .nonzero_duration("server.first_message_timeout", &s.first_message_timeout)?,
         handshake_timeout: v.nonzero_duration("server.handshake_timeout", &s.handshake_timeout)?,
         tcp_keepalive: v.optional_duration("server.tcp_keepalive", &s.tcp_keepalive)?,
         http2_keepalive_interval: v.optional_duration(
@@ -59,9 +67,19 @@ pub(super) fn validate(
             "server.max_connection_age_grace",
             &s.max_connection_age_grace,
         )?,
+        shutdown_delay: v.duration("server.shutdown_delay", &s.shutdown_delay)?,
         drain_timeout: v.duration("server.drain_timeout", &s.drain_timeout)?,
         worker_threads: v.range("server.worker_threads", s.worker_threads, 0, 256)? as usize,
     };
+    if server.max_request_buffer < server.max_message_size {
+        return Err(layers.invalid(
+            "server.max_request_buffer",
+            format!(
+                "{} bytes is less than server.max_message_size ({}): no message of that size could arrive",
+                server.max_request_buffer, server.max_message_size
+            ),
+        ));
+    }
     if server.listen.is_empty() {
         return Err(layers.invalid("server.listen", "at least one address is needed"));
     }
@@ -69,6 +87,12 @@ pub(super) fn validate(
         cert: v.path("tls.cert", &raw.tls.cert)?,
         key: v.material("tls.key", &raw.tls.key)?,
         client_ca: v.path("tls.client_ca", &raw.tls.client_ca)?,
+        crl: raw
+            .tls
+            .crl
+            .iter()
+            .map(|p| v.path("tls.crl", p))
+            .collect::<Result<_, _>>()?,
     };
     let secrets = Secrets {
         startup_timeout: v
@@ -127,7 +151,17 @@ pub(super) fn validate(
     }
     let h = &raw.health;
     let health = Health {
-        plaintext_listen: v.addrs("health.plaintext_listen", &h.plaintext_listen)?,
+        plaintext_listen: h
+            .plaintext_listen
+            .iter()
+            .map(|a| v.listen_addr("health.plaintext_listen", a))
+            .collect::<Result<_, _>>()?,
+        plaintext_max_connections: v.range(
+            "health.plaintext_max_connections",
+            h.plaintext_max_connections,
+            1,
+            1 << 16,
+        )? as usize,
         disk_paths: h
             .disk_paths
             .iter()
@@ -154,6 +188,16 @@ pub(super) fn validate(
     if sample_interval < Duration::from_millis(500) {
         return Err(layers.invalid("metrics.sample_interval", "must be at least 500ms"));
     }
+    let filesystem_timeout = v.duration(
+        "metrics.filesystem_timeout",
+        &raw.metrics.filesystem_timeout,
+    )?;
+    if filesystem_timeout < Duration::from_millis(10) || filesystem_timeout > sample_interval {
+        return Err(layers.invalid(
+            "metrics.filesystem_timeout",
+            "must be between 10ms and metrics.sample_interval",
+        ));
+    }
     let log = Log {
         level: v.log_level("log.level", &raw.log.level)?,
         format: raw.log.format,
@@ -177,7 +221,10 @@ pub(super) fn validate(
         server,
         tls,
         health,
-        metrics: Metrics { sample_interval },
+        metrics: Metrics {
+            sample_interval,
+            filesystem_timeout,
+        },
         log,
         secrets,
         auth,
@@ -210,6 +257,26 @@ impl Validator<'_> {
                 })
             })
             .collect()
+    }
+
+    /// `host:port`, `unix:/path` or `unix-abstract:name`.
+    fn listen_addr(&self, key: &str, value: &str) -> Result<ListenAddr, Error> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(self.err(key, format!("`{value}`: unix: needs an absolute path")));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(name) = value.strip_prefix("unix-abstract:") {
+            // sun_path holds 108 bytes, the leading NUL included.
+            if name.is_empty() || name.len() > 107 {
+                return Err(self.err(key, format!("`{value}`: a name of 1 to 107 bytes")));
+            }
+            return Ok(ListenAddr::UnixAbstract(name.to_string()));
+        }
+        Ok(ListenAddr::Tcp(
+            self.addrs(key, std::slice::from_ref(&value.to_string()))?[0],
+        ))
     }
 
     fn duration(&self, key: &str, value: &str) -> Result<Duration, Error> {

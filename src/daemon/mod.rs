@@ -16,7 +16,7 @@ pub use start::{Options, StartError, exit, start};
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use tokio::sync::{mpsc, watch};
@@ -82,11 +82,11 @@ pub enum Control {
     Stop,
 }
 
-/// What the health checks compare snapshots with; replaced on reload.
-#[derive(Debug, Clone)]
-struct Checks {
-    thresholds: config::Health,
-    cert_not_after: Option<SystemTime>,
+/// What the sampler publishes, and since when it runs.
+#[derive(Clone)]
+struct Snapshots {
+    rx: watch::Receiver<Published>,
+    started: std::time::Instant,
 }
 
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
@@ -96,8 +96,8 @@ pub struct Daemon {
     health: Health,
     shared: Arc<Shared>,
     stats: Arc<RpcStats>,
-    snapshots: watch::Receiver<Published>,
-    checks: watch::Sender<Checks>,
+    snapshots: Snapshots,
+    checks: watch::Sender<health::Checks>,
     telemetry: Option<Arc<Telemetry>>,
     secrets: Secrets,
     /// Reloads, secret pulls, the certificate's expiry and the push, for the metrics.
@@ -120,9 +120,15 @@ impl Daemon {
         let identity = server_tls(&config.tls, &secrets)?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
         let shutdown = CancellationToken::new();
-        let health = Health::new(&methods::HEALTH_SERVICES);
+        let health = Health::new(&methods::LIVENESS_SERVICES, &methods::READINESS_SERVICES);
         let stats = Arc::new(RpcStats::new());
-        let snapshots = Sampler::spawn(config.metrics.sample_interval);
+        let snapshots = Snapshots {
+            started: std::time::Instant::now(),
+            rx: Sampler::spawn(
+                config.metrics.sample_interval,
+                config.metrics.filesystem_timeout,
+            ),
+        };
         let counters = Arc::new(DaemonStats::default());
         // The daemon gets here only once startup pulled every secret.
         counters.secret_pulls_ok.store(1, Relaxed);
@@ -130,13 +136,6 @@ impl Daemon {
         counters
             .cert_not_after
             .store(unix_secs(identity.not_after), Relaxed);
-        let parts = Parts {
-            health: &health,
-            snapshots: &snapshots,
-            stats: &stats,
-            counters: &counters,
-            shutdown: &shutdown,
-        };
         let push_settings = push::Settings::new(
             &config.push,
             &secrets,
@@ -147,13 +146,17 @@ impl Daemon {
             config.push.buffer_dir.as_deref(),
             counters.clone(),
         )?;
-        let live = live(&config, identity.config, policy, &parts);
-        let shared = Shared::new(live, stats.clone(), shutdown);
-        let checks = watch::channel(Checks {
-            thresholds: config.health.clone(),
-            cert_not_after: identity.not_after,
-        })
-        .0;
+        let parts = Parts {
+            health: &health,
+            snapshots: &snapshots,
+            stats: &stats,
+            counters: &counters,
+            shutdown: &shutdown,
+        };
+        let live = live(&config, &identity, policy, &parts);
+        let plaintext_cap = config.health.plaintext_max_connections;
+        let shared = Shared::new(live, plaintext_cap, stats.clone(), shutdown);
+        let checks = watch::channel(checks(&config, identity.not_after)).0;
         Ok(Daemon {
             location,
             config,
@@ -180,11 +183,13 @@ impl Daemon {
     pub async fn run(mut self, listeners: Listeners, mut control: mpsc::Receiver<Control>) {
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
-        let checks = tokio::spawn(run_checks(
-            self.health.clone(),
-            self.snapshots.clone(),
-            self.checks.subscribe(),
-        ));
+        let exposed = listeners.exposed_plaintext();
+        if !exposed.is_empty() {
+            tracing::warn!(
+                addrs = %join(&exposed),
+                "health.plaintext_listen is reachable from other hosts: anyone who can reach it learns, without a certificate, whether this device and its services are healthy; keep it on loopback or a unix socket unless that is meant (config/vitalsd.toml)"
+            );
+        }
         let watchdog = systemd::spawn_watchdog();
         if let Some(settings) = self.push.borrow().as_ref() {
             tracing::info!(url = settings.shown(), "pushing by remote_write");
@@ -192,7 +197,7 @@ impl Daemon {
         let push_stop = CancellationToken::new();
         let pushing = self.push_buffer.take().map(|buffer| {
             let inputs = push::Inputs {
-                snapshots: self.snapshots.clone(),
+                snapshots: self.snapshots.rx.clone(),
                 stats: self.stats.clone(),
                 health: self.health.clone(),
                 counters: self.counters.clone(),
@@ -210,6 +215,20 @@ impl Daemon {
             self.config.server.drain_timeout,
         ));
 
+        // Readiness is judged on a real sample before the daemon says it is ready: until
+        // then `""` and the services answer NOT_SERVING.
+        let first = first_sample(
+            self.snapshots.rx.clone(),
+            self.config.metrics.filesystem_timeout,
+        )
+        .await;
+        let failures = health::evaluate(&first, &self.checks.borrow(), SystemTime::now());
+        self.health.set_failures(failures);
+        let checks = tokio::spawn(run_checks(
+            self.health.clone(),
+            self.snapshots.rx.clone(),
+            self.checks.subscribe(),
+        ));
         self.health.set_phase(Phase::Serving);
         let status = format!("serving on {}", join(&tls_addrs));
         let (runtime, workers) = crate::runtime::describe();
@@ -217,7 +236,7 @@ impl Daemon {
             listen = %join(&tls_addrs),
             runtime,
             workers,
-            health_listen = %join(&plain_addrs),
+            health_listen = %plain_addrs.join(","),
             files = %self.config.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "serving"
         );
@@ -243,9 +262,22 @@ impl Daemon {
             systemd::notify(&format!("READY=1\nSTATUS={status}"));
         }
 
+        self.health.set_phase(Phase::Stopping);
+        let delay = self.config.server.shutdown_delay;
+        systemd::notify(&format!(
+            "STOPPING=1\nSTATUS=stopping: health NOT_SERVING for {}ms, then draining",
+            delay.as_millis()
+        ));
+        if !delay.is_zero() {
+            tracing::info!(
+                shutdown_delay_ms = delay.as_millis() as u64,
+                "stopping: readiness is NOT_SERVING and the listeners keep accepting for server.shutdown_delay, so pollers see it; a second SIGTERM or SIGINT drains at once"
+            );
+            wait_out(delay, &mut control).await;
+        }
         let drain = self.config.server.drain_timeout;
         tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down");
-        systemd::notify("STOPPING=1\nSTATUS=draining in-flight calls");
+        systemd::notify("STATUS=draining in-flight calls");
         self.health.set_phase(Phase::Draining);
         self.shared.shutdown.cancel();
         let left = serving.await.unwrap_or(0);
@@ -297,7 +329,6 @@ impl Daemon {
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
-        let not_after = unix_secs(identity.not_after);
         let parts = Parts {
             health: &self.health,
             snapshots: &self.snapshots,
@@ -305,14 +336,26 @@ impl Daemon {
             counters: &self.counters,
             shutdown: &self.shared.shutdown,
         };
-        self.shared
-            .reload(live(&config, identity.config, policy, &parts));
-        self.counters.cert_not_after.store(not_after, Relaxed);
+        self.shared.reload(live(&config, &identity, policy, &parts));
+        self.counters
+            .cert_not_after
+            .store(unix_secs(identity.not_after), Relaxed);
         self.push.send_replace(push_settings.map(Arc::new));
-        self.checks.send_replace(Checks {
-            thresholds: config.health.clone(),
-            cert_not_after: identity.not_after,
-        });
+        // Open connections whose client certificate the new CA or CRLs refuse get a
+        // GOAWAY (a signature check each, so off the runtime).
+        let shared = self.shared.clone();
+        let refused = blocking("re-verifying open connections", move || {
+            Ok(shared.reverify())
+        })
+        .await?;
+        if refused > 0 {
+            tracing::info!(
+                connections = refused,
+                "closing connections whose client certificate no longer verifies"
+            );
+        }
+        self.checks
+            .send_replace(checks(&config, identity.not_after));
         if let Some(telemetry) = &self.telemetry {
             telemetry.apply(&config.log);
         }
@@ -378,7 +421,9 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "server.tcp_keepalive" => server.tcp_keepalive;
         "server.drain_timeout" => server.drain_timeout;
         "health.plaintext_listen" => health.plaintext_listen;
+        "health.plaintext_max_connections" => health.plaintext_max_connections;
         "metrics.sample_interval" => metrics.sample_interval;
+        "metrics.filesystem_timeout" => metrics.filesystem_timeout;
         "push.buffer_size" => push.buffer_size;
         "push.buffer_dir" => push.buffer_dir;
     }
@@ -387,13 +432,13 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
 
 /// The server's certificate and key, read from their files or pulled secrets.
 fn server_tls(tls: &config::Tls, secrets: &Secrets) -> Result<tls::ServerIdentity, tls::Error> {
-    tls::server_config(&tls.cert, secrets.key(&tls.key)?, &tls.client_ca)
+    tls::server_config(&tls.cert, secrets.key(&tls.key)?, &tls.client_ca, &tls.crl)
 }
 
 /// What the services are built from, the same for every reload.
 struct Parts<'a> {
     health: &'a Health,
-    snapshots: &'a watch::Receiver<Published>,
+    snapshots: &'a Snapshots,
     stats: &'a Arc<RpcStats>,
     counters: &'a Arc<DaemonStats>,
     shutdown: &'a CancellationToken,
@@ -403,7 +448,7 @@ struct Parts<'a> {
 /// the full and health-only routers.
 fn live(
     config: &Config,
-    tls: Arc<rustls::ServerConfig>,
+    identity: &tls::ServerIdentity,
     policy: auth::Policy,
     parts: &Parts<'_>,
 ) -> Live {
@@ -419,13 +464,15 @@ fn live(
         HealthService::new(health.clone()),
         EchoService::new(max_message, config.echo.allow_panic, shutdown.clone()),
         MetricsService::new(
-            snapshots.clone(),
+            snapshots.rx.clone(),
+            snapshots.started,
             stats.clone(),
             config.metrics.sample_interval,
             shutdown.clone(),
         ),
         ScrapeService::new(
-            snapshots.clone(),
+            snapshots.rx.clone(),
+            snapshots.started,
             stats.clone(),
             health.clone(),
             counters.clone(),
@@ -434,7 +481,8 @@ fn live(
     );
     let health_router = Router::health_only(HealthService::new(health.clone()), max_message);
     Live {
-        tls,
+        tls: identity.config.clone(),
+        verifier: identity.verifier.clone(),
         policy,
         limits: config.server.clone(),
         routes: Arc::new(router),
@@ -469,29 +517,74 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .join(",")
 }
 
-/// Applies the health thresholds to every snapshot the sampler publishes, and again when
-/// the thresholds change.
+/// What health judges snapshots against, for `config`.
+fn checks(config: &Config, cert_not_after: Option<SystemTime>) -> health::Checks {
+    health::Checks {
+        thresholds: config.health.clone(),
+        cert_not_after,
+        stale_after: stale_after(&config.metrics),
+    }
+}
+
+/// How old a sample may be before health calls it stale: three intervals, and room for the
+/// filesystem reads of one sample to run into their deadline.
+fn stale_after(metrics: &config::Metrics) -> Duration {
+    metrics.sample_interval * 3 + metrics.filesystem_timeout * 2
+}
+
+/// The sampler's first sample, waiting for it as long as its filesystem reads may take;
+/// the empty snapshot (which health judges "no metrics sample yet") if it has not come.
+async fn first_sample(
+    mut snapshots: watch::Receiver<Published>,
+    filesystem_timeout: Duration,
+) -> Published {
+    let wait = filesystem_timeout * (crate::sampler::MAX_HUNG as u32 + 1) + Duration::from_secs(1);
+    let first = snapshots.wait_for(|s| s.sampled_at_unix_ms > 0);
+    let _ = tokio::time::timeout(wait, first).await;
+    snapshots.borrow().clone()
+}
+
+/// Sleeps out the shutdown delay; a second stop ends it early, a reload is refused.
+async fn wait_out(delay: Duration, control: &mut mpsc::Receiver<Control>) {
+    let until = tokio::time::sleep(delay);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => return,
+            command = control.recv() => match command {
+                Some(Control::Stop) => {
+                    tracing::info!("stopped again: draining now");
+                    return;
+                }
+                Some(Control::Reload) => {
+                    tracing::warn!("reload ignored: the daemon is stopping");
+                }
+                None => return until.await,
+            },
+        }
+    }
+}
+
+/// Judges every snapshot the sampler publishes, again when the checks change, and again
+/// when the newest sample turns stale (a stuck sampler publishes nothing).
 async fn run_checks(
     health: Health,
     mut snapshots: watch::Receiver<Published>,
-    mut checks: watch::Receiver<Checks>,
+    mut checks: watch::Receiver<health::Checks>,
 ) {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let current = checks.borrow_and_update().clone();
-        // The sampler's first value is empty while its first sample is taken.
-        if snapshot.sampled_at_unix_ms > 0 {
-            let failures = health::evaluate(
-                &snapshot,
-                &current.thresholds,
-                current.cert_not_after,
-                SystemTime::now(),
-            );
-            health.set_failures(failures);
-        }
+        health.set_failures(health::evaluate(&snapshot, &current, SystemTime::now()));
+        let sampled_at =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
+        let stale_in = (sampled_at + current.stale_after + Duration::from_millis(10))
+            .duration_since(SystemTime::now())
+            .unwrap_or(current.stale_after);
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             changed = checks.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(stale_in) => {}
         }
     }
 }

@@ -24,7 +24,9 @@ impl Signals {
         })
     }
 
-    /// Turns SIGHUP into a reload and SIGTERM or SIGINT into a stop.
+    /// Turns SIGHUP into a reload and SIGTERM or SIGINT into a stop. A second stop is
+    /// forwarded too (it ends the shutdown delay). The handlers stay installed to the end:
+    /// a SIGTERM during the drain must not kill.
     pub async fn forward(mut self, control: mpsc::Sender<Control>) {
         loop {
             let command = tokio::select! {
@@ -32,10 +34,8 @@ impl Signals {
                 _ = self.int.recv() => Control::Stop,
                 _ = self.hup.recv() => Control::Reload,
             };
-            if control.send(command).await.is_err() || command == Control::Stop {
-                // Keep the handlers installed: a second SIGTERM during the drain must not kill.
-                return std::future::pending().await;
-            }
+            // Once the daemon no longer listens, signals are still caught, and dropped.
+            let _ = control.try_send(command);
         }
     }
 }

@@ -74,7 +74,13 @@ impl StartError {
         match self {
             StartError::DevPki { .. } => exit::CANTCREAT,
             StartError::Config(_) | StartError::Check(_) | StartError::Build(_) => exit::CONFIG,
-            StartError::Secrets(_) => exit::UNAVAILABLE,
+            // An empty secret is what was provisioned: a restart will not fix it.
+            StartError::Secrets(secrets::Error::Empty { .. }) => exit::CONFIG,
+            StartError::Secrets(
+                secrets::Error::Missing { .. }
+                | secrets::Error::Source { .. }
+                | secrets::Error::Deadline { .. },
+            ) => exit::UNAVAILABLE,
             StartError::SocketActivation(_)
             | StartError::AdoptSockets(_)
             | StartError::Runtime(_)
@@ -111,7 +117,8 @@ pub fn start(options: Options, telemetry: Arc<Telemetry>) -> Result<(), StartErr
     }
     telemetry.apply(&config.log);
 
-    // 3. Passed sockets and the runtime.
+    // 3. Passed sockets, malloc's options (before any thread exists), the runtime.
+    crate::malloc::tune();
     let passed = systemd::listeners().map_err(StartError::SocketActivation)?;
     let runtime =
         crate::runtime::build(config.server.worker_threads).map_err(StartError::Runtime)?;

@@ -106,6 +106,10 @@ impl Secrets {
 pub enum Error {
     #[error("secret `{name}`: no source has it ({tried})")]
     Missing { name: String, tried: String },
+    /// An empty value (a file holding only a newline, an empty Vault field): a mistake in
+    /// what was provisioned, never a usable key, token or credential.
+    #[error("secret `{name}` from {source_name} is empty")]
+    Empty { name: String, source_name: String },
     #[error("secret `{name}` from {source_name}: {reason}")]
     Source {
         name: String,
@@ -227,7 +231,8 @@ pub async fn pull(config: &Config, progress: Progress<'_>) -> Result<Secrets, Er
             source_name: describe(source),
             reason,
         })?;
-        secrets.insert(name, secret.trimmed());
+        let secret = nonempty(name.clone(), secret.trimmed(), source)?;
+        secrets.insert(name, secret);
     }
     for (index, names) in from_vault {
         let Source::Vault(vault) = &config.secrets.sources[index] else {
@@ -243,9 +248,24 @@ pub async fn pull(config: &Config, progress: Progress<'_>) -> Result<Secrets, Er
         )
         .await
         .map_err(|e| e.named(&names, describe(&config.secrets.sources[index])))?;
-        secrets.extend(pulled);
+        for (name, secret) in pulled {
+            let secret = nonempty(name.clone(), secret, &config.secrets.sources[index])?;
+            secrets.insert(name, secret);
+        }
     }
     Ok(Secrets(secrets))
+}
+
+/// `secret`, unless it is empty: wherever a secret is used (a TLS key, a token, a JWT key, a
+/// Vault login), an empty one is a provisioning mistake, refused here once for all of them.
+fn nonempty(name: String, secret: Secret, source: &Source) -> Result<Secret, Error> {
+    if secret.expose().is_empty() {
+        return Err(Error::Empty {
+            name,
+            source_name: describe(source),
+        });
+    }
+    Ok(secret)
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or `deadline` passes, sleeping with

@@ -19,9 +19,9 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
-use super::{Live, conn::Activity};
+use super::{Live, body::RequestBody, conn::Activity};
 use crate::{
-    auth::{self, Decision},
+    auth::{Auditor, Decision},
     context::{Peer, RequestContext, Routes, Trailers, X_REQUEST_ID},
     methods,
     rpc_stats::RpcStats,
@@ -41,7 +41,12 @@ pub struct Calls {
     /// applies to open connections too.
     pub(super) live: Swap<Live>,
     pub(super) stats: Arc<RpcStats>,
+    pub(super) auditor: Arc<Auditor>,
     pub(super) max_deadline: Duration,
+    /// How long a streaming call may take to send its first message.
+    pub(super) first_message_timeout: Duration,
+    /// `server.max_request_buffer`.
+    pub(super) max_request_buffer: usize,
     pub(super) peer: Peer,
     pub(super) activity: Option<Arc<Activity>>,
     pub(super) in_flight: Arc<std::sync::atomic::AtomicUsize>,
@@ -53,7 +58,7 @@ pub type CallFuture =
 
 impl<B> tower::Service<Request<B>> for Calls
 where
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     type Response = Response<CallBody>;
@@ -87,7 +92,8 @@ where
         } else {
             Decision::Allow { audit: false }
         };
-        auth::audit(&decision, record.path, identity, &context.request_id);
+        self.auditor
+            .record(&decision, record.path, identity, &context.request_id);
         // Never indexed: a value unique to each response would only churn the connection's
         // HPACK table (and evict the headers that do repeat).
         let request_id = HeaderValue::from_str(&context.request_id)
@@ -117,7 +123,11 @@ where
             Decision::Allow { .. } => {
                 request.extensions_mut().insert(self.peer.clone());
                 request.extensions_mut().insert(context);
-                let body = request.map(tonic::body::Body::new);
+                let first_message = (!unary).then_some(self.first_message_timeout);
+                let (stats, limit) = (self.stats.clone(), self.max_request_buffer);
+                let body = request.map(|body| {
+                    tonic::body::Body::new(RequestBody::new(body, stats, limit, first_message))
+                });
                 self.routes.call(body)
             }
         };

@@ -1,7 +1,9 @@
-//! One connection's life: TLS handshake under a timeout, HTTP/2 with keepalive pings and
-//! stream limits, and gRPC connection management (proposal A9): a GOAWAY after max idle,
-//! after max age (±10% jitter, then a grace period), and at shutdown. A GOAWAY lets the
-//! RPCs in flight finish; only the age grace period, once passed, closes hard.
+//! One connection's life: TLS handshake under a timeout (and its place in the handshake
+//! table), HTTP/2 with keepalive pings, stream limits and the frame limits of `frames.rs`,
+//! and gRPC connection management (proposal A9): a GOAWAY after max idle, after max age
+//! (±10% jitter, then a grace period), when the peer's certificate expires or a reload
+//! refuses it, and at shutdown. A GOAWAY lets the RPCs in flight finish; only the grace
+//! period, once passed, closes hard. A flood gets GOAWAY ENHANCE_YOUR_CALM and is closed.
 
 use std::{
     net::SocketAddr,
@@ -9,7 +11,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use hyper_util::{
@@ -23,10 +25,12 @@ use tokio::{
     time::{Instant, sleep, sleep_until},
 };
 
-use super::{Shared, call::Calls, http1};
+use rustls::pki_types::CertificateDer;
+
+use super::{Shared, call::Calls, frames, handshakes, http1, registry};
 use crate::{
     config,
-    context::{Peer, Routes},
+    context::{Peer, PeerAddr, Routes},
     tls,
 };
 
@@ -83,100 +87,178 @@ impl Activity {
     }
 }
 
-/// Completes the TLS handshake within the limit, then serves the connection.
+/// Why a handshake failed, as `Snapshot.server.handshakes_refused` counts it; `None` for
+/// failures that are not about a certificate (scanners hanging up mid-handshake).
+fn refusal_reason(err: &std::io::Error) -> Option<&'static str> {
+    use rustls::{CertificateError as C, Error as E};
+    let err = err.get_ref()?.downcast_ref::<E>()?;
+    Some(match err {
+        E::NoCertificatesPresented => "no certificate",
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown CA",
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not yet valid",
+        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong EKU",
+        E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(_) | E::AlertReceived(_) => "other",
+        _ => return None,
+    })
+}
+
+/// Completes the TLS handshake within the limit (unless a smaller source evicts it), then
+/// serves the connection.
 pub(super) async fn serve_tls(
     tcp: TcpStream,
     addr: SocketAddr,
     shared: Arc<Shared>,
-    handshake_slot: tokio::sync::OwnedSemaphorePermit,
+    handshake: handshakes::Slot,
 ) {
     let live = shared.live.current();
     let limits = &live.limits;
+    let stats = &shared.stats.server;
     let acceptor = tokio_rustls::TlsAcceptor::from(live.tls.clone());
-    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
+    stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(handshake.timeout, acceptor.accept(tcp)) => Some(accepted),
+        _ = handshake.evicted.cancelled() => None,
+    };
+    stats.handshakes.fetch_sub(1, Ordering::Relaxed);
+    let refused = |reason| stats.handshakes_refused.add(reason);
+    let stream = match accepted {
+        Some(Ok(Ok(stream))) => stream,
+        Some(Ok(Err(err))) => {
+            let reason = refusal_reason(&err);
+            refused(reason.unwrap_or("other"));
             // Scanners and probes hang up mid-handshake all the time: only a refused
-            // certificate is worth an operator's attention.
-            let certificate_problem = err
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<rustls::Error>())
-                .is_some_and(|e| {
-                    matches!(
-                        e,
-                        rustls::Error::InvalidCertificate(_)
-                            | rustls::Error::NoCertificatesPresented
-                            | rustls::Error::AlertReceived(_)
-                    )
-                });
-            if certificate_problem {
-                // Whoever can open handshakes sets this rate: one line a second at most.
-                if let Some(suppressed) = shared.refusal_log.allow() {
-                    tracing::info!(%addr, reason = %err, suppressed, "TLS handshake refused");
-                }
-            } else {
-                tracing::debug!(%addr, reason = %err, "TLS handshake failed");
+            // certificate is worth an operator's attention, at the pace of one line a
+            // second whoever opens the handshakes, with what was held back by reason.
+            match reason.map(|r| (r, shared.refusal_log.allow(r))) {
+                Some((_, Some(held))) => tracing::info!(
+                    %addr,
+                    reason = %err,
+                    suppressed = held.total(),
+                    suppressed_reasons = %held,
+                    "TLS handshake refused"
+                ),
+                Some((_, None)) => {}
+                None => tracing::debug!(%addr, reason = %err, "TLS handshake failed"),
             }
             return;
         }
-        Err(_) => {
-            tracing::debug!(%addr, timeout_ms = limits.handshake_timeout.as_millis() as u64, "TLS handshake timed out");
+        Some(Err(_)) => {
+            refused("timeout");
+            tracing::debug!(%addr, timeout_ms = handshake.timeout.as_millis() as u64, "TLS handshake timed out");
+            return;
+        }
+        None => {
+            // Evicted for a handshake from a source holding fewer.
+            refused("evicted");
             return;
         }
     };
-    drop(handshake_slot);
-    let identity = stream
+    drop(handshake);
+    let chain: Option<Arc<[CertificateDer<'static>]>> = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(tls::identity);
+        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect());
+    let leaf = chain.as_ref().and_then(|c| c.first());
+    let credentials = Credentials {
+        not_after: leaf.and_then(tls::not_after),
+        registered: chain.clone().map(|c| shared.registry.register(c)),
+    };
     let peer = Peer {
-        addr,
-        identity: identity.map(Arc::from),
+        addr: PeerAddr::Tcp(addr),
+        identity: leaf.and_then(tls::identity).map(Arc::from),
     };
-    // Without ALPN the first bytes tell (http1.rs). Every TLS connection goes on as a
-    // Replay, so the code of each protocol exists once.
-    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let (http2, stream) = match alpn.as_deref() {
-        Some(protocol) => (protocol == tls::ALPN_H2, http1::Replay::new(stream)),
+    let on = On {
+        routes: live.routes.clone(),
+        limits,
+        plaintext: false,
+        credentials,
+    };
+    // HTTP/1.1 is for the pages (http1.rs): ALPN http/1.1, or no ALPN and no HTTP/2
+    // preface (Go's HTTP/1-only client, which is how Prometheus scrapes by default).
+    match stream.get_ref().1.alpn_protocol() {
+        Some(tls::ALPN_H2) => serve_http2(stream, peer, on, &shared).await,
+        Some(_) => serve_http1(Box::new(stream), peer, on, &shared).await,
         None => match http1::sniff(stream, limits.handshake_timeout).await {
-            Some(sniffed) => sniffed,
-            None => return,
+            Some((true, stream)) => serve_http2(stream, peer, on, &shared).await,
+            Some((false, stream)) => serve_http1(Box::new(stream), peer, on, &shared).await,
+            None => {}
         },
-    };
-    let routes = live.routes.clone();
-    if http2 {
-        serve_http2(stream, peer, routes, &shared, limits).await;
-    } else {
-        http1::serve(stream, peer, routes, &shared, limits).await;
     }
 }
 
-/// Serves a plaintext connection (the health-only listener).
-pub(super) async fn serve_plaintext(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+/// Serves HTTP/1.1 until the peer closes, or its certificate expires or a reload refuses it.
+async fn serve_http1(io: Box<dyn Io>, peer: Peer, on: On<'_>, shared: &Shared) {
+    let ended = credentials_end(&on.credentials);
+    http1::serve(io, peer, on.routes, shared, on.limits, ended).await;
+}
+
+/// Resolves with the reason when the peer's certificate expires or a reload refuses it.
+fn credentials_end(credentials: &Credentials) -> impl Future<Output = &'static str> + Send {
+    let expiry = credentials.not_after.map(instant_of);
+    let refused = credentials.registered.as_ref().map(|r| r.refused.clone());
+    async move {
+        tokio::select! {
+            _ = async { sleep_until(expiry.expect("guarded")).await }, if expiry.is_some() => "expired",
+            _ = async { refused.as_ref().expect("guarded").cancelled().await }, if refused.is_some() => "reverified",
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// Serves a plaintext connection (the health-only listener), TCP or unix.
+pub(super) async fn serve_plaintext(io: Box<dyn Io>, addr: PeerAddr, shared: Arc<Shared>) {
     let live = shared.live.current();
     let peer = Peer {
         addr,
         identity: None,
     };
-    serve_http2(tcp, peer, live.health_routes.clone(), &shared, &live.limits).await;
+    let on = On {
+        routes: live.health_routes.clone(),
+        limits: &live.limits,
+        plaintext: true,
+        credentials: Credentials::default(),
+    };
+    serve_http2(io, peer, on, &shared).await;
 }
+
+/// What ends a mutual-TLS connection's right to go on: its client certificate's notAfter,
+/// and a reload whose client CA or CRLs refuse it.
+#[derive(Default)]
+struct Credentials {
+    not_after: Option<SystemTime>,
+    registered: Option<registry::Registered>,
+}
+
+/// How a connection is served.
+struct On<'a> {
+    routes: Arc<dyn Routes>,
+    limits: &'a config::Server,
+    /// The plaintext health listener: small limits, and a request due at once.
+    plaintext: bool,
+    credentials: Credentials,
+}
+
+/// Concurrent streams on a plaintext connection (a probe needs one).
+const PLAINTEXT_STREAMS: u32 = 8;
+/// The largest request header list on a plaintext connection.
+const PLAINTEXT_HEADER_LIST: u32 = 4096;
 
 /// How long a closing connection may take to say goodbye (TLS close_notify, FIN, and the
 /// peer's last bytes read) before it is simply dropped.
 const LINGER: Duration = Duration::from_secs(1);
 
-async fn serve_http2<I>(
-    mut io: I,
-    peer: Peer,
-    routes: Arc<dyn Routes>,
-    shared: &Shared,
-    limits: &config::Server,
-) where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    if serve_http2_on(&mut io, &peer, routes, shared, limits).await == Close::Graceful {
+/// A connection's byte stream: TLS, TCP or unix. HTTP/2 is served over it as a trait
+/// object, so hyper's and h2's server code is compiled once rather than once per kind of
+/// stream (~60 KiB each; docs/arm.md).
+pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+async fn serve_http2<I: Io + 'static>(mut io: I, peer: Peer, on: On<'_>, shared: &Shared) {
+    if serve_http2_on(&mut io, &peer, on, shared).await == Close::Graceful {
         // Closing with the peer's bytes unread makes the kernel send a reset, which the
         // peer sees as an error. Shut down our side, then read what is left until EOF.
         let _ = tokio::time::timeout(LINGER, async {
@@ -194,75 +276,129 @@ enum Close {
     Hard,
 }
 
-async fn serve_http2_on<I>(
-    io: &mut I,
-    peer: &Peer,
-    routes: Arc<dyn Routes>,
-    shared: &Shared,
-    limits: &config::Server,
-) -> Close
-where
-    I: AsyncRead + AsyncWrite + Send + Unpin,
-{
+/// `at` as an instant of the runtime's clock (now, if it has passed).
+fn instant_of(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Shared) -> Close {
+    let limits = on.limits;
     let activity = limits
         .max_connection_idle
         .map(|_| Arc::new(Activity::new()));
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "connection open");
     let calls = Calls {
-        routes,
+        routes: on.routes,
         live: shared.live.clone(),
         stats: shared.stats.clone(),
+        auditor: shared.auditor.clone(),
         max_deadline: limits.max_deadline,
+        first_message_timeout: limits.first_message_timeout,
+        max_request_buffer: limits.max_request_buffer,
         peer: peer.clone(),
         activity: activity.clone(),
         in_flight: shared.in_flight.clone(),
         max_calls: limits.max_calls,
+    };
+    let (streams, header_list) = match on.plaintext {
+        true => (
+            limits.max_concurrent_streams.min(PLAINTEXT_STREAMS),
+            limits.max_header_list_size.min(PLAINTEXT_HEADER_LIST),
+        ),
+        false => (limits.max_concurrent_streams, limits.max_header_list_size),
     };
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_keepalive_interval)
         .keep_alive_timeout(limits.http2_keepalive_timeout)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(limits.max_header_list_size)
+        .max_concurrent_streams(streams)
+        .max_header_list_size(header_list)
         .auto_date_header(false);
-    let calls = http1::WithPages(calls);
-    let conn = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
-    tokio::pin!(conn);
+    let awaited = match on.plaintext {
+        true => frames::Awaited::Request,
+        false => frames::Awaited::Preface,
+    };
+    let mut watch = frames::Watch::new(awaited, limits.handshake_timeout);
+    let credentials = credentials_end(&on.credentials);
+    let (result, closing) = {
+        let watched = frames::Watched {
+            io: &mut *io,
+            watch: &mut watch,
+        };
+        let calls = http1::WithPages(calls);
+        let conn = http2.serve_connection(TokioIo::new(watched), TowerToHyperService::new(calls));
+        tokio::pin!(conn);
 
-    let age = limits.max_connection_age.map(|age| sleep(jitter(age)));
-    tokio::pin!(age);
-    let idle = async {
-        match (&activity, limits.max_connection_idle) {
-            (Some(activity), Some(max)) => activity.idle_for(max).await,
-            _ => std::future::pending().await,
-        }
+        let age = limits.max_connection_age.map(|age| sleep(jitter(age)));
+        tokio::pin!(age);
+        let idle = async {
+            match (&activity, limits.max_connection_idle) {
+                (Some(activity), Some(max)) => activity.idle_for(max).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(idle);
+        tokio::pin!(credentials);
+        let mut closing: Option<&str> = None;
+        let mut hard_close = None;
+        let result = loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                _ = shared.shutdown.cancelled(), if closing.is_none() => {
+                    closing = Some("shutdown");
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = async { age.as_mut().as_pin_mut().expect("guarded").await }, if closing.is_none() && age.is_some() => {
+                    closing = Some("max age");
+                    conn.as_mut().graceful_shutdown();
+                    hard_close = Some(Instant::now() + limits.max_connection_age_grace);
+                }
+                _ = &mut idle, if closing.is_none() => {
+                    closing = Some("max idle");
+                    conn.as_mut().graceful_shutdown();
+                }
+                why = &mut credentials, if closing.is_none() => {
+                    // The peer's certificate stopped being good: its calls get the age
+                    // grace period, then the connection is closed.
+                    shared.stats.server.credential_closes.add(why);
+                    tracing::info!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), why, "the peer's certificate is no longer valid; sending GOAWAY");
+                    closing = Some(why);
+                    conn.as_mut().graceful_shutdown();
+                    hard_close = Some(Instant::now() + limits.max_connection_age_grace);
+                }
+                _ = async { sleep_until(hard_close.expect("guarded")).await }, if hard_close.is_some() => {
+                    tracing::debug!(addr = %peer.addr, "grace period passed; closing the connection");
+                    return Close::Hard;
+                }
+            }
+        };
+        (result, closing)
     };
-    tokio::pin!(idle);
-    let mut closing: Option<&str> = None;
-    let mut hard_close = None;
-    let result = loop {
-        tokio::select! {
-            result = conn.as_mut() => break result,
-            _ = shared.shutdown.cancelled(), if closing.is_none() => {
-                closing = Some("shutdown");
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = async { age.as_mut().as_pin_mut().expect("guarded").await }, if closing.is_none() && age.is_some() => {
-                closing = Some("max age");
-                conn.as_mut().graceful_shutdown();
-                hard_close = Some(Instant::now() + limits.max_connection_age_grace);
-            }
-            _ = &mut idle, if closing.is_none() => {
-                closing = Some("max idle");
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = async { sleep_until(hard_close.expect("guarded")).await }, if hard_close.is_some() => {
-                tracing::debug!(addr = %peer.addr, "max age grace passed; closing the connection");
-                return Close::Hard;
-            }
+    if let Some(flood) = watch.flood {
+        shared.stats.server.calm_goaways.add(flood.name());
+        if let Some(held) = shared.flood_log.allow(flood.name()) {
+            tracing::warn!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), flood = flood.name(), suppressed = held.total(), suppressed_reasons = %held, "HTTP/2 flood: sending GOAWAY ENHANCE_YOUR_CALM and closing");
         }
-    };
+        let Some(goaway) = watch.goaway() else {
+            return Close::Hard;
+        };
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = io.write_all(&goaway).await;
+            let _ = io.flush().await;
+        })
+        .await;
+        return Close::Graceful;
+    }
+    if watch.silent {
+        shared
+            .stats
+            .server
+            .silent_closes
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(addr = %peer.addr, "no HTTP/2 preface or request in time; closing");
+        return Close::Hard;
+    }
     match result {
         Ok(()) => {
             tracing::debug!(addr = %peer.addr, goaway = closing.unwrap_or("-"), "connection closed");

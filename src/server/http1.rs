@@ -33,9 +33,10 @@ use tonic::codegen::BoxFuture;
 use super::{
     Shared,
     call::{CallBody, Calls},
+    conn::Io,
 };
 use crate::{
-    auth::{self, Decision},
+    auth::Decision,
     config,
     context::{Peer, RequestContext, Routes},
     http1 as wire,
@@ -154,7 +155,9 @@ fn answer_page(
         std::time::SystemTime::now(),
     );
     let context = RequestContext::from_headers(headers);
-    auth::audit(&decision, path, identity, &context.request_id);
+    calls
+        .auditor
+        .record(&decision, path, identity, &context.request_id);
     let response = match decision {
         Decision::Allow { .. } => match Slot::take() {
             Some(slot) => {
@@ -205,7 +208,7 @@ type Future2 = Pin<Box<dyn Future<Output = Result<Response<Body2>, Infallible>> 
 
 impl<B> tower::Service<Request<B>> for WithPages
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     type Response = Response<Body2>;
@@ -283,17 +286,6 @@ pub(super) struct Replay<I> {
     inner: I,
 }
 
-impl<I> Replay<I> {
-    /// A connection with nothing to read again.
-    pub(super) fn new(inner: I) -> Replay<I> {
-        Replay {
-            prefix: Vec::new(),
-            at: 0,
-            inner,
-        }
-    }
-}
-
 impl<I: AsyncRead + Unpin> AsyncRead for Replay<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -342,30 +334,34 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Replay<I> {
 }
 
 /// Serves an HTTP/1.1 connection until the peer closes it, it idles past the header read
-/// timeout, or the server shuts down (the response in progress finishes first). Requests
-/// are answered in order (pipelined ones too); a request body (which no page takes) is
-/// read and dropped up to 64 KiB, a chunked one refused.
-pub(super) async fn serve<I>(
-    mut io: I,
+/// timeout, the server shuts down (the response in progress finishes first), or `ended`
+/// says the peer's certificate is no longer good (expired, or refused by a reload).
+/// Requests are answered in order (pipelined ones too); a request body (which no page
+/// takes) is read and dropped up to 64 KiB, a chunked one refused.
+pub(super) async fn serve(
+    mut io: Box<dyn Io>,
     peer: Peer,
     routes: Arc<dyn Routes>,
     shared: &Shared,
     limits: &config::Server,
-) where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+    ended: impl Future<Output = &'static str>,
+) {
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "HTTP/1.1 connection open");
     let addr = peer.addr;
     let calls = Calls {
         routes,
         live: shared.live.clone(),
         stats: shared.stats.clone(),
+        auditor: shared.auditor.clone(),
         max_deadline: limits.max_deadline,
+        first_message_timeout: limits.first_message_timeout,
+        max_request_buffer: limits.max_request_buffer,
         peer,
         activity: None,
         in_flight: shared.in_flight.clone(),
         max_calls: limits.max_calls,
     };
+    tokio::pin!(ended);
     let max_head = (limits.max_header_list_size as usize).max(MIN_BUF);
     let mut buf = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(512);
@@ -373,6 +369,10 @@ pub(super) async fn serve<I>(
         let read = tokio::select! {
             read = tokio::time::timeout(HEADER_READ_TIMEOUT, wire::read_head(&mut io, &mut buf, max_head)) => read,
             _ = shared.shutdown.cancelled() => break true,
+            why = &mut ended => {
+                shared.stats.server.credential_closes.add(why);
+                break true;
+            }
         };
         let (response, keep, head_only) = match read {
             Err(_) | Ok(Err(wire::HeadError::Closed | wire::HeadError::Incomplete)) => break true,

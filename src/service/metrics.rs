@@ -4,7 +4,10 @@
 //! the RPC part from atomic counters. Watch streams are driven by the sampler's
 //! publications, so they add no timers of their own.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +22,9 @@ use crate::{
 
 pub struct MetricsService {
     snapshots: watch::Receiver<Published>,
+    /// When the sampler started: its first sample has no CPU usage yet, and for
+    /// [`FIRST_SAMPLE_WAIT`] after this requests wait for the one that has.
+    sampler_started: Instant,
     stats: Arc<RpcStats>,
     /// The sampler's interval: the shortest Watch interval worth serving.
     min_interval: Duration,
@@ -28,12 +34,14 @@ pub struct MetricsService {
 impl MetricsService {
     pub fn new(
         snapshots: watch::Receiver<Published>,
+        sampler_started: Instant,
         stats: Arc<RpcStats>,
         min_interval: Duration,
         shutdown: CancellationToken,
     ) -> MetricsService {
         MetricsService {
             snapshots,
+            sampler_started,
             stats,
             min_interval,
             shutdown,
@@ -41,10 +49,22 @@ impl MetricsService {
     }
 }
 
-/// The latest snapshot; right after startup, waits (briefly) for the sampler's first one.
-async fn first_sample(mut snapshots: watch::Receiver<Published>) -> Published {
-    if snapshots.borrow().sampled_at_unix_ms == 0 {
-        let first = snapshots.wait_for(|s| s.sampled_at_unix_ms > 0);
+/// Whether a snapshot is worth sending: sampled, and with CPU usage unless the sampler has
+/// been running for longer than its first samples take (a device whose CPU cannot be read
+/// never gets it).
+fn complete(snapshot: &Snapshot, sampler_started: Instant) -> bool {
+    snapshot.sampled_at_unix_ms > 0
+        && (snapshot.cpu.is_some() || sampler_started.elapsed() >= FIRST_SAMPLE_WAIT)
+}
+
+/// The latest snapshot; right after startup, waits (briefly) for the first complete one.
+/// The `/metrics` page (scrape.rs) waits the same way.
+pub(super) async fn first_sample(
+    mut snapshots: watch::Receiver<Published>,
+    sampler_started: Instant,
+) -> Published {
+    if !complete(&snapshots.borrow(), sampler_started) {
+        let first = snapshots.wait_for(|s| complete(s, sampler_started));
         let _ = tokio::time::timeout(FIRST_SAMPLE_WAIT, first).await;
     }
     snapshots.borrow().clone()
@@ -53,6 +73,7 @@ async fn first_sample(mut snapshots: watch::Receiver<Published>) -> Published {
 fn with_rpc(device: &Snapshot, stats: &RpcStats) -> Snapshot {
     let mut snapshot = device.clone();
     snapshot.rpc = stats.snapshot();
+    snapshot.server = Some(stats.server.snapshot());
     snapshot
 }
 
@@ -62,7 +83,7 @@ impl metrics_server::Metrics for MetricsService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Snapshot>, Status> {
-        let device = first_sample(self.snapshots.clone()).await;
+        let device = first_sample(self.snapshots.clone(), self.sampler_started).await;
         Ok(Response::new(with_rpc(&device, &self.stats)))
     }
 
@@ -79,12 +100,13 @@ impl metrics_server::Metrics for MetricsService {
         let mut snapshots = self.snapshots.clone();
         let stats = self.stats.clone();
         let shutdown = self.shutdown.clone();
+        let started = self.sampler_started;
         Ok(Response::new(task_stream(|tx| async move {
             let mut next_due = tokio::time::Instant::now();
             loop {
                 // Send the newest snapshot once it is due, then wait for a newer one.
                 let now = tokio::time::Instant::now();
-                let sampled = snapshots.borrow().sampled_at_unix_ms > 0;
+                let sampled = complete(&snapshots.borrow(), started);
                 if sampled && now + slack >= next_due {
                     let device = snapshots.borrow_and_update().clone();
                     if tx.send(Ok(with_rpc(&device, &stats))).await.is_err() {

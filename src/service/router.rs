@@ -18,7 +18,9 @@ use super::{
 };
 use crate::{
     context::{Page, Routes},
-    methods::{self, ECHO, HEALTH, METRICS, METRICS_PAGE, REFLECTION_V1, REFLECTION_V1ALPHA},
+    methods::{
+        self, ECHO, HEALTH, METRICS, METRICS_PAGE, REFLECTION_V1, REFLECTION_V1ALPHA, SMALL_REQUEST,
+    },
     proto::{
         echo::echo_server::EchoServer, health::health_server::HealthServer,
         metrics::metrics_server::MetricsServer,
@@ -51,12 +53,24 @@ struct Reflections {
 
 impl Reflections {
     fn v1(&self) -> Reflection {
-        let build = || reflection().build_v1().map(BoxCloneSyncService::new);
+        let limit = methods::request_limit(REFLECTION_V1, SMALL_REQUEST);
+        let build = || {
+            let server = reflection().build_v1()?;
+            Ok::<_, tonic_reflection::server::Error>(BoxCloneSyncService::new(
+                server.max_decoding_message_size(limit),
+            ))
+        };
         self.v1.get_or_init(|| build().expect(VALID)).clone()
     }
 
     fn v1alpha(&self) -> Reflection {
-        let build = || reflection().build_v1alpha().map(BoxCloneSyncService::new);
+        let limit = methods::request_limit(REFLECTION_V1ALPHA, SMALL_REQUEST);
+        let build = || {
+            let server = reflection().build_v1alpha()?;
+            Ok::<_, tonic_reflection::server::Error>(BoxCloneSyncService::new(
+                server.max_decoding_message_size(limit),
+            ))
+        };
         self.v1alpha.get_or_init(|| build().expect(VALID)).clone()
     }
 }
@@ -69,15 +83,16 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Accepts gzip and zstd requests, answers compressed when the client asks, and bounds
-/// message sizes both ways.
+/// message sizes both ways: requests by what the method table says of the service
+/// ([`methods::request_limit`]), responses by `server.max_message_size`.
 macro_rules! configure {
-    ($server:expr, $max:expr) => {
+    ($server:expr, $service:expr, $max:expr) => {
         $server
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size($max)
+            .max_decoding_message_size(methods::request_limit($service, $max))
             .max_encoding_message_size($max)
     };
 }
@@ -86,7 +101,7 @@ impl Router {
     /// Health only, for the plaintext probe listener.
     pub fn health_only(health: HealthService, max_message_size: usize) -> Router {
         Router {
-            health: configure!(HealthServer::new(health), max_message_size),
+            health: configure!(HealthServer::new(health), HEALTH, max_message_size),
             full: None,
         }
     }
@@ -100,10 +115,10 @@ impl Router {
         max_message_size: usize,
     ) -> Router {
         Router {
-            health: configure!(HealthServer::new(health), max_message_size),
+            health: configure!(HealthServer::new(health), HEALTH, max_message_size),
             full: Some(Full {
-                echo: configure!(EchoServer::new(echo), max_message_size),
-                metrics: configure!(MetricsServer::new(metrics), max_message_size),
+                echo: configure!(EchoServer::new(echo), ECHO, max_message_size),
+                metrics: configure!(MetricsServer::new(metrics), METRICS, max_message_size),
                 reflection: Arc::default(),
                 scrape,
             }),

@@ -14,11 +14,13 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::watch;
 use tonic::codegen::BoxFuture;
 
+use super::metrics::first_sample;
 use crate::{
     context::Page,
     health::Health,
+    proto::metrics::Snapshot,
     rpc_stats::RpcStats,
-    sampler::{FIRST_SAMPLE_WAIT, Published},
+    sampler::Published,
     series::{self, DaemonStats, Sink, Sources, Type},
 };
 
@@ -29,6 +31,7 @@ const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset
 #[derive(Clone)]
 pub struct ScrapeService {
     snapshots: watch::Receiver<Published>,
+    sampler_started: std::time::Instant,
     stats: Arc<RpcStats>,
     health: Health,
     daemon: Arc<DaemonStats>,
@@ -37,26 +40,27 @@ pub struct ScrapeService {
 impl ScrapeService {
     pub fn new(
         snapshots: watch::Receiver<Published>,
+        sampler_started: std::time::Instant,
         stats: Arc<RpcStats>,
         health: Health,
         daemon: Arc<DaemonStats>,
     ) -> ScrapeService {
         ScrapeService {
             snapshots,
+            sampler_started,
             stats,
             health,
             daemon,
         }
     }
 
-    /// The exposition in `format`, uncompressed.
-    pub fn render(&self, format: Format) -> String {
-        let snapshot = self.snapshots.borrow().clone();
+    /// The exposition of `snapshot` in `format`, uncompressed.
+    pub fn render(&self, snapshot: &Snapshot, format: Format) -> String {
         let health = self.health.statuses();
         let mut text = Text::new(format);
         series::collect(
             &Sources {
-                snapshot: &snapshot,
+                snapshot,
                 rpc: &self.stats,
                 health: &health,
                 daemon: &self.daemon,
@@ -74,21 +78,17 @@ impl Page for ScrapeService {
         let gzip = accepts_gzip(headers);
         let this = self.clone();
         Box::pin(async move {
-            // Right after startup, wait (briefly) for the sampler's first sample, as the
+            // Right after startup, wait (briefly) for the first complete sample, as the
             // gRPC Snapshot does.
-            let mut snapshots = this.snapshots.clone();
-            if snapshots.borrow().sampled_at_unix_ms == 0 {
-                let first = snapshots.wait_for(|s| s.sampled_at_unix_ms > 0);
-                let _ = tokio::time::timeout(FIRST_SAMPLE_WAIT, first).await;
-            }
-            Ok(this.respond(format, gzip))
+            let snapshot = first_sample(this.snapshots.clone(), this.sampler_started).await;
+            Ok(this.respond(&snapshot, format, gzip))
         })
     }
 }
 
 impl ScrapeService {
-    fn respond(&self, format: Format, gzipped: bool) -> Response<Bytes> {
-        let body = self.render(format);
+    fn respond(&self, snapshot: &Snapshot, format: Format, gzipped: bool) -> Response<Bytes> {
+        let body = self.render(snapshot, format);
         let mut response = Response::builder()
             .header(header::CONTENT_TYPE, format.content_type())
             .header(header::VARY, "Accept, Accept-Encoding");

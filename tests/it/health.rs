@@ -145,13 +145,20 @@ async fn failing_threshold_turns_overall_not_serving() {
         }
     })
     .await;
-    let echo = health
-        .check(req("vitals.echo.v1.Echo"))
-        .await
-        .unwrap()
-        .into_inner()
-        .status();
-    assert_eq!(echo, ServingStatus::Serving);
+    // Readiness names follow the checks; the liveness name only says the process answers.
+    for (service, expected) in [
+        ("vitals.echo.v1.Echo", ServingStatus::NotServing),
+        ("vitals.metrics.v1.Metrics", ServingStatus::NotServing),
+        ("grpc.health.v1.Health", ServingStatus::Serving),
+    ] {
+        let status = health
+            .check(req(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, expected, "{service}");
+    }
     assert!(
         daemon
             .logs()
@@ -181,4 +188,56 @@ async fn plaintext_listener_serves_health_only() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
+}
+
+/// `unix:PATH` and `unix-abstract:NAME` serve health over unix sockets: the file is made
+/// with mode 0660, replacing a stale one a dead daemon left, and is removed at stop.
+#[tokio::test]
+async fn unix_socket_listeners_serve_health() {
+    use crate::support::raw;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let name = format!("vitalsd-test-{}", std::process::id());
+    let mut daemon = TestDaemon::start(&format!(
+        "[health]\nplaintext_listen = [\"unix:{}\", \"unix-abstract:{name}\"]\n",
+        path.display()
+    ))
+    .await;
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    raw::assert_health_serving(raw::over(stream).await.unwrap()).await;
+    let addr = {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap()
+    };
+    let stream = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let stream = tokio::net::UnixStream::from_std(stream).unwrap();
+    raw::assert_health_serving(raw::over(stream).await.unwrap()).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
+    assert!(!path.exists(), "the socket file is removed at stop");
+}
+
+/// A plaintext listener on a non-loopback address is served, with a warning at start
+/// that says what it exposes.
+#[tokio::test]
+async fn exposed_plaintext_listener_is_warned_about() {
+    let daemon = TestDaemon::start("[health]\nplaintext_listen = [\"0.0.0.0:0\"]\n").await;
+    daemon
+        .wait_for_log(|l| {
+            l.contains("reachable from other hosts") && l.contains("without a certificate")
+        })
+        .await;
+    let quiet = TestDaemon::start("[health]\nplaintext_listen = [\"127.0.0.1:0\"]\n").await;
+    assert!(
+        !quiet
+            .logs()
+            .iter()
+            .any(|l| l.contains("reachable from other hosts"))
+    );
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod auth;
+mod blackbox;
 mod config;
 mod connections;
 mod echo;
@@ -10,6 +11,7 @@ mod health;
 mod hostile;
 mod metrics;
 mod nspawn;
+mod prober_view;
 mod push;
 mod reload;
 mod scrape;

@@ -125,16 +125,19 @@ async fn unreachable_notify_socket_is_harmless() {
 }
 
 /// Under socket activation the daemon serves the sockets systemd passes, named "grpc" for
-/// mutual TLS and "health" for plaintext health, instead of binding its own.
+/// mutual TLS and "health" for plaintext health (TCP and a unix socket), instead of binding
+/// its own.
 #[tokio::test]
 async fn socket_activation() {
     require("systemd-socket-activate", "systemd");
     let pki = Arc::new(TestPki::new());
     let dir = write_config(&pki, "[server]\nlisten = [\"127.0.0.1:1\"]\n");
     let (grpc, health) = (free_port(), free_port());
+    let unix = dir.path().join("health.sock");
     let mut child = Command::new("systemd-socket-activate")
         .args(["-l", &format!("127.0.0.1:{grpc}"), "--fdname=grpc"])
         .args(["-l", &format!("127.0.0.1:{health}"), "--fdname=health"])
+        .args(["-l", unix.to_str().unwrap(), "--fdname=health"])
         .arg(crate::support::vitalsd())
         .arg("--config")
         .arg(dir.path().join("vitalsd.toml"))
@@ -171,6 +174,10 @@ async fn socket_activation() {
         .check(HealthCheckRequest::default())
         .await
         .unwrap();
+    // A passed unix socket serves plaintext health too.
+    let stream = tokio::net::UnixStream::connect(&unix).await.unwrap();
+    crate::support::raw::assert_health_serving(crate::support::raw::over(stream).await.unwrap())
+        .await;
     let serving = lines.join().unwrap().expect("a serving line");
     assert!(serving.contains(&format!("127.0.0.1:{grpc}")), "{serving}");
     assert!(

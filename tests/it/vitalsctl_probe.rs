@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::support::{
     TestDaemon, eventually,
     vitalsctl::{
-        Background, Stub, assert_closed_politely, at, mtls, refused_addr, silent_listener,
-        vitalsctl,
+        Background, Stub, assert_closed_politely, at, grpc_health_probe, mtls, refused_addr,
+        silent_listener, vitalsctl,
     },
 };
 
@@ -333,4 +333,49 @@ async fn sweep_reports_the_one_down() {
     let line = run.stdout.lines().find(|l| l.starts_with(&down)).unwrap();
     assert!(line.contains("UNREACHABLE"), "{}", run.stdout);
     assert!(run.stdout.contains("2 of 3 serving"), "{}", run.stdout);
+}
+
+/// Named grpc_health_probe, vitalsctl answers as it does: `status: SERVING` on stderr (Go's
+/// log) with nothing on stdout, `-h` with the usage on stderr and exit 1, `-version` on
+/// stdout with exit 0 before `-addr` is asked for. As `vitalsctl probe`, the status and
+/// the help go to stdout and help exits 0.
+#[tokio::test]
+async fn grpc_health_probe_streams_help_and_version() {
+    let daemon = TestDaemon::start(HEALTH_LISTENER).await;
+    let plain = daemon.health_addr.unwrap().to_string();
+    let run = grpc_health_probe(&[format!("-addr={plain}")]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.trim()),
+        ("", "status: SERVING")
+    );
+    let run = vitalsctl(&["probe".to_string(), format!("-addr={plain}")]).await;
+    assert_eq!(
+        (run.stdout.trim(), run.stderr.as_str()),
+        ("status: SERVING", "")
+    );
+
+    for help in ["-h", "-help", "--help"] {
+        let run = grpc_health_probe(&[help]).await;
+        assert_eq!(run.code, Some(1), "{help}: {run:?}");
+        assert!(
+            run.stdout.is_empty() && run.stderr.contains("-addr"),
+            "{help}: {run:?}"
+        );
+        let run = vitalsctl(&["probe", help]).await;
+        assert_eq!(run.code, Some(0), "{help}: {run:?}");
+        assert!(run.stdout.contains("-addr"), "{help}: {run:?}");
+    }
+    let version = format!("vitalsctl {}", env!("CARGO_PKG_VERSION"));
+    for run in [
+        grpc_health_probe(&["-version"]).await,
+        vitalsctl(&["probe", "-version"]).await,
+        vitalsctl(&["--version"]).await,
+    ] {
+        assert_eq!(
+            (run.code, run.stdout.trim()),
+            (Some(0), version.as_str()),
+            "{run:?}"
+        );
+    }
 }

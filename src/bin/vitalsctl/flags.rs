@@ -23,6 +23,10 @@ pub enum Error {
     Invalid(String),
     #[error("{0}")]
     Parse(#[from] lexopt::Error),
+    /// Not a failure: `-version` asks for the version, before any other flag is checked
+    /// (as grpc_health_probe has it).
+    #[error("the version was asked for")]
+    Version,
 }
 
 pub fn invalid(message: impl Into<String>) -> Error {
@@ -52,6 +56,7 @@ pub const FLAGS: Table = &[
     ("tls-server-name", true),
     ("user-agent", true),
     ("verbose", false),
+    ("version", false),
 ];
 
 /// Rewrites Go-style single-dash long flags (`-addr=x`, `-tls`) as double-dash ones. Only
@@ -258,6 +263,7 @@ impl Common {
                 "connect-timeout" => self.connect_timeout = Some(duration(parser, name)?),
                 "timeout" | "rpc-timeout" => self.timeout = Some(duration(parser, name)?),
                 "user-agent" => self.user_agent = Some(text(parser)?),
+                "version" => return Err(Error::Version),
                 "rpc-header" | "header" => {
                     let h = value(parser, name, parse_header)?;
                     self.headers.push(h);

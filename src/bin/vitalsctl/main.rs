@@ -25,6 +25,10 @@ use flags::{Common, Flag, Table, invalid};
 enum Command {
     /// Print this usage text.
     Help(&'static str),
+    /// Print this usage text on stderr and exit 1, as grpc_health_probe answers `-h`.
+    DropInHelp(&'static str),
+    /// Print the version.
+    Version,
     Probe(probe::Args),
     Echo(echo::Args),
     Metrics(metrics::Args),
@@ -71,6 +75,7 @@ connection options (before or after the command; one dash or two):
   --user-agent TEXT      user-agent prefix
   --json                 machine-readable output
   -v, --verbose          say what happens (connection, each attempt)
+  --version              print the version
 
 exit codes: 0 ok, 1 bad arguments or TLS files, 2 connection failed or timed out,
             3 call failed or timed out, 4 not serving
@@ -112,6 +117,20 @@ fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Command, flags::Err
     if as_probe {
         argv.insert(0, "probe".into());
     }
+    let parsed = parse_command(argv);
+    match parsed {
+        Err(flags::Error::Version) => Ok(Command::Version),
+        Ok(Command::Help(text)) if as_probe => Ok(Command::DropInHelp(text)),
+        Ok(Command::Probe(args)) if as_probe => Ok(Command::Probe(probe::Args {
+            drop_in: true,
+            ..args
+        })),
+        other => other,
+    }
+}
+
+/// Parses the command word and its flags (the program name taken off).
+fn parse_command(argv: Vec<OsString>) -> Result<Command, flags::Error> {
     let mut parser = Parser::from_args(flags::normalise(argv, FLAGS));
     let mut common = Common::default();
     let command = loop {
@@ -157,6 +176,14 @@ fn main() -> ExitCode {
     let code = match command {
         Command::Help(text) => {
             println!("{text}");
+            exit::OK
+        }
+        Command::DropInHelp(text) => {
+            eprintln!("{text}");
+            exit::ARGS
+        }
+        Command::Version => {
+            println!("vitalsctl {}", env!("CARGO_PKG_VERSION"));
             exit::OK
         }
         Command::Certs(args) => certs::run(&args),

@@ -36,13 +36,16 @@ usage: vitalsctl probe [options] [TARGET...]
 grpc.health.v1 Check, with grpc_health_probe's flags, rules and exit codes: -addr is required;
 -tls-* flags need -tls; -tls-no-verify excludes -tls-ca-cert and -tls-server-name; a client
 certificate needs its key. Exit 0 SERVING, 1 bad arguments or TLS files, 2 connection failed or
-timed out, 3 RPC failed or timed out (or no health service), 4 not serving.
+timed out, 3 RPC failed or timed out (or no health service), 4 not serving. Run through a
+symlink named grpc_health_probe it also writes the status to stderr and answers -h with exit 1,
+as grpc_health_probe does.
 
-  -addr HOST:PORT        the server (required unless --dev or targets are given)
+  -addr HOST:PORT        the server (required unless --dev or targets are given); a unix
+                         socket as unix:/path, unix:///path or unix-abstract:NAME
   -service NAME          the service to check (default \"\": the server as a whole)
   -connect-timeout DUR   default 1s            -rpc-timeout DUR   default 1s
   -tls, -tls-ca-cert, -tls-client-cert, -tls-client-key, -tls-server-name, -tls-no-verify
-  -rpc-header 'K: V'     repeatable            -user-agent TEXT   -gzip   -v
+  -rpc-header 'K: V'     repeatable            -user-agent TEXT   -gzip   -v   -version
   --watch                follow Watch and print every status change until the stream ends
   --list                 List every service with its status (exit 4 if any is not SERVING)
   TARGET..., --targets FILE, several -addr
@@ -79,6 +82,8 @@ pub struct Args {
     pub mode: Mode,
     /// Targets probed at once in a sweep.
     pub concurrency: usize,
+    /// Run as `grpc_health_probe`: the status line goes to stderr, as its Go log writes it.
+    pub drop_in: bool,
 }
 
 /// Reads probe's flags after the command word; `None` when they ask for the usage.
@@ -140,6 +145,7 @@ pub fn parse(mut parser: Parser, mut common: Common) -> Result<Option<Args>, Err
         targets_file,
         mode,
         concurrency,
+        drop_in: false,
     }))
 }
 
@@ -220,7 +226,7 @@ pub async fn run(args: Args) -> u8 {
                     eprintln!("time elapsed: connect={connect:?} rpc={rpc:?}");
                 }
             }
-            report(&outcome, conn.json)
+            report(&outcome, conn.json, args.drop_in)
         }
         Mode::Watch => {
             let json = conn.json;
@@ -277,13 +283,15 @@ pub async fn run(args: Args) -> u8 {
 }
 
 /// One Check's outcome: on stdout if serving (or as JSON), else on stderr.
-fn report(outcome: &Outcome, json: bool) -> u8 {
+/// Prints one check's outcome: on stdout when it serves (on stderr as grpc_health_probe,
+/// which writes everything through Go's log), on stderr when not.
+fn report(outcome: &Outcome, json: bool, drop_in: bool) -> u8 {
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(outcome).expect("serialises")
         );
-    } else if outcome.exit_code == exit::OK {
+    } else if outcome.exit_code == exit::OK && !drop_in {
         println!("{}", outcome.message);
     } else {
         eprintln!("{}", outcome.message);

@@ -7,8 +7,9 @@ use crate::support::TestDaemon;
 /// Rapid reset (CVE-2023-44487): HEADERS and RST_STREAM at once, 10 000 times over up to 20
 /// connections. h2 allows 20 streams reset before the server accepts them, then sends
 /// GOAWAY ENHANCE_YOUR_CALM "too_many_resets" on each connection. Paced (each 10 HEADERS
-/// accepted before their RSTs arrive, 5 000 streams) a connection ends the same way, but
-/// only after tens to thousands of streams; the daemon serves throughout.
+/// accepted before their RSTs arrive, 5 000 streams), which h2 does not count, the frame
+/// limits end every connection the same way after at most ~300 streams; the daemon serves
+/// throughout.
 #[tokio::test]
 async fn rapid_reset() {
     let daemon = TestDaemon::start("").await;
@@ -44,34 +45,70 @@ async fn rapid_reset() {
         ],
     )
     .await;
-    // The last connection may run out of streams to send before its GOAWAY; a connection
-    // may carry thousands before one (RELIABILITY.md, finding 5).
+    // Accepted before their resets, these streams mostly pass h2's own limit; the frame
+    // limits (a burst of 200 resets, 50 a second after) end every connection after ~220,
+    // with the same GOAWAY as h2's (which still ends one now and then, on a loaded machine).
     let phases = report["phases"].as_array().unwrap();
-    for phase in &phases[..phases.len() - 1] {
-        assert_eq!(goaway(phase).0, "ENHANCE_YOUR_CALM", "{report}");
+    assert!(phases.len() >= 10, "{report}");
+    for phase in phases {
+        assert_eq!(
+            goaway(phase),
+            ("ENHANCE_YOUR_CALM", "too_many_resets"),
+            "{report}"
+        );
+        assert!(
+            phase["goaway"]["last_stream_id"].as_u64().unwrap() <= 2 * 300 + 1,
+            "{phase}"
+        );
     }
+    eprintln!(
+        "hostile: rapid_reset: paced: {} connections ended by the frame limits",
+        calm_goaways(&daemon, "reset").await
+    );
 }
 
-/// A PING flood (CVE-2019-9512): 20 000 PINGs, the replies not read until the end. The
-/// server answers every one and keeps at most one reply pending (h2 stops reading while it
-/// cannot write), so memory stays flat.
+/// A PING flood (CVE-2019-9512): 20 000 PINGs, the replies not read until the end. Past
+/// the frame limits' burst of 50 (10 a second after), the connection gets GOAWAY
+/// ENHANCE_YOUR_CALM "too_many_pings" and is closed; it is counted in the metrics.
 #[tokio::test]
 async fn ping_flood() {
     let daemon = TestDaemon::start("").await;
     let (report, _, _) = attack_and_recover(&daemon, "ping_flood", &["--count", "20000"]).await;
-    assert_eq!(report["sent"]["ping"], 20000, "{report}");
-    assert!(report["goaway"].is_null(), "{report}");
-    assert_eq!(report["pongs"], 20000, "{report}");
+    assert_eq!(
+        goaway(&report),
+        ("ENHANCE_YOUR_CALM", "too_many_pings"),
+        "{report}"
+    );
+    assert!(report["pongs"].as_u64().unwrap() <= 50, "{report}");
+    assert_eq!(calm_goaways(&daemon, "ping").await, 1);
+    daemon
+        .wait_for_log(|l| l.contains("HTTP/2 flood") && l.contains("\"flood\":\"ping\""))
+        .await;
 }
 
 /// A SETTINGS flood (CVE-2019-9515): 5 000 SETTINGS frames of 100 entries each, changing
-/// the initial window of 16 open streams, ACKs not read until the end. Each is ACKed.
+/// the initial window of 16 open streams, ACKs not read until the end. Past a burst of 50
+/// the connection gets GOAWAY ENHANCE_YOUR_CALM "too_many_settings".
 #[tokio::test]
 async fn settings_flood() {
     let daemon = TestDaemon::start("").await;
     let (report, _, _) = attack_and_recover(&daemon, "settings_flood", &["--count", "5000"]).await;
-    assert_eq!(report["sent"]["settings"], 5000, "{report}");
-    assert!(report["goaway"].is_null(), "{report}");
+    assert_eq!(
+        goaway(&report),
+        ("ENHANCE_YOUR_CALM", "too_many_settings"),
+        "{report}"
+    );
+    assert_eq!(calm_goaways(&daemon, "settings").await, 1);
+}
+
+/// How many GOAWAY ENHANCE_YOUR_CALM the daemon's metrics count for `cause`.
+async fn calm_goaways(daemon: &TestDaemon, cause: &str) -> u64 {
+    let server = daemon.snapshot().await.server.expect("transport counters");
+    server
+        .calm_goaways
+        .iter()
+        .find(|c| c.reason == cause)
+        .map_or(0, |c| c.count)
 }
 
 /// A CONTINUATION flood (CVE-2024-27316 and kin): a header block that never ends. h2 allows

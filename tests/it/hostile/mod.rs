@@ -16,6 +16,7 @@ mod harness;
 
 mod auth;
 mod connections;
+mod credentials;
 mod faults;
 mod grpc;
 mod h2;

@@ -99,6 +99,7 @@ fn base_config(pki: &TestPki) -> String {
         r#"[server]
 listen = ["127.0.0.1:0"]
 drain_timeout = "10s"
+shutdown_delay = "0s"
 
 [tls]
 cert = "{}"
@@ -548,6 +549,17 @@ pub struct NamespacedScript {
 
 impl NamespacedScript {
     pub fn spawn(script: &str, dir: &Path, config: &Path, arg: &Path) -> NamespacedScript {
+        NamespacedScript::spawn_with_env(script, dir, config, arg, &[])
+    }
+
+    /// The same, with `env` set for the script.
+    pub fn spawn_with_env(
+        script: &str,
+        dir: &Path,
+        config: &Path,
+        arg: &Path,
+        env: &[(&str, &str)],
+    ) -> NamespacedScript {
         require("unshare", "util-linux");
         let path = dir.join("script.sh");
         std::fs::write(&path, script).unwrap();
@@ -557,6 +569,7 @@ impl NamespacedScript {
             .arg(vitalsd())
             .arg(config)
             .arg(arg)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -18,17 +18,52 @@ pub struct RawConn {
 
 pub async fn connect(addr: SocketAddr, tls: rustls::ClientConfig) -> RawConn {
     let tcp = TcpStream::connect(addr).await.unwrap();
+    try_tls(tcp, tls).await.unwrap()
+}
+
+/// TLS and HTTP/2 over `tcp`; the error says which failed.
+pub async fn try_tls(tcp: TcpStream, tls: rustls::ClientConfig) -> Result<RawConn, String> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let stream = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
-    let (send, connection) = h2::client::handshake(stream).await.unwrap();
+        .map_err(|e| format!("TLS: {e}"))?;
+    over(stream).await.map_err(|e| format!("HTTP/2: {e}"))
+}
+
+/// A TCP connection to `addr` from the local address `from` (127.0.0.2, say: a source
+/// address of its own on loopback).
+pub async fn tcp_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr).await
+}
+
+/// HTTP/2 in plaintext over any stream (a unix socket, a plaintext TCP port).
+pub async fn over<S>(stream: S) -> Result<RawConn, h2::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (send, connection) = h2::client::handshake(stream).await?;
     let closed = tokio::spawn(async move {
         let result = connection.await;
         (Instant::now(), result)
     });
-    RawConn { send, closed }
+    Ok(RawConn { send, closed })
+}
+
+/// Asserts that a health Check on `conn` answers SERVING.
+pub async fn assert_health_serving(mut conn: RawConn) {
+    use vitals::proto::health::{HealthCheckRequest, HealthCheckResponse};
+    let reply = call(
+        &mut conn.send,
+        "/grpc.health.v1.Health/Check",
+        frame(&HealthCheckRequest::default()),
+    )
+    .await
+    .expect("a health check answer");
+    assert_eq!(reply.grpc_status.as_deref(), Some("0"), "{reply:?}");
+    assert_eq!(reply.message::<HealthCheckResponse>().status, 1, "SERVING");
 }
 
 /// A length-prefixed, uncompressed gRPC message.
@@ -77,6 +112,18 @@ pub async fn call_with(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Result<Reply, h2::Error> {
+    call_ending(send, path, headers, body, true).await
+}
+
+/// A call whose request body is `body` and, unless `end`, never ends: the request stays
+/// open until the server answers.
+pub async fn call_ending(
+    send: &mut SendRequest<Bytes>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    end: bool,
+) -> Result<Reply, h2::Error> {
     let mut ready = send.clone().ready().await?;
     let mut request = Request::post(format!("https://localhost{path}"))
         .header("content-type", "application/grpc")
@@ -86,7 +133,7 @@ pub async fn call_with(
     }
     let request = request.body(()).unwrap();
     let (response, mut stream) = ready.send_request(request, false)?;
-    stream.send_data(body, true)?;
+    stream.send_data(body, end)?;
     let response = response.await?;
     let headers = response.headers().clone();
     let grpc_status = response
@@ -101,6 +148,7 @@ pub async fn call_with(
         data.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await?;
+    drop(stream);
     let grpc_status = grpc_status.or_else(|| {
         trailers
             .as_ref()

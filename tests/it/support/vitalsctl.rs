@@ -39,7 +39,11 @@ impl Run {
 }
 
 fn command(args: &[String]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vitalsctl"));
+    command_as(env!("CARGO_BIN_EXE_vitalsctl").as_ref(), args)
+}
+
+fn command_as(program: &std::path::Path, args: &[String]) -> Command {
+    let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())
@@ -51,8 +55,21 @@ fn command(args: &[String]) -> Command {
 /// Runs vitalsctl to completion (killed after 20 s).
 pub async fn vitalsctl<S: AsRef<str>>(args: &[S]) -> Run {
     let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    run(command(&args), &args).await
+}
+
+/// Runs vitalsctl through a symlink named `grpc_health_probe`, as a drop-in is installed.
+pub async fn grpc_health_probe<S: AsRef<str>>(args: &[S]) -> Run {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("grpc_health_probe");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vitalsctl"), &link).unwrap();
+    run(command_as(&link, &args), &args).await
+}
+
+async fn run(mut command: Command, args: &[String]) -> Run {
     let started = Instant::now();
-    let mut child = command(&args).spawn().expect("vitalsctl starts");
+    let mut child = command.spawn().expect("vitalsctl starts");
     let stdout = read_all(child.stdout.take().unwrap());
     let stderr = read_all(child.stderr.take().unwrap());
     let status = loop {

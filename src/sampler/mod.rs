@@ -1,7 +1,7 @@
-//! The daemon's one sysinfo sampler: it owns the `sysinfo` state (`System`, `Disks`,
-//! `Components`), the daemon's own pid and what the previous sample left behind (its time, the
-//! process CPU time, the interface counters), and turns a selective refresh into the device part
-//! of a metrics [`Snapshot`].
+//! The daemon's one sampler: it owns the `sysinfo` state (`System`, `Components`), the
+//! filesystem collector, the daemon's own pid and what the previous sample left behind (its
+//! time, the process CPU time, the interface counters), and turns a selective refresh into the
+//! device part of a metrics [`Snapshot`].
 //!
 //! It never scans the process table: walking every `/proc/<pid>` costs milliseconds on a busy
 //! device and the metrics only describe the daemon itself, so the only process it refreshes is
@@ -9,7 +9,8 @@
 //! sensors, the hostname, which cgroup limits memory) is re-read every 12th sample; the other
 //! samples only refresh values. Interface counters come from one read of /proc/net/dev rather
 //! than sysinfo's `Networks`, which opens nine sysfs files per interface and asks for every
-//! address on each refresh: that was half the cost of a sample.
+//! address on each refresh. Filesystems come from `filesystems.rs`: statvfs per mount under a
+//! deadline, so a hung network or FUSE mount is reported stuck instead of stopping the sampler.
 //!
 //! [`Sampler::spawn`] runs the sampler on its own OS thread and publishes through a tokio watch
 //! channel, so RPC handlers read the latest snapshot and never touch /proc themselves. A
@@ -24,18 +25,25 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sysinfo::{
-    Components, CpuRefreshKind, DiskRefreshKind, Disks, MINIMUM_CPU_UPDATE_INTERVAL,
-    MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System,
+    Components, CpuRefreshKind, MINIMUM_CPU_UPDATE_INTERVAL, MemoryRefreshKind, Pid,
+    ProcessRefreshKind, ProcessesToUpdate, System,
 };
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 use crate::proto::metrics::{
-    CgroupMemory, Cpu, CpuCore, Filesystem, Host, Memory, NetworkInterface, OsRelease, Process,
-    Snapshot, Temperature, Uname,
+    CgroupMemory, Cpu, CpuCore, Host, Memory, NetworkInterface, OsRelease, Process, Snapshot,
+    Temperature, Uname,
 };
 
+mod filesystems;
 mod node;
+
+use filesystems::Filesystems;
+pub use filesystems::MAX_HUNG;
+
+/// How long a filesystem may take to answer statfs when the config does not say.
+pub const DEFAULT_FILESYSTEM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the sampler publishes: the device part of a metrics snapshot (`rpc` left empty).
 pub type Published = Arc<Snapshot>;
@@ -47,30 +55,6 @@ const RELIST_EVERY: u64 = 12;
 /// How long a reader may wait for the sampler's first sample after startup.
 pub const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Filesystem types that never describe storage, even when they report a size.
-const PSEUDO_FILESYSTEMS: &[&str] = &[
-    "autofs",
-    "binfmt_misc",
-    "bpf",
-    "cgroup",
-    "cgroup2",
-    "configfs",
-    "debugfs",
-    "devpts",
-    "devtmpfs",
-    "efivarfs",
-    "fusectl",
-    "hugetlbfs",
-    "mqueue",
-    "nsfs",
-    "proc",
-    "pstore",
-    "ramfs",
-    "securityfs",
-    "sysfs",
-    "tracefs",
-];
-
 /// Limits at or above this many bytes (4 EiB) mean "no limit" (cgroup v1 writes
 /// `PAGE_COUNTER_MAX`, about 8 EiB, rather than `max`).
 const UNLIMITED: u64 = 1 << 62;
@@ -78,10 +62,8 @@ const UNLIMITED: u64 = 1 << 62;
 /// Samples the device and the daemon's own process; see the module docs.
 pub struct Sampler {
     system: Option<System>,
-    disks: Option<Disks>,
-    /// Which of `disks` to report, decided when the list is read: storage only, no
-    /// single-file bind mounts, one entry per block device (its shortest mount point).
-    disks_shown: Vec<bool>,
+    /// Mounts and their sizes, each read under a deadline.
+    filesystems: Filesystems,
     components: Option<Components>,
     pid: Pid,
     /// Whether per-core frequency comes from cpufreq in sysfs (one small read per core). Without
@@ -125,6 +107,11 @@ enum CgroupSource {
 impl Sampler {
     /// Builds the sysinfo state with the lists it needs (no process-table scan).
     pub fn new() -> Sampler {
+        Sampler::with_filesystem_timeout(DEFAULT_FILESYSTEM_TIMEOUT)
+    }
+
+    /// The same, with each filesystem's statfs bounded by `filesystem_timeout`.
+    pub fn with_filesystem_timeout(filesystem_timeout: Duration) -> Sampler {
         let mut failures = Failures::default();
         // CPU times first, so the 200 ms sysinfo needs before a usage figure run while the rest
         // is listed.
@@ -135,10 +122,8 @@ impl Sampler {
         let cpu_refreshed_at = Instant::now();
         let cpufreq = Path::new("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").exists();
 
-        let disks = failures.check(
-            Collector::Disks,
-            Disks::new_with_refreshed_list_specifics(disk_refresh()),
-        );
+        let mut filesystems = Filesystems::new(filesystem_timeout);
+        failures.check(Collector::Disks, filesystems.relist());
         let components =
             failures.check(Collector::Components, Components::new_with_refreshed_list());
 
@@ -161,8 +146,7 @@ impl Sampler {
 
         let mut sampler = Sampler {
             system,
-            disks,
-            disks_shown: Vec::new(),
+            filesystems,
             components,
             pid: Pid::from_u32(std::process::id()),
             cpufreq,
@@ -229,24 +213,26 @@ impl Sampler {
             thermal_zones: node.thermal_zones,
             uname: Some(self.uname.clone()),
             os_release: Some(self.os_release.clone()),
+            server: None,
         }
     }
 
-    /// Starts a dedicated OS thread (named "vitals-sampler") that takes a first sample, publishes it, then
-    /// samples every `interval` and publishes each through a tokio watch channel. The thread ends when
-    /// every receiver is dropped.
+    /// Starts a dedicated OS thread (named "vitals-sampler") that samples and publishes each
+    /// sample through a tokio watch channel. The thread ends when every receiver is dropped.
     ///
     /// Returns at once, with an empty `Snapshot` (`sampled_at_unix_ms == 0`) as the current
-    /// value: the first sample follows about 200 ms later (sysinfo needs two CPU reads that far
-    /// apart for a usage figure), published as a change, so startup does not wait for it.
-    /// `interval` is raised to [`MINIMUM_CPU_UPDATE_INTERVAL`] when shorter. The thread notices
-    /// that every receiver is gone at its next tick.
-    pub fn spawn(interval: Duration) -> watch::Receiver<Published> {
+    /// value. The first sample follows as soon as it is taken, without CPU usage (`cpu` is
+    /// absent: sysinfo needs two CPU reads 200 ms apart for a usage figure), so health can
+    /// judge the device on a real sample before the daemon says READY; the second, with CPU
+    /// usage, about 200 ms later; then one every `interval`, raised to
+    /// [`MINIMUM_CPU_UPDATE_INTERVAL`] when shorter. Each filesystem's statfs is bounded by
+    /// `filesystem_timeout`. The thread notices that every receiver is gone at its next tick.
+    pub fn spawn(interval: Duration, filesystem_timeout: Duration) -> watch::Receiver<Published> {
         let interval = interval.max(MINIMUM_CPU_UPDATE_INTERVAL);
         let (tx, rx) = watch::channel(Published::default());
         let spawned = thread::Builder::new()
             .name("vitals-sampler".to_owned())
-            .spawn(move || run(&tx, interval));
+            .spawn(move || run(&tx, interval, filesystem_timeout));
         if let Err(e) = spawned {
             error!("starting the sampler thread: {e}; metrics stay empty");
         }
@@ -355,41 +341,12 @@ impl Sampler {
         };
     }
 
-    fn filesystems(&mut self, relist: bool) -> Vec<Filesystem> {
-        let Some(disks) = &mut self.disks else {
-            return Vec::new();
-        };
-        if relist || self.disks_shown.len() != disks.len() {
-            disks.refresh_specifics(true, disk_refresh());
-            let mounts: Vec<Mount> = disks
-                .iter()
-                .map(|d| Mount {
-                    point: d.mount_point().to_string_lossy().into_owned(),
-                    device: d.name().to_string_lossy().into_owned(),
-                    storage: is_storage(&d.file_system().to_string_lossy(), d.total_space()),
-                    directory: d.mount_point().is_dir(),
-                })
-                .collect();
-            self.disks_shown = shown(&mounts);
-        } else {
-            for disk in disks.iter_mut() {
-                disk.refresh_specifics(disk_refresh());
-            }
+    fn filesystems(&mut self, relist: bool) -> Vec<crate::proto::metrics::Filesystem> {
+        if relist {
+            let listed = self.filesystems.relist();
+            self.failures.check(Collector::Disks, listed);
         }
-        disks
-            .iter()
-            .zip(&self.disks_shown)
-            .filter(|(_, shown)| **shown)
-            .map(|(disk, _)| Filesystem {
-                mount_point: disk.mount_point().to_string_lossy().into_owned(),
-                device: disk.name().to_string_lossy().into_owned(),
-                fs_type: disk.file_system().to_string_lossy().into_owned(),
-                total_bytes: disk.total_space(),
-                available_bytes: disk.available_space(),
-                read_only: disk.is_read_only(),
-                ..Filesystem::default()
-            })
-            .collect()
+        self.filesystems.sample()
     }
 
     /// Every interface in the daemon's network namespace, in the kernel's order, with rates
@@ -498,11 +455,17 @@ impl Default for Sampler {
     }
 }
 
-/// The sampler thread: first sample, then one per `interval` until every receiver is gone.
-fn run(tx: &watch::Sender<Published>, interval: Duration) {
-    let mut sampler = Sampler::new();
+/// The sampler thread: a first sample at once, the first with CPU usage once it can have
+/// one, then one per `interval` until every receiver is gone.
+fn run(tx: &watch::Sender<Published>, interval: Duration, filesystem_timeout: Duration) {
+    let mut sampler = Sampler::with_filesystem_timeout(filesystem_timeout);
+    let mut first = sampler.sample();
+    first.cpu = None;
+    tx.send_replace(Arc::new(first));
     thread::sleep(sampler.cpu_ready_in());
-    tx.send_replace(Arc::new(sampler.sample()));
+    if tx.send(Arc::new(sampler.sample())).is_err() {
+        return;
+    }
 
     let mut next = Instant::now() + interval;
     loop {
@@ -522,46 +485,6 @@ fn run(tx: &watch::Sender<Published>, interval: Duration) {
         }
     }
     debug!("every metrics receiver is gone; the sampler stops");
-}
-
-/// What the filesystem and disk refreshes read: sizes only (statvfs), not kind or I/O counters.
-fn disk_refresh() -> DiskRefreshKind {
-    DiskRefreshKind::nothing().with_storage()
-}
-
-/// Whether a mount is storage worth reporting: pseudo filesystems report a total of 0 (or are
-/// known by type).
-fn is_storage(fs_type: &str, total_bytes: u64) -> bool {
-    total_bytes > 0 && !PSEUDO_FILESYSTEMS.contains(&fs_type)
-}
-
-/// A mount as the filesystem filter sees it.
-struct Mount {
-    point: String,
-    device: String,
-    storage: bool,
-    directory: bool,
-}
-
-/// Which mounts to report: storage mounted on a directory (a single file bind-mounted into
-/// a sandbox is not a filesystem), and a block device once, at its shortest mount point
-/// (bind mounts and a sandbox's PrivateTmp show the same device again).
-fn shown(mounts: &[Mount]) -> Vec<bool> {
-    mounts
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let shorter_twin = m.device.starts_with("/dev/")
-                && mounts.iter().enumerate().any(|(j, o)| {
-                    j != i
-                        && o.device == m.device
-                        && o.storage
-                        && o.directory
-                        && (o.point.len(), j) < (m.point.len(), i)
-                });
-            m.storage && m.directory && !shorter_twin
-        })
-        .collect()
 }
 
 /// A counter increment over `elapsed`, per second; 0 over no time.
@@ -794,9 +717,9 @@ mod tests {
         }
     }
 
-    /// spawn() returns at once; its first published snapshot already has per-core CPU usage
-    /// (which takes two CPU reads 200 ms apart), and its thread ends once the receiver is
-    /// dropped.
+    /// spawn() returns at once; its first published snapshot follows at once, without CPU
+    /// usage; the next has per-core CPU usage (which takes two CPU reads 200 ms apart); and
+    /// its thread ends once the receiver is dropped.
     #[test]
     fn spawn_publishes_a_first_sample_and_stops_without_receivers() {
         // Keep a core busy so some core's usage over those 200 ms cannot be 0.
@@ -808,7 +731,7 @@ mod tests {
         });
         let threads_before = sampler_threads();
         let started = Instant::now();
-        let mut rx = Sampler::spawn(Duration::from_secs(1));
+        let mut rx = Sampler::spawn(Duration::from_secs(1), DEFAULT_FILESYSTEM_TIMEOUT);
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_millis(20),
@@ -823,24 +746,25 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        let first = runtime.block_on(async {
-            tokio::time::timeout(FIRST_SAMPLE_WAIT, rx.changed())
-                .await
-                .expect("a first sample within a second")
-                .unwrap();
-            rx.borrow_and_update().clone()
-        });
+        let mut next = || {
+            runtime.block_on(async {
+                tokio::time::timeout(FIRST_SAMPLE_WAIT, rx.changed())
+                    .await
+                    .expect("a sample within a second")
+                    .unwrap();
+                rx.borrow_and_update().clone()
+            })
+        };
+        let first = next();
+        assert!(first.sampled_at_unix_ms > 0);
+        assert!(first.memory.is_some() && first.cpu.is_none(), "{first:?}");
+        let second = next();
         busy.join().unwrap();
-
-        let cpu = first
-            .cpu
-            .as_ref()
-            .expect("spawn returned before the first sample");
+        let cpu = second.cpu.as_ref().expect("CPU usage in the second sample");
         assert!(
             cpu.cores.iter().any(|core| core.usage_percent > 0.0),
-            "no per-core usage in the first sample: {cpu:?}"
+            "no per-core usage in the second sample: {cpu:?}"
         );
-        assert!(first.sampled_at_unix_ms > 0);
 
         drop(rx);
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -860,31 +784,6 @@ mod tests {
             .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|comm| comm.trim() == "vitals-sampler")
             .count()
-    }
-
-    /// Single-file binds are not shown, and a block device shows once, at its shortest mount
-    /// point; tmpfs instances (no /dev device) are separate filesystems and all show.
-    #[test]
-    fn filesystem_filter() {
-        let m = |point: &str, device: &str, storage: bool, directory: bool| Mount {
-            point: point.into(),
-            device: device.into(),
-            storage,
-            directory,
-        };
-        let mounts = [
-            m("/var/tmp", "/dev/vda", true, true),
-            m("/", "/dev/vda", true, true),
-            m("/usr/local/bin/vitalsd", "/dev/vda", true, false),
-            m("/boot", "/dev/vda1", true, true),
-            m("/run", "tmpfs", true, true),
-            m("/tmp", "tmpfs", true, true),
-            m("/proc", "proc", false, true),
-        ];
-        assert_eq!(
-            shown(&mounts),
-            [false, true, false, true, true, true, false]
-        );
     }
 
     /// Counter increments turn into per-second rates, no elapsed time gives no rate, and a
@@ -941,17 +840,6 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(parse_threads(status), Some(7));
         assert_eq!(parse_threads("Name:\tvitalsd\n"), None);
         assert_eq!(parse_threads("Threads:\tmany\n"), None);
-    }
-
-    /// Pseudo filesystems are dropped by their zero size or their type; real ones are kept.
-    #[test]
-    fn only_storage_filesystems_are_reported() {
-        assert!(is_storage("ext4", 270_553_174_016));
-        assert!(is_storage("vfat", 1));
-        assert!(!is_storage("ext4", 0));
-        assert!(!is_storage("overlay", 0));
-        assert!(!is_storage("sysfs", 4096));
-        assert!(!is_storage("cgroup2", 4096));
     }
 
     /// An unreadable sensor (missing or NaN) is absent, not a bogus number.
