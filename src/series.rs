@@ -388,9 +388,21 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
             |f| f.total_bytes as f64,
         ),
     ];
+    // A mount point mounted over again (a stacked /dev/shm) is listed twice; the last one
+    // is what the path shows, and one series may not appear twice.
+    let same = |a: &crate::proto::metrics::Filesystem, b: &crate::proto::metrics::Filesystem| {
+        a.mount_point == b.mount_point && a.device == b.device && a.fs_type == b.fs_type
+    };
+    let shown: Vec<_> = snap
+        .filesystems
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| !snap.filesystems[i + 1..].iter().any(|later| same(f, later)))
+        .map(|(_, f)| f)
+        .collect();
     for (name, help, value) in families {
         sink.family(name, help, Type::Gauge);
-        for f in &snap.filesystems {
+        for f in &shown {
             let labels = [
                 ("device", f.device.as_str()),
                 ("fstype", f.fs_type.as_str()),
@@ -879,6 +891,26 @@ pub(crate) mod tests {
         ] {
             assert!(lines.contains(&want), "{want} in {lines:#?}");
         }
+    }
+
+    /// A mount listed twice (mounted over again) is one series.
+    #[test]
+    fn stacked_mounts_are_one_series() {
+        let mut snap = snapshot();
+        let again = snap.filesystems[0].clone();
+        snap.filesystems.push(Filesystem {
+            available_bytes: 7,
+            ..again
+        });
+        let lines = collect_lines(&snap, &RpcStats::new()).lines;
+        let avail: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with("node_filesystem_avail_bytes"))
+            .collect();
+        assert_eq!(
+            avail,
+            ["node_filesystem_avail_bytes{device=/dev/sda1,fstype=ext4,mountpoint=/} 7"]
+        );
     }
 
     /// A family is named once, and every counter's name ends in `_total`.
