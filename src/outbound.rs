@@ -132,13 +132,12 @@ impl Http1 {
             } else {
                 wire::body_length(&head.headers)
                     .map_err(transient)?
-                    .unwrap_or(wire::Length::UntilClose)
+                    .ok_or_else(|| transient("an answer without Content-Length or chunks"))?
             };
             let body = wire::read_body(&mut self.io, &mut self.buf, length, max_body)
                 .await
                 .map_err(transient)?;
-            let keep =
-                wire::keeps_alive(version, &head.headers) && length != wire::Length::UntilClose;
+            let keep = wire::keeps_alive(version, &head.headers);
             return Ok((
                 Response {
                     status,

@@ -18,7 +18,7 @@ use std::{
 use crate::{
     methods::{self, Kind},
     proto::{health::health_check_response::ServingStatus, metrics::Snapshot},
-    rpc_stats::{BUCKETS_MICROS, RpcStats},
+    rpc_stats::RpcStats,
 };
 
 /// A family's Prometheus type.
@@ -84,32 +84,16 @@ pub struct Sources<'a> {
     pub now: SystemTime,
 }
 
-/// go-grpc-prometheus's `grpc_code` values (Go's `codes.Code.String()`), by number.
-const GO_CODES: [&str; 17] = [
-    "OK",
-    "Canceled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
+/// go-grpc-prometheus's `grpc_code` values (Go's `codes.Code.String()`), by number. One
+/// string, not an array of them: an array of `&str` is pointers, each a relocation in the
+/// position-independent binary (docs/arm.md).
+const GO_CODES: &str = "OK Canceled Unknown InvalidArgument DeadlineExceeded NotFound \
+    AlreadyExists PermissionDenied ResourceExhausted FailedPrecondition Aborted OutOfRange \
+    Unimplemented Internal Unavailable DataLoss Unauthenticated";
 
-/// `le` of each latency bucket in seconds, then `+Inf`.
-const LE: [&str; BUCKETS_MICROS.len() + 1] = [
-    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
-    "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
-];
+/// `le` of each latency bucket of [`BUCKETS_MICROS`] in seconds, then `+Inf`.
+const LE: &str = "0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 \
+    2.5 5 10 +Inf";
 
 fn secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -169,16 +153,6 @@ fn node(s: &Sources<'_>, sink: &mut dyn Sink) {
             ] {
                 sink.sample("", &[("cpu", cpu), ("mode", mode)], v);
             }
-        }
-        sink.family(
-            "node_cpu_guest_seconds_total",
-            "Seconds the CPUs spent in guests (VMs) for each mode.",
-            Type::Counter,
-        );
-        for t in &snap.cpu_times {
-            let cpu = t.cpu.strip_prefix("cpu").unwrap_or(&t.cpu);
-            sink.sample("", &[("cpu", cpu), ("mode", "nice")], t.guest_nice);
-            sink.sample("", &[("cpu", cpu), ("mode", "user")], t.guest);
         }
     }
     if let Some(k) = &snap.kernel {
@@ -350,44 +324,26 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
     if snap.filesystems.is_empty() {
         return;
     }
-    type Field = fn(&crate::proto::metrics::Filesystem) -> f64;
-    let families: [(&str, &str, Field); 7] = [
-        (
-            "node_filesystem_avail_bytes",
-            "Filesystem space available to non-root users in bytes.",
-            |f| f.available_bytes as f64,
-        ),
-        (
-            "node_filesystem_device_error",
-            "Whether an error occurred while getting statistics for the given device.",
-            |f| f64::from(u8::from(f.stuck)),
-        ),
-        (
-            "node_filesystem_files",
-            "Filesystem total file nodes.",
-            |f| f.files as f64,
-        ),
-        (
-            "node_filesystem_files_free",
-            "Filesystem total free file nodes.",
-            |f| f.files_free as f64,
-        ),
-        (
-            "node_filesystem_free_bytes",
-            "Filesystem free space in bytes.",
-            |f| f.free_bytes as f64,
-        ),
-        (
-            "node_filesystem_readonly",
-            "Filesystem read-only status.",
-            |f| f64::from(u8::from(f.read_only)),
-        ),
-        (
-            "node_filesystem_size_bytes",
-            "Filesystem size in bytes.",
-            |f| f.total_bytes as f64,
-        ),
-    ];
+    // Name and help of each family, one line each: text, not a table of pointers (each a
+    // relocation in the position-independent binary; docs/arm.md). The value is chosen by
+    // the line's place, below.
+    const FAMILIES: &str = "\
+        avail_bytes|Filesystem space available to non-root users in bytes.\n\
+        device_error|Whether an error occurred while getting statistics for the given device.\n\
+        files|Filesystem total file nodes.\n\
+        files_free|Filesystem total free file nodes.\n\
+        free_bytes|Filesystem free space in bytes.\n\
+        readonly|Filesystem read-only status.\n\
+        size_bytes|Filesystem size in bytes.";
+    let value = |i: usize, f: &crate::proto::metrics::Filesystem| match i {
+        0 => f.available_bytes as f64,
+        1 => f64::from(u8::from(f.stuck)),
+        2 => f.files as f64,
+        3 => f.files_free as f64,
+        4 => f.free_bytes as f64,
+        5 => f64::from(u8::from(f.read_only)),
+        _ => f.total_bytes as f64,
+    };
     // A mount point mounted over again (a stacked /dev/shm) is listed twice; the last one
     // is what the path shows, and one series may not appear twice.
     let same = |a: &crate::proto::metrics::Filesystem, b: &crate::proto::metrics::Filesystem| {
@@ -400,15 +356,20 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
         .filter(|(i, f)| !snap.filesystems[i + 1..].iter().any(|later| same(f, later)))
         .map(|(_, f)| f)
         .collect();
-    for (name, help, value) in families {
-        sink.family(name, help, Type::Gauge);
+    let mut name = String::with_capacity(40);
+    for (i, line) in FAMILIES.lines().enumerate() {
+        let (suffix, help) = line.split_once('|').unwrap_or((line, ""));
+        name.clear();
+        name.push_str("node_filesystem_");
+        name.push_str(suffix);
+        sink.family(&name, help, Type::Gauge);
         for f in &shown {
             let labels = [
                 ("device", f.device.as_str()),
                 ("fstype", f.fs_type.as_str()),
                 ("mountpoint", f.mount_point.as_str()),
             ];
-            sink.sample("", &labels, value(f));
+            sink.sample("", &labels, value(i, f));
         }
     }
 }
@@ -417,35 +378,34 @@ fn networks(snap: &Snapshot, sink: &mut dyn Sink) {
     if snap.networks.is_empty() {
         return;
     }
-    type Field = fn(&crate::proto::metrics::NetworkInterface) -> u64;
-    let families: [(&str, &str, Field); 8] = [
-        ("node_network_receive_bytes_total", "bytes", |n| n.rx_bytes),
-        ("node_network_receive_drop_total", "drop", |n| n.rx_dropped),
-        ("node_network_receive_errs_total", "errs", |n| n.rx_errors),
-        ("node_network_receive_packets_total", "packets", |n| {
-            n.rx_packets
-        }),
-        ("node_network_transmit_bytes_total", "bytes", |n| n.tx_bytes),
-        ("node_network_transmit_drop_total", "drop", |n| n.tx_dropped),
-        ("node_network_transmit_errs_total", "errs", |n| n.tx_errors),
-        ("node_network_transmit_packets_total", "packets", |n| {
-            n.tx_packets
-        }),
-    ];
-    let mut help = String::with_capacity(64);
-    for (name, field, value) in families {
+    let mut name = String::with_capacity(48);
+    let mut help = String::with_capacity(48);
+    for (i, field) in "receive_bytes receive_drop receive_errs receive_packets transmit_bytes \
+         transmit_drop transmit_errs transmit_packets"
+        .split_whitespace()
+        .enumerate()
+    {
+        name.clear();
+        name.push_str("node_network_");
+        name.push_str(field);
+        name.push_str("_total");
         help.clear();
         help.push_str("Network device statistic ");
-        help.push_str(if name.contains("receive") {
-            "receive_"
-        } else {
-            "transmit_"
-        });
         help.push_str(field);
         help.push('.');
-        sink.family(name, &help, Type::Counter);
+        sink.family(&name, &help, Type::Counter);
         for n in &snap.networks {
-            sink.sample("", &[("device", &n.name)], value(n) as f64);
+            let value = match i {
+                0 => n.rx_bytes,
+                1 => n.rx_dropped,
+                2 => n.rx_errors,
+                3 => n.rx_packets,
+                4 => n.tx_bytes,
+                5 => n.tx_dropped,
+                6 => n.tx_errors,
+                _ => n.tx_packets,
+            };
+            sink.sample("", &[("device", &n.name)], value as f64);
         }
     }
 }
@@ -587,9 +547,14 @@ fn grpc(rpc: &RpcStats, sink: &mut dyn Sink) {
     );
     for (m, stats) in routed() {
         let [a, b, c] = labels(m);
-        for (code, n) in stats.codes().iter().enumerate() {
+        for ((code, n), name) in stats
+            .codes()
+            .iter()
+            .enumerate()
+            .zip(GO_CODES.split_whitespace())
+        {
             if code == 0 || *n > 0 {
-                sink.sample("", &[("grpc_code", GO_CODES[code]), a, b, c], *n as f64);
+                sink.sample("", &[("grpc_code", name), a, b, c], *n as f64);
             }
         }
     }
@@ -602,7 +567,7 @@ fn grpc(rpc: &RpcStats, sink: &mut dyn Sink) {
         let [a, b, c] = labels(m);
         let (buckets, sum_micros) = stats.latency();
         let mut cumulative = 0;
-        for (le, n) in LE.iter().zip(buckets) {
+        for (le, n) in LE.split_whitespace().zip(buckets) {
             cumulative += n;
             sink.sample("_bucket", &[a, b, c, ("le", le)], cumulative as f64);
         }
@@ -910,6 +875,17 @@ pub(crate) mod tests {
         assert_eq!(
             avail,
             ["node_filesystem_avail_bytes{device=/dev/sda1,fstype=ext4,mountpoint=/} 7"]
+        );
+    }
+
+    /// The code names and bucket bounds line up with the counters.
+    #[test]
+    fn code_names_and_bounds() {
+        assert_eq!(GO_CODES.split_whitespace().count(), 17);
+        assert_eq!(GO_CODES.split_whitespace().nth(4), Some("DeadlineExceeded"));
+        assert_eq!(
+            LE.split_whitespace().count(),
+            crate::rpc_stats::BUCKETS_MICROS.len() + 1
         );
     }
 

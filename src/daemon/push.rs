@@ -334,13 +334,6 @@ impl Buffer {
                 }
             }
         }
-        if !buffer.batches.is_empty() {
-            tracing::info!(
-                batches = buffer.batches.len(),
-                samples = buffer.stats.push.buffered_samples.load(Relaxed),
-                "push buffer: loaded what the previous run left"
-            );
-        }
         Ok(buffer)
     }
 
@@ -539,9 +532,6 @@ pub async fn run(
                 if interval(&new) != interval(&settings) {
                     next_batch = Instant::now() + jitter(interval(&new));
                 }
-                if let Some(s) = &new {
-                    tracing::info!(url = s.shown(), interval_ms = s.interval.as_millis() as u64, "push settings applied");
-                }
                 settings = new;
                 retry_at = None;
                 attempt = 0;
@@ -573,9 +563,8 @@ pub async fn run(
                         let (min, max) = settings.as_ref().map_or((Duration::from_secs(1), Duration::from_secs(60)), |s| (s.min_backoff, s.max_backoff));
                         let wait = backoff(attempt, min, max);
                         retry_at = Some(Instant::now() + wait);
-                        if failing {
-                            tracing::debug!(%reason, retry_in_ms = wait.as_millis() as u64, "push failed");
-                        } else {
+                        // Said once per failing spell; vitals_push_retries_total counts them all.
+                        if !failing {
                             tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "push failed; buffering and retrying with backoff");
                             failing = true;
                         }
@@ -584,11 +573,10 @@ pub async fn run(
                         if let Some(batch) = buffer.remove(seq) {
                             push.samples_rejected.fetch_add(batch.samples, Relaxed);
                         }
+                        // Said once per status; vitals_push_samples_rejected_total counts them.
                         if refused != Some(status) {
                             tracing::warn!(status = status.as_u16(), answer = %said, "the receiver refused a push; that batch is dropped");
                             refused = Some(status);
-                        } else {
-                            tracing::debug!(status = status.as_u16(), answer = %said, "the receiver refused a push");
                         }
                     }
                 }

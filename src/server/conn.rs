@@ -182,7 +182,11 @@ pub(super) async fn serve_tls(
         Some(tls::ALPN_H2) => serve_http2(stream, peer, on, &shared).await,
         Some(_) => serve_http1(Box::new(stream), peer, on, &shared).await,
         None => match http1::sniff(stream, limits.handshake_timeout).await {
-            Some((true, stream)) => serve_http2(stream, peer, on, &shared).await,
+            // Boxed, as the plaintext streams are: no other instance of serve_http2.
+            Some((true, stream)) => {
+                let io: Box<dyn Io> = Box::new(stream);
+                serve_http2(io, peer, on, &shared).await
+            }
             Some((false, stream)) => serve_http1(Box::new(stream), peer, on, &shared).await,
             None => {}
         },

@@ -130,7 +130,7 @@ fn ready(response: Response<Bytes>) -> PageFuture {
 }
 
 /// Answers a request for a page the routes have: authorized by its path as a method is,
-/// `GET` and `HEAD` only.
+/// `GET` only.
 fn answer_page(
     calls: &Calls,
     path: &str,
@@ -138,11 +138,11 @@ fn answer_page(
     headers: &HeaderMap,
 ) -> Option<PageFuture> {
     let page = calls.routes.page(path)?;
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    if method != Method::GET {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET");
         response
             .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
         return Some(ready(response));
     }
     let identity = calls.peer.identity.as_deref();
@@ -188,13 +188,6 @@ fn answer_page(
             ready(plain(status, &reason))
         }
     };
-    if method == Method::HEAD {
-        return Some(Box::pin(async move {
-            let mut response = response.await?;
-            response.body_mut().data = None;
-            Ok(response)
-        }));
-    }
     Some(response)
 }
 
@@ -347,7 +340,6 @@ pub(super) async fn serve(
     ended: impl Future<Output = &'static str>,
 ) {
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "HTTP/1.1 connection open");
-    let addr = peer.addr;
     let calls = Calls {
         routes,
         live: shared.live.clone(),
@@ -374,7 +366,7 @@ pub(super) async fn serve(
                 break true;
             }
         };
-        let (response, keep, head_only) = match read {
+        let (response, keep) = match read {
             Err(_) | Ok(Err(wire::HeadError::Closed | wire::HeadError::Incomplete)) => break true,
             Ok(Err(wire::HeadError::Io(_))) => break false,
             Ok(Err(wire::HeadError::TooLarge)) => (
@@ -383,29 +375,19 @@ pub(super) async fn serve(
                     "the request head is larger than server.max_header_list_size",
                 )),
                 false,
-                false,
             ),
             Ok(Ok(len)) => {
                 let parsed = wire::parse_head(&buf[..len]);
                 buf.drain(..len);
                 match request(&calls, parsed, &mut io, &mut buf).await {
                     Ok(answer) => answer,
-                    Err(refusal) => (ready(refusal), false, false),
+                    Err(refusal) => (ready(refusal), false),
                 }
             }
         };
         let keep = keep && !shared.shutdown.is_cancelled();
         let Ok(mut response) = response.await;
-        let body = if head_only {
-            Bytes::new()
-        } else {
-            response.body_mut().data.take().unwrap_or_default()
-        };
-        let length = if head_only {
-            response.body().data.as_ref().map_or(0, Bytes::len)
-        } else {
-            body.len()
-        };
+        let body = response.body_mut().data.take().unwrap_or_default();
         if !keep {
             response
                 .headers_mut()
@@ -418,7 +400,7 @@ pub(super) async fn serve(
             status.as_str(),
             status.canonical_reason().unwrap_or("")
         );
-        wire::write_head(&mut out, &start, response.headers(), length);
+        wire::write_head(&mut out, &start, response.headers(), body.len());
         // A reader too slow to take an answer within the header timeout is gone.
         let written = tokio::time::timeout(HEADER_READ_TIMEOUT, async {
             io.write_all(&out).await?;
@@ -443,21 +425,19 @@ pub(super) async fn serve(
         })
         .await;
     }
-    tracing::debug!(%addr, "HTTP/1.1 connection closed");
 }
 
 /// Largest request body read (and dropped): no page takes one.
 const MAX_REQUEST_BODY: usize = 64 << 10;
 
-/// Answers one parsed request: the response to come, whether the connection may carry
-/// another, and whether only the head is sent (HEAD). `Err` is a refusal after which the
-/// connection closes.
+/// Answers one parsed request: the response to come, and whether the connection may
+/// carry another. `Err` is a refusal after which the connection closes.
 async fn request<I: AsyncRead + Unpin>(
     calls: &Calls,
     parsed: Result<wire::Head, &'static str>,
     io: &mut I,
     buf: &mut Vec<u8>,
-) -> Result<(PageFuture, bool, bool), Response<Bytes>> {
+) -> Result<(PageFuture, bool), Response<Bytes>> {
     let bad = |why: &str| plain(StatusCode::BAD_REQUEST, why);
     let head = parsed.map_err(bad)?;
     let [method, target, version] = &head.start;
@@ -477,15 +457,9 @@ async fn request<I: AsyncRead + Unpin>(
                 .map_err(bad)?;
         }
     }
-    // The origin form (`/metrics?x`), or the absolute form a proxy would send.
-    let path = target
-        .split_once("://")
-        .map_or(target.as_str(), |(_, rest)| {
-            rest.find('/').map_or("/", |i| &rest[i..])
-        });
-    let path = path.split('?').next().unwrap_or_default();
+    // The origin form (`/metrics?x`): no proxy stands between a scraper and the device.
+    let path = target.split('?').next().unwrap_or_default();
     let keep = wire::keeps_alive(version, &head.headers);
-    let head_only = method == Method::HEAD;
     let response = answer_page(calls, path, &method, &head.headers).unwrap_or_else(|| {
         ready(if calls.routes.serves(path) {
             plain(
@@ -496,7 +470,7 @@ async fn request<I: AsyncRead + Unpin>(
             plain(StatusCode::NOT_FOUND, "no such page")
         })
     });
-    Ok((response, keep, head_only))
+    Ok((response, keep))
 }
 
 #[cfg(test)]
