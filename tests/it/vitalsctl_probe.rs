@@ -379,3 +379,55 @@ async fn grpc_health_probe_streams_help_and_version() {
         );
     }
 }
+
+/// Local probes over the daemon's unix-socket health listeners, in every spelling grpc-go
+/// and grpc_health_probe accept: `unix:/path`, `unix:///path`, `unix-abstract:name`; the
+/// same through the grpc_health_probe name; TLS over a unix socket is refused (exit 1).
+#[tokio::test]
+async fn probes_over_unix_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.sock");
+    let name = format!("vitalsctl-test-{}", std::process::id());
+    let _daemon = TestDaemon::start(&format!(
+        "[health]\nplaintext_listen = [\"unix:{}\", \"unix-abstract:{name}\"]\n",
+        path.display()
+    ))
+    .await;
+    for addr in [
+        format!("unix:{}", path.display()),
+        format!("unix://{}", path.display()),
+        format!("unix-abstract:{name}"),
+    ] {
+        let run = vitalsctl(&["probe".to_string(), format!("-addr={addr}")]).await;
+        assert_eq!(run.code, Some(0), "{addr}: {run:?}");
+        assert_eq!(run.stdout.trim(), "status: SERVING", "{addr}");
+        let run = grpc_health_probe(&[
+            format!("-addr={addr}"),
+            "-service=grpc.health.v1.Health".into(),
+        ])
+        .await;
+        assert_eq!(run.code, Some(0), "{addr}: {run:?}");
+        let run = vitalsctl(&[
+            "probe".to_string(),
+            "--list".into(),
+            format!("-addr={addr}"),
+        ])
+        .await;
+        assert_eq!(run.code, Some(0), "{addr}: {run:?}");
+    }
+    let run = vitalsctl(&[
+        "probe".to_string(),
+        format!("-addr=unix:{}", path.display()),
+        "-tls".into(),
+    ])
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("TLS over a unix socket"), "{run:?}");
+    let missing = dir.path().join("nope.sock");
+    let run = vitalsctl(&[
+        "probe".to_string(),
+        format!("-addr=unix:{}", missing.display()),
+    ])
+    .await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+}
