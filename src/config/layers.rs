@@ -2,9 +2,15 @@
 //! lexical order, then `VITALSD_*` environment variables. Every value keeps the layer it
 //! came from, so an error can name the file (or "the environment") that set a bad key.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use super::{DEFAULT_PATH, DROPIN_DIR, ENV_PREFIX, Error, Location, RawConfig};
+use super::{
+    DEFAULT_PATH, DROPIN_DIR, ENV_PREFIX, Error, Location, RawConfig,
+    tree::{self, Node, Table, Value},
+};
 
 /// Keys whose environment value is a comma-separated list.
 const ENV_LIST_KEYS: &[&str] = &[
@@ -13,8 +19,11 @@ const ENV_LIST_KEYS: &[&str] = &[
     "health.disk_paths",
 ];
 
+/// The origin of every value set by a `VITALSD_*` variable.
+const ENVIRONMENT: &str = "the environment";
+
 /// The merged layers, kept so that an error can say which layer a key came from.
-pub(super) struct Layers(pub(super) config::Config);
+pub(super) struct Layers(Table);
 
 impl Layers {
     pub(super) fn read(location: &Location) -> Result<(Layers, Vec<PathBuf>), Error> {
@@ -22,16 +31,16 @@ impl Layers {
         let mut files = Vec::new();
         match location {
             Location::Dev(dir) => {
-                let mut tls = config::Map::new();
+                let mut tls = Table::new();
                 for (key, file) in [
                     ("cert", "server.crt"),
                     ("key", "server.key"),
                     ("client_ca", "ca.crt"),
                 ] {
                     let path = dir.join(file).display().to_string();
-                    tls.insert(key.to_string(), config::Value::new(None, path));
+                    tls.insert(key.to_string(), built_in(Value::String(path)));
                 }
-                layers.merge("tls".into(), config::Value::new(None, tls));
+                layers.merge("tls".into(), built_in(Value::Table(tls)));
             }
             Location::Default | Location::File(_) => {
                 let (main, required) = match location {
@@ -52,31 +61,43 @@ impl Layers {
             }
         }
         for file in &files {
-            let file = TomlFile::read(file)?;
-            for (key, value) in file.map(&file.table) {
-                layers.merge(key, value);
-            }
+            TomlFile::read(file)?.merge_into(&mut layers);
         }
-        let mut env = config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("_")
-            .separator("__")
-            .list_separator(",")
-            .try_parsing(true);
-        for key in ENV_LIST_KEYS {
-            env = env.with_list_parse_key(key);
-        }
-        let from_env = config::Source::collect(&env).map_err(parse_error)?;
-        for (path, value) in from_env {
+        let environment: Arc<str> = Arc::from(ENVIRONMENT);
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
+                Some((key.to_ascii_lowercase().replace("__", "."), value))
+            })
+            .collect();
+        vars.sort();
+        for (path, text) in vars {
             // `server.listen` from VITALSD_SERVER__LISTEN: nest by dots, nothing else.
-            let origin = value.origin().map(str::to_string);
+            let value = if ENV_LIST_KEYS.contains(&path.as_str()) {
+                Value::Array(
+                    text.split(',')
+                        .map(|item| Node {
+                            value: Value::String(item.trim().to_string()),
+                            origin: Some(environment.clone()),
+                        })
+                        .collect(),
+                )
+            } else {
+                Value::String(text)
+            };
             let mut parts: Vec<&str> = path.split('.').collect();
-            let last = parts.pop().unwrap_or_default().to_string();
-            let mut nested = value;
-            let mut key = last;
+            let mut key = parts.pop().unwrap_or_default().to_string();
+            let mut nested = Node {
+                value,
+                origin: Some(environment.clone()),
+            };
             while let Some(parent) = parts.pop() {
-                let mut table = config::Map::new();
+                let mut table = Table::new();
                 table.insert(key, nested);
-                nested = config::Value::new(origin.as_ref(), table);
+                nested = Node {
+                    value: Value::Table(table),
+                    origin: Some(environment.clone()),
+                };
                 key = parent.to_string();
             }
             layers.merge(key, nested);
@@ -87,52 +108,36 @@ impl Layers {
     /// No layer yet: an empty root table, which serde fills from the `Default`s in
     /// [`super::raw`].
     pub(super) fn defaults() -> Layers {
-        let mut merged = config::Config::default();
-        merged.cache = config::Value::new(None, config::Map::<String, config::Value>::new());
-        Layers(merged)
+        Layers(Table::new())
     }
 
-    /// Puts a layer's top-level key in. Keys are keys: the layers are merged here rather
-    /// than by the config crate's builder, which reads every top-level key as a path
-    /// expression (a quoted `"x[99999999999]"` would grow an array to that size).
-    pub(super) fn merge(&mut self, key: String, value: config::Value) {
-        let config::ValueKind::Table(root) = &mut self.0.cache.kind else {
-            unreachable!("the root is a table from defaults()")
-        };
-        merge(root, key, value);
+    /// Puts a layer's top-level key in. Keys are keys, never path expressions: a quoted
+    /// `"x[99999999999]"` is one odd key, not an array to grow.
+    pub(super) fn merge(&mut self, key: String, node: Node) {
+        tree::merge(&mut self.0, key, node);
     }
 
     /// Deserializes the merged layers, naming the key and its layer on error.
     pub(super) fn raw(&self) -> Result<RawConfig, Error> {
-        serde_path_to_error::deserialize(self.0.clone()).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let reason = match &inner {
-                config::ConfigError::Message(m) => m.clone(),
-                other => other.to_string(),
-            };
-            let reason = reason
-                .split(" for key `")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            self.invalid(&path, reason)
+        tree::deserialize(&self.0).map_err(|err| {
+            let path = err.path.unwrap_or_default();
+            self.invalid(&path, err.message)
         })
     }
 
     /// The layer a key's value came from: a file path, "the environment" or "built-in defaults".
     fn origin(&self, key: &str) -> String {
-        let mut value = &self.0.cache;
+        let mut node: Option<&Node> = None;
+        let mut table = Some(&self.0);
         let parts: Vec<&str> = key.split('.').collect();
         let mut i = 0;
         'walk: while i < parts.len() {
-            let config::ValueKind::Table(table) = &value.kind else {
-                break;
-            };
+            let Some(current) = table else { break };
             // The longest literal key first (a file may say "a.b" = 1 or "x[1]" = 1) ...
             for j in (i + 1..=parts.len()).rev() {
-                if let Some(v) = table.get(&parts[i..j].join(".")) {
-                    value = v;
+                if let Some(v) = current.get(&parts[i..j].join(".")) {
+                    node = Some(v);
+                    table = as_table(v);
                     i = j;
                     continue 'walk;
                 }
@@ -142,16 +147,20 @@ impl Layers {
             else {
                 break;
             };
-            let Some(v) = table.get(name) else { break };
-            value = v;
-            if let (Ok(n), config::ValueKind::Array(items)) = (index.parse::<usize>(), &value.kind)
+            let Some(v) = current.get(name) else { break };
+            node = Some(v);
+            table = None;
+            if let (Ok(n), Value::Array(items)) = (index.parse::<usize>(), &v.value)
                 && let Some(item) = items.get(n)
             {
-                value = item;
+                node = Some(item);
+                table = as_table(item);
             }
             i += 1;
         }
-        value.origin().unwrap_or("built-in defaults").to_string()
+        node.and_then(|n| n.origin.as_deref())
+            .unwrap_or("built-in defaults")
+            .to_string()
     }
 
     pub(super) fn invalid(&self, key: &str, reason: impl Into<String>) -> Error {
@@ -160,6 +169,21 @@ impl Layers {
             key: key.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+fn as_table(node: &Node) -> Option<&Table> {
+    match &node.value {
+        Value::Table(table) => Some(table),
+        _ => None,
+    }
+}
+
+/// A value built in (the dev PKI's paths).
+fn built_in(value: Value) -> Node {
+    Node {
+        value,
+        origin: None,
     }
 }
 
@@ -195,7 +219,7 @@ fn dropin_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 #[derive(Debug, Clone)]
 pub(super) struct TomlFile {
     origin: String,
-    pub(super) table: toml::Table,
+    table: toml::Table,
 }
 
 impl TomlFile {
@@ -216,46 +240,11 @@ impl TomlFile {
         Ok(TomlFile { origin, table })
     }
 
-    fn value(&self, value: &toml::Value) -> config::Value {
-        let origin = Some(&self.origin);
-        match value {
-            toml::Value::String(s) => config::Value::new(origin, s.as_str()),
-            toml::Value::Integer(i) => config::Value::new(origin, *i),
-            toml::Value::Float(f) => config::Value::new(origin, *f),
-            toml::Value::Boolean(b) => config::Value::new(origin, *b),
-            toml::Value::Datetime(d) => config::Value::new(origin, d.to_string()),
-            toml::Value::Array(items) => config::Value::new(
-                origin,
-                items.iter().map(|v| self.value(v)).collect::<Vec<_>>(),
-            ),
-            toml::Value::Table(table) => config::Value::new(origin, self.map(table)),
-        }
-    }
-
-    pub(super) fn map(&self, table: &toml::Table) -> config::Map<String, config::Value> {
-        table
-            .iter()
-            .map(|(k, v)| (k.clone(), self.value(v)))
-            .collect()
-    }
-}
-
-/// Puts `value` under `key`: tables merge key by key, anything else replaces what was there.
-fn merge(table: &mut config::Map<String, config::Value>, key: String, value: config::Value) {
-    let origin = value.origin().map(str::to_string);
-    match (table.get_mut(&key), value.kind) {
-        (Some(existing), config::ValueKind::Table(incoming))
-            if matches!(existing.kind, config::ValueKind::Table(_)) =>
-        {
-            let config::ValueKind::Table(target) = &mut existing.kind else {
-                unreachable!("matched a table")
-            };
-            for (k, v) in incoming {
-                merge(target, k, v);
-            }
-        }
-        (_, kind) => {
-            table.insert(key, config::Value::new(origin.as_ref(), kind));
+    /// Merges every top-level key of the file into `layers`.
+    pub(super) fn merge_into(&self, layers: &mut Layers) {
+        let origin: Arc<str> = Arc::from(self.origin.as_str());
+        for (key, value) in &self.table {
+            layers.merge(key.clone(), Node::from_toml(value, &origin));
         }
     }
 }
@@ -271,22 +260,5 @@ fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
             format!("invalid TOML at line {line}, column {column}: {what}")
         }
         None => format!("invalid TOML: {what}"),
-    }
-}
-
-fn parse_error(err: config::ConfigError) -> Error {
-    match err {
-        config::ConfigError::FileParse { uri, cause } => Error::Parse {
-            origin: uri.unwrap_or_else(|| "a config file".into()),
-            reason: cause.to_string().trim().replace('\n', " "),
-        },
-        config::ConfigError::Foreign(cause) => Error::Parse {
-            origin: "a config file".into(),
-            reason: cause.to_string(),
-        },
-        other => Error::Parse {
-            origin: "config".into(),
-            reason: other.to_string(),
-        },
     }
 }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 mod layers;
 mod raw;
+mod tree;
 pub mod units;
 mod validate;
 
@@ -418,10 +419,7 @@ impl Config {
     /// environment), exactly as a file with that content would be: for fuzzing and tools.
     pub fn parse(origin: &str, text: &str) -> Result<Config, Error> {
         let mut layers = Layers::defaults();
-        let file = TomlFile::parse(origin.to_string(), text)?;
-        for (key, value) in file.map(&file.table) {
-            layers.merge(key, value);
-        }
+        TomlFile::parse(origin.to_string(), text)?.merge_into(&mut layers);
         let raw = layers.raw()?;
         validate::validate(&layers, raw, Vec::new())
     }
