@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmarks, in one run: vitalsd against a bare tonic echo server (same proto, same
-# rustls config, no layers), alternated within each repeat so machine drift cancels out;
-# then health latency and the footprint. Results go to target/bench/ (raw JSON lines and
+# The benchmarks, in one run: vitalsd against its peers (a bare tonic echo server built
+# like vitalsd, the same built with cargo's default profile, and C++ gRPC; same proto, same
+# mTLS), rotated within each repeat so machine drift cancels out, with server CPU per call
+# and per full and resumed handshake; then health latency, the footprint and Prometheus. Results go to target/bench/ (raw JSON lines and
 # report.md); BENCHMARKS.md quotes a run.
 #
 # Usage: scripts/bench.sh
@@ -11,6 +12,8 @@
 #   BENCH_WORKERS=                      vitalsd server.worker_threads (default: one per CPU it may use)
 #   BENCH_SCENARIOS="5B-512 4KiB-512"   only these echo scenarios, then stop (for iterating on one
 #                                       figure: no health, footprint or report)
+#   BENCH_PEERS="bare tonic-default cpp" the peers vitalsd is measured against
+#   BENCH_HANDSHAKE_SECONDS=5            each openssl s_time run
 #   BENCH_PARTS=prometheus              only the Prometheus part (scrape cost against Debian's
 #                                       prometheus-node-exporter, push cost), then stop
 #   BENCH_SCRAPES=200 BENCH_PUSH_SECONDS=30   scrapes per measurement; the push window
@@ -30,6 +33,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 need() { command -v "$1" >/dev/null || { echo "bench: $1 is missing ($2)" >&2; exit 69; }; }
 need python3 "apt-get install python3"
 need taskset "apt-get install util-linux"
+need openssl "apt-get install openssl"
 
 # Sizes first: the daemon alone, as shipped (examples pull tonic's server features in).
 log "building"
@@ -138,54 +142,97 @@ if [ "${BENCH_PARTS:-}" = prometheus ]; then
   exit 0
 fi
 
-A=127.0.0.1:50171 B=127.0.0.1:50172
+# The servers, each pinned to the server core: vitalsd; the bare tonic floor built with
+# vitalsd's size-tuned profile (examples/bare_echo.rs); the same source built with cargo's
+# default release profile (bench/tonic-default), the server a Rust user would write; and
+# C++ gRPC's callback API (bench/cpp). BENCH_PEERS picks the peers (default: all three).
+peers=${BENCH_PEERS:-bare tonic-default cpp}
+declare -A addr_of pid_of
+addr_of[vitalsd]=127.0.0.1:50171
 write_config "$work/a.toml" 50171
-"${server_cpu[@]}" target/release/vitalsd --config "$work/a.toml" 2>"$work/a.log" & pids+=($!); a_pid=$!
-"${server_cpu[@]}" target/release/examples/bare_echo --listen $B --pki "$pki" 2>"$work/b.log" & pids+=($!)
-wait_serving $A
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/50172) 2>/dev/null && break; sleep 0.05; done
+"${server_cpu[@]}" target/release/vitalsd --config "$work/a.toml" 2>"$work/a.log" & pids+=($!); pid_of[vitalsd]=$!
+for peer in $peers; do
+  case $peer in
+    bare) addr_of[bare]=127.0.0.1:50172
+      "${server_cpu[@]}" target/release/examples/bare_echo --listen ${addr_of[bare]} --pki "$pki" 2>"$work/bare.log" & ;;
+    tonic-default) addr_of[tonic-default]=127.0.0.1:50179
+      log "building the default-profile tonic peer (bench/tonic-default)"
+      CARGO_TARGET_DIR=target/bench-peers/tonic-default cargo build --release --quiet --manifest-path bench/tonic-default/Cargo.toml
+      "${server_cpu[@]}" target/bench-peers/tonic-default/release/tonic_default_echo --listen ${addr_of[tonic-default]} --pki "$pki" 2>"$work/tonic-default.log" & ;;
+    cpp) addr_of[cpp]=127.0.0.1:50180
+      log "building the C++ gRPC peer (bench/cpp)"
+      bench/cpp/build.sh
+      "${server_cpu[@]}" target/bench-peers/echo_server --listen ${addr_of[cpp]} --pki "$pki" 2>"$work/cpp.log" & ;;
+    *) echo "bench: unknown peer $peer (bare, tonic-default, cpp)" >&2; exit 64 ;;
+  esac
+  pids+=($!); pid_of[$peer]=$!
+done
+wait_serving ${addr_of[vitalsd]}
+for peer in $peers; do
+  port=${addr_of[$peer]##*:}
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+done
+servers="vitalsd $peers"
+
+# A process's CPU time so far, in clock ticks (threads that ended included).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 bench() { # LABEL SERVER ADDR CONNECTIONS STREAMS SIZE [extra vitalsctl args]
   local label=$1 server=$2 addr=$3 conns=$4 streams=$5 size=$6; shift 6
+  local before after
+  before=$(cpu_ticks "${pid_of[$server]}")
   "${client_cpu[@]}" target/release/vitalsctl bench --addr "$addr" \
     --tls-ca-cert "$pki/ca.crt" --tls-client-cert "$pki/client.crt" --tls-client-key "$pki/client.key" \
     --connections "$conns" --streams "$streams" --size "$size" --duration "$duration" --warmup 1s --json "$@" \
-    | python3 -c 'import json,sys; r=json.load(sys.stdin); r.update(label=sys.argv[1], server=sys.argv[2]); print(json.dumps(r))' "$label" "$server" \
-    >> "$results"
+    > "$work/run.json"
+  after=$(cpu_ticks "${pid_of[$server]}")
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(label=sys.argv[2], server=sys.argv[3], server_cpu_ticks=int(sys.argv[5]) - int(sys.argv[4]), ticks_per_sec=int(sys.argv[6])); print(json.dumps(r))' \
+    "$work/run.json" "$label" "$server" "$before" "$after" "$(getconf CLK_TCK)" >> "$results"
 }
 
-log "echo: vitalsd (A) and bare tonic (B), alternating, $repeats rounds of $duration"
+log "echo: $servers, alternating (rotated each round), $repeats rounds of $duration"
 for round in $(seq "$repeats"); do
+  # Each round starts with the next server, so every server is measured first, last and in
+  # between as often as the rounds allow: machine drift cancels out of the ratios.
+  read -ra order <<< "$servers"
+  shift_by=$(( (round - 1) % ${#order[@]} ))
+  order=("${order[@]:$shift_by}" "${order[@]:0:$shift_by}")
   for scenario in "5B-1:1:1:5" "5B-512:16:32:5" "4KiB-1:1:1:4096" "4KiB-512:16:32:4096"; do
     IFS=: read -r label conns streams size <<< "$scenario"
     [ -z "${BENCH_SCENARIOS:-}" ] || [[ " $BENCH_SCENARIOS " == *" $label "* ]] || continue
-    if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
-    for s in $order; do
-      if [ "$s" = A ]; then bench "$label" vitalsd $A "$conns" "$streams" "$size"
-      else bench "$label" bare $B "$conns" "$streams" "$size"; fi
-    done
+    for s in "${order[@]}"; do bench "$label" "$s" "${addr_of[$s]}" "$conns" "$streams" "$size"; done
   done
   log "round $round done"
 done
+for s in $servers; do
+  printf '{"label": "peak-rss", "server": "%s", "kib": %s}\n' "$s" "$(awk '/^VmHWM/ {print $2}' "/proc/${pid_of[$s]}/status")" >> "$results"
+done
+
+# Full and resumed mutual-TLS handshakes, as openssl s_time makes them (TLS 1.3, ECDSA
+# P-256, a client certificate): the server's CPU per handshake.
+handshake_seconds=${BENCH_HANDSHAKE_SECONDS:-5}
+log "handshakes: openssl s_time -new and -reuse, ${handshake_seconds}s each"
+for s in $servers; do
+  for mode in new reuse; do
+    before=$(cpu_ticks "${pid_of[$s]}")
+    out_text=$("${client_cpu[@]}" openssl s_time -connect "${addr_of[$s]}" -$mode -time "$handshake_seconds" \
+      -cert "$pki/client.crt" -key "$pki/client.key" -CAfile "$pki/ca.crt" 2>&1 || true)
+    after=$(cpu_ticks "${pid_of[$s]}")
+    count=$(grep -oE '^[0-9]+ connections in' <<< "$out_text" | head -1 | cut -d' ' -f1)
+    printf '{"label": "handshake-%s", "server": "%s", "handshakes": %s, "server_cpu_ticks": %s, "ticks_per_sec": %s}\n' \
+      "$mode" "$s" "${count:-0}" "$((after - before))" "$(getconf CLK_TCK)" >> "$results"
+  done
+done
+
 if [ -n "${BENCH_SCENARIOS:-}" ]; then
-  python3 - "$results" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-for label in dict.fromkeys(r["label"] for r in rows):
-    pa = [r for r in rows if r["label"] == label and r["server"] == "vitalsd"]
-    pb = [r for r in rows if r["label"] == label and r["server"] == "bare"]
-    for name, rs in (("vitalsd", pa), ("bare", pb)):
-        print(f"{label} {name}: " + ", ".join(f"{r['requests_per_sec']:,.0f}/s p99 {r['latency_us']['p99']/1000:.1f} ms" for r in rs))
-    print(f"{label} vitalsd/bare: rps {statistics.median(a['requests_per_sec'] / b['requests_per_sec'] for a, b in zip(pa, pb)):.2f}x,"
-          f" p99 {statistics.median(a['latency_us']['p99'] / b['latency_us']['p99'] for a, b in zip(pa, pb)):.2f}x")
-PY
+  python3 scripts/lib/echo_report.py "$results"
   exit 0
 fi
 
 log "health Check latency (vitalsd)"
 for round in $(seq "$repeats"); do
-  bench health-1 vitalsd $A 1 1 0 --method /grpc.health.v1.Health/Check
-  bench health-64 vitalsd $A 1 64 0 --method /grpc.health.v1.Health/Check
+  bench health-1 vitalsd "${addr_of[vitalsd]}" 1 1 0 --method /grpc.health.v1.Health/Check
+  bench health-64 vitalsd "${addr_of[vitalsd]}" 1 64 0 --method /grpc.health.v1.Health/Check
 done
 kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
 
@@ -266,16 +313,9 @@ def med(label, server, key):
             "errors": lambda r: sum(r["errors"].values())}
     f = pick.get(key) or (lambda r: r["latency_us"][key])
     return statistics.median(f(r) for r in vals)
-lines = ["| scenario | server | requests/s | p50 ms | p99 ms | p99.9 ms | errors | vitalsctl CPU (% of a core) |", "|---|---|---|---|---|---|---|---|"]
-for label in ["5B-1", "5B-512", "4KiB-1", "4KiB-512"]:
-    for server in ["vitalsd", "bare"]:
-        lines.append(f"| {label} | {server} | {med(label, server, 'rps'):,.0f} | {med(label, server, 'p50')/1000:.3f} | {med(label, server, 'p99')/1000:.3f} | {med(label, server, 'p999')/1000:.3f} | {med(label, server, 'errors'):.0f} | {med(label, server, 'cpu'):.0f} |")
-    # Paired: each round's A against the same round's B, then the median of those ratios.
-    pa = [r for r in rows if r["label"] == label and r["server"] == "vitalsd"]
-    pb = [r for r in rows if r["label"] == label and r["server"] == "bare"]
-    ratio = statistics.median(a["requests_per_sec"] / b["requests_per_sec"] for a, b in zip(pa, pb))
-    p99 = statistics.median(a["latency_us"]["p99"] / b["latency_us"]["p99"] for a, b in zip(pa, pb))
-    lines.append(f"| {label} | **vitalsd / bare** | **{ratio:.2f}x** | | **{p99:.2f}x** | | | |")
+import subprocess
+lines = subprocess.run(["python3", "scripts/lib/echo_report.py", sys.argv[1]], capture_output=True, text=True, check=True).stdout.splitlines()
+lines += ["", "| health | server | requests/s | p50 ms | p99 ms | p99.9 ms | errors | vitalsctl CPU (% of a core) |", "|---|---|---|---|---|---|---|---|"]
 for label in ["health-1", "health-64"]:
     lines.append(f"| {label} | vitalsd | {med(label, 'vitalsd', 'rps'):,.0f} | {med(label, 'vitalsd', 'p50')/1000:.3f} | {med(label, 'vitalsd', 'p99')/1000:.3f} | {med(label, 'vitalsd', 'p999')/1000:.3f} | {med(label, 'vitalsd', 'errors'):.0f} | {med(label, 'vitalsd', 'cpu'):.0f} |")
 idle = json.loads('''$idle''')
