@@ -219,12 +219,16 @@ pub fn server_config(
             key: key.origin,
             source,
         })?;
-    // No session resumption: a resumed session skips the client certificate check, so it
-    // would outlive a reload's new client CA or CRL; and a cache of 256 sessions, each
-    // holding a client chain, kept ~2 MiB pinned after a connection storm (RELIABILITY.md).
-    // A device's TLS 1.3 handshake takes milliseconds.
+    // Resumption by stateless tickets, so a prober that reconnects every few seconds skips
+    // the handshake's signatures (BENCHMARKS.md has the figures). The ticket key belongs to
+    // this config: a reload builds a new one, so a session never outlives a new client CA
+    // or CRL. No session is kept in memory (a cache of client chains stayed pinned after a
+    // connection storm, RELIABILITY.md). A resumed connection carries the chain its full
+    // handshake verified, so the identity and the ACL see the same peer; the transport
+    // refuses one whose certificate has since passed its notAfter.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.send_tls13_tickets = 1;
     // h2 first: a client offering both (curl) gets HTTP/2.
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(ServerIdentity {

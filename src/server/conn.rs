@@ -162,8 +162,16 @@ pub(super) async fn serve_tls(
         .peer_certificates()
         .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect());
     let leaf = chain.as_ref().and_then(|c| c.first());
+    let not_after = leaf.and_then(tls::not_after);
+    // A full handshake has just verified the chain; a resumed one carries the chain of an
+    // earlier full handshake, whose certificate may have expired since.
+    if not_after.is_some_and(|t| t <= SystemTime::now()) {
+        refused("expired");
+        tracing::debug!(%addr, "a resumed session's client certificate has expired; closing");
+        return;
+    }
     let credentials = Credentials {
-        not_after: leaf.and_then(tls::not_after),
+        not_after,
         registered: chain.clone().map(|c| shared.registry.register(c)),
     };
     let peer = Peer {

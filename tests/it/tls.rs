@@ -144,3 +144,142 @@ async fn mismatched_key_is_refused() {
     assert_eq!(code, Some(78), "{out}");
     assert!(out.contains("do not go together"), "{out}");
 }
+
+/// A TLS connection with `config` (its session cache shared with every clone), then HTTP/2;
+/// whether the handshake resumed a session.
+async fn connect_with(
+    daemon: &TestDaemon,
+    config: &rustls::ClientConfig,
+) -> (bool, crate::support::raw::RawConn) {
+    let tcp = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config.clone()))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake");
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    (resumed, crate::support::raw::over(stream).await.unwrap())
+}
+
+/// One echo on `conn`: the grpc-status, and the identity the server saw.
+async fn echo_as(conn: &mut crate::support::raw::RawConn) -> (String, String) {
+    use vitals::proto::echo::{EchoRequest, EchoResponse};
+    let reply = crate::support::raw::call(
+        &mut conn.send,
+        "/vitals.echo.v1.Echo/Echo",
+        crate::support::raw::frame(&EchoRequest {
+            echo_message: "who".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let status = reply.grpc_status.clone().unwrap_or_default();
+    let identity = if status == "0" {
+        reply.message::<EchoResponse>().peer_identity
+    } else {
+        String::new()
+    };
+    (status, identity)
+}
+
+/// A client that reconnects resumes its TLS session (a ticket, no server-side cache), and
+/// the resumed connection carries the identity of the certificate its full handshake
+/// verified: granted calls see it, a client without a grant is still denied. A reload
+/// makes a new ticket key, so the next connection is a full handshake again.
+#[tokio::test]
+async fn resumed_sessions_keep_the_identity_and_the_acl() {
+    let pki = Arc::new(TestPki::new());
+    let (other_cert, other_key) = pki.issue(
+        "other",
+        &Leaf::new("other", &["spiffe://test.vitals/other"], Usage::Client, 1),
+    );
+    let daemon = TestDaemon::builder().pki(pki.clone()).start().await;
+    let granted = daemon.client_tls(ClientAuth::Certificate {
+        cert: &pki.path("client.crt"),
+        key: &pki.path("client.key"),
+    });
+    let denied = daemon.client_tls(ClientAuth::Certificate {
+        cert: &other_cert,
+        key: &other_key,
+    });
+    for (config, status, identity) in [
+        (&granted, "0", crate::support::CLIENT_ID),
+        (&denied, "7", ""),
+    ] {
+        let (resumed, mut first) = connect_with(&daemon, config).await;
+        assert!(!resumed, "the first handshake is a full one");
+        assert_eq!(
+            echo_as(&mut first).await,
+            (status.to_string(), identity.to_string())
+        );
+        let (resumed, mut second) = connect_with(&daemon, config).await;
+        assert!(resumed, "the second handshake resumes the first's session");
+        assert_eq!(
+            echo_as(&mut second).await,
+            (status.to_string(), identity.to_string()),
+            "the resumed connection is the same peer"
+        );
+    }
+    daemon.signal("HUP");
+    daemon
+        .wait_for_log(|l| l.contains("reloaded the config"))
+        .await;
+    let (resumed, mut after) = connect_with(&daemon, &granted).await;
+    assert!(!resumed, "a reload's new ticket key means a full handshake");
+    assert_eq!(echo_as(&mut after).await.0, "0");
+}
+
+/// A session whose client certificate has expired since its full handshake is not resumed
+/// into service: the server closes the resumed connection before serving it.
+#[tokio::test]
+async fn a_resumed_session_with_an_expired_certificate_is_refused() {
+    let pki = Arc::new(TestPki::new());
+    let mut leaf = Leaf::new("short", &["spiffe://test.vitals/short"], Usage::Client, 1);
+    leaf.not_after = SystemTime::now() + Duration::from_secs(2);
+    let (cert, key) = pki.issue("short", &leaf);
+    let daemon = TestDaemon::builder().pki(pki.clone()).start().await;
+    let config = daemon.client_tls(ClientAuth::Certificate {
+        cert: &cert,
+        key: &key,
+    });
+    let (_, first) = connect_with(&daemon, &config).await;
+    crate::support::raw::assert_health_serving(first).await;
+    // rcgen writes whole seconds: the certificate has expired 3 s from now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tcp = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config.clone()))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await;
+    let served = match stream {
+        Ok(stream) => {
+            assert_eq!(
+                stream.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Resumed),
+                "the ticket is still good for TLS"
+            );
+            match crate::support::raw::over(stream).await {
+                Ok(mut conn) => crate::support::raw::call(
+                    &mut conn.send,
+                    "/grpc.health.v1.Health/Check",
+                    crate::support::raw::frame(
+                        &vitals::proto::health::HealthCheckRequest::default(),
+                    ),
+                )
+                .await
+                .is_ok(),
+                Err(_) => false,
+            }
+        }
+        Err(_) => false,
+    };
+    assert!(
+        !served,
+        "a resumed session with an expired certificate was served"
+    );
+}
