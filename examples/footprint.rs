@@ -6,6 +6,12 @@
 //!   footprint hold ADDR PKI_DIR CONNECTIONS SECONDS
 //!       opens CONNECTIONS mutual-TLS HTTP/2 connections, makes one health call on each,
 //!       holds them open (the daemon's keepalive pings them) for SECONDS, then closes.
+//!   footprint handshakes ADDR PKI_DIR SECONDS full|resumed [tls12]
+//!       mutual-TLS handshakes one after another for SECONDS, each read until the server's
+//!       first HTTP/2 bytes (so a TLS 1.3 ticket is taken), then closed with close_notify;
+//!       `resumed` keeps the client's session cache (every handshake after the first
+//!       resumes), `full` has none; `tls12` offers TLS 1.2 only. Prints how many, and how
+//!       many resumed.
 #![forbid(unsafe_code)]
 
 use std::{
@@ -37,8 +43,18 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Some("handshakes") if args.len() == 5 || args.len() == 6 => {
+            handshakes(
+                &args[1],
+                Path::new(&args[2]),
+                Duration::from_secs(args[3].parse()?),
+                args[4] == "resumed",
+                args.get(5).is_some_and(|a| a == "tls12"),
+            )
+            .await
+        }
         _ => anyhow::bail!(
-            "usage: footprint startup VITALSD CONFIG [RUNS] | hold ADDR PKI CONNECTIONS SECONDS"
+            "usage: footprint startup VITALSD CONFIG [RUNS] | hold ADDR PKI CONNECTIONS SECONDS | handshakes ADDR PKI SECONDS full|resumed"
         ),
     }
 }
@@ -130,5 +146,59 @@ async fn hold(addr: &str, pki: &Path, connections: usize, seconds: u64) -> anyho
     }
     println!("holding {} connections for {seconds}s", held.len());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    Ok(())
+}
+
+async fn handshakes(
+    addr: &str,
+    pki: &Path,
+    seconds: Duration,
+    resume: bool,
+    tls12: bool,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = if tls12 {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in vitals::tls::load_certs(&pki.join("ca.crt"))? {
+            roots.add(cert)?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(vitals::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vitals::tls::load_certs(&pki.join("client.crt"))?,
+                vitals::tls::load_key(&pki.join("client.key"))?,
+            )?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        config
+    } else {
+        vitals::tls::client_config(
+            &pki.join("ca.crt"),
+            vitals::tls::ClientAuth::Certificate {
+                cert: &pki.join("client.crt"),
+                key: &pki.join("client.key"),
+            },
+        )?
+    };
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let until = Instant::now() + seconds;
+    let (mut count, mut resumed) = (0u64, 0u64);
+    while Instant::now() < until {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = connector.connect(name.clone(), tcp).await?;
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+        let mut first = [0u8; 9];
+        tls.read_exact(&mut first).await?;
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            resumed += 1;
+        }
+        let _ = tls.shutdown().await;
+        count += 1;
+    }
+    println!("{{\"handshakes\": {count}, \"resumed\": {resumed}}}");
     Ok(())
 }

@@ -33,7 +33,6 @@ log() { printf '==> %s\n' "$*" >&2; }
 need() { command -v "$1" >/dev/null || { echo "bench: $1 is missing ($2)" >&2; exit 69; }; }
 need python3 "apt-get install python3"
 need taskset "apt-get install util-linux"
-need openssl "apt-get install openssl"
 
 # Sizes first: the daemon alone, as shipped (examples pull tonic's server features in).
 log "building"
@@ -208,19 +207,22 @@ for s in $servers; do
   printf '{"label": "peak-rss", "server": "%s", "kib": %s}\n' "$s" "$(awk '/^VmHWM/ {print $2}' "/proc/${pid_of[$s]}/status")" >> "$results"
 done
 
-# Full and resumed mutual-TLS handshakes, as openssl s_time makes them (TLS 1.3, ECDSA
-# P-256, a client certificate): the server's CPU per handshake.
+# Full and resumed mutual-TLS handshakes (TLS 1.3, ECDSA P-256, a client certificate), one
+# after another, each to the server's first HTTP/2 bytes and closed (examples/footprint.rs
+# handshakes): the server's CPU per connection, the kernel's share of it included.
+# "resumed" keeps the client's session cache, "full" has none; "resumed-tls12" resumes a
+# TLS 1.2 session (no key exchange at all), for comparison.
 handshake_seconds=${BENCH_HANDSHAKE_SECONDS:-5}
-log "handshakes: openssl s_time -new and -reuse, ${handshake_seconds}s each"
+log "handshakes: full, resumed and resumed over TLS 1.2, ${handshake_seconds}s each"
 for s in $servers; do
-  for mode in new reuse; do
+  for mode in full resumed resumed-tls12; do
     before=$(cpu_ticks "${pid_of[$s]}")
-    out_text=$("${client_cpu[@]}" openssl s_time -connect "${addr_of[$s]}" -$mode -time "$handshake_seconds" \
-      -cert "$pki/client.crt" -key "$pki/client.key" -CAfile "$pki/ca.crt" 2>&1 || true)
+    r=$("${client_cpu[@]}" target/release/examples/footprint handshakes "${addr_of[$s]}" "$pki" \
+      "$handshake_seconds" ${mode%-tls12} $([ "$mode" = resumed-tls12 ] && echo tls12) 2>/dev/null \
+      || echo '{"handshakes": 0, "resumed": 0}')
     after=$(cpu_ticks "${pid_of[$s]}")
-    count=$(grep -oE '^[0-9]+ connections in' <<< "$out_text" | head -1 | cut -d' ' -f1)
-    printf '{"label": "handshake-%s", "server": "%s", "handshakes": %s, "server_cpu_ticks": %s, "ticks_per_sec": %s}\n' \
-      "$mode" "$s" "${count:-0}" "$((after - before))" "$(getconf CLK_TCK)" >> "$results"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(label="handshake-" + sys.argv[2], server=sys.argv[3], server_cpu_ticks=int(sys.argv[5]) - int(sys.argv[4]), ticks_per_sec=int(sys.argv[6])); print(json.dumps(r))' \
+      "$r" "$mode" "$s" "$before" "$after" "$(getconf CLK_TCK)" >> "$results"
   done
 done
 

@@ -49,17 +49,23 @@ for label in scenarios:
 rss = {r["server"]: r["kib"] for r in rows if r["label"] == "peak-rss"}
 hs = {(r["server"], r["label"]): r for r in rows if r["label"].startswith("handshake-")}
 if rss or hs:
-    out += ["", "| server | peak RSS | full handshake, server CPU | resumed handshake, server CPU | full / resumed |",
-            "|---|---|---|---|---|"]
+    out += ["", "| server | peak RSS | full handshake, server CPU | resumed (TLS 1.3) | full / resumed | resumed (TLS 1.2) |",
+            "|---|---|---|---|---|---|"]
     for server in servers:
         def per(mode):
             r = hs.get((server, f"handshake-{mode}"))
             if not r or not r["handshakes"]:
                 return None
-            return r["server_cpu_ticks"] / r["ticks_per_sec"] / r["handshakes"] * 1e6
-        new, reuse = per("new"), per("reuse")
-        fmt = lambda v: f"{v:,.0f} µs" if v is not None else "n/a"
-        gain = f"{new / reuse:.1f}x" if new and reuse else ""
+            return r["server_cpu_ticks"] / r["ticks_per_sec"] / r["handshakes"] * 1e6, r
+
+        def fmt(v):
+            if v is None:
+                return "n/a"
+            us, r = v
+            resumed = f", {r['resumed'] / r['handshakes']:.0%} resumed" if r["resumed"] else ""
+            return f"{us:,.0f} µs{resumed}"
+        full, resumed, tls12 = per("full"), per("resumed"), per("resumed-tls12")
+        gain = f"{full[0] / resumed[0]:.1f}x" if full and resumed else ""
         peak = f"{rss[server] / 1024:.1f} MiB" if server in rss else ""
-        out.append(f"| {server} | {peak} | {fmt(new)} | {fmt(reuse)} | {gain} |")
+        out.append(f"| {server} | {peak} | {fmt(full)} | {fmt(resumed)} | {gain} | {fmt(tls12)} |")
 print("\n".join(out))
