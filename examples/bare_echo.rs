@@ -39,8 +39,23 @@ impl Echo for Bare {
     }
 }
 
+// Built with `--features count-allocs` (scripts/bench.sh's allocation count), it counts
+// its allocations and prints them when SIGTERM stops it.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: vitals::alloc_count::Counting = vitals::alloc_count::Counting;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "count-allocs")]
+    tokio::spawn(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+        let (allocations, bytes) = vitals::alloc_count::counts();
+        eprintln!("allocations: {allocations} ({bytes} bytes)");
+        std::process::exit(0);
+    });
     let mut listen: SocketAddr = "127.0.0.1:50061".parse()?;
     let mut pki = PathBuf::from("certs/dev");
     let mut args = std::env::args().skip(1);

@@ -190,7 +190,8 @@ async fn handshakes(
     while Instant::now() < until {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let mut tls = connector.connect(name.clone(), tcp).await?;
-        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await?;
         let mut first = [0u8; 9];
         tls.read_exact(&mut first).await?;
         if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {

@@ -47,6 +47,8 @@
 // mallopt and malloc_trim (malloc::glibc, integers in and out).
 #![deny(unsafe_code)]
 
+#[cfg(feature = "count-allocs")]
+pub mod alloc_count;
 pub mod auth;
 pub mod client;
 pub mod config;

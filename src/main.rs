@@ -65,6 +65,10 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
     }))
 }
 
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: vitals::alloc_count::Counting = vitals::alloc_count::Counting;
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(Parsed::Run(options)) => options,
@@ -79,7 +83,13 @@ fn main() -> ExitCode {
     };
     // At the default level until the config says otherwise.
     let telemetry = Arc::new(telemetry::init());
-    match vitals::daemon::start(options, telemetry) {
+    let started = vitals::daemon::start(options, telemetry);
+    #[cfg(feature = "count-allocs")]
+    {
+        let (allocations, bytes) = vitals::alloc_count::counts();
+        eprintln!("allocations: {allocations} ({bytes} bytes)");
+    }
+    match started {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let reason = chain(&err);
