@@ -78,6 +78,12 @@ async fn blocking<T: Send + 'static>(
 pub enum Control {
     /// Re-read the config files and certificates and apply what can change live.
     Reload,
+    /// Re-read the TLS identity (certificate, key, client CA, CRLs) with the running config
+    /// and secrets, and serve it on new handshakes: a file changed on disk, or a certificate
+    /// was issued. An unusable identity (a key that does not match its certificate, a
+    /// half-written file) keeps the current one, and the log says why. `why` names the
+    /// cause in the log.
+    Identity { why: &'static str },
     /// Stop accepting, drain, return.
     Stop,
 }
@@ -180,7 +186,15 @@ impl Daemon {
 
     /// Serves until told to stop (or until `control` closes), then drains. Returns once
     /// every connection has closed or the drain timeout has passed.
-    pub async fn run(mut self, listeners: Listeners, mut control: mpsc::Receiver<Control>) {
+    /// `control` is the sender of `commands`, for the daemon's own tasks (file watching,
+    /// renewal) to ask for an identity reload.
+    pub async fn run(
+        mut self,
+        listeners: Listeners,
+        control: mpsc::Sender<Control>,
+        mut commands: mpsc::Receiver<Control>,
+    ) {
+        let _ = &control;
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
         let exposed = listeners.exposed_plaintext();
@@ -242,24 +256,34 @@ impl Daemon {
         );
         systemd::notify(&format!("READY=1\nSTATUS={status}"));
 
-        while let Some(Control::Reload) = control.recv().await {
-            systemd::notify("RELOADING=1\nSTATUS=reloading");
-            let outcome = self.reload().await;
-            let (counter, ok) = match outcome {
-                Ok(()) => (&self.counters.reloads_applied, 1),
-                Err(_) => (&self.counters.reloads_rejected, 0),
-            };
-            counter.fetch_add(1, Relaxed);
-            self.counters.last_reload_ok.store(ok, Relaxed);
-            let status = match outcome {
-                Ok(()) => status.clone(),
-                Err(err) => {
-                    let reason = chain(&err);
-                    tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
-                    format!("{status}; last reload rejected: {reason}")
+        loop {
+            match commands.recv().await {
+                Some(Control::Reload) => {
+                    systemd::notify("RELOADING=1\nSTATUS=reloading");
+                    let outcome = self.reload().await;
+                    let (counter, ok) = match outcome {
+                        Ok(()) => (&self.counters.reloads_applied, 1),
+                        Err(_) => (&self.counters.reloads_rejected, 0),
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    self.counters.last_reload_ok.store(ok, Relaxed);
+                    let status = match outcome {
+                        Ok(()) => status.clone(),
+                        Err(err) => {
+                            let reason = chain(&err);
+                            tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
+                            format!("{status}; last reload rejected: {reason}")
+                        }
+                    };
+                    systemd::notify(&format!("READY=1\nSTATUS={status}"));
                 }
-            };
-            systemd::notify(&format!("READY=1\nSTATUS={status}"));
+                Some(Control::Identity { why }) => {
+                    if let Err(err) = self.reload_identity(why).await {
+                        tracing::error!(why, reason = %chain(&err), "keeping the current TLS identity: the new one is unusable");
+                    }
+                }
+                Some(Control::Stop) | None => break,
+            }
         }
 
         self.health.set_phase(Phase::Stopping);
@@ -273,7 +297,7 @@ impl Daemon {
                 shutdown_delay_ms = delay.as_millis() as u64,
                 "stopping: readiness is NOT_SERVING and the listeners keep accepting for server.shutdown_delay, so pollers see it; a second SIGTERM or SIGINT drains at once"
             );
-            wait_out(delay, &mut control).await;
+            wait_out(delay, &mut commands).await;
         }
         let drain = self.config.server.drain_timeout;
         tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down");
@@ -299,6 +323,59 @@ impl Daemon {
         } else {
             tracing::info!("stopped");
         }
+    }
+
+    /// Re-reads the TLS identity with the running config and secrets and swaps it in: new
+    /// handshakes get it, open connections keep theirs (those whose client certificate the
+    /// new CA or CRLs refuse get a GOAWAY, as on reload).
+    async fn reload_identity(&mut self, why: &'static str) -> Result<(), Error> {
+        let tls_config = self.config.tls.clone();
+        let secrets = self.secrets.clone();
+        let identity = blocking("loading the certificates", move || {
+            Ok(server_tls(&tls_config, &secrets)?)
+        })
+        .await?;
+        let policy = auth::Policy::new(&self.config.auth, &self.secrets)?;
+        self.apply(identity, policy).await?;
+        tracing::info!(why, "serving the new TLS identity on new connections");
+        Ok(())
+    }
+
+    /// Serves `identity` and `policy` with the running config on new connections, and
+    /// closes open connections the new verifier refuses.
+    async fn apply(
+        &mut self,
+        identity: tls::ServerIdentity,
+        policy: auth::Policy,
+    ) -> Result<(), Error> {
+        let parts = Parts {
+            health: &self.health,
+            snapshots: &self.snapshots,
+            stats: &self.stats,
+            counters: &self.counters,
+            shutdown: &self.shared.shutdown,
+        };
+        self.shared
+            .reload(live(&self.config, &identity, policy, &parts));
+        self.counters
+            .cert_not_after
+            .store(unix_secs(identity.not_after), Relaxed);
+        // Open connections whose client certificate the new CA or CRLs refuse get a
+        // GOAWAY (a signature check each, so off the runtime).
+        let shared = self.shared.clone();
+        let refused = blocking("re-verifying open connections", move || {
+            Ok(shared.reverify())
+        })
+        .await?;
+        if refused > 0 {
+            tracing::info!(
+                connections = refused,
+                "closing connections whose client certificate no longer verifies"
+            );
+        }
+        self.checks
+            .send_replace(checks(&self.config, identity.not_after));
+        Ok(())
     }
 
     /// Re-reads the config, re-pulls its secrets and re-reads the certificates; applies them
@@ -329,38 +406,13 @@ impl Daemon {
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
-        let parts = Parts {
-            health: &self.health,
-            snapshots: &self.snapshots,
-            stats: &self.stats,
-            counters: &self.counters,
-            shutdown: &self.shared.shutdown,
-        };
-        self.shared.reload(live(&config, &identity, policy, &parts));
-        self.counters
-            .cert_not_after
-            .store(unix_secs(identity.not_after), Relaxed);
         self.push.send_replace(push_settings.map(Arc::new));
-        // Open connections whose client certificate the new CA or CRLs refuse get a
-        // GOAWAY (a signature check each, so off the runtime).
-        let shared = self.shared.clone();
-        let refused = blocking("re-verifying open connections", move || {
-            Ok(shared.reverify())
-        })
-        .await?;
-        if refused > 0 {
-            tracing::info!(
-                connections = refused,
-                "closing connections whose client certificate no longer verifies"
-            );
-        }
-        self.checks
-            .send_replace(checks(&config, identity.not_after));
-        if let Some(telemetry) = &self.telemetry {
-            telemetry.apply(&config.log);
-        }
         self.config = config;
         self.secrets = secrets;
+        self.apply(identity, policy).await?;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.apply(&self.config.log);
+        }
         tracing::info!("reloaded the config, secrets and certificates");
         Ok(())
     }
@@ -545,18 +597,18 @@ async fn first_sample(
 }
 
 /// Sleeps out the shutdown delay; a second stop ends it early, a reload is refused.
-async fn wait_out(delay: Duration, control: &mut mpsc::Receiver<Control>) {
+async fn wait_out(delay: Duration, commands: &mut mpsc::Receiver<Control>) {
     let until = tokio::time::sleep(delay);
     tokio::pin!(until);
     loop {
         tokio::select! {
             _ = &mut until => return,
-            command = control.recv() => match command {
+            command = commands.recv() => match command {
                 Some(Control::Stop) => {
                     tracing::info!("stopped again: draining now");
                     return;
                 }
-                Some(Control::Reload) => {
+                Some(Control::Reload | Control::Identity { .. }) => {
                     tracing::warn!("reload ignored: the daemon is stopping");
                 }
                 None => return until.await,

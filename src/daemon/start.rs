@@ -161,8 +161,8 @@ pub fn start(options: Options, telemetry: Arc<Telemetry>) -> Result<(), StartErr
         // 7. Signals, serve, drain.
         let signals = Signals::install().map_err(StartError::Signals)?;
         let (control, commands) = mpsc::channel(4);
-        tokio::spawn(signals.forward(control));
-        daemon.run(listeners, commands).await;
+        tokio::spawn(signals.forward(control.clone()));
+        daemon.run(listeners, control, commands).await;
         Ok(())
     })
 }
