@@ -12,6 +12,12 @@
 //!       `resumed` keeps the client's session cache (every handshake after the first
 //!       resumes), `full` has none; `tls12` offers TLS 1.2 only. Prints how many, and how
 //!       many resumed.
+//!   footprint tls-cost PKI_DIR COUNT full|resumed [tls12]
+//!       the TLS handshake alone, in memory (no socket, no kernel, no HTTP/2): COUNT
+//!       handshakes between a rustls client and vitalsd's own server config
+//!       (`tls::server_config`, client certificate verified), timing only the server's side
+//!       (reading the client's flights, processing, writing its own, the session ticket
+//!       included). Prints the median and mean server time per handshake.
 #![forbid(unsafe_code)]
 
 use std::{
@@ -34,6 +40,12 @@ async fn main() -> anyhow::Result<()> {
             let runs = args.get(3).map_or(Ok(10), |r| r.parse())?;
             startup(&args[1], Path::new(&args[2]), runs).await
         }
+        Some("tls-cost") if args.len() >= 4 => tls_cost(
+            Path::new(&args[1]),
+            args[2].parse()?,
+            args[3] == "resumed",
+            args.get(4).is_some_and(|a| a == "tls12"),
+        ),
         Some("hold") if args.len() == 5 => {
             hold(
                 &args[1],
@@ -149,14 +161,9 @@ async fn hold(addr: &str, pki: &Path, connections: usize, seconds: u64) -> anyho
     Ok(())
 }
 
-async fn handshakes(
-    addr: &str,
-    pki: &Path,
-    seconds: Duration,
-    resume: bool,
-    tls12: bool,
-) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// The client config of `handshakes` and `tls-cost`: the dev client certificate, TLS 1.3
+/// (or 1.2 only), a session cache when `resume`.
+fn client_config(pki: &Path, resume: bool, tls12: bool) -> anyhow::Result<rustls::ClientConfig> {
     let mut config = if tls12 {
         let mut roots = rustls::RootCertStore::empty();
         for cert in vitals::tls::load_certs(&pki.join("ca.crt"))? {
@@ -183,6 +190,87 @@ async fn handshakes(
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
+    Ok(config)
+}
+
+fn tls_cost(pki: &Path, count: usize, resume: bool, tls12: bool) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let server = vitals::tls::server_config(
+        &pki.join("server.crt"),
+        vitals::tls::Key::load(&pki.join("server.key"))?,
+        &pki.join("ca.crt"),
+        &[],
+    )?
+    .config;
+    let client = Arc::new(client_config(pki, resume, tls12)?);
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let mut times = Vec::with_capacity(count);
+    let mut resumed = 0;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    // One warm-up handshake: it fills the client's session cache for `resumed`.
+    for round in 0..=count {
+        let mut c = rustls::ClientConnection::new(client.clone(), name.clone())?;
+        let mut s = rustls::ServerConnection::new(server.clone())?;
+        let mut spent = Duration::ZERO;
+        // Until both sides are done and nothing is left to send (the ticket comes after).
+        loop {
+            let mut moved = false;
+            buf.clear();
+            while c.wants_write() {
+                c.write_tls(&mut buf)?;
+            }
+            if !buf.is_empty() {
+                moved = true;
+                let start = Instant::now();
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    s.read_tls(&mut rd)?;
+                }
+                s.process_new_packets()?;
+                spent += start.elapsed();
+            }
+            buf.clear();
+            let start = Instant::now();
+            while s.wants_write() {
+                s.write_tls(&mut buf)?;
+            }
+            spent += start.elapsed();
+            if !buf.is_empty() {
+                moved = true;
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    c.read_tls(&mut rd)?;
+                }
+                c.process_new_packets()?;
+            }
+            if !moved && !c.is_handshaking() && !s.is_handshaking() {
+                break;
+            }
+        }
+        if round > 0 {
+            times.push(spent.as_secs_f64() * 1e6);
+            if s.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                resumed += 1;
+            }
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!(
+        "{{\"handshakes\": {count}, \"resumed\": {resumed}, \"server_us_median\": {:.1}, \"server_us_mean\": {mean:.1}}}",
+        median(times)
+    );
+    Ok(())
+}
+
+async fn handshakes(
+    addr: &str,
+    pki: &Path,
+    seconds: Duration,
+    resume: bool,
+    tls12: bool,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = client_config(pki, resume, tls12)?;
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("localhost")?;
     let until = Instant::now() + seconds;

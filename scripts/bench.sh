@@ -226,6 +226,13 @@ for s in $servers; do
   done
 done
 
+# The handshake alone: vitalsd's server config and a rustls client in memory, the server's
+# side timed (no socket, no kernel, no HTTP/2), so full and resumed compare on TLS only.
+for mode in full resumed full-tls12 resumed-tls12; do
+  r=$("${server_cpu[@]}" target/release/examples/footprint tls-cost "$pki" 2000 ${mode%-tls12} $([[ $mode == *-tls12 ]] && echo tls12))
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(label="tls-cost-" + sys.argv[2], server="vitalsd"); print(json.dumps(r))' "$r" "$mode" >> "$results"
+done
+
 if [ -n "${BENCH_SCENARIOS:-}" ]; then
   python3 scripts/lib/echo_report.py "$results"
   exit 0

@@ -69,3 +69,17 @@ if rss or hs:
         peak = f"{rss[server] / 1024:.1f} MiB" if server in rss else ""
         out.append(f"| {server} | {peak} | {fmt(full)} | {fmt(resumed)} | {gain} | {fmt(tls12)} |")
 print("\n".join(out))
+
+# The handshake alone, in memory (examples/footprint.rs tls-cost): vitalsd's server config,
+# the server's side timed, no socket, no HTTP/2.
+cost = {r["label"]: r for r in rows if r["label"].startswith("tls-cost-")}
+if cost:
+    def us(mode):
+        r = cost.get(f"tls-cost-{mode}")
+        return r["server_us_median"] if r else None
+    lines = ["", "| the TLS handshake alone (in memory, server side, median) | TLS 1.3 | TLS 1.2 |", "|---|---|---|"]
+    for mode in ["full", "resumed"]:
+        lines.append(f"| {mode} | {us(mode) or 0:,.0f} µs | {us(mode + '-tls12') or 0:,.0f} µs |")
+    if us("full") and us("resumed") and us("full-tls12") and us("resumed-tls12"):
+        lines.append(f"| full / resumed | {us('full') / us('resumed'):.1f}x | {us('full-tls12') / us('resumed-tls12'):.1f}x |")
+    print("\n".join(lines))
