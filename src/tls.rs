@@ -65,6 +65,73 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The server's provider: ring, with the cipher suites in the order the server picks them
+/// (it ignores the client's order, see `server_config`). SHA-256 suites first: TLS 1.3's
+/// key schedule hashes every flight, and SHA-384 (SHA-512's compression) has no hardware
+/// help on x86 or on most ARM cores (SHA-256 has, with the ARMv8 crypto extensions and
+/// SHA-NI), so AES-256-GCM-SHA384, many clients' first choice, made a resumed handshake
+/// mostly hashing. AES-128-GCM where the CPU has AES instructions, ChaCha20-Poly1305 where
+/// it has none (the Raspberry Pi 4's Cortex-A72, every ARMv7 board), where it is several
+/// times faster than AES in software. BENCHMARKS.md has the figures.
+fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let aes = if has_aes_instructions() {
+        [
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ]
+    } else {
+        [
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+            suite::TLS13_AES_128_GCM_SHA256,
+        ]
+    };
+    let tls12 = if has_aes_instructions() {
+        [
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]
+    } else {
+        [
+            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ]
+    };
+    let mut suites = aes.to_vec();
+    suites.push(suite::TLS13_AES_256_GCM_SHA384);
+    suites.extend(tls12);
+    suites.extend([
+        suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ]);
+    // Whatever else this rustls offers, after ours (none today).
+    for s in rustls::crypto::ring::DEFAULT_CIPHER_SUITES {
+        if !suites.contains(s) {
+            suites.push(*s);
+        }
+    }
+    provider.cipher_suites = suites;
+    Arc::new(provider)
+}
+
+/// Whether the CPU has AES instructions (AES-NI, the ARMv8 crypto extensions). Unknown on
+/// 32-bit ARM on stable Rust: no, which is what ARMv7 boards have.
+fn has_aes_instructions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull");
+    #[allow(unreachable_code)]
+    false
+}
+
 /// Reads every certificate of a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = fs::read(path).map_err(|source| Error::Read {
@@ -198,7 +265,7 @@ pub fn server_config(
 ) -> Result<ServerIdentity, Error> {
     let chain = load_certs(cert)?;
     let roots = roots(client_ca)?;
-    let provider = provider();
+    let provider = server_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(load_crls(crl)?)
         .only_check_end_entity_revocation()
@@ -227,6 +294,9 @@ pub fn server_config(
     // handshake verified, so the identity and the ACL see the same peer; the transport
     // refuses one whose certificate has since passed its notAfter.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    // The server picks the suite (server_provider's order): a client's preference for
+    // AES-256-GCM-SHA384 costs the device more than it buys.
+    config.ignore_client_order = true;
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.send_tls13_tickets = 1;
     // h2 first: a client offering both (curl) gets HTTP/2.
@@ -405,6 +475,66 @@ mod tests {
     }
 
     /// A server config builds from the dev PKI, and a mismatched key is named.
+    #[test]
+    fn the_server_picks_a_sha256_suite_over_the_clients_first_choice() {
+        let dir = tempfile::tempdir().unwrap();
+        DevPki::generate(&[]).unwrap().write(dir.path()).unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let server = server_config(
+            &p("server.crt"),
+            Key::load(&p("server.key")).unwrap(),
+            &p("ca.crt"),
+            &[],
+        )
+        .unwrap()
+        .config;
+        // A client that puts AES-256-GCM-SHA384 first, as rustls and OpenSSL do.
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![
+            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ];
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(load_certs(&p("ca.crt")).unwrap());
+        let client = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                load_certs(&p("client.crt")).unwrap(),
+                load_key(&p("client.key")).unwrap(),
+            )
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        let mut buf = Vec::new();
+        while c.is_handshaking() || s.is_handshaking() {
+            buf.clear();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets().unwrap();
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        let suite = s.negotiated_cipher_suite().unwrap().suite();
+        assert!(
+            [
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+            ]
+            .contains(&suite),
+            "{suite:?}"
+        );
+    }
+
     #[test]
     fn server_config_from_dev_pki() {
         let dir = tempfile::tempdir().unwrap();
