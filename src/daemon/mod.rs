@@ -6,8 +6,10 @@
 //! - `signals.rs`: SIGHUP, SIGTERM and SIGINT turned into [`Control`]
 //! - `check.rs`: what `--check-config` prints
 //! - `push.rs`: the remote_write push task and its buffer
+//! - `issue.rs`: the `[tls.issue]` certificate: issued at start, renewed by a task, rotated
 
 mod check;
+mod issue;
 mod push;
 mod signals;
 mod start;
@@ -34,7 +36,11 @@ use crate::{
     series::DaemonStats,
     server::{self, Listeners, Live, Shared},
     service::{
-        Router, echo::EchoService, health::HealthService, metrics::MetricsService,
+        Router,
+        admin::{AdminService, RotateAsk, Rotator},
+        echo::EchoService,
+        health::HealthService,
+        metrics::MetricsService,
         scrape::ScrapeService,
     },
     systemd,
@@ -112,6 +118,10 @@ pub struct Daemon {
     push: watch::Sender<Option<Arc<push::Settings>>>,
     /// The push buffer, until `run` hands it to the push task.
     push_buffer: Option<push::Buffer>,
+    /// Where the admin service sends rotates (`[tls.issue]` only).
+    rotator: Rotator,
+    /// What the renewal task reads them from, until `run` starts it.
+    rotate_asks: Option<mpsc::Receiver<RotateAsk>>,
 }
 
 impl Daemon {
@@ -152,12 +162,20 @@ impl Daemon {
             config.push.buffer_dir.as_deref(),
             counters.clone(),
         )?;
+        let (rotator, rotate_asks) = match &config.tls.issue {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(1);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let parts = Parts {
             health: &health,
             snapshots: &snapshots,
             stats: &stats,
             counters: &counters,
             shutdown: &shutdown,
+            rotator: &rotator,
         };
         let live = live(&config, &identity, policy, &parts);
         let plaintext_cap = config.health.plaintext_max_connections;
@@ -176,7 +194,16 @@ impl Daemon {
             counters,
             push: watch::channel(push_settings.map(Arc::new)).0,
             push_buffer: Some(push_buffer),
+            rotator,
+            rotate_asks,
         })
+    }
+
+    /// Records that startup issued the certificate at `at` (`[tls.issue]`), for the metrics.
+    pub fn issued_at_start(&self, at: Option<SystemTime>) {
+        if self.config.tls.issue.is_some() {
+            issue::enable(&self.counters.issue, at);
+        }
     }
 
     /// The health state, for callers that embed the daemon.
@@ -194,7 +221,6 @@ impl Daemon {
         control: mpsc::Sender<Control>,
         mut commands: mpsc::Receiver<Control>,
     ) {
-        let _ = &control;
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
         let exposed = listeners.exposed_plaintext();
@@ -223,6 +249,18 @@ impl Daemon {
                 push_stop.clone(),
             ))
         });
+        let renewal_stop = CancellationToken::new();
+        let renewing = match (&self.config.tls.issue, self.rotate_asks.take()) {
+            (Some(issue), Some(asks)) => Some(tokio::spawn(issue::run(issue::Renewal {
+                issue: issue.clone(),
+                secrets: self.secrets.clone(),
+                control: control.clone(),
+                stats: self.counters.clone(),
+                asks,
+                stop: renewal_stop.clone(),
+            }))),
+            _ => None,
+        };
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -286,6 +324,11 @@ impl Daemon {
             }
         }
 
+        // No renewal while stopping: a certificate written now would serve no one.
+        renewal_stop.cancel();
+        if let Some(renewing) = renewing {
+            let _ = renewing.await;
+        }
         self.health.set_phase(Phase::Stopping);
         let delay = self.config.server.shutdown_delay;
         systemd::notify(&format!(
@@ -354,6 +397,7 @@ impl Daemon {
             stats: &self.stats,
             counters: &self.counters,
             shutdown: &self.shared.shutdown,
+            rotator: &self.rotator,
         };
         self.shared
             .reload(live(&self.config, &identity, policy, &parts));
@@ -479,6 +523,18 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "push.buffer_size" => push.buffer_size;
         "push.buffer_dir" => push.buffer_dir;
     }
+    // The renewal task runs on the issue settings it started with, and the daemon serves
+    // their state file: both stay until a restart.
+    if running.tls.issue != new.tls.issue {
+        kept.push((
+            "tls.issue",
+            format!("{:?}", running.tls.issue.as_ref().map(|i| i.file())),
+            format!("{:?}", new.tls.issue.as_ref().map(|i| i.file())),
+        ));
+        new.tls.issue = running.tls.issue.clone();
+        new.tls.cert = running.tls.cert.clone();
+        new.tls.key = running.tls.key.clone();
+    }
     kept
 }
 
@@ -494,6 +550,7 @@ struct Parts<'a> {
     stats: &'a Arc<RpcStats>,
     counters: &'a Arc<DaemonStats>,
     shutdown: &'a CancellationToken,
+    rotator: &'a Rotator,
 }
 
 /// What the server runs on for `config`: the TLS config and policy given, the limits, and
@@ -510,6 +567,7 @@ fn live(
         stats,
         counters,
         shutdown,
+        rotator,
     } = *parts;
     let max_message = config.server.max_message_size;
     let router = Router::full(
@@ -522,6 +580,7 @@ fn live(
             config.metrics.sample_interval,
             shutdown.clone(),
         ),
+        AdminService::new(rotator.clone()),
         ScrapeService::new(
             snapshots.rx.clone(),
             snapshots.started,
