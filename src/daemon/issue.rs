@@ -68,10 +68,10 @@ impl State {
     fn read(file: &Path) -> State {
         let certs = match crate::tls::load_certs(file) {
             Ok(certs) => certs,
-            Err(e) => return State::Missing(e.to_string()),
+            Err(e) => return State::Missing(crate::error::chain(&e)),
         };
         if let Err(e) = crate::tls::load_key(file) {
-            return State::Missing(e.to_string());
+            return State::Missing(crate::error::chain(&e));
         }
         match (
             crate::der::not_before(&certs[0]),
