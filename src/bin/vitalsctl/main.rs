@@ -281,7 +281,11 @@ mod tests {
             Ok(Command::Help(text)) => text,
             other => panic!("{line}: {other:?}"),
         };
-        for (command, text) in [("probe", probe::USAGE), ("certs", certs::USAGE)] {
+        for (command, text) in [
+            ("probe", probe::USAGE),
+            ("certs", certs::USAGE),
+            ("rotate", rotate::USAGE),
+        ] {
             assert_eq!(help(&format!("help {command}")), text);
             assert_eq!(help(&format!("{command} -h")), text);
             assert_eq!(help(&format!("--dev {command} --help")), text);
