@@ -60,13 +60,9 @@ pub fn parse(mut parser: Parser, mut common: Common) -> Result<Option<Args>, Err
 /// Calls Rotate once and prints what it answered.
 pub async fn run(args: Args) -> u8 {
     let conn = &args.conn;
-    let dial = match conn.dialer() {
-        Ok(d) => d.target(&conn.addrs[0]),
-        Err(code) => return code,
-    };
-    let open = match dial.open().await {
+    let open = match conn.open_one().await {
         Ok(open) => open,
-        Err(err) => return crate::failed(&err),
+        Err(code) => return code,
     };
     let mut client = AdminClient::new(open.channel.clone());
     let mut request = tonic::Request::new(RotateRequest {});
