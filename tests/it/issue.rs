@@ -453,3 +453,43 @@ async fn no_certificate_and_no_pki_exits_unavailable() {
     assert!(out.contains("unreachable"), "{out}");
     assert!(!pki.file().exists());
 }
+
+/// A certificate that expired while the device was off cannot log in with cert auth: the
+/// AppRole fallback does, the log warns why, and a new certificate is issued before the
+/// daemon serves.
+#[tokio::test]
+async fn an_expired_certificate_falls_back_to_the_approle() {
+    let pki = Pki::start();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    let old = params.self_signed(&key).unwrap();
+    vitals::pki::write_file(
+        &pki.file(),
+        &format!("{}{}", key.serialize_pem(), old.pem()),
+        0o600,
+    )
+    .unwrap();
+    let addr = pki.bao.addr();
+    let daemon = pki.start_daemon(pki.dropin(&addr, "90s", "")).await;
+    daemon.echo_ok().await;
+    let warned = daemon.log_json().into_iter().find(|l| {
+        l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("fallback AppRole"))
+    });
+    let warned = warned.expect("a warning about the fallback");
+    let reason = warned["fields"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("expired while the device was off"),
+        "{reason}"
+    );
+    assert_eq!(pki.requests("auth/approle/login").len(), 1);
+    assert_eq!(pki.requests("auth/cert/login").len(), 0);
+    assert_ne!(
+        serial_in(&pki.file()),
+        vitals::der::serial(old.der()).unwrap()
+    );
+}
