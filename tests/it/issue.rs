@@ -275,7 +275,7 @@ async fn a_renewal_fails_no_call_and_new_connections_get_the_new_certificate() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = calls.await.unwrap();
     assert!(failed.is_empty(), "{failed:?}");
-    assert!(ok > 100, "{ok} calls");
+    assert!(ok > 20, "{ok} calls");
     // The Watch stream is still open: nothing arrives (no change), and it has not ended.
     let next = tokio::time::timeout(Duration::from_millis(300), watch.message()).await;
     match next {
