@@ -112,13 +112,15 @@ pub struct RawTls {
     pub crl: Vec<String>,
     /// `[tls.issue]`: the server certificate is issued and renewed by a Vault or OpenBao
     /// `pki` engine; `cert` and `key` are then the state directory's file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not printed by --check-config, which says where the certificate comes from instead:
+    /// a Serialize impl for the section would be code for one diagnostic (docs/arm.md).
+    #[serde(default, skip_serializing)]
     pub issue: Option<RawIssue>,
 }
 
 /// `[tls.issue]`: a key made on the device, its CSR signed by `POST /v1/{mount}/sign/{role}`,
 /// renewed before it expires. Keys left out take the defaults config/vitalsd.toml gives.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawIssue {
     /// `https://host:port` of Vault or OpenBao.
@@ -126,64 +128,47 @@ pub struct RawIssue {
     /// PEM bundle of the CA that issued the server's (Vault's) certificate.
     pub ca_cert: String,
     /// The namespace (Vault Enterprise, OpenBao namespaces); empty: none.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// Timeout of each request (default 10s).
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub timeout: String,
     /// Where the pki engine is mounted (default `pki`).
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub mount: String,
     /// The pki role that signs.
     pub role: String,
     /// The certificate's CN.
     pub common_name: String,
     /// DNS SANs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alt_names: Vec<String>,
     /// URI SANs, such as a SPIFFE id (the identity peers see).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub uri_sans: Vec<String>,
     /// IP SANs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_sans: Vec<String>,
     /// The lifetime asked for; empty: the role's.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub ttl: String,
     /// Renew when this much validity is left; empty: a third of the lifetime.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub renew_before: String,
     /// Renew up to this much earlier, at random, so a fleet does not renew at once; empty:
     /// a tenth of `renew_before`.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub jitter: String,
     /// Where the key and certificate are kept; empty: `$STATE_DIRECTORY` (systemd's
     /// StateDirectory=), else /var/lib/vitals.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub state_dir: String,
     /// How to log in: cert (with the current certificate), approle or token.
     pub auth: String,
     /// Where the auth method is mounted (default `cert` or `approle`).
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub auth_mount: String,
     /// cert auth: the role to log in as (optional).
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub cert_role: String,
     /// token auth: `secret:NAME` of the token.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub token: String,
     /// approle auth, or the approle fallback: `secret:NAME` of the role id.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub role_id: String,
     /// approle auth, or the approle fallback: `secret:NAME` of the secret id.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub secret_id: String,
     /// cert auth only: `approle` logs in with role_id and secret_id when there is no
     /// certificate yet, or it expired while the device was off; empty: no fallback.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub fallback: String,
     /// Where the fallback AppRole is mounted (default `approle`).
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub fallback_mount: String,
 }
 

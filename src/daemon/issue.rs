@@ -158,7 +158,7 @@ pub async fn ensure(
     };
     match issue::issue(issue, secrets, current, deadline, progress).await {
         Ok(issued) => {
-            let file = write(issue, issued).await?;
+            let file = write(issue, issued)?;
             tracing::info!(serial = %file.serial, not_after = unix(file.not_after), "the pki issued a certificate");
             Ok(Some(SystemTime::now()))
         }
@@ -170,20 +170,17 @@ pub async fn ensure(
     }
 }
 
-/// Writes `issued` to the state directory in one rename, off the runtime.
-async fn write(issue: &Issue, issued: Issued) -> Result<Rotated, Error> {
-    let dir = issue.state_dir.clone();
+/// Writes `issued` to the state directory in one rename. A few KiB once per renewal, so
+/// it is written in place: a blocking task's code would cost more binary than the write
+/// costs time (docs/arm.md).
+fn write(issue: &Issue, issued: Issued) -> Result<Rotated, Error> {
     let file = issue.file();
-    let path = file.clone();
-    let rotated = Rotated {
-        serial: issued.serial.clone(),
-        not_after: issued.not_after,
-    };
-    tokio::task::spawn_blocking(move || replace(&dir, &path, issued.pem.as_bytes()))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    replace(&issue.state_dir, &file, issued.pem.as_bytes())
         .map_err(|source| Error::Write { path: file, source })?;
-    Ok(rotated)
+    Ok(Rotated {
+        serial: issued.serial,
+        not_after: issued.not_after,
+    })
 }
 
 /// Replaces `file` in `dir` with `bytes` (mode 0600): a temporary file written and synced,
@@ -223,10 +220,8 @@ pub async fn run(mut r: Renewal) {
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     loop {
-        let file = r.issue.file();
-        let state = tokio::task::spawn_blocking(move || State::read(&file))
-            .await
-            .unwrap_or_else(|e| State::Missing(e.to_string()));
+        // A few KiB from the state directory, read in place (as `write` writes).
+        let state = State::read(&r.issue.file());
         let wait = match (retry_at, &state) {
             (Some(at), _) => at.saturating_duration_since(Instant::now()),
             (None, State::Missing(_)) => Duration::ZERO,
@@ -254,7 +249,7 @@ pub async fn run(mut r: Renewal) {
         // One attempt: this loop owns the backoff, and keeps answering rotates meanwhile.
         let outcome =
             match issue::issue(&r.issue, &r.secrets, current, Instant::now(), &progress).await {
-                Ok(issued) => write(&r.issue, issued).await.map_err(|e| e.to_string()),
+                Ok(issued) => write(&r.issue, issued).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
         match &outcome {

@@ -11,12 +11,11 @@ use std::{path::Path, time::SystemTime};
 
 use http::Method;
 use rustls::pki_types::pem::PemObject;
-use serde::Deserialize;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{
-    Failure, Progress, PullError, Secrets,
+    Failure, Progress, PullError, Secret, Secrets,
     http::Client,
     retry,
     vault::{self, check},
@@ -202,59 +201,53 @@ fn key_and_csr(issue: &Issue) -> Result<(Zeroizing<String>, String), String> {
 }
 
 /// The sign request: the CSR, and the names again as fields (a role with
-/// `use_csr_sans = false` takes them from there).
+/// `use_csr_sans = false` takes them from there). Every value is a string.
 fn sign_body(issue: &Issue, csr: &str) -> Zeroizing<Vec<u8>> {
-    let join = |names: &[String]| names.join(",");
+    let text = |s: String| Secret::new(s.into_bytes());
     let ips: Vec<String> = issue.ip_sans.iter().map(|ip| ip.to_string()).collect();
-    let mut body = serde_json::json!({
-        "csr": csr,
-        "common_name": issue.common_name,
-        "format": "pem",
-    });
+    let mut fields = vec![
+        ("csr", text(csr.to_string())),
+        ("common_name", text(issue.common_name.clone())),
+        ("format", text("pem".into())),
+    ];
     for (key, value) in [
-        ("alt_names", join(&issue.alt_names)),
-        ("uri_sans", join(&issue.uri_sans)),
+        ("alt_names", issue.alt_names.join(",")),
+        ("uri_sans", issue.uri_sans.join(",")),
         ("ip_sans", ips.join(",")),
     ] {
         if !value.is_empty() {
-            body[key] = value.into();
+            fields.push((key, text(value)));
         }
     }
     if let Some(ttl) = issue.ttl {
-        body["ttl"] = format!("{}s", ttl.as_secs()).into();
+        fields.push(("ttl", text(format!("{}s", ttl.as_secs()))));
     }
-    Zeroizing::new(body.to_string().into_bytes())
+    vault::login_body(&fields)
 }
 
 /// The chain of a sign answer as PEM, leaf first: `data.certificate`, then `ca_chain` (or
-/// `issuing_ca` when the engine gives no chain).
+/// `issuing_ca` when the engine gives no chain). Read as a `serde_json::Value`, which the
+/// KV pull already reads, rather than a struct of its own (docs/arm.md: each type serde
+/// reads is code).
 fn parse_signed(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Outer {
-        data: Data,
-    }
-    #[derive(Deserialize)]
-    struct Data {
-        certificate: String,
-        #[serde(default)]
-        issuing_ca: String,
-        #[serde(default)]
-        ca_chain: Vec<String>,
-    }
-    let data = serde_json::from_slice::<Outer>(body).ok()?.data;
-    if !data.certificate.contains("BEGIN CERTIFICATE") {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let data = answer.get("data")?;
+    let certificate = data.get("certificate")?.as_str()?;
+    if !certificate.contains("BEGIN CERTIFICATE") {
         return None;
     }
-    let mut chain = data.certificate.trim().to_string();
+    let mut chain = certificate.trim().to_string();
     chain.push('\n');
-    let rest = if data.ca_chain.is_empty() {
-        vec![data.issuing_ca]
-    } else {
-        data.ca_chain
+    let listed = data.get("ca_chain").and_then(|c| c.as_array());
+    let rest: Vec<&serde_json::Value> = match listed {
+        Some(list) if !list.is_empty() => list.iter().collect(),
+        _ => data.get("issuing_ca").into_iter().collect(),
     };
-    for ca in rest.iter().filter(|c| !c.trim().is_empty()) {
-        chain.push_str(ca.trim());
-        chain.push('\n');
+    for ca in rest.into_iter().filter_map(|c| c.as_str()) {
+        if !ca.trim().is_empty() {
+            chain.push_str(ca.trim());
+            chain.push('\n');
+        }
     }
     Some(chain)
 }

@@ -162,8 +162,9 @@ pub(super) fn device_identity(
     Ok((chain, key.der))
 }
 
-/// `{"k": "v", ...}` built in zeroized memory.
-fn login_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
+/// `{"k": "v", ...}` built in zeroized memory (string values only; the pki sign request
+/// is built here too, without serde_json's serializer).
+pub(super) fn login_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
     let mut body = Zeroizing::new(Vec::with_capacity(256));
     body.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
