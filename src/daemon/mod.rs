@@ -704,6 +704,21 @@ async fn run_checks(
 mod tests {
     use super::*;
 
+    /// `[tls.issue]` needs a restart: a reload that drops it keeps the section and the
+    /// state file it serves.
+    #[test]
+    fn issue_section_is_restart_only() {
+        let issue = "[tls.issue]\naddr = \"https://bao:8200\"\nca_cert = \"/ca\"\nrole = \"r\"\ncommon_name = \"d\"\nauth = \"cert\"\nstate_dir = \"/var/lib/v\"\n";
+        let running = Config::parse("a", issue).unwrap();
+        let mut new = Config::parse("b", "").unwrap();
+        let kept = keep_restart_only(&running, &mut new);
+        assert_eq!(
+            kept.iter().map(|(k, ..)| *k).collect::<Vec<_>>(),
+            ["tls.issue"]
+        );
+        assert_eq!(new.tls, running.tls);
+    }
+
     /// Restart-only keys keep their running value and are reported; live keys pass through.
     #[test]
     fn restart_only_keys_are_kept_and_reported() {
