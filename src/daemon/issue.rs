@@ -22,7 +22,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::Control;
@@ -207,7 +210,8 @@ fn replace(dir: &Path, file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// What the renewal task runs on.
 pub struct Renewal {
     pub issue: Box<Issue>,
-    pub secrets: Secrets,
+    /// The login secrets as the last reload pulled them.
+    pub secrets: watch::Receiver<Secrets>,
     pub control: mpsc::Sender<Control>,
     pub stats: Arc<crate::series::DaemonStats>,
     pub asks: mpsc::Receiver<RotateAsk>,
@@ -246,9 +250,10 @@ pub async fn run(mut r: Renewal) {
         let why = if asked.is_some() { "rotate" } else { "renewal" };
         let current = state.current(SystemTime::now());
         let progress = |_: &str| {};
+        let secrets = r.secrets.borrow().clone();
         // One attempt: this loop owns the backoff, and keeps answering rotates meanwhile.
         let outcome =
-            match issue::issue(&r.issue, &r.secrets, current, Instant::now(), &progress).await {
+            match issue::issue(&r.issue, &secrets, current, Instant::now(), &progress).await {
                 Ok(issued) => write(&r.issue, issued).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

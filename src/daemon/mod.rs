@@ -122,6 +122,8 @@ pub struct Daemon {
     rotator: Rotator,
     /// What the renewal task reads them from, until `run` starts it.
     rotate_asks: Option<mpsc::Receiver<RotateAsk>>,
+    /// The secrets the renewal task logs in with (an AppRole's), replaced by a reload.
+    issue_secrets: watch::Sender<Secrets>,
 }
 
 impl Daemon {
@@ -190,12 +192,13 @@ impl Daemon {
             snapshots,
             checks,
             telemetry,
-            secrets,
             counters,
             push: watch::channel(push_settings.map(Arc::new)).0,
             push_buffer: Some(push_buffer),
             rotator,
             rotate_asks,
+            issue_secrets: watch::channel(secrets.clone()).0,
+            secrets,
         })
     }
 
@@ -253,7 +256,7 @@ impl Daemon {
         let renewing = match (&self.config.tls.issue, self.rotate_asks.take()) {
             (Some(issue), Some(asks)) => Some(tokio::spawn(issue::run(issue::Renewal {
                 issue: issue.clone(),
-                secrets: self.secrets.clone(),
+                secrets: self.issue_secrets.subscribe(),
                 control: control.clone(),
                 stats: self.counters.clone(),
                 asks,
@@ -452,6 +455,9 @@ impl Daemon {
         }
         self.push.send_replace(push_settings.map(Arc::new));
         self.config = config;
+        if self.config.tls.issue.is_some() {
+            self.issue_secrets.send_replace(secrets.clone());
+        }
         self.secrets = secrets;
         self.apply(identity, policy).await?;
         if let Some(telemetry) = &self.telemetry {

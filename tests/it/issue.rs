@@ -493,3 +493,39 @@ async fn an_expired_certificate_falls_back_to_the_approle() {
         vitals::der::serial(old.der()).unwrap()
     );
 }
+
+/// The renewal task logs in with the secrets the last reload pulled: after the AppRole's
+/// secret id is replaced (the old one destroyed) and the daemon reloaded, a rotate logs in
+/// with the new one.
+#[tokio::test]
+async fn a_reload_gives_renewal_the_new_login_secrets() {
+    let pki = Pki::start();
+    let addr = pki.bao.addr();
+    let dropin = pki.dropin(&addr, "90s", "").replace(
+        "auth = \"cert\"\nfallback = \"approle\"\n",
+        "auth = \"approle\"\n",
+    );
+    let daemon = pki.start_daemon(dropin).await;
+    let first = serial_in(&pki.file());
+    let role = format!("auth/approle/role/{PKI_ROLE}");
+    let old = std::fs::read_to_string(pki.secrets.path().join("pki-secret-id")).unwrap();
+    let new = pki.bao.run(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        &format!("{role}/secret-id"),
+    ]);
+    pki.bao.run(&[
+        "write",
+        &format!("{role}/secret-id/destroy"),
+        &format!("secret_id={old}"),
+    ]);
+    secret_file(pki.secrets.path(), "pki-secret-id", &new);
+    daemon.signal("HUP");
+    daemon
+        .wait_for_log(|l| l.contains("reloaded the config, secrets and certificates"))
+        .await;
+    let run = vitalsctl(&at(&daemon, &["rotate", "--json"])).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_ne!(serial_in(&pki.file()), first);
+}
