@@ -6,6 +6,7 @@ const PROTOS: &[&str] = &[
     "proto/vitals/echo/v1/echo.proto",
     "proto/vitals/metrics/v1/metrics.proto",
     "proto/grpc/health/v1/health.proto",
+    "proto/vitals/admin/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

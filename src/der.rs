@@ -92,7 +92,10 @@ impl<'a> Reader<'a> {
 
 /// The fields of a certificate this crate uses.
 struct Certificate<'a> {
-    /// The tag (UTCTime or GeneralizedTime) and text of notAfter.
+    /// The serialNumber's contents (big-endian, as encoded).
+    serial: &'a [u8],
+    /// The tag (UTCTime or GeneralizedTime) and text of notBefore and notAfter.
+    not_before: (u8, &'a [u8]),
     not_after: (u8, &'a [u8]),
     subject: Reader<'a>,
     extensions: Option<Reader<'a>>,
@@ -102,11 +105,11 @@ fn certificate(der: &[u8]) -> Option<Certificate<'_>> {
     let mut cert = Reader(der).expect(SEQUENCE)?;
     let mut tbs = cert.expect(SEQUENCE)?;
     tbs.skip_if(VERSION)?;
-    tbs.any()?; // serialNumber
+    let (_, serial) = tbs.any()?;
     tbs.expect(SEQUENCE)?; // signature algorithm
     tbs.expect(SEQUENCE)?; // issuer
     let mut validity = tbs.expect(SEQUENCE)?;
-    validity.any()?; // notBefore
+    let not_before = validity.any()?;
     let not_after = validity.any()?;
     let subject = tbs.expect(SEQUENCE)?;
     tbs.expect(SEQUENCE)?; // subjectPublicKeyInfo
@@ -117,6 +120,8 @@ fn certificate(der: &[u8]) -> Option<Certificate<'_>> {
         }
     }
     Some(Certificate {
+        serial,
+        not_before,
         not_after,
         subject,
         extensions,
@@ -187,7 +192,29 @@ fn common_name(mut name: Reader<'_>) -> Option<&str> {
 
 /// When a certificate stops being valid.
 pub fn not_after(der: &[u8]) -> Option<SystemTime> {
-    let secs = match certificate(der)?.not_after {
+    time(certificate(der)?.not_after)
+}
+
+/// When a certificate starts being valid (with notAfter, its lifetime: renewal is timed by
+/// it).
+pub fn not_before(der: &[u8]) -> Option<SystemTime> {
+    time(certificate(der)?.not_before)
+}
+
+/// The serial number as colon-separated hex bytes, as Vault and OpenBao write it
+/// (`1f:0a:…`), leading zero bytes of the encoding left out.
+pub fn serial(der: &[u8]) -> Option<String> {
+    let bytes = certificate(der)?.serial;
+    let start = bytes
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    let hex: Vec<String> = bytes[start..].iter().map(|b| format!("{b:02x}")).collect();
+    Some(hex.join(":"))
+}
+
+fn time(field: (u8, &[u8])) -> Option<SystemTime> {
+    let secs = match field {
         (UTC_TIME, text) if text.len() == 13 => utc_time(text)?,
         (GENERALIZED_TIME, text) if text.len() == 15 => generalized_time(text)?,
         _ => return None,
@@ -348,6 +375,33 @@ mod tests {
         for der in &certs {
             let expected = reference(der).expect("x509-parser reads what rcgen wrote");
             assert_eq!(ours(der), expected);
+        }
+    }
+
+    /// notBefore and the serial number read as x509-parser reads them.
+    #[test]
+    fn not_before_and_serial_agree_with_x509_parser() {
+        let ca = Authority::new("der test").unwrap();
+        for days in [1, 30_000] {
+            let der = der_of(
+                &ca.issue(&Leaf::new("x", &[], Usage::Server, days))
+                    .unwrap()
+                    .cert,
+            );
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            let secs = not_before(&der)
+                .unwrap()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert_eq!(secs, cert.validity().not_before.timestamp());
+            let expected: Vec<String> = cert
+                .raw_serial()
+                .iter()
+                .skip_while(|b| **b == 0)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(serial(&der).unwrap(), expected.join(":"));
         }
     }
 

@@ -221,15 +221,21 @@ pub fn evaluate(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<St
             }
         }
     }
-    if let Some(not_after) = checks.cert_not_after
-        && now > not_after
-    {
+    if let Some(not_after) = checks.cert_not_after {
         let secs = not_after
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        failures.push(format!(
-            "the server certificate expired (not after {secs} unix time)"
-        ));
+        match not_after.duration_since(now) {
+            Err(_) => failures.push(format!(
+                "the server certificate expired (not after {secs} unix time)"
+            )),
+            Ok(left) if left < thresholds.min_cert_validity => failures.push(format!(
+                "the server certificate has {}s of validity left (not after {secs} unix time), below health.min_cert_validity ({}s)",
+                left.as_secs(),
+                thresholds.min_cert_validity.as_secs()
+            )),
+            Ok(_) => {}
+        }
     }
     failures
 }
@@ -268,6 +274,7 @@ mod tests {
             min_disk_free_percent: 5.0,
             min_memory_available_percent: 10.0,
             max_temperature_celsius: Some(80.0),
+            min_cert_validity: Duration::ZERO,
         }
     }
 
@@ -372,6 +379,32 @@ mod tests {
         assert!(failures[3].contains("expired"));
     }
 
+    /// Below health.min_cert_validity the certificate check fails and says how much is
+    /// left; above it, it passes.
+    #[test]
+    fn certificate_below_min_validity_fails() {
+        let now = SystemTime::now();
+        let snapshot = sampled(now, Snapshot::default());
+        let thresholds = config::Health {
+            min_cert_validity: Duration::from_secs(30),
+            ..thresholds()
+        };
+        let soon = Some(now + Duration::from_secs(20));
+        let failures = evaluate(&snapshot, &checks(thresholds.clone(), soon), now);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("has 19s of validity left")
+                || failures[0].contains("has 20s of validity left"),
+            "{failures:?}"
+        );
+        assert!(
+            failures[0].contains("health.min_cert_validity (30s)"),
+            "{failures:?}"
+        );
+        let later = Some(now + Duration::from_secs(40));
+        assert!(evaluate(&snapshot, &checks(thresholds, later), now).is_empty());
+    }
+
     /// A healthy snapshot passes, and zero thresholds turn checks off.
     #[test]
     fn healthy_or_disabled_passes() {
@@ -394,6 +427,7 @@ mod tests {
             min_disk_free_percent: 0.0,
             min_memory_available_percent: 0.0,
             max_temperature_celsius: None,
+            min_cert_validity: Duration::ZERO,
             ..thresholds()
         };
         let bad = sampled(

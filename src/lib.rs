@@ -11,11 +11,12 @@
 //!
 //! Transport and handlers (neither names the other):
 //! - [`server`]: accept loops, connection caps, per-connection HTTP/2, the per-call layer
-//! - [`service`]: the router and the gRPC services: health, echo, metrics
+//! - [`service`]: the router and the gRPC services: health, echo, metrics, admin (rotate)
 //!
 //! Policy and state:
 //! - [`auth`]: per-method ACL by certificate identity, bearer tokens, audit lines
-//! - [`secrets`]: `secret:NAME` values pulled from credentials, files or Vault, TLS keys included
+//! - [`secrets`]: `secret:NAME` values pulled from credentials, files or Vault, TLS keys included;
+//!   the server certificate signed by a Vault/OpenBao pki engine (`[tls.issue]`)
 //! - [`health`]: health state from lifecycle and threshold checks
 //! - [`telemetry`]: tracing to journald, JSON or text
 //!

@@ -6,6 +6,8 @@
 pub const HEALTH: &str = "grpc.health.v1.Health";
 pub const ECHO: &str = "vitals.echo.v1.Echo";
 pub const METRICS: &str = "vitals.metrics.v1.Metrics";
+/// Operator actions (certificate rotation); no default grant covers them.
+pub const ADMIN: &str = "vitals.admin.v1.Admin";
 pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
@@ -102,7 +104,7 @@ const fn method(
 }
 
 /// Every method, in the order the statistics report them.
-pub const ALL: [Method; 9] = [
+pub const ALL: [Method; 10] = [
     method(
         "/grpc.health.v1.Health/Check",
         HEALTH,
@@ -143,6 +145,12 @@ pub const ALL: [Method; 9] = [
         "/vitals.metrics.v1.Metrics/Watch",
         METRICS,
         Kind::ServerStreaming,
+        RequestSize::Small,
+    ),
+    method(
+        "/vitals.admin.v1.Admin/Rotate",
+        ADMIN,
+        Kind::Unary,
         RequestSize::Small,
     ),
     method(

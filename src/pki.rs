@@ -177,7 +177,8 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn san(value: &str) -> Result<SanType, Error> {
+/// A SAN from text: an IP address, a URI (it has `://`), else a DNS name.
+pub fn san(value: &str) -> Result<SanType, Error> {
     let bad = || Error::San(value.to_string());
     if let Ok(ip) = value.parse() {
         return Ok(SanType::IpAddress(ip));

@@ -9,6 +9,9 @@ pub mod metrics {
 pub mod health {
     tonic::include_proto!("grpc.health.v1");
 }
+pub mod admin {
+    tonic::include_proto!("vitals.admin.v1");
+}
 
 /// The encoded `FileDescriptorSet` of every proto above, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -51,6 +51,20 @@ pub struct DaemonStats {
     pub secret_pulls_ok: AtomicU64,
     pub secret_pulls_failed: AtomicU64,
     pub push: PushStats,
+    pub issue: IssueStats,
+}
+
+/// What certificate renewal (`[tls.issue]`) has done; all zero without it.
+#[derive(Debug, Default)]
+pub struct IssueStats {
+    /// 1 when `[tls.issue]` is configured.
+    pub enabled: AtomicU64,
+    /// Unix seconds of the last certificate the pki engine signed (0: none since start).
+    pub last_success: AtomicU64,
+    /// 1 when the last attempt got a certificate (or none has been made yet), 0 when it failed.
+    pub last_ok: AtomicU64,
+    /// Attempts that failed (each is retried with backoff).
+    pub failures: AtomicU64,
 }
 
 /// What the remote_write push has done; all zero when no push is configured.
@@ -608,6 +622,29 @@ fn vitals(s: &Sources<'_>, sink: &mut dyn Sink) {
             "When the server certificate expires (notAfter), in Unix seconds.",
             Type::Gauge,
             load(&d.cert_not_after),
+        );
+    }
+    if d.issue.enabled.load(Relaxed) > 0 {
+        single(
+            sink,
+            "vitals_tls_renewal_last_success_timestamp_seconds",
+            "When the pki engine last signed a certificate for this daemon, in Unix seconds (0: not since start).",
+            Type::Gauge,
+            load(&d.issue.last_success),
+        );
+        single(
+            sink,
+            "vitals_tls_renewal_last_attempt_successful",
+            "Whether the last certificate issue or renewal attempt succeeded (1 before any).",
+            Type::Gauge,
+            load(&d.issue.last_ok),
+        );
+        single(
+            sink,
+            "vitals_tls_renewal_failures_total",
+            "Certificate issue or renewal attempts that failed (each retried with backoff).",
+            Type::Counter,
+            load(&d.issue.failures),
         );
     }
     if s.snapshot.sampled_at_unix_ms > 0 {

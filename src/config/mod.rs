@@ -25,8 +25,8 @@ pub mod units;
 mod validate;
 
 pub use raw::{
-    RawAuth, RawBearer, RawConfig, RawEcho, RawHealth, RawLog, RawMetrics, RawPush, RawRule,
-    RawSecrets, RawServer, RawSource, RawTls,
+    RawAuth, RawBearer, RawConfig, RawEcho, RawHealth, RawIssue, RawLog, RawMetrics, RawPush,
+    RawRule, RawSecrets, RawServer, RawSource, RawTls,
 };
 
 use layers::{Layers, TomlFile};
@@ -132,7 +132,47 @@ pub struct Tls {
     pub key: Material,
     pub client_ca: PathBuf,
     pub crl: Vec<PathBuf>,
+    /// `[tls.issue]`: issued and renewed by a pki engine; `cert` and `key` are then both
+    /// [`Issue::file`].
+    pub issue: Option<Box<Issue>>,
 }
+
+/// `[tls.issue]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issue {
+    pub addr: String,
+    pub ca_cert: PathBuf,
+    pub namespace: Option<String>,
+    pub timeout: Duration,
+    pub mount: String,
+    pub role: String,
+    pub common_name: String,
+    pub alt_names: Vec<String>,
+    pub uri_sans: Vec<String>,
+    pub ip_sans: Vec<std::net::IpAddr>,
+    /// `None`: the role's.
+    pub ttl: Option<Duration>,
+    /// `None`: a third of the lifetime.
+    pub renew_before: Option<Duration>,
+    /// `None`: a tenth of the renewal window.
+    pub jitter: Option<Duration>,
+    pub state_dir: PathBuf,
+    /// `Cert` logs in with the current certificate (its `cert` and `key` are unused).
+    pub auth: VaultAuth,
+    /// An AppRole for when cert auth has no valid certificate to log in with.
+    pub fallback: Option<VaultAuth>,
+}
+
+impl Issue {
+    /// The one file holding the key and the chain (mode 0600): one rename replaces both,
+    /// so a crash never leaves a key beside a certificate it does not match.
+    pub fn file(&self) -> PathBuf {
+        self.state_dir.join(ISSUED_FILE)
+    }
+}
+
+/// The file in the state directory that holds the issued key and chain.
+pub const ISSUED_FILE: &str = "issued.pem";
 
 /// Where secret material comes from: a file, or a pulled secret (`secret:NAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +363,20 @@ impl Config {
                 }
             }
         }
+        if let Some(issue) = &self.tls.issue {
+            for auth in std::iter::once(&issue.auth).chain(&issue.fallback) {
+                match auth {
+                    VaultAuth::Token { token } => names.push(token.clone()),
+                    VaultAuth::AppRole {
+                        role_id, secret_id, ..
+                    } => {
+                        names.push(role_id.clone());
+                        names.push(secret_id.clone());
+                    }
+                    VaultAuth::Cert { .. } => {}
+                }
+            }
+        }
         match &self.push.auth {
             PushAuth::Bearer { token } => names.push(token.clone()),
             PushAuth::Mtls {
@@ -351,6 +405,8 @@ pub struct Health {
     pub min_disk_free_percent: f64,
     pub min_memory_available_percent: f64,
     pub max_temperature_celsius: Option<f64>,
+    /// NOT_SERVING below this much certificate validity (zero: only once expired).
+    pub min_cert_validity: Duration,
 }
 
 /// Where a plaintext health listener listens.
@@ -640,6 +696,83 @@ mod tests {
         assert_eq!(config.unwrap().auth.rules[0].methods, ["/metrics"]);
         let (_d, err) = load_file("[[auth.rules]]\nidentities = [\"x\"]\nmethods = [\"/debug\"]\n");
         assert!(err.unwrap_err().to_string().contains("/metrics"));
+    }
+
+    /// `[tls.issue]`: defaults filled in, tls.cert and tls.key pointed at the state file,
+    /// and a missing or contradictory key refused with its name.
+    #[test]
+    fn issue_section_is_checked() {
+        let base = "[tls.issue]\naddr = \"https://bao:8200/\"\nca_cert = \"/ca.pem\"\nrole = \"device\"\ncommon_name = \"gw\"\nstate_dir = \"/var/lib/x\"\n";
+        let (_d, config) = load_file(&format!(
+            "{base}auth = \"cert\"\nuri_sans = [\"spiffe://f/gw\"]\nip_sans = [\"10.0.0.1\"]\n"
+        ));
+        let config = config.unwrap();
+        let issue = config.tls.issue.as_ref().unwrap();
+        assert_eq!(issue.addr, "https://bao:8200");
+        assert_eq!(issue.mount, "pki");
+        assert_eq!(issue.file(), PathBuf::from("/var/lib/x/issued.pem"));
+        assert_eq!(config.tls.cert, issue.file());
+        assert_eq!(config.tls.key, Material::Path(issue.file()));
+        assert!(matches!(&issue.auth, VaultAuth::Cert { mount, .. } if mount == "cert"));
+        assert_eq!(issue.fallback, None);
+        let approle = "[[secrets.sources]]\nkind = \"file\"\ndir = \"/s\"\n";
+        let (_d, config) = load_file(&format!(
+            "{base}auth = \"cert\"\nfallback = \"approle\"\nrole_id = \"secret:r\"\nsecret_id = \"secret:s\"\n{approle}"
+        ));
+        let config = config.unwrap();
+        assert!(
+            matches!(&config.tls.issue.as_ref().unwrap().fallback, Some(VaultAuth::AppRole { mount, .. }) if mount == "approle")
+        );
+        assert_eq!(config.secret_names(), ["r", "s"]);
+        for (extra, key, reason) in [
+            ("", "tls.issue.auth", "is required"),
+            (
+                "auth = \"kerberos\"",
+                "tls.issue.auth",
+                "not an auth method",
+            ),
+            (
+                "auth = \"cert\"\nfallback = \"token\"",
+                "tls.issue.fallback",
+                "not a fallback",
+            ),
+            (
+                "auth = \"cert\"\nfallback = \"approle\"",
+                "tls.issue.role_id",
+                "required",
+            ),
+            (
+                "auth = \"token\"\ntoken = \"plain\"",
+                "tls.issue.token",
+                "secret:NAME",
+            ),
+            (
+                "auth = \"token\"\ntoken = \"secret:t\"",
+                "tls.issue",
+                "credentials or file source",
+            ),
+            (
+                "auth = \"cert\"\nip_sans = [\"nope\"]",
+                "tls.issue.ip_sans",
+                "not an IP",
+            ),
+            (
+                "auth = \"cert\"\nttl = \"60s\"\nrenew_before = \"90s\"",
+                "tls.issue.renew_before",
+                "not shorter",
+            ),
+            (
+                "auth = \"cert\"\nrole_id = \"secret:r\"",
+                "tls.issue.role_id",
+                "does not apply",
+            ),
+        ] {
+            let (_d, err) = load_file(&format!("{base}{extra}\n"));
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{extra}: {err}");
+        }
+        let (_d, err) = load_file("[tls.issue]\nauth = \"cert\"\n");
+        assert!(err.unwrap_err().to_string().contains("tls.issue.addr"));
     }
 
     /// A missing `--config` file is an error, while the default location may be absent.

@@ -110,6 +110,66 @@ pub struct RawTls {
     pub client_ca: String,
     /// Certificate revocation lists (PEM or DER files) checked for client certificates.
     pub crl: Vec<String>,
+    /// `[tls.issue]`: the server certificate is issued and renewed by a Vault or OpenBao
+    /// `pki` engine; `cert` and `key` are then the state directory's file.
+    /// Not printed by --check-config, which says where the certificate comes from instead:
+    /// a Serialize impl for the section would be code for one diagnostic (docs/arm.md).
+    #[serde(default, skip_serializing)]
+    pub issue: Option<RawIssue>,
+}
+
+/// `[tls.issue]`: a key made on the device, its CSR signed by `POST /v1/{mount}/sign/{role}`,
+/// renewed before it expires. Keys left out take the defaults config/vitalsd.toml gives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawIssue {
+    /// `https://host:port` of Vault or OpenBao.
+    pub addr: String,
+    /// PEM bundle of the CA that issued the server's (Vault's) certificate.
+    pub ca_cert: String,
+    /// The namespace (Vault Enterprise, OpenBao namespaces); empty: none.
+    pub namespace: String,
+    /// Timeout of each request (default 10s).
+    pub timeout: String,
+    /// Where the pki engine is mounted (default `pki`).
+    pub mount: String,
+    /// The pki role that signs.
+    pub role: String,
+    /// The certificate's CN.
+    pub common_name: String,
+    /// DNS SANs.
+    pub alt_names: Vec<String>,
+    /// URI SANs, such as a SPIFFE id (the identity peers see).
+    pub uri_sans: Vec<String>,
+    /// IP SANs.
+    pub ip_sans: Vec<String>,
+    /// The lifetime asked for; empty: the role's.
+    pub ttl: String,
+    /// Renew when this much validity is left; empty: a third of the lifetime.
+    pub renew_before: String,
+    /// Renew up to this much earlier, at random, so a fleet does not renew at once; empty:
+    /// a tenth of `renew_before`.
+    pub jitter: String,
+    /// Where the key and certificate are kept; empty: `$STATE_DIRECTORY` (systemd's
+    /// StateDirectory=), else /var/lib/vitals.
+    pub state_dir: String,
+    /// How to log in: cert (with the current certificate), approle or token.
+    pub auth: String,
+    /// Where the auth method is mounted (default `cert` or `approle`).
+    pub auth_mount: String,
+    /// cert auth: the role to log in as (optional).
+    pub cert_role: String,
+    /// token auth: `secret:NAME` of the token.
+    pub token: String,
+    /// approle auth, or the approle fallback: `secret:NAME` of the role id.
+    pub role_id: String,
+    /// approle auth, or the approle fallback: `secret:NAME` of the secret id.
+    pub secret_id: String,
+    /// cert auth only: `approle` logs in with role_id and secret_id when there is no
+    /// certificate yet, or it expired while the device was off; empty: no fallback.
+    pub fallback: String,
+    /// Where the fallback AppRole is mounted (default `approle`).
+    pub fallback_mount: String,
 }
 
 impl Default for RawTls {
@@ -119,6 +179,7 @@ impl Default for RawTls {
             key: "/etc/vitalsd/tls/server.key".into(),
             client_ca: "/etc/vitalsd/tls/ca.crt".into(),
             crl: Vec::new(),
+            issue: None,
         }
     }
 }
@@ -139,6 +200,9 @@ pub struct RawHealth {
     pub min_memory_available_percent: f64,
     /// Overall health is NOT_SERVING when any sensor reads above this (0: off).
     pub max_temperature_celsius: f64,
+    /// Overall health is NOT_SERVING when the server certificate has less validity left
+    /// than this ("0s": only once it has expired).
+    pub min_cert_validity: String,
 }
 
 impl Default for RawHealth {
@@ -150,6 +214,7 @@ impl Default for RawHealth {
             min_disk_free_percent: 2.0,
             min_memory_available_percent: 2.0,
             max_temperature_celsius: 0.0,
+            min_cert_validity: "0s".into(),
         }
     }
 }

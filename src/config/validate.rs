@@ -5,9 +5,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
-    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, JwtAlgorithm, ListenAddr, Log,
-    Material, Metrics, Push, PushAuth, RawAuth, RawConfig, RawPush, RawSource, RuleConfig,
-    SECRET_PREFIX, Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers, units,
+    Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, Issue, JwtAlgorithm, ListenAddr,
+    Log, Material, Metrics, Push, PushAuth, RawAuth, RawConfig, RawIssue, RawPush, RawSource,
+    RuleConfig, SECRET_PREFIX, Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers,
+    units,
 };
 
 /// Validates the merged raw config into the typed one; every error names the key and the
@@ -83,7 +84,7 @@ pub(super) fn validate(
     if server.listen.is_empty() {
         return Err(layers.invalid("server.listen", "at least one address is needed"));
     }
-    let tls = Tls {
+    let mut tls = Tls {
         cert: v.path("tls.cert", &raw.tls.cert)?,
         key: v.material("tls.key", &raw.tls.key)?,
         client_ca: v.path("tls.client_ca", &raw.tls.client_ca)?,
@@ -93,7 +94,17 @@ pub(super) fn validate(
             .iter()
             .map(|p| v.path("tls.crl", p))
             .collect::<Result<_, _>>()?,
+        issue: match &raw.tls.issue {
+            Some(issue) => Some(Box::new(v.issue(issue)?)),
+            None => None,
+        },
     };
+    if let Some(issue) = &tls.issue {
+        // The issued key is made here and kept in the state directory: the daemon serves
+        // that file, whatever tls.cert and tls.key say.
+        tls.cert = issue.file();
+        tls.key = Material::Path(issue.file());
+    }
     let secrets = Secrets {
         startup_timeout: v
             .nonzero_duration("secrets.startup_timeout", &raw.secrets.startup_timeout)?,
@@ -149,6 +160,21 @@ pub(super) fn validate(
             ));
         }
     }
+    if let Some(issue) = &tls.issue {
+        let needs_secrets = std::iter::once(&issue.auth)
+            .chain(&issue.fallback)
+            .any(|a| !matches!(a, VaultAuth::Cert { .. }));
+        let local = secrets
+            .sources
+            .iter()
+            .any(|s| matches!(s, Source::Credentials | Source::File { .. }));
+        if needs_secrets && !local {
+            return Err(layers.invalid(
+                "tls.issue",
+                "the login secrets (token, role_id, secret_id) need a credentials or file source in [[secrets.sources]] to come from",
+            ));
+        }
+    }
     let h = &raw.health;
     let health = Health {
         plaintext_listen: h
@@ -183,6 +209,7 @@ pub(super) fn validate(
                 ));
             }
         },
+        min_cert_validity: v.duration("health.min_cert_validity", &h.min_cert_validity)?,
     };
     let sample_interval = v.duration("metrics.sample_interval", &raw.metrics.sample_interval)?;
     if sample_interval < Duration::from_millis(500) {
@@ -410,19 +437,7 @@ impl Validator<'_> {
                     .addr
                     .clone()
                     .ok_or_else(|| self.err(&field("addr"), "is required"))?;
-                let addr = addr.trim_end_matches('/').to_string();
-                let host = addr.strip_prefix("https://").ok_or_else(|| {
-                    self.err(
-                        &field("addr"),
-                        format!("`{addr}` must be an https:// address"),
-                    )
-                })?;
-                if host.is_empty() || host.contains('/') {
-                    return Err(self.err(
-                        &field("addr"),
-                        format!("`{addr}` must be https://host[:port]"),
-                    ));
-                }
+                let addr = self.https_addr(&field("addr"), &addr)?;
                 let path = raw
                     .path
                     .clone()
@@ -538,6 +553,202 @@ impl Validator<'_> {
                 format!("`{other}` is not a source kind: credentials, file or vault"),
             )),
         }
+    }
+
+    /// `https://host[:port]`, without a trailing slash.
+    fn https_addr(&self, key: &str, addr: &str) -> Result<String, Error> {
+        let addr = addr.trim_end_matches('/').to_string();
+        let host = addr
+            .strip_prefix("https://")
+            .ok_or_else(|| self.err(key, format!("`{addr}` must be an https:// address")))?;
+        if host.is_empty() || host.contains('/') {
+            return Err(self.err(key, format!("`{addr}` must be https://host[:port]")));
+        }
+        Ok(addr)
+    }
+
+    /// `[tls.issue]`: where the pki engine is, what to ask for, when to renew, and how to
+    /// log in.
+    fn issue(&self, raw: &RawIssue) -> Result<Issue, Error> {
+        let field = |name: &str| format!("tls.issue.{name}");
+        let required = |name: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(self.err(&field(name), "is required"))
+            } else {
+                Ok(value.trim().to_string())
+            }
+        };
+        let or = |value: &str, default: &str| {
+            Some(value.trim())
+                .filter(|v| !v.is_empty())
+                .unwrap_or(default)
+                .to_string()
+        };
+        let optional = |name: &str, value: &str| match value.trim() {
+            "" => Ok(None),
+            v => self.nonzero_duration(&field(name), v).map(Some),
+        };
+        let addr = self.https_addr(&field("addr"), &required("addr", &raw.addr)?)?;
+        let ca_cert = self.path(&field("ca_cert"), &required("ca_cert", &raw.ca_cert)?)?;
+        let name_ok = |v: &str| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        let mount = or(&raw.mount, "pki");
+        let role = required("role", &raw.role)?;
+        for (name, value) in [("mount", &mount), ("role", &role)] {
+            if !name_ok(value.trim_matches('/')) || value.contains("..") {
+                return Err(self.err(
+                    &field(name),
+                    format!("`{value}` is not a name (letters, digits, - _ .)"),
+                ));
+            }
+        }
+        let common_name = required("common_name", &raw.common_name)?;
+        let ip_sans = raw
+            .ip_sans
+            .iter()
+            .map(|ip| {
+                ip.trim().parse().map_err(|_| {
+                    self.err(&field("ip_sans"), format!("`{ip}` is not an IP address"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (name, values) in [("alt_names", &raw.alt_names), ("uri_sans", &raw.uri_sans)] {
+            if let Some(bad) = values
+                .iter()
+                .find(|v| v.trim().is_empty() || v.contains(','))
+            {
+                return Err(self.err(
+                    &field(name),
+                    format!("`{bad}` is empty or has a comma (give one name per entry)"),
+                ));
+            }
+        }
+        let ttl = optional("ttl", &raw.ttl)?;
+        let renew_before = optional("renew_before", &raw.renew_before)?;
+        if let (Some(ttl), Some(before)) = (ttl, renew_before)
+            && before >= ttl
+        {
+            return Err(self.err(
+                &field("renew_before"),
+                "is not shorter than tls.issue.ttl: every certificate would be renewed at once",
+            ));
+        }
+        let jitter = match raw.jitter.trim() {
+            "" => None,
+            j => Some(self.duration(&field("jitter"), j)?),
+        };
+        let state_dir = match raw.state_dir.trim() {
+            "" => std::env::var_os("STATE_DIRECTORY")
+                .and_then(|dirs| {
+                    // systemd lists several directories with colons; the first is ours.
+                    dirs.to_str()
+                        .and_then(|d| d.split(':').next())
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| PathBuf::from("/var/lib/vitals")),
+            dir => PathBuf::from(dir),
+        };
+        if !state_dir.is_absolute() {
+            return Err(self.err(&field("state_dir"), "must be an absolute path"));
+        }
+        let approle = |mount: &str| -> Result<VaultAuth, Error> {
+            Ok(VaultAuth::AppRole {
+                mount: or(mount, "approle"),
+                role_id: self.reference(
+                    &field("role_id"),
+                    Some(&raw.role_id).filter(|r| !r.is_empty()),
+                )?,
+                secret_id: self.reference(
+                    &field("secret_id"),
+                    Some(&raw.secret_id).filter(|r| !r.is_empty()),
+                )?,
+            })
+        };
+        let given = |name: &str, value: &str| {
+            if value.is_empty() {
+                Ok(())
+            } else {
+                Err(self.err(
+                    &field(name),
+                    format!("does not apply to auth = \"{}\"", raw.auth),
+                ))
+            }
+        };
+        let (auth, fallback) = match raw.auth.trim() {
+            "cert" => {
+                given("token", &raw.token)?;
+                let fallback = match raw.fallback.trim() {
+                    "" => {
+                        given("role_id", &raw.role_id)?;
+                        given("secret_id", &raw.secret_id)?;
+                        None
+                    }
+                    "approle" => Some(approle(&raw.fallback_mount)?),
+                    other => {
+                        return Err(self.err(
+                            &field("fallback"),
+                            format!("`{other}` is not a fallback: approle, or leave it out"),
+                        ));
+                    }
+                };
+                let auth = VaultAuth::Cert {
+                    mount: or(&raw.auth_mount, "cert"),
+                    role: Some(raw.cert_role.clone()).filter(|r| !r.is_empty()),
+                    cert: None,
+                    key: None,
+                };
+                (auth, fallback)
+            }
+            "approle" => {
+                given("token", &raw.token)?;
+                given("fallback", &raw.fallback)?;
+                given("cert_role", &raw.cert_role)?;
+                (approle(&raw.auth_mount)?, None)
+            }
+            "token" => {
+                for (name, value) in [
+                    ("role_id", &raw.role_id),
+                    ("secret_id", &raw.secret_id),
+                    ("fallback", &raw.fallback),
+                    ("cert_role", &raw.cert_role),
+                    ("auth_mount", &raw.auth_mount),
+                ] {
+                    given(name, value)?;
+                }
+                let token =
+                    self.reference(&field("token"), Some(&raw.token).filter(|t| !t.is_empty()))?;
+                (VaultAuth::Token { token }, None)
+            }
+            "" => return Err(self.err(&field("auth"), "is required: cert, approle or token")),
+            other => {
+                return Err(self.err(
+                    &field("auth"),
+                    format!("`{other}` is not an auth method: cert, approle or token"),
+                ));
+            }
+        };
+        Ok(Issue {
+            addr,
+            ca_cert,
+            namespace: Some(raw.namespace.trim().to_string()).filter(|n| !n.is_empty()),
+            timeout: optional("timeout", &raw.timeout)?.unwrap_or(Duration::from_secs(10)),
+            mount: mount.trim_matches('/').to_string(),
+            role,
+            common_name,
+            alt_names: raw.alt_names.iter().map(|n| n.trim().to_string()).collect(),
+            uri_sans: raw.uri_sans.iter().map(|n| n.trim().to_string()).collect(),
+            ip_sans,
+            ttl,
+            renew_before,
+            jitter,
+            state_dir,
+            auth,
+            fallback,
+        })
     }
 
     /// `pkg.Service/Method` of a routed method, `pkg.Service/*` of a routed service, the

@@ -41,6 +41,15 @@ pub fn effective(location: &Location, config: &Config) -> Result<String, Error> 
             config.push.interval
         ));
     }
+    if let Some(issue) = &config.tls.issue {
+        text.push_str(&format!(
+            "\n# the server certificate is issued by {}/v1/{}/sign/{} and kept in {} (tls.cert and tls.key are not read)\n",
+            issue.addr,
+            issue.mount,
+            issue.role,
+            issue.file().display()
+        ));
+    }
     let plan = secrets::plan(config);
     if !plan.is_empty() {
         text.push_str("\n# secrets referenced, and the source each would come from now\n");

@@ -6,8 +6,10 @@
 //! - `signals.rs`: SIGHUP, SIGTERM and SIGINT turned into [`Control`]
 //! - `check.rs`: what `--check-config` prints
 //! - `push.rs`: the remote_write push task and its buffer
+//! - `issue.rs`: the `[tls.issue]` certificate: issued at start, renewed by a task, rotated
 
 mod check;
+mod issue;
 mod push;
 mod signals;
 mod start;
@@ -34,7 +36,11 @@ use crate::{
     series::DaemonStats,
     server::{self, Listeners, Live, Shared},
     service::{
-        Router, echo::EchoService, health::HealthService, metrics::MetricsService,
+        Router,
+        admin::{AdminService, RotateAsk, Rotator},
+        echo::EchoService,
+        health::HealthService,
+        metrics::MetricsService,
         scrape::ScrapeService,
     },
     systemd,
@@ -112,6 +118,12 @@ pub struct Daemon {
     push: watch::Sender<Option<Arc<push::Settings>>>,
     /// The push buffer, until `run` hands it to the push task.
     push_buffer: Option<push::Buffer>,
+    /// Where the admin service sends rotates (`[tls.issue]` only).
+    rotator: Rotator,
+    /// What the renewal task reads them from, until `run` starts it.
+    rotate_asks: Option<mpsc::Receiver<RotateAsk>>,
+    /// The secrets the renewal task logs in with (an AppRole's), replaced by a reload.
+    issue_secrets: watch::Sender<Secrets>,
 }
 
 impl Daemon {
@@ -152,12 +164,20 @@ impl Daemon {
             config.push.buffer_dir.as_deref(),
             counters.clone(),
         )?;
+        let (rotator, rotate_asks) = match &config.tls.issue {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(1);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let parts = Parts {
             health: &health,
             snapshots: &snapshots,
             stats: &stats,
             counters: &counters,
             shutdown: &shutdown,
+            rotator: &rotator,
         };
         let live = live(&config, &identity, policy, &parts);
         let plaintext_cap = config.health.plaintext_max_connections;
@@ -172,11 +192,21 @@ impl Daemon {
             snapshots,
             checks,
             telemetry,
-            secrets,
             counters,
             push: watch::channel(push_settings.map(Arc::new)).0,
             push_buffer: Some(push_buffer),
+            rotator,
+            rotate_asks,
+            issue_secrets: watch::channel(secrets.clone()).0,
+            secrets,
         })
+    }
+
+    /// Records that startup issued the certificate at `at` (`[tls.issue]`), for the metrics.
+    pub fn issued_at_start(&self, at: Option<SystemTime>) {
+        if self.config.tls.issue.is_some() {
+            issue::enable(&self.counters.issue, at);
+        }
     }
 
     /// The health state, for callers that embed the daemon.
@@ -194,7 +224,6 @@ impl Daemon {
         control: mpsc::Sender<Control>,
         mut commands: mpsc::Receiver<Control>,
     ) {
-        let _ = &control;
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
         let exposed = listeners.exposed_plaintext();
@@ -223,6 +252,18 @@ impl Daemon {
                 push_stop.clone(),
             ))
         });
+        let renewal_stop = CancellationToken::new();
+        let renewing = match (&self.config.tls.issue, self.rotate_asks.take()) {
+            (Some(issue), Some(asks)) => Some(tokio::spawn(issue::run(issue::Renewal {
+                issue: issue.clone(),
+                secrets: self.issue_secrets.subscribe(),
+                control: control.clone(),
+                stats: self.counters.clone(),
+                asks,
+                stop: renewal_stop.clone(),
+            }))),
+            _ => None,
+        };
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -286,6 +327,11 @@ impl Daemon {
             }
         }
 
+        // No renewal while stopping: a certificate written now would serve no one.
+        renewal_stop.cancel();
+        if let Some(renewing) = renewing {
+            let _ = renewing.await;
+        }
         self.health.set_phase(Phase::Stopping);
         let delay = self.config.server.shutdown_delay;
         systemd::notify(&format!(
@@ -354,6 +400,7 @@ impl Daemon {
             stats: &self.stats,
             counters: &self.counters,
             shutdown: &self.shared.shutdown,
+            rotator: &self.rotator,
         };
         self.shared
             .reload(live(&self.config, &identity, policy, &parts));
@@ -408,6 +455,9 @@ impl Daemon {
         }
         self.push.send_replace(push_settings.map(Arc::new));
         self.config = config;
+        if self.config.tls.issue.is_some() {
+            self.issue_secrets.send_replace(secrets.clone());
+        }
         self.secrets = secrets;
         self.apply(identity, policy).await?;
         if let Some(telemetry) = &self.telemetry {
@@ -479,6 +529,18 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "push.buffer_size" => push.buffer_size;
         "push.buffer_dir" => push.buffer_dir;
     }
+    // The renewal task runs on the issue settings it started with, and the daemon serves
+    // their state file: both stay until a restart.
+    if running.tls.issue != new.tls.issue {
+        kept.push((
+            "tls.issue",
+            format!("{:?}", running.tls.issue.as_ref().map(|i| i.file())),
+            format!("{:?}", new.tls.issue.as_ref().map(|i| i.file())),
+        ));
+        new.tls.issue = running.tls.issue.clone();
+        new.tls.cert = running.tls.cert.clone();
+        new.tls.key = running.tls.key.clone();
+    }
     kept
 }
 
@@ -494,6 +556,7 @@ struct Parts<'a> {
     stats: &'a Arc<RpcStats>,
     counters: &'a Arc<DaemonStats>,
     shutdown: &'a CancellationToken,
+    rotator: &'a Rotator,
 }
 
 /// What the server runs on for `config`: the TLS config and policy given, the limits, and
@@ -510,6 +573,7 @@ fn live(
         stats,
         counters,
         shutdown,
+        rotator,
     } = *parts;
     let max_message = config.server.max_message_size;
     let router = Router::full(
@@ -522,6 +586,7 @@ fn live(
             config.metrics.sample_interval,
             shutdown.clone(),
         ),
+        AdminService::new(rotator.clone()),
         ScrapeService::new(
             snapshots.rx.clone(),
             snapshots.started,
@@ -644,6 +709,21 @@ async fn run_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[tls.issue]` needs a restart: a reload that drops it keeps the section and the
+    /// state file it serves.
+    #[test]
+    fn issue_section_is_restart_only() {
+        let issue = "[tls.issue]\naddr = \"https://bao:8200\"\nca_cert = \"/ca\"\nrole = \"r\"\ncommon_name = \"d\"\nauth = \"cert\"\nstate_dir = \"/var/lib/v\"\n";
+        let running = Config::parse("a", issue).unwrap();
+        let mut new = Config::parse("b", "").unwrap();
+        let kept = keep_restart_only(&running, &mut new);
+        assert_eq!(
+            kept.iter().map(|(k, ..)| *k).collect::<Vec<_>>(),
+            ["tls.issue"]
+        );
+        assert_eq!(new.tls, running.tls);
+    }
 
     /// Restart-only keys keep their running value and are reported; live keys pass through.
     #[test]

@@ -4,7 +4,7 @@
 //! 1. Dev PKI (`--dev` only), then the config, validated whole: nothing is bound yet.
 //! 2. `--check-config` prints the effective config and stops here.
 //! 3. Sockets passed by systemd, and the runtime.
-//! 4. Secrets, before any port is bound.
+//! 4. Secrets, before any port is bound; then, with `[tls.issue]`, the certificate.
 //! 5. TLS, the policy and the services.
 //! 6. Listeners: the ones systemd passed, else the configured addresses.
 //! 7. Signal handlers; then serve until told to stop, and drain.
@@ -61,6 +61,8 @@ pub enum StartError {
     #[error("{0}")]
     Secrets(#[source] secrets::Error),
     #[error("{0}")]
+    Issue(#[source] super::issue::Error),
+    #[error("{0}")]
     Build(#[source] super::Error),
     #[error("{0}")]
     Bind(#[source] server::Error),
@@ -81,6 +83,9 @@ impl StartError {
                 | secrets::Error::Source { .. }
                 | secrets::Error::Deadline { .. },
             ) => exit::UNAVAILABLE,
+            // An unreachable or refusing pki: the start may succeed once it answers.
+            StartError::Issue(super::issue::Error::Pki { .. }) => exit::UNAVAILABLE,
+            StartError::Issue(super::issue::Error::Write { .. }) => exit::CANTCREAT,
             StartError::SocketActivation(_)
             | StartError::AdoptSockets(_)
             | StartError::Runtime(_)
@@ -136,6 +141,16 @@ pub fn start(options: Options, telemetry: Arc<Telemetry>) -> Result<(), StartErr
             secrets
         };
 
+        // 4b. The issued certificate, when there is none or it is due.
+        let issued_at = if config.tls.issue.is_some() {
+            systemd::notify("STATUS=getting the server certificate from the pki");
+            super::issue::ensure(&config, &secrets, &progress)
+                .await
+                .map_err(StartError::Issue)?
+        } else {
+            None
+        };
+
         // 5. TLS, policy, services.
         let (tls_addrs, plain_addrs) = (
             config.server.listen.clone(),
@@ -144,6 +159,7 @@ pub fn start(options: Options, telemetry: Arc<Telemetry>) -> Result<(), StartErr
         let dev = matches!(location, Location::Dev(_));
         let daemon =
             Daemon::new(location, config, secrets, Some(telemetry)).map_err(StartError::Build)?;
+        daemon.issued_at_start(issued_at);
 
         // 6. Listeners.
         let listeners = if passed.is_empty() {

@@ -7,6 +7,7 @@
 //! source, the secret and the reason.
 
 mod http;
+pub mod issue;
 mod local;
 mod vault;
 

@@ -44,35 +44,7 @@ pub async fn pull(
     .map_err(permanent)?;
     let what = format!("vault {}", vault.addr);
 
-    let (token, revoke) = match &vault.auth {
-        VaultAuth::Token { token } => (local_secret(local, token)?, false),
-        VaultAuth::AppRole {
-            mount,
-            role_id,
-            secret_id,
-        } => {
-            let body = login_body(&[
-                ("role_id", local_secret(local, role_id)?),
-                ("secret_id", local_secret(local, secret_id)?),
-            ]);
-            let path = format!("/v1/auth/{mount}/login");
-            (
-                login(&client, &path, body, &what, deadline, progress).await?,
-                true,
-            )
-        }
-        VaultAuth::Cert { mount, role, .. } => {
-            let body = match role {
-                Some(role) => login_body(&[("name", Secret::new(role.as_bytes().to_vec()))]),
-                None => Zeroizing::new(b"{}".to_vec()),
-            };
-            let path = format!("/v1/auth/{mount}/login");
-            (
-                login(&client, &path, body, &what, deadline, progress).await?,
-                true,
-            )
-        }
-    };
+    let (token, revoke) = log_in(&client, &vault.auth, local, &what, deadline, progress).await?;
 
     let path = format!("/v1/{}/data/{}", vault.mount, vault.path);
     let read = retry(&what, deadline, progress, || async {
@@ -85,25 +57,7 @@ pub async fn pull(
     })
     .await;
     if revoke {
-        // Best effort: the token expires by its TTL anyway.
-        match client
-            .request(
-                Method::POST,
-                "/v1/auth/token/revoke-self",
-                Some(&token),
-                None,
-            )
-            .await
-        {
-            Ok(r) if r.status.is_success() => {}
-            Ok(r) => tracing::warn!(
-                status = r.status.as_u16(),
-                "could not revoke the Vault login token; it will expire"
-            ),
-            Err(Failure::Transient(e) | Failure::Permanent(e)) => {
-                tracing::warn!(reason = %e, "could not revoke the Vault login token; it will expire")
-            }
-        }
+        revoke_token(&client, &token).await;
     }
     let mut data = read?;
     let mut secrets = BTreeMap::new();
@@ -120,7 +74,65 @@ pub async fn pull(
     Ok(secrets)
 }
 
-fn permanent(failure: Failure) -> PullError {
+/// Logs in with `auth`; returns the token and whether it is ours to revoke once used (a
+/// login's token is; a token the operator provides is not). The secrets pull and the PKI
+/// issuer (`pki.rs`) both log in here; for cert auth, `client` carries the certificate.
+pub(super) async fn log_in(
+    client: &Client,
+    auth: &VaultAuth,
+    local: &Secrets,
+    what: &str,
+    deadline: Instant,
+    progress: Progress<'_>,
+) -> Result<(Secret, bool), PullError> {
+    let (path, body) = match auth {
+        VaultAuth::Token { token } => return Ok((local_secret(local, token)?, false)),
+        VaultAuth::AppRole {
+            mount,
+            role_id,
+            secret_id,
+        } => (
+            format!("/v1/auth/{mount}/login"),
+            login_body(&[
+                ("role_id", local_secret(local, role_id)?),
+                ("secret_id", local_secret(local, secret_id)?),
+            ]),
+        ),
+        VaultAuth::Cert { mount, role, .. } => (
+            format!("/v1/auth/{mount}/login"),
+            match role {
+                Some(role) => login_body(&[("name", Secret::new(role.as_bytes().to_vec()))]),
+                None => Zeroizing::new(b"{}".to_vec()),
+            },
+        ),
+    };
+    let token = login(client, &path, body, what, deadline, progress).await?;
+    Ok((token, true))
+}
+
+/// Revokes a login token once it has served (best effort: it expires by its TTL anyway).
+pub(super) async fn revoke_token(client: &Client, token: &Secret) {
+    match client
+        .request(
+            Method::POST,
+            "/v1/auth/token/revoke-self",
+            Some(token),
+            None,
+        )
+        .await
+    {
+        Ok(r) if r.status.is_success() => {}
+        Ok(r) => tracing::warn!(
+            status = r.status.as_u16(),
+            "could not revoke the Vault login token; it will expire"
+        ),
+        Err(Failure::Transient(e) | Failure::Permanent(e)) => {
+            tracing::warn!(reason = %e, "could not revoke the Vault login token; it will expire")
+        }
+    }
+}
+
+pub(super) fn permanent(failure: Failure) -> PullError {
     match failure {
         Failure::Permanent(reason) | Failure::Transient(reason) => PullError::Permanent(reason),
     }
@@ -134,7 +146,7 @@ fn local_secret(local: &Secrets, name: &str) -> Result<Secret, PullError> {
 }
 
 /// The device's certificate and key, for cert auth.
-fn device_identity(
+pub(super) fn device_identity(
     cert: &std::path::Path,
     key: &config::Material,
     local: &Secrets,
@@ -150,8 +162,9 @@ fn device_identity(
     Ok((chain, key.der))
 }
 
-/// `{"k": "v", ...}` built in zeroized memory.
-fn login_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
+/// `{"k": "v", ...}` built in zeroized memory (string values only; the pki sign request
+/// is built here too, without serde_json's serializer).
+pub(super) fn login_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
     let mut body = Zeroizing::new(Vec::with_capacity(256));
     body.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
@@ -209,7 +222,11 @@ async fn login(
 
 /// Sorts a response by status: 2xx is the body, 429 and 5xx are worth retrying, the rest
 /// (403 permission denied, 404 no such path, 400 bad request) are final.
-fn check<'a>(status: StatusCode, body: &'a [u8], path: &str) -> Result<&'a [u8], Failure> {
+pub(super) fn check<'a>(
+    status: StatusCode,
+    body: &'a [u8],
+    path: &str,
+) -> Result<&'a [u8], Failure> {
     if status.is_success() {
         return Ok(body);
     }

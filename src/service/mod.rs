@@ -1,6 +1,7 @@
 //! The gRPC services, one per file, the `/metrics` page (scrape.rs), and the [`Router`]
 //! that hands a listener's calls to them by the service name in the path.
 
+pub mod admin;
 pub mod echo;
 pub mod health;
 pub mod metrics;

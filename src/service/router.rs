@@ -14,16 +14,18 @@ use tonic::{Status, body::Body, codec::CompressionEncoding, codegen::BoxFuture};
 use tower::{Service, util::BoxCloneSyncService};
 
 use super::{
-    echo::EchoService, health::HealthService, metrics::MetricsService, scrape::ScrapeService,
+    admin::AdminService, echo::EchoService, health::HealthService, metrics::MetricsService,
+    scrape::ScrapeService,
 };
 use crate::{
     context::{Page, Routes},
     methods::{
-        self, ECHO, HEALTH, METRICS, METRICS_PAGE, REFLECTION_V1, REFLECTION_V1ALPHA, SMALL_REQUEST,
+        self, ADMIN, ECHO, HEALTH, METRICS, METRICS_PAGE, REFLECTION_V1, REFLECTION_V1ALPHA,
+        SMALL_REQUEST,
     },
     proto::{
-        echo::echo_server::EchoServer, health::health_server::HealthServer,
-        metrics::metrics_server::MetricsServer,
+        admin::admin_server::AdminServer, echo::echo_server::EchoServer,
+        health::health_server::HealthServer, metrics::metrics_server::MetricsServer,
     },
 };
 
@@ -38,6 +40,7 @@ pub struct Router {
 struct Full {
     echo: EchoServer<EchoService>,
     metrics: MetricsServer<MetricsService>,
+    admin: AdminServer<AdminService>,
     reflection: Arc<Reflections>,
     scrape: ScrapeService,
 }
@@ -106,11 +109,13 @@ impl Router {
         }
     }
 
-    /// Health, echo, metrics and reflection (v1 and v1alpha), and the `/metrics` page.
+    /// Health, echo, metrics, admin and reflection (v1 and v1alpha), and the `/metrics`
+    /// page.
     pub fn full(
         health: HealthService,
         echo: EchoService,
         metrics: MetricsService,
+        admin: AdminService,
         scrape: ScrapeService,
         max_message_size: usize,
     ) -> Router {
@@ -119,6 +124,7 @@ impl Router {
             full: Some(Full {
                 echo: configure!(EchoServer::new(echo), ECHO, max_message_size),
                 metrics: configure!(MetricsServer::new(metrics), METRICS, max_message_size),
+                admin: configure!(AdminServer::new(admin), ADMIN, max_message_size),
                 reflection: Arc::default(),
                 scrape,
             }),
@@ -138,6 +144,7 @@ impl Routes for Router {
             (HEALTH, _) => self.health.clone().call(request),
             (ECHO, Some(full)) => full.echo.clone().call(request),
             (METRICS, Some(full)) => full.metrics.clone().call(request),
+            (ADMIN, Some(full)) => full.admin.clone().call(request),
             (REFLECTION_V1, Some(full)) => full.reflection.v1().call(request),
             (REFLECTION_V1ALPHA, Some(full)) => full.reflection.v1alpha().call(request),
             _ => {

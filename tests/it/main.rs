@@ -9,6 +9,7 @@ mod connections;
 mod echo;
 mod health;
 mod hostile;
+mod issue;
 mod metrics;
 mod nspawn;
 mod prober_view;

@@ -435,6 +435,13 @@ impl ConnArgs {
         dial.user_agent = Some(self.user_agent.clone());
         Ok(dial)
     }
+
+    /// Connects to the one `--addr` (metrics, rotate); a failure is said on stderr and is
+    /// its exit code.
+    pub async fn open_one(&self) -> Result<vitals::client::Conn, u8> {
+        let dial = self.dialer()?.target(&self.addrs[0]);
+        dial.open().await.map_err(|err| crate::failed(&err))
+    }
 }
 
 #[cfg(test)]

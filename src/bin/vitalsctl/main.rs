@@ -1,7 +1,7 @@
 //! vitalsctl: the client of vitalsd. Parses the command line, runs one command, prints
 //! what it found and exits with grpc_health_probe's codes (0 ok, 1 arguments or TLS files,
 //! 2 connection, 3 call, 4 not serving). Each command's flags, usage, run and output are in
-//! its own file (`probe.rs`, `echo.rs`, `metrics.rs`, `bench.rs`, `certs.rs`); what they
+//! its own file (`probe.rs`, `echo.rs`, `metrics.rs`, `bench.rs`, `certs.rs`, `rotate.rs`); what they
 //! share is in `flags.rs`; the work is in `vitals::client`. Invoked as `grpc_health_probe`
 //! (a symlink), vitalsctl is the probe.
 #![forbid(unsafe_code)]
@@ -12,6 +12,7 @@ mod echo;
 mod flags;
 mod metrics;
 mod probe;
+mod rotate;
 
 use std::{ffi::OsString, process::ExitCode};
 
@@ -34,6 +35,7 @@ enum Command {
     Metrics(metrics::Args),
     Bench(bench::Args),
     Certs(certs::Args),
+    Rotate(rotate::Args),
 }
 
 /// Every long flag of every command, for [`flags::normalise`], which reads the whole line
@@ -45,6 +47,7 @@ const FLAGS: &[Table] = &[
     metrics::FLAGS,
     bench::FLAGS,
     certs::FLAGS,
+    rotate::FLAGS,
 ];
 
 /// The overview: the commands and the connection options.
@@ -57,6 +60,7 @@ commands:
   metrics   one metrics snapshot as a table or JSON, or a live view
   bench     a load generator for vitals.echo.v1.Echo/Echo
   certs     certs init: write a dev CA, server and client certificates
+  rotate    renew the server's certificate now from its pki (vitals.admin.v1.Admin/Rotate)
 
 connection options (before or after the command; one dash or two):
   --dev                  the dev PKI in certs/dev and 127.0.0.1:50051 (mutual TLS)
@@ -98,6 +102,7 @@ fn usage(command: Option<&str>) -> &'static str {
         Some("metrics") => metrics::USAGE,
         Some("bench") => bench::USAGE,
         Some("certs") => certs::USAGE,
+        Some("rotate") => rotate::USAGE,
         _ => USAGE,
     }
 }
@@ -151,6 +156,7 @@ fn parse_command(argv: Vec<OsString>) -> Result<Command, flags::Error> {
         "metrics" => metrics::parse(parser, common)?.map(Command::Metrics),
         "bench" => bench::parse(parser, common)?.map(Command::Bench),
         "certs" => certs::parse(parser)?.map(Command::Certs),
+        "rotate" => rotate::parse(parser, common)?.map(Command::Rotate),
         "help" => {
             let topic = flags::next(&mut parser)?.and_then(|f| match f {
                 Flag::Value(v) => v.into_string().ok(),
@@ -199,6 +205,7 @@ fn main() -> ExitCode {
                     Command::Probe(args) => probe::run(args).await,
                     Command::Echo(args) => echo::run(args).await,
                     Command::Metrics(args) => metrics::run(args).await,
+                    Command::Rotate(args) => rotate::run(args).await,
                     _ => unreachable!("handled above"),
                 }
             }),
@@ -274,7 +281,11 @@ mod tests {
             Ok(Command::Help(text)) => text,
             other => panic!("{line}: {other:?}"),
         };
-        for (command, text) in [("probe", probe::USAGE), ("certs", certs::USAGE)] {
+        for (command, text) in [
+            ("probe", probe::USAGE),
+            ("certs", certs::USAGE),
+            ("rotate", rotate::USAGE),
+        ] {
             assert_eq!(help(&format!("help {command}")), text);
             assert_eq!(help(&format!("{command} -h")), text);
             assert_eq!(help(&format!("--dev {command} --help")), text);

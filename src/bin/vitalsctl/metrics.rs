@@ -89,13 +89,9 @@ pub fn parse(mut parser: Parser, mut common: Common) -> Result<Option<Args>, Err
 /// Prints one snapshot, or follows the Watch stream until it ends or Ctrl-C.
 pub async fn run(args: Args) -> u8 {
     let conn = &args.conn;
-    let dial = match conn.dialer() {
-        Ok(d) => d.target(&conn.addrs[0]),
-        Err(code) => return code,
-    };
-    let open = match dial.open().await {
+    let open = match conn.open_one().await {
         Ok(open) => open,
-        Err(err) => return crate::failed(&err),
+        Err(code) => return code,
     };
     let mut client = MetricsClient::new(open.channel.clone());
     let code = match args.watch {

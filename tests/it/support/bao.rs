@@ -1,4 +1,5 @@
-//! A real OpenBao dev server (KV v2 at `secret/`) with a TLS listener, on loopback, per test.
+//! A real OpenBao dev server (KV v2 at `secret/`) with a TLS listener, on loopback, per test;
+//! with [`Bao::enable_pki`], a `pki` engine that signs device certificates.
 
 use std::{
     net::TcpListener,
@@ -20,6 +21,23 @@ pub struct Bao {
 impl Bao {
     /// Starts `bao server -dev -dev-tls` on a free port and waits until it is unsealed.
     pub fn start() -> Bao {
+        Bao::start_with("")
+    }
+
+    /// The same, with a file audit device that logs request and response bodies unhashed
+    /// (log_raw), so a test can read what was sent; returns the log's path too. OpenBao
+    /// takes audit devices only from its config file.
+    pub fn start_audited() -> (Bao, PathBuf) {
+        let log = tempfile::tempdir().unwrap().keep().join("audit.log");
+        let config = format!(
+            "audit \"file\" \"raw\" {{\n  options {{\n    file_path = \"{}\"\n    log_raw = \"true\"\n  }}\n}}\n",
+            log.display()
+        );
+        (Bao::start_with(&config), log)
+    }
+
+    /// Starts the dev server with `config` (HCL) added to its own, when not empty.
+    fn start_with(config: &str) -> Bao {
         assert!(
             Command::new("bao")
                 .arg("version")
@@ -33,8 +51,15 @@ impl Bao {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
+        let mut extra = Vec::new();
+        if !config.is_empty() {
+            let file = dir.path().join("extra.hcl");
+            std::fs::write(&file, config).unwrap();
+            extra.push(format!("-config={}", file.display()));
+        }
         let child = Command::new("bao")
             .args(["server", "-dev", "-dev-tls", "-dev-no-store-token"])
+            .args(&extra)
             .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
@@ -106,6 +131,84 @@ impl Bao {
             &format!("-policy={policy}"),
         ])
     }
+}
+
+/// The pki role test devices are signed with, and the policy that may use it.
+pub const PKI_ROLE: &str = "device";
+pub const PKI_POLICY: &str = "pki-sign";
+
+impl Bao {
+    /// Enables the `pki` engine with a root CA and the role [`PKI_ROLE`] (any name, URI SANs
+    /// under spiffe://, IP SANs, at most `max_ttl`), and the policy [`PKI_POLICY`] that may
+    /// sign with it (and nothing else: not `pki/issue`). Returns the root CA's file.
+    pub fn enable_pki(&self, max_ttl: &str) -> PathBuf {
+        self.run(&["secrets", "enable", "pki"]);
+        self.run(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"]);
+        let root = self.run(&[
+            "write",
+            "-field=certificate",
+            "pki/root/generate/internal",
+            "common_name=vitals test pki root",
+            "ttl=87600h",
+        ]);
+        let file = self.dir.path().join("pki-root.pem");
+        std::fs::write(&file, format!("{root}\n")).unwrap();
+        self.run(&[
+            "write",
+            &format!("pki/roles/{PKI_ROLE}"),
+            "allow_any_name=true",
+            "enforce_hostnames=false",
+            "allow_ip_sans=true",
+            "key_type=ec",
+            "key_bits=256",
+            "allowed_uri_sans=spiffe://*",
+            &format!("max_ttl={max_ttl}"),
+        ]);
+        let policy = self.dir.path().join("pki-sign.hcl");
+        std::fs::write(
+            &policy,
+            format!("path \"pki/sign/{PKI_ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n"),
+        )
+        .unwrap();
+        self.run(&["policy", "write", PKI_POLICY, policy.to_str().unwrap()]);
+        file
+    }
+
+    /// Cert auth at `cert/` that logs in a client certificate `root` signed, with
+    /// [`PKI_POLICY`]: a device renews with the certificate it holds.
+    pub fn enable_cert_auth(&self, root: &Path) {
+        self.run(&["auth", "enable", "cert"]);
+        self.run(&[
+            "write",
+            &format!("auth/cert/certs/{PKI_ROLE}"),
+            &format!("token_policies={PKI_POLICY}"),
+            &format!("certificate=@{}", root.display()),
+        ]);
+    }
+
+    /// An AppRole at `approle/` with [`PKI_POLICY`]; returns its role id and a secret id.
+    pub fn enable_approle(&self) -> (String, String) {
+        self.run(&["auth", "enable", "approle"]);
+        let role = format!("auth/approle/role/{PKI_ROLE}");
+        self.run(&["write", &role, &format!("token_policies={PKI_POLICY}")]);
+        let role_id = self.run(&["read", "-field=role_id", &format!("{role}/role-id")]);
+        let secret_id = self.run(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            &format!("{role}/secret-id"),
+        ]);
+        (role_id, secret_id)
+    }
+}
+
+/// The audit log's request and response entries, as JSON.
+pub fn audit_entries(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 impl Drop for Bao {
