@@ -343,7 +343,7 @@ pub struct RawPush {
     /// oldest are dropped (and counted).
     pub buffer_size: String,
     /// A directory where buffered samples are also written, so a restart keeps them (e.g.
-    /// `/var/lib/vitalsd/push` with the unit's StateDirectory); empty: memory only.
+    /// `/var/lib/vitals/push` with the unit's StateDirectory); empty: memory only.
     pub buffer_dir: String,
     /// A failed push is retried after this, doubling (with jitter) up to `max_backoff`.
     pub min_backoff: String,
