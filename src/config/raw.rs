@@ -110,6 +110,13 @@ pub struct RawTls {
     pub client_ca: String,
     /// Certificate revocation lists (PEM or DER files) checked for client certificates.
     pub crl: Vec<String>,
+    /// Follow the files above on disk: `auto` (inotify, polling when it cannot be set up),
+    /// `poll`, or `off`.
+    pub watch: String,
+    /// How long the files must be quiet after a change before they are read.
+    pub watch_debounce: String,
+    /// How often each file is looked at when polling.
+    pub watch_interval: String,
 }
 
 impl Default for RawTls {
@@ -119,6 +126,9 @@ impl Default for RawTls {
             key: "/etc/vitalsd/tls/server.key".into(),
             client_ca: "/etc/vitalsd/tls/ca.crt".into(),
             crl: Vec::new(),
+            watch: "auto".into(),
+            watch_debounce: "500ms".into(),
+            watch_interval: "5s".into(),
         }
     }
 }
@@ -241,6 +251,10 @@ pub struct RawSource {
     /// vault, cert auth: its key, a path or `secret:NAME` from a local source (default: tls.key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// vault: re-read the entry this often while running (absent or 0: only at start and
+    /// reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<String>,
     /// vault: secret name = field of the KV entry, e.g. `{ tls_key = "tls_key_pem" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<std::collections::BTreeMap<String, String>>,

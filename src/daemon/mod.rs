@@ -6,8 +6,10 @@
 //! - `signals.rs`: SIGHUP, SIGTERM and SIGINT turned into [`Control`]
 //! - `check.rs`: what `--check-config` prints
 //! - `push.rs`: the remote_write push task and its buffer
+//! - `files.rs`: the TLS files followed on disk, read again when they change
 
 mod check;
+mod files;
 mod push;
 mod signals;
 mod start;
@@ -86,6 +88,12 @@ pub enum Control {
     Identity { why: &'static str },
     /// Stop accepting, drain, return.
     Stop,
+}
+
+/// The config and secrets the daemon runs on, for its own tasks (file watching, secret
+/// refresh) to follow across reloads.
+struct Running {
+    config: Config,
 }
 
 /// What the sampler publishes, and since when it runs.
@@ -194,7 +202,6 @@ impl Daemon {
         control: mpsc::Sender<Control>,
         mut commands: mpsc::Receiver<Control>,
     ) {
-        let _ = &control;
         let (tls_addrs, plain_addrs) = listeners.addrs();
         warn_on_low_fd_limit(self.config.server.max_connections);
         let exposed = listeners.exposed_plaintext();
@@ -223,6 +230,8 @@ impl Daemon {
                 push_stop.clone(),
             ))
         });
+        let running = watch::channel(self.running()).0;
+        let watching = tokio::spawn(files::run(running.subscribe(), control.clone()));
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -267,6 +276,9 @@ impl Daemon {
                     };
                     counter.fetch_add(1, Relaxed);
                     self.counters.last_reload_ok.store(ok, Relaxed);
+                    if outcome.is_ok() {
+                        running.send_replace(self.running());
+                    }
                     let status = match outcome {
                         Ok(()) => status.clone(),
                         Err(err) => {
@@ -312,6 +324,7 @@ impl Daemon {
             let _ = pushing.await;
         }
         checks.abort();
+        watching.abort();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -323,6 +336,13 @@ impl Daemon {
         } else {
             tracing::info!("stopped");
         }
+    }
+
+    /// What the daemon's own tasks follow.
+    fn running(&self) -> Arc<Running> {
+        Arc::new(Running {
+            config: self.config.clone(),
+        })
     }
 
     /// Re-reads the TLS identity with the running config and secrets and swaps it in: new
