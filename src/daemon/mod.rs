@@ -7,10 +7,12 @@
 //! - `check.rs`: what `--check-config` prints
 //! - `push.rs`: the remote_write push task and its buffer
 //! - `files.rs`: the TLS files followed on disk, read again when they change
+//! - `refresh.rs`: Vault secrets read again on an interval, the operator's token renewed
 
 mod check;
 mod files;
 mod push;
+mod refresh;
 mod signals;
 mod start;
 
@@ -94,6 +96,7 @@ pub enum Control {
 /// refresh) to follow across reloads.
 struct Running {
     config: Config,
+    secrets: Secrets,
 }
 
 /// What the sampler publishes, and since when it runs.
@@ -232,6 +235,12 @@ impl Daemon {
         });
         let running = watch::channel(self.running()).0;
         let watching = tokio::spawn(files::run(running.subscribe(), control.clone()));
+        let (refreshed_tx, mut refreshed) = mpsc::channel(1);
+        let refreshing = tokio::spawn(refresh::run(
+            running.subscribe(),
+            refreshed_tx,
+            self.counters.clone(),
+        ));
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -266,7 +275,16 @@ impl Daemon {
         systemd::notify(&format!("READY=1\nSTATUS={status}"));
 
         loop {
-            match commands.recv().await {
+            let command = tokio::select! {
+                command = commands.recv() => command,
+                Some(pulled) = refreshed.recv() => {
+                    if self.refreshed(pulled).await {
+                        running.send_replace(self.running());
+                    }
+                    continue;
+                }
+            };
+            match command {
                 Some(Control::Reload) => {
                     systemd::notify("RELOADING=1\nSTATUS=reloading");
                     let outcome = self.reload().await;
@@ -325,6 +343,7 @@ impl Daemon {
         }
         checks.abort();
         watching.abort();
+        refreshing.abort();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -338,10 +357,43 @@ impl Daemon {
         }
     }
 
+    /// Applies secrets a refresh pulled, as a reload applies its pull: the TLS identity,
+    /// the bearer policy and the push settings are built from them with the running config
+    /// and swapped in whole, or, when they do not validate, the secrets in use stay. Secrets
+    /// pulled for a config a reload has since replaced are dropped (the reload pulled its
+    /// own). Returns whether they were applied.
+    async fn refreshed(&mut self, pulled: refresh::Pulled) -> bool {
+        if pulled.config != self.config {
+            tracing::debug!("dropping refreshed secrets pulled for a config since reloaded");
+            return false;
+        }
+        let names = pulled.changed.join(",");
+        let secrets = pulled.secrets;
+        let outcome = async {
+            let (identity, push_settings) = materials(&self.config, &secrets).await?;
+            let policy = auth::Policy::new(&self.config.auth, &secrets)?;
+            self.push.send_replace(push_settings.map(Arc::new));
+            self.secrets = secrets;
+            self.apply(identity, policy).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                tracing::info!(secrets = %names, "applied refreshed secrets");
+                true
+            }
+            Err(err) => {
+                tracing::error!(secrets = %names, reason = %chain(&err), "refreshed secrets rejected; the ones in use stay");
+                false
+            }
+        }
+    }
+
     /// What the daemon's own tasks follow.
     fn running(&self) -> Arc<Running> {
         Arc::new(Running {
             config: self.config.clone(),
+            secrets: self.secrets.clone(),
         })
     }
 
@@ -410,16 +462,7 @@ impl Daemon {
         };
         counter.fetch_add(1, Relaxed);
         let secrets = pulled?;
-        let tls_config = config.tls.clone();
-        let pulled = secrets.clone();
-        let push_config = config.push.clone();
-        let (identity, push_settings) = blocking("loading the certificates", move || {
-            let identity = server_tls(&tls_config, &pulled)?;
-            let own = instance(identity.identity.as_deref());
-            let push = push::Settings::new(&push_config, &pulled, &own)?;
-            Ok((identity, push))
-        })
-        .await?;
+        let (identity, push_settings) = materials(&config, &secrets).await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
 
         let mut config = config;
@@ -436,6 +479,24 @@ impl Daemon {
         tracing::info!("reloaded the config, secrets and certificates");
         Ok(())
     }
+}
+
+/// The TLS identity and the push settings `config` makes with `secrets`, read off the
+/// runtime.
+async fn materials(
+    config: &Config,
+    secrets: &Secrets,
+) -> Result<(tls::ServerIdentity, Option<push::Settings>), Error> {
+    let tls_config = config.tls.clone();
+    let secrets = secrets.clone();
+    let push_config = config.push.clone();
+    blocking("loading the certificates", move || {
+        let identity = server_tls(&tls_config, &secrets)?;
+        let own = instance(identity.identity.as_deref());
+        let push = push::Settings::new(&push_config, &secrets, &own)?;
+        Ok((identity, push))
+    })
+    .await
 }
 
 /// Each connection is a descriptor: a soft limit below the connection cap (plus room for
