@@ -667,3 +667,47 @@ async fn unrenewable_token_and_no_metadata_are_said_once() {
     );
     assert_clean(&logs, &[old, new, &token]);
 }
+
+/// A token renewed up to its max TTL is said once, with the time it has left, and not
+/// renewed again.
+#[tokio::test]
+async fn a_token_at_its_max_ttl_is_said_once() {
+    let bao = Bao::start();
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        "echo_token=echo-token-2b8d4c61",
+    ]);
+    bao.read_policy("gw", "devices/gw");
+    let token = bao.run(&[
+        "token",
+        "create",
+        "-field=token",
+        "-policy=gw",
+        "-ttl=4s",
+        "-explicit-max-ttl=9s",
+    ]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", &token);
+    let dropin = format!(
+        "{}{}{BEARER_ON_ECHO}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ echo-token = \"echo_token\" }")
+    );
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
+    daemon
+        .wait_for_log(|l| l.contains("renewed the Vault token"))
+        .await;
+    daemon
+        .wait_for_log(|l| l.contains("cannot be renewed any further") && l.contains("expires_in_s"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logs = daemon.logs();
+    let said = logs
+        .iter()
+        .filter(|l| l.contains("cannot be renewed any further"))
+        .count();
+    assert_eq!(said, 1, "{logs:#?}");
+    assert_clean(&logs, &[&token]);
+}
