@@ -3,11 +3,12 @@
 //! TTL ends.
 //!
 //! Refresh: each interval the entry's metadata is read for its `current_version`, which
-//! carries no value; only when the version differs from the one last read are the secrets
-//! pulled again (all of them, as a reload pulls them), compared with those in use, and the
-//! changed ones handed to the daemon, which builds the TLS identity, the bearer policy and
-//! the push settings from them and swaps them in, or keeps what it has when they do not
-//! validate. A token that may not read the metadata makes the refresh read the entry
+//! carries no value; only when the version differs from the one whose values are in use
+//! are the secrets pulled again (all of them, as a reload pulls them), compared with those
+//! in use, and the changed ones handed to the daemon, which builds the TLS identity, the
+//! bearer policy and the push settings from them and swaps them in, or keeps what it has
+//! when they do not validate. Refused values are offered again each interval until they
+//! validate (a TLS key in the store that waits for its certificate file) or change. A token that may not read the metadata makes the refresh read the entry
 //! itself each interval (said once in the log); nothing is applied unless a value changed.
 //! Login tokens (AppRole, cert) are made for each refresh and revoked after it, as at
 //! startup: no token lives between reads.
@@ -50,7 +51,7 @@ struct Refresh {
     index: usize,
     every: Duration,
     next: Instant,
-    /// The entry's version when it was last pulled; `None` until then.
+    /// The entry's version when the values pulled were those in use; `None` until then.
     known: Option<u64>,
     failing: bool,
     said_no_metadata: bool,
@@ -181,9 +182,12 @@ impl Refresh {
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let pulled = pulled?;
-            self.known = version;
             let changed = pulled.changed(&running.secrets);
             if changed.is_empty() {
+                // The version is known only once the daemon runs on what it holds: secrets
+                // the daemon refused (a TLS key pulled before its certificate was written)
+                // are pulled and offered again at the next turn.
+                self.known = version;
                 tracing::debug!(source = %source, "refreshed secrets: nothing changed");
                 return Ok(None);
             }

@@ -711,3 +711,63 @@ async fn a_token_at_its_max_ttl_is_said_once() {
     assert_eq!(said, 1, "{logs:#?}");
     assert_clean(&logs, &[&token]);
 }
+
+/// The TLS key in the store and its certificate on disk, rotated key first: the refreshed
+/// key is refused while the old certificate is on disk (the old pair serves), the new
+/// certificate is refused with the old key, and the next refresh offers the key again and
+/// the new pair is served; no SIGHUP.
+#[tokio::test]
+async fn a_tls_key_in_the_store_and_its_certificate_on_disk_rotate_together() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = store_tls_key(&bao, &pki);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}refresh_interval = \"1s\"\n",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let daemon = TestDaemon::builder()
+        .pki(pki.clone())
+        .dropin(&dropin)
+        .start()
+        .await;
+    daemon
+        .wait_for_log(|l| l.contains("following the TLS files on disk by inotify"))
+        .await;
+    let old = crate::watch::leaf_der(&pki.path("server.crt"));
+    let next = pki.ca.issue(&crate::watch::server_leaf("rotated")).unwrap();
+
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("tls_key={}", next.key),
+    ]);
+    daemon
+        .wait_for_log(|l| {
+            l.contains("refreshed secrets rejected") && l.contains("do not go together")
+        })
+        .await;
+    assert_eq!(crate::watch::served(&daemon).await.unwrap(), old);
+
+    vitals::pki::write_file(&pki.path("next.crt"), &next.cert, 0o644).unwrap();
+    std::fs::rename(pki.path("next.crt"), pki.path("server.crt")).unwrap();
+    crate::watch::until_served(&daemon, &crate::watch::leaf_der(&pki.path("server.crt"))).await;
+    daemon.echo_ok().await;
+    assert!(
+        !daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("reloaded the config"))
+    );
+    assert_clean(
+        &daemon.logs(),
+        &[crate::support::bao::ROOT_TOKEN, &key, &next.key],
+    );
+}

@@ -16,7 +16,7 @@ use crate::support::{TestDaemon, TestPki, eventually};
 const WAIT: Duration = Duration::from_secs(15);
 
 /// The leaf certificate the daemon serves on a new connection, DER.
-async fn served(daemon: &TestDaemon) -> Result<Vec<u8>, String> {
+pub async fn served(daemon: &TestDaemon) -> Result<Vec<u8>, String> {
     let tls = daemon.client_tls(ClientAuth::Certificate {
         cert: &daemon.pki.path("client.crt"),
         key: &daemon.pki.path("client.key"),
@@ -36,7 +36,7 @@ async fn served(daemon: &TestDaemon) -> Result<Vec<u8>, String> {
 }
 
 /// The first certificate in a PEM file, DER.
-fn leaf_der(path: &Path) -> Vec<u8> {
+pub fn leaf_der(path: &Path) -> Vec<u8> {
     vitals::tls::load_certs(path).unwrap()[0].to_vec()
 }
 
@@ -46,7 +46,7 @@ fn serial(der: &[u8]) -> String {
 }
 
 /// Waits until new connections are served `expected` (a certificate's DER).
-async fn until_served(daemon: &TestDaemon, expected: &[u8]) {
+pub async fn until_served(daemon: &TestDaemon, expected: &[u8]) {
     let want = serial(expected);
     eventually(WAIT, || async {
         let got = served(daemon).await?;
@@ -67,7 +67,7 @@ async fn until_served(daemon: &TestDaemon, expected: &[u8]) {
 }
 
 /// A server leaf for localhost with a fresh key.
-fn server_leaf(name: &str) -> Leaf {
+pub fn server_leaf(name: &str) -> Leaf {
     Leaf::new(name, &["localhost", "127.0.0.1"], Usage::Server, 30)
 }
 
