@@ -295,7 +295,8 @@ impl Renewal {
                             reason = %chain(&error),
                             expires_in_s = left.map(|l| l.as_secs()),
                             retry_in_s = again.as_secs(),
-                            "could not renew the Vault token; trying again"
+                            renewing = renew,
+                            "could not look up or renew the Vault token; trying again"
                         );
                     }
                     self.next = Some(now + again);

@@ -771,3 +771,82 @@ async fn a_tls_key_in_the_store_and_its_certificate_on_disk_rotate_together() {
         &[crate::support::bao::ROOT_TOKEN, &key, &next.key],
     );
 }
+
+/// Forwards connections on `port` to the store until aborted (then the port refuses).
+fn forward(port: u16, bao_port: u16) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", bao_port))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    })
+}
+
+/// The store unreachable at refresh time: said once, the secrets in use stay and serve;
+/// once it is back, the refresh says so and a value changed meanwhile arrives.
+#[tokio::test]
+async fn a_store_outage_during_refresh_is_said_once_and_ridden_out() {
+    let bao = Bao::start();
+    let (old, new) = ("echo-token-old-4f1a7c93", "echo-token-new-e85b20d6");
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={old}"),
+    ]);
+    let port = crate::support::free_port();
+    let forwarder = forward(port, bao.port);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    let dropin = format!(
+        "{}{}refresh_interval = \"1s\"\n{BEARER_ON_ECHO}",
+        file_source(secrets.path()),
+        vault_token_source(
+            &format!("https://localhost:{port}"),
+            &bao.ca(),
+            "{ echo-token = \"echo_token\" }"
+        )
+    );
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
+    echo_with_bearer(&daemon, old).await.unwrap();
+
+    forwarder.abort();
+    daemon
+        .wait_for_log(|l| {
+            l.contains("refreshing secrets failed") && l.contains("vault https://localhost")
+        })
+        .await;
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={new}"),
+    ]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    echo_with_bearer(&daemon, old)
+        .await
+        .expect("the secrets in use serve");
+    let failed = daemon
+        .logs()
+        .iter()
+        .filter(|l| l.contains("refreshing secrets failed"))
+        .count();
+    assert_eq!(failed, 1, "said once per outage");
+
+    let _forwarder = forward(port, bao.port);
+    daemon
+        .wait_for_log(|l| l.contains("refreshing secrets works again"))
+        .await;
+    crate::support::eventually(Duration::from_secs(10), || echo_with_bearer(&daemon, new)).await;
+    assert_clean(&daemon.logs(), &[old, new, crate::support::bao::ROOT_TOKEN]);
+}
