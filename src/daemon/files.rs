@@ -13,7 +13,6 @@
 //! the files every `tls.watch_interval` instead.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     ffi::OsString,
     io,
     os::unix::fs::MetadataExt,
@@ -62,13 +61,9 @@ pub(super) async fn run(
 async fn follow(tls: &config::Tls, control: &mpsc::Sender<Control>) {
     let files: Arc<[PathBuf]> = files(tls).into();
     let watch = &tls.watch;
-    let shown = show(&files);
     match watch.mode {
         WatchMode::Off => std::future::pending().await,
-        WatchMode::Poll => {
-            tracing::info!(files = %shown, interval_ms = watch.interval.as_millis() as u64, "following the TLS files on disk by polling");
-            poll(&files, watch, control).await;
-        }
+        WatchMode::Poll => poll(&files, watch, control).await,
         WatchMode::Auto => {
             if let Err(err) = notify(&files, watch, control).await {
                 tracing::warn!(
@@ -88,10 +83,11 @@ fn files(tls: &config::Tls) -> Vec<PathBuf> {
     if let Material::Path(key) = &tls.key {
         files.push(key.clone());
     }
-    files.push(tls.client_ca.clone());
-    files.extend(tls.crl.iter().cloned());
-    let mut seen = BTreeSet::new();
-    files.retain(|f| seen.insert(f.clone()));
+    for path in std::iter::once(&tls.client_ca).chain(&tls.crl) {
+        if !files.contains(path) {
+            files.push(path.clone());
+        }
+    }
     files
 }
 
@@ -139,6 +135,10 @@ fn changed(files: &[PathBuf], before: &[Stamp], now: &[Stamp]) -> String {
     show(&changed)
 }
 
+fn following(files: &[PathBuf], how: &str) {
+    tracing::info!(files = %show(files), "following the TLS files on disk by {how}");
+}
+
 /// Asks the daemon to read the identity again; false when it is gone.
 async fn ask(control: &mpsc::Sender<Control>, files: &str) -> bool {
     tracing::info!(
@@ -153,13 +153,13 @@ async fn ask(control: &mpsc::Sender<Control>, files: &str) -> bool {
         .is_ok()
 }
 
-/// The directories to watch and, by watch number, the names in each that matter: each
-/// file's own directory, and that of the file its symlinks lead to.
-fn add_watches(
-    inotify: &Inotify,
-    files: &[PathBuf],
-) -> io::Result<BTreeMap<i32, BTreeSet<OsString>>> {
-    let mut names: BTreeMap<i32, BTreeSet<OsString>> = BTreeMap::new();
+/// The names that matter, with the watch (directory) each is in: each file's own
+/// directory, and that of the file its symlinks lead to.
+type Names = Vec<(i32, OsString)>;
+
+/// Watches the directories of `files` (again: a symlink may now lead elsewhere).
+fn add_watches(inotify: &Inotify, files: &[PathBuf]) -> io::Result<Names> {
+    let mut names = Vec::new();
     for file in files {
         let real = std::fs::canonicalize(file).ok();
         for path in std::iter::once(file).chain(real.as_ref()) {
@@ -174,7 +174,7 @@ fn add_watches(
             let wd = inotify.watch_dir(dir).map_err(|e| {
                 io::Error::new(e.kind(), format!("watching {}: {e}", dir.display()))
             })?;
-            names.entry(wd).or_default().insert(name.to_owned());
+            names.push((wd, name.to_owned()));
         }
     }
     Ok(names)
@@ -183,13 +183,13 @@ fn add_watches(
 /// Whether a notice can be about one of the files: its name, a `..`-prefixed name
 /// (Kubernetes' atomic writer: `..data` and the timestamped directories it points to), a
 /// directory gone, or notices lost.
-fn relevant(event: &Event, names: &BTreeMap<i32, BTreeSet<OsString>>) -> bool {
+fn relevant(event: &Event, names: &Names) -> bool {
     event.overflowed()
         || event.directory_gone()
         || event.name.starts_with(b"..")
         || names
-            .get(&event.wd)
-            .is_some_and(|n| n.contains(event.name()))
+            .iter()
+            .any(|(wd, name)| *wd == event.wd && name == event.name())
 }
 
 /// Follows by inotify; returns Ok when `control` closes, an error when inotify cannot be
@@ -203,7 +203,7 @@ async fn notify(
         Inotify::new().map_err(|e| io::Error::new(e.kind(), format!("inotify_init1: {e}")))?;
     let mut names = add_watches(&inotify, files)?;
     let mut seen = look(files).await;
-    tracing::info!(files = %show(files), "following the TLS files on disk by inotify");
+    following(files, "inotify");
     loop {
         loop {
             let events = inotify.read().await?;
@@ -240,6 +240,7 @@ async fn notify(
 /// stamps have stayed the same for the debounce time. Returns when `control` closes.
 async fn poll(files: &Arc<[PathBuf]>, watch: &FileWatch, control: &mpsc::Sender<Control>) {
     let mut seen = look(files).await;
+    following(files, "polling");
     loop {
         tokio::time::sleep(watch.interval).await;
         let mut now = look(files).await;
@@ -295,8 +296,7 @@ mod tests {
     /// A notice counts when it names a followed file, a `..` name, or lost notices.
     #[test]
     fn relevant_notices() {
-        let mut names = BTreeMap::new();
-        names.insert(1, BTreeSet::from([OsString::from("server.crt")]));
+        let names = vec![(1, OsString::from("server.crt"))];
         let event = |wd, mask, name: &str| Event {
             wd,
             mask,

@@ -95,8 +95,10 @@ pub enum Control {
 /// The config and secrets the daemon runs on, for its own tasks (file watching, secret
 /// refresh) to follow across reloads.
 struct Running {
-    config: Config,
+    config: Arc<Config>,
     secrets: Secrets,
+    /// Counts reloads: what was pulled for an older config is stale.
+    generation: u64,
 }
 
 /// What the sampler publishes, and since when it runs.
@@ -109,7 +111,8 @@ struct Snapshots {
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
 pub struct Daemon {
     location: Location,
-    config: Config,
+    /// Shared with the daemon's own tasks ([`Running`]) without a copy.
+    config: Arc<Config>,
     health: Health,
     shared: Arc<Shared>,
     stats: Arc<RpcStats>,
@@ -176,7 +179,7 @@ impl Daemon {
         let checks = watch::channel(checks(&config, identity.not_after)).0;
         Ok(Daemon {
             location,
-            config,
+            config: Arc::new(config),
             health,
             shared,
             stats,
@@ -233,14 +236,20 @@ impl Daemon {
                 push_stop.clone(),
             ))
         });
-        let running = watch::channel(self.running()).0;
-        let watching = tokio::spawn(files::run(running.subscribe(), control.clone()));
+        let mut generation = 0;
+        let running = watch::channel(self.running(generation)).0;
         let (refreshed_tx, mut refreshed) = mpsc::channel(1);
-        let refreshing = tokio::spawn(refresh::run(
-            running.subscribe(),
-            refreshed_tx,
-            self.counters.clone(),
-        ));
+        // One task for both (each spawned future type costs code in every scheduler).
+        let own_tasks = tokio::spawn({
+            let (files_rx, refresh_rx) = (running.subscribe(), running.subscribe());
+            let (control, counters) = (control.clone(), self.counters.clone());
+            async move {
+                tokio::join!(
+                    files::run(files_rx, control),
+                    refresh::run(refresh_rx, refreshed_tx, counters)
+                );
+            }
+        });
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -278,8 +287,8 @@ impl Daemon {
             let command = tokio::select! {
                 command = commands.recv() => command,
                 Some(pulled) = refreshed.recv() => {
-                    if self.refreshed(pulled).await {
-                        running.send_replace(self.running());
+                    if self.refreshed(pulled, generation).await {
+                        running.send_replace(self.running(generation));
                     }
                     continue;
                 }
@@ -295,7 +304,8 @@ impl Daemon {
                     counter.fetch_add(1, Relaxed);
                     self.counters.last_reload_ok.store(ok, Relaxed);
                     if outcome.is_ok() {
-                        running.send_replace(self.running());
+                        generation += 1;
+                        running.send_replace(self.running(generation));
                     }
                     let status = match outcome {
                         Ok(()) => status.clone(),
@@ -342,8 +352,7 @@ impl Daemon {
             let _ = pushing.await;
         }
         checks.abort();
-        watching.abort();
-        refreshing.abort();
+        own_tasks.abort();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -362,9 +371,8 @@ impl Daemon {
     /// and swapped in whole, or, when they do not validate, the secrets in use stay. Secrets
     /// pulled for a config a reload has since replaced are dropped (the reload pulled its
     /// own). Returns whether they were applied.
-    async fn refreshed(&mut self, pulled: refresh::Pulled) -> bool {
-        if pulled.config != self.config {
-            tracing::debug!("dropping refreshed secrets pulled for a config since reloaded");
+    async fn refreshed(&mut self, pulled: refresh::Pulled, generation: u64) -> bool {
+        if pulled.generation != generation {
             return false;
         }
         let names = pulled.changed.join(",");
@@ -390,10 +398,11 @@ impl Daemon {
     }
 
     /// What the daemon's own tasks follow.
-    fn running(&self) -> Arc<Running> {
+    fn running(&self, generation: u64) -> Arc<Running> {
         Arc::new(Running {
             config: self.config.clone(),
             secrets: self.secrets.clone(),
+            generation,
         })
     }
 
@@ -470,7 +479,7 @@ impl Daemon {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
         self.push.send_replace(push_settings.map(Arc::new));
-        self.config = config;
+        self.config = Arc::new(config);
         self.secrets = secrets;
         self.apply(identity, policy).await?;
         if let Some(telemetry) = &self.telemetry {

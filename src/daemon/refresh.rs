@@ -38,9 +38,9 @@ use crate::{
 /// How soon a refresh or a renewal that failed is tried again, at most.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// Secrets pulled by a refresh, for the config they were pulled for.
+/// Secrets pulled by a refresh, for the config (generation) they were pulled for.
 pub(super) struct Pulled {
-    pub config: Config,
+    pub generation: u64,
     pub secrets: Secrets,
     /// The names whose values changed.
     pub changed: Vec<String>,
@@ -101,7 +101,7 @@ pub(super) async fn run(
                         return;
                     }
                     let new = running.borrow_and_update().clone();
-                    let same_config = new.config == current.config;
+                    let same_config = new.generation == current.generation;
                     current = new;
                     if !same_config {
                         break;
@@ -188,11 +188,10 @@ impl Refresh {
                 // the daemon refused (a TLS key pulled before its certificate was written)
                 // are pulled and offered again at the next turn.
                 self.known = version;
-                tracing::debug!(source = %source, "refreshed secrets: nothing changed");
                 return Ok(None);
             }
             Ok::<_, secrets::Error>(Some(Pulled {
-                config: config.clone(),
+                generation: running.generation,
                 secrets: pulled,
                 changed,
             }))
@@ -247,69 +246,81 @@ impl Renewal {
         };
         let source = secrets::describe(source);
         let now = Instant::now();
-        match outcome {
+        let (next, said) = match outcome {
             Ok(life) => {
                 self.failing = false;
                 let expires = now + life.ttl;
+                let before = self.expires.replace(expires);
                 if life.ttl.is_zero() {
-                    tracing::debug!(source = %source, "the Vault token does not expire");
-                    self.next = None;
+                    // It does not expire (a root token): nothing to do.
+                    (None, None)
                 } else if !life.renewable {
-                    tracing::warn!(
-                        source = %source,
-                        secret = %self.name,
-                        expires_in_s = life.ttl.as_secs(),
-                        "the Vault token is not renewable: reloads and refreshes that need it fail once it expires; provide a renewable or periodic token"
-                    );
-                    self.next = None;
-                } else if renew
-                    && self
-                        .expires
-                        .is_some_and(|before| expires <= before + Duration::from_secs(1))
-                {
-                    tracing::warn!(
-                        source = %source,
-                        secret = %self.name,
-                        expires_in_s = life.ttl.as_secs(),
-                        "the Vault token cannot be renewed any further (its max TTL): reloads and refreshes that need it fail once it expires; provide a new token before then"
-                    );
-                    self.next = None;
+                    (
+                        None,
+                        Some((
+                            "the Vault token is not renewable: reloads and refreshes that need it fail once it expires; provide a renewable or periodic token",
+                            None,
+                        )),
+                    )
+                } else if renew && before.is_some_and(|b| expires <= b + Duration::from_secs(1)) {
+                    (
+                        None,
+                        Some((
+                            "the Vault token cannot be renewed any further (its max TTL): reloads and refreshes that need it fail once it expires; provide a new token before then",
+                            None,
+                        )),
+                    )
                 } else {
                     if renew {
                         tracing::info!(source = %source, ttl_s = life.ttl.as_secs(), "renewed the Vault token");
                     }
-                    self.next = Some(now + (life.ttl / 2).max(Duration::from_secs(1)));
+                    (Some(now + (life.ttl / 2).max(Duration::from_secs(1))), None)
                 }
-                self.expires = Some(expires);
             }
             Err(secrets::TokenError { transient, error }) => {
                 let left = self.expires.map(|e| e.saturating_duration_since(now));
+                let reason = Some(chain(&error));
                 if transient {
-                    // Again well before it runs out, at most every RETRY.
+                    // Again well before it runs out, at most every RETRY; said once.
                     let again = left
                         .map_or(RETRY, |l| (l / 4).min(RETRY))
                         .max(Duration::from_secs(1));
-                    if !std::mem::replace(&mut self.failing, true) {
-                        tracing::warn!(
-                            source = %source,
-                            reason = %chain(&error),
-                            expires_in_s = left.map(|l| l.as_secs()),
-                            retry_in_s = again.as_secs(),
-                            renewing = renew,
-                            "could not look up or renew the Vault token; trying again"
-                        );
-                    }
-                    self.next = Some(now + again);
+                    let first = !std::mem::replace(&mut self.failing, true);
+                    (
+                        Some(now + again),
+                        first.then_some((
+                            "could not look up or renew the Vault token; trying again",
+                            reason,
+                        )),
+                    )
                 } else {
-                    tracing::error!(
-                        source = %source,
-                        reason = %chain(&error),
-                        expires_in_s = left.map(|l| l.as_secs()),
-                        "the Vault token cannot be renewed: reloads and refreshes that need it fail once it expires; provide a new token"
-                    );
-                    self.next = None;
+                    (
+                        None,
+                        Some((
+                            "the Vault token cannot be renewed: reloads and refreshes that need it fail once it expires; provide a new token",
+                            reason,
+                        )),
+                    )
                 }
             }
+        };
+        self.next = next;
+        if let Some((what, reason)) = said {
+            let left = self.expires.map(|e| e.saturating_duration_since(now));
+            say(&source, &self.name, left, reason.as_deref(), what);
         }
     }
+}
+
+/// One line about the operator's token: one call site for all of them, since each costs
+/// code in a binary with a size budget.
+#[inline(never)]
+fn say(source: &str, secret: &str, left: Option<Duration>, reason: Option<&str>, what: &str) {
+    tracing::warn!(
+        source,
+        secret,
+        expires_in_s = left.map(|l| l.as_secs()),
+        reason,
+        "{what}"
+    );
 }

@@ -229,7 +229,12 @@ pub async fn pull(config: &Config, progress: Progress<'_>) -> Result<Secrets, Er
 /// Pulls every secret like [`pull`], each request tried once: a refresh that fails tries
 /// again at its next turn instead of waiting here.
 pub async fn pull_once(config: &Config) -> Result<Secrets, Error> {
-    pull_until(config, Instant::now(), &|m: &str| tracing::debug!("{m}")).await
+    Box::pin(pull_until(config, Instant::now(), &quiet)).await
+}
+
+/// Progress of a refresh, which never waits: debug lines only.
+fn quiet(message: &str) {
+    tracing::debug!("{message}");
 }
 
 /// The version of the entry the Vault source `index` of `config` reads, for a refresh to
@@ -244,7 +249,6 @@ pub async fn vault_version(
     let Source::Vault(vault) = source else {
         return Ok(None);
     };
-    let quiet = |m: &str| tracing::debug!("{m}");
     vault::version(vault, &config.tls, local, Instant::now(), &quiet)
         .await
         .map_err(|e| {

@@ -180,30 +180,28 @@ pub async fn version(
     deadline: Instant,
     progress: Progress<'_>,
 ) -> Result<Option<u64>, PullError> {
-    #[derive(Deserialize)]
-    struct Metadata {
-        data: Current,
-    }
-    #[derive(Deserialize)]
-    struct Current {
-        current_version: u64,
-    }
     let session = Session::open(vault, tls, local, deadline, progress).await?;
     let path = format!("/v1/{}/metadata/{}", vault.mount, vault.path);
-    let read = session
-        .get(&path, deadline, progress, |status, body| {
-            if status == StatusCode::FORBIDDEN {
-                return Ok(None);
-            }
-            serde_json::from_slice::<Metadata>(check(status, body, &path)?)
-                .map(|m| Some(m.data.current_version))
-                .map_err(|_| {
-                    Failure::Permanent(format!("{path}: not a KV version 2 metadata answer"))
-                })
-        })
-        .await;
+    // One try: a refresh that fails tries again at its next turn.
+    let read = async {
+        let response = session
+            .client
+            .request(Method::GET, &path, Some(&session.token), None)
+            .await?;
+        if response.status == StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        serde_json::from_slice::<serde_json::Value>(check(response.status, &response.body, &path)?)
+            .ok()
+            .and_then(|m| m["data"]["current_version"].as_u64())
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::Permanent(format!("{path}: not a KV version 2 metadata answer"))
+            })
+    }
+    .await;
     session.close().await;
-    read
+    read.map_err(permanent)
 }
 
 /// What the store says of a token: how long it has left and whether it can be renewed.
@@ -217,26 +215,6 @@ pub struct TokenLife {
 /// Looks the operator's token up (`auth/token/lookup-self`), or renews it
 /// (`auth/token/renew-self`, by its own period or TTL) when `renew`.
 pub async fn token_life(vault: &Vault, token: &Secret, renew: bool) -> Result<TokenLife, Failure> {
-    #[derive(Deserialize)]
-    struct Lookup {
-        data: LookupData,
-    }
-    #[derive(Deserialize)]
-    struct LookupData {
-        ttl: u64,
-        #[serde(default)]
-        renewable: bool,
-    }
-    #[derive(Deserialize)]
-    struct Renew {
-        auth: RenewAuth,
-    }
-    #[derive(Deserialize)]
-    struct RenewAuth {
-        lease_duration: u64,
-        #[serde(default)]
-        renewable: bool,
-    }
     let client = Client::new(
         &vault.addr,
         &vault.ca_cert,
@@ -255,17 +233,19 @@ pub async fn token_life(vault: &Vault, token: &Secret, renew: bool) -> Result<To
     };
     let response = client.request(method, path, Some(token), body).await?;
     let body = check(response.status, &response.body, path)?;
-    let unreadable = || Failure::Permanent(format!("{path}: not a token answer"));
-    let (ttl, renewable) = if renew {
-        let r: Renew = serde_json::from_slice(body).map_err(|_| unreadable())?;
-        (r.auth.lease_duration, r.auth.renewable)
+    // lookup-self answers `data.ttl`, renew-self `auth.lease_duration`.
+    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let (part, ttl) = if renew {
+        (&answer["auth"], "lease_duration")
     } else {
-        let l: Lookup = serde_json::from_slice(body).map_err(|_| unreadable())?;
-        (l.data.ttl, l.data.renewable)
+        (&answer["data"], "ttl")
     };
+    let ttl = part[ttl]
+        .as_u64()
+        .ok_or_else(|| Failure::Permanent(format!("{path}: not a token answer")))?;
     Ok(TokenLife {
         ttl: std::time::Duration::from_secs(ttl),
-        renewable,
+        renewable: part["renewable"].as_bool().unwrap_or(false),
     })
 }
 
