@@ -135,6 +135,28 @@ pub struct Tls {
     /// `[tls.issue]`: issued and renewed by a pki engine; `cert` and `key` are then both
     /// [`Issue::file`].
     pub issue: Option<Box<Issue>>,
+    /// How the files above are followed on disk.
+    pub watch: FileWatch,
+}
+
+/// `tls.watch*`: following the certificate, key, client CA and CRL files on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileWatch {
+    pub mode: WatchMode,
+    /// Quiet time after the last change before the files are read.
+    pub debounce: Duration,
+    /// Between looks when polling.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify on the files' directories; polling when inotify cannot be set up.
+    Auto,
+    /// A look at each file's inode, size and times every interval (network and FUSE
+    /// filesystems, whose changes inotify does not see).
+    Poll,
+    Off,
 }
 
 /// `[tls.issue]`, validated.
@@ -315,6 +337,9 @@ pub struct Vault {
     pub auth: VaultAuth,
     /// Secret name -> field of the KV entry.
     pub fields: std::collections::BTreeMap<String, String>,
+    /// How often the entry's version is checked while running; `None`: only at start and
+    /// reload.
+    pub refresh_interval: Option<Duration>,
 }
 
 /// How vitalsd logs in to Vault. Names are secrets from the non-Vault sources.

@@ -110,6 +110,13 @@ pub struct RawTls {
     pub client_ca: String,
     /// Certificate revocation lists (PEM or DER files) checked for client certificates.
     pub crl: Vec<String>,
+    /// Follow the files above on disk: `auto` (inotify, polling when it cannot be set up),
+    /// `poll`, or `off`.
+    pub watch: String,
+    /// How long the files must be quiet after a change before they are read.
+    pub watch_debounce: String,
+    /// How often each file is looked at when polling.
+    pub watch_interval: String,
     /// `[tls.issue]`: the server certificate is issued and renewed by a Vault or OpenBao
     /// `pki` engine; `cert` and `key` are then the state directory's file.
     /// Not printed by --check-config, which says where the certificate comes from instead:
@@ -180,6 +187,9 @@ impl Default for RawTls {
             client_ca: "/etc/vitalsd/tls/ca.crt".into(),
             crl: Vec::new(),
             issue: None,
+            watch: "auto".into(),
+            watch_debounce: "500ms".into(),
+            watch_interval: "5s".into(),
         }
     }
 }
@@ -306,6 +316,10 @@ pub struct RawSource {
     /// vault, cert auth: its key, a path or `secret:NAME` from a local source (default: tls.key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// vault: re-read the entry this often while running (absent or 0: only at start and
+    /// reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<String>,
     /// vault: secret name = field of the KV entry, e.g. `{ tls_key = "tls_key_pem" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<std::collections::BTreeMap<String, String>>,

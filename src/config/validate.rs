@@ -10,6 +10,7 @@ use super::{
     RuleConfig, SECRET_PREFIX, Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers,
     units,
 };
+use super::{FileWatch, RawTls, WatchMode};
 
 /// Validates the merged raw config into the typed one; every error names the key and the
 /// layer that set it.
@@ -98,6 +99,7 @@ pub(super) fn validate(
             Some(issue) => Some(Box::new(v.issue(issue)?)),
             None => None,
         },
+        watch: v.file_watch(&raw.tls)?,
     };
     if let Some(issue) = &tls.issue {
         // The issued key is made here and kept in the state directory: the daemon serves
@@ -387,6 +389,25 @@ impl Validator<'_> {
         self.secret_name(key, name)
     }
 
+    fn file_watch(&self, raw: &RawTls) -> Result<FileWatch, Error> {
+        let mode = match raw.watch.as_str() {
+            "auto" => WatchMode::Auto,
+            "poll" => WatchMode::Poll,
+            "off" => WatchMode::Off,
+            other => {
+                return Err(self.err(
+                    "tls.watch",
+                    format!("`{other}` is not a watch mode: auto, poll or off"),
+                ));
+            }
+        };
+        Ok(FileWatch {
+            mode,
+            debounce: self.duration("tls.watch_debounce", &raw.watch_debounce)?,
+            interval: self.nonzero_duration("tls.watch_interval", &raw.watch_interval)?,
+        })
+    }
+
     fn source(&self, key: &str, raw: &RawSource) -> Result<Source, Error> {
         let field = |name: &str| format!("{key}.{name}");
         let given: Vec<&str> = [
@@ -406,6 +427,7 @@ impl Validator<'_> {
             ("client_cert", raw.client_cert.is_some()),
             ("client_key", raw.client_key.is_some()),
             ("fields", raw.fields.is_some()),
+            ("refresh_interval", raw.refresh_interval.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -467,6 +489,7 @@ impl Validator<'_> {
                             "auth",
                             "token",
                             "fields",
+                            "refresh_interval",
                         ])?;
                         VaultAuth::Token {
                             token: self.reference(&field("token"), raw.token.as_ref())?,
@@ -485,6 +508,7 @@ impl Validator<'_> {
                             "role_id",
                             "secret_id",
                             "fields",
+                            "refresh_interval",
                         ])?;
                         VaultAuth::AppRole {
                             mount: raw.auth_mount.clone().unwrap_or_else(|| "approle".into()),
@@ -507,6 +531,7 @@ impl Validator<'_> {
                             "client_cert",
                             "client_key",
                             "fields",
+                            "refresh_interval",
                         ])?;
                         if raw.client_cert.is_some() != raw.client_key.is_some() {
                             return Err(self.err(
@@ -546,6 +571,10 @@ impl Validator<'_> {
                     },
                     auth,
                     fields,
+                    refresh_interval: match &raw.refresh_interval {
+                        Some(t) => self.optional_duration(&field("refresh_interval"), t)?,
+                        None => None,
+                    },
                 })))
             }
             other => Err(self.err(

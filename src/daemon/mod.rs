@@ -7,10 +7,14 @@
 //! - `check.rs`: what `--check-config` prints
 //! - `push.rs`: the remote_write push task and its buffer
 //! - `issue.rs`: the `[tls.issue]` certificate: issued at start, renewed by a task, rotated
+//! - `files.rs`: the TLS files followed on disk, read again when they change
+//! - `refresh.rs`: Vault secrets read again on an interval, the operator's token renewed
 
 mod check;
+mod files;
 mod issue;
 mod push;
+mod refresh;
 mod signals;
 mod start;
 
@@ -94,6 +98,15 @@ pub enum Control {
     Stop,
 }
 
+/// The config and secrets the daemon runs on, for its own tasks (file watching, secret
+/// refresh) to follow across reloads.
+struct Running {
+    config: Arc<Config>,
+    secrets: Secrets,
+    /// Counts reloads: what was pulled for an older config is stale.
+    generation: u64,
+}
+
 /// What the sampler publishes, and since when it runs.
 #[derive(Clone)]
 struct Snapshots {
@@ -104,7 +117,8 @@ struct Snapshots {
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
 pub struct Daemon {
     location: Location,
-    config: Config,
+    /// Shared with the daemon's own tasks ([`Running`]) without a copy.
+    config: Arc<Config>,
     health: Health,
     shared: Arc<Shared>,
     stats: Arc<RpcStats>,
@@ -185,7 +199,7 @@ impl Daemon {
         let checks = watch::channel(checks(&config, identity.not_after)).0;
         Ok(Daemon {
             location,
-            config,
+            config: Arc::new(config),
             health,
             shared,
             stats,
@@ -264,6 +278,20 @@ impl Daemon {
             }))),
             _ => None,
         };
+        let mut generation = 0;
+        let running = watch::channel(self.running(generation)).0;
+        let (refreshed_tx, mut refreshed) = mpsc::channel(1);
+        // One task for both (each spawned future type costs code in every scheduler).
+        let own_tasks = tokio::spawn({
+            let (files_rx, refresh_rx) = (running.subscribe(), running.subscribe());
+            let (control, counters) = (control.clone(), self.counters.clone());
+            async move {
+                tokio::join!(
+                    files::run(files_rx, control),
+                    refresh::run(refresh_rx, refreshed_tx, counters)
+                );
+            }
+        });
         let serving = tokio::spawn(server::serve(
             listeners,
             self.shared.clone(),
@@ -298,7 +326,16 @@ impl Daemon {
         systemd::notify(&format!("READY=1\nSTATUS={status}"));
 
         loop {
-            match commands.recv().await {
+            let command = tokio::select! {
+                command = commands.recv() => command,
+                Some(pulled) = refreshed.recv() => {
+                    if self.refreshed(pulled, generation).await {
+                        running.send_replace(self.running(generation));
+                    }
+                    continue;
+                }
+            };
+            match command {
                 Some(Control::Reload) => {
                     systemd::notify("RELOADING=1\nSTATUS=reloading");
                     let outcome = self.reload().await;
@@ -308,6 +345,10 @@ impl Daemon {
                     };
                     counter.fetch_add(1, Relaxed);
                     self.counters.last_reload_ok.store(ok, Relaxed);
+                    if outcome.is_ok() {
+                        generation += 1;
+                        running.send_replace(self.running(generation));
+                    }
                     let status = match outcome {
                         Ok(()) => status.clone(),
                         Err(err) => {
@@ -358,6 +399,7 @@ impl Daemon {
             let _ = pushing.await;
         }
         checks.abort();
+        own_tasks.abort();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -369,6 +411,46 @@ impl Daemon {
         } else {
             tracing::info!("stopped");
         }
+    }
+
+    /// Applies secrets a refresh pulled, as a reload applies its pull: the TLS identity,
+    /// the bearer policy and the push settings are built from them with the running config
+    /// and swapped in whole, or, when they do not validate, the secrets in use stay. Secrets
+    /// pulled for a config a reload has since replaced are dropped (the reload pulled its
+    /// own). Returns whether they were applied.
+    async fn refreshed(&mut self, pulled: refresh::Pulled, generation: u64) -> bool {
+        if pulled.generation != generation {
+            return false;
+        }
+        let names = pulled.changed.join(",");
+        let secrets = pulled.secrets;
+        let outcome = async {
+            let (identity, push_settings) = materials(&self.config, &secrets).await?;
+            let policy = auth::Policy::new(&self.config.auth, &secrets)?;
+            self.push.send_replace(push_settings.map(Arc::new));
+            self.secrets = secrets;
+            self.apply(identity, policy).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                tracing::info!(secrets = %names, "applied refreshed secrets");
+                true
+            }
+            Err(err) => {
+                tracing::error!(secrets = %names, reason = %chain(&err), "refreshed secrets rejected; the ones in use stay");
+                false
+            }
+        }
+    }
+
+    /// What the daemon's own tasks follow.
+    fn running(&self, generation: u64) -> Arc<Running> {
+        Arc::new(Running {
+            config: self.config.clone(),
+            secrets: self.secrets.clone(),
+            generation,
+        })
     }
 
     /// Re-reads the TLS identity with the running config and secrets and swaps it in: new
@@ -437,16 +519,7 @@ impl Daemon {
         };
         counter.fetch_add(1, Relaxed);
         let secrets = pulled?;
-        let tls_config = config.tls.clone();
-        let pulled = secrets.clone();
-        let push_config = config.push.clone();
-        let (identity, push_settings) = blocking("loading the certificates", move || {
-            let identity = server_tls(&tls_config, &pulled)?;
-            let own = instance(identity.identity.as_deref());
-            let push = push::Settings::new(&push_config, &pulled, &own)?;
-            Ok((identity, push))
-        })
-        .await?;
+        let (identity, push_settings) = materials(&config, &secrets).await?;
         let policy = auth::Policy::new(&config.auth, &secrets)?;
 
         let mut config = config;
@@ -454,7 +527,7 @@ impl Daemon {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
         self.push.send_replace(push_settings.map(Arc::new));
-        self.config = config;
+        self.config = Arc::new(config);
         if self.config.tls.issue.is_some() {
             self.issue_secrets.send_replace(secrets.clone());
         }
@@ -466,6 +539,24 @@ impl Daemon {
         tracing::info!("reloaded the config, secrets and certificates");
         Ok(())
     }
+}
+
+/// The TLS identity and the push settings `config` makes with `secrets`, read off the
+/// runtime.
+async fn materials(
+    config: &Config,
+    secrets: &Secrets,
+) -> Result<(tls::ServerIdentity, Option<push::Settings>), Error> {
+    let tls_config = config.tls.clone();
+    let secrets = secrets.clone();
+    let push_config = config.push.clone();
+    blocking("loading the certificates", move || {
+        let identity = server_tls(&tls_config, &secrets)?;
+        let own = instance(identity.identity.as_deref());
+        let push = push::Settings::new(&push_config, &secrets, &own)?;
+        Ok((identity, push))
+    })
+    .await
 }
 
 /// Each connection is a descriptor: a soft limit below the connection cap (plus room for

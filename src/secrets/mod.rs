@@ -85,6 +85,19 @@ impl Secrets {
         self.0.keys().map(String::as_str)
     }
 
+    /// The names whose values differ between `self` and `other` (or that only one has).
+    pub fn changed(&self, other: &Secrets) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(name, value)| other.get(name).is_none_or(|v| v.expose() != value.expose()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.extend(other.0.keys().filter(|n| !self.0.contains_key(*n)).cloned());
+        names.sort();
+        names
+    }
+
     /// The private key `material` names: a key file, or the PEM text of a pulled secret.
     pub fn key(&self, material: &Material) -> Result<tls::Key, tls::Error> {
         match material {
@@ -139,7 +152,7 @@ pub(crate) enum Failure {
 }
 
 /// A source's name in messages.
-fn describe(source: &Source) -> String {
+pub fn describe(source: &Source) -> String {
     match source {
         Source::Credentials => "systemd credentials".to_string(),
         Source::File { dir } => format!("files in {}", dir.display()),
@@ -206,7 +219,96 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
 /// Pulls every secret `config` refers to, within `config.secrets.startup_timeout`.
 pub async fn pull(config: &Config, progress: Progress<'_>) -> Result<Secrets, Error> {
-    let deadline = Instant::now() + config.secrets.startup_timeout;
+    pull_until(
+        config,
+        Instant::now() + config.secrets.startup_timeout,
+        progress,
+    )
+    .await
+}
+
+/// Pulls every secret like [`pull`], each request tried once: a refresh that fails tries
+/// again at its next turn instead of waiting here.
+pub async fn pull_once(config: &Config) -> Result<Secrets, Error> {
+    Box::pin(pull_until(config, Instant::now(), &quiet)).await
+}
+
+/// Progress of a refresh, which never waits: debug lines only.
+fn quiet(message: &str) {
+    tracing::debug!("{message}");
+}
+
+/// The version of the entry the Vault source `index` of `config` reads, for a refresh to
+/// know whether to read it again; `None` when the token may not read the entry's metadata.
+/// Each request is tried once.
+pub async fn vault_version(
+    config: &Config,
+    index: usize,
+    local: &Secrets,
+) -> Result<Option<u64>, Error> {
+    let source = &config.secrets.sources[index];
+    let Source::Vault(vault) = source else {
+        return Ok(None);
+    };
+    vault::version(vault, &config.tls, local, Instant::now(), &quiet)
+        .await
+        .map_err(|e| {
+            let names: Vec<String> = vault.fields.keys().cloned().collect();
+            e.named(&names, describe(source))
+        })
+}
+
+pub use vault::TokenLife;
+
+/// Why the operator's Vault token could not be looked up or renewed.
+#[derive(Debug)]
+pub struct TokenError {
+    /// Trying again later may help (the store unreachable, 5xx); otherwise the token is
+    /// expired, revoked or may not renew itself.
+    pub transient: bool,
+    pub error: Error,
+}
+
+/// What the store says of the operator's token of `source` (a Vault source with token
+/// auth), renewing it first when `renew`. `None` for any other source.
+pub async fn token_life(
+    source: &Source,
+    local: &Secrets,
+    renew: bool,
+) -> Option<Result<TokenLife, TokenError>> {
+    let Source::Vault(vault) = source else {
+        return None;
+    };
+    let crate::config::VaultAuth::Token { token: name } = &vault.auth else {
+        return None;
+    };
+    let failed = |transient, reason| TokenError {
+        transient,
+        error: Error::Source {
+            name: name.clone(),
+            source_name: describe(source),
+            reason,
+        },
+    };
+    let Some(token) = local.get(name) else {
+        return Some(Err(failed(false, "the token was not pulled".into())));
+    };
+    Some(
+        vault::token_life(vault, token, renew)
+            .await
+            .map_err(|f| match f {
+                Failure::Transient(reason) => failed(true, reason),
+                Failure::Permanent(reason) => failed(false, reason),
+            }),
+    )
+}
+
+/// Pulls every secret `config` refers to; requests are retried until `deadline`.
+async fn pull_until(
+    config: &Config,
+    deadline: Instant,
+    progress: Progress<'_>,
+) -> Result<Secrets, Error> {
     let mut secrets = BTreeMap::new();
     let mut from_vault: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     // Local secrets first: Vault logins need some of them.
@@ -366,6 +468,23 @@ mod tests {
         let secrets = Secrets(map);
         assert_eq!(format!("{secrets:?}"), "{\"pw\"}");
         assert_eq!(secrets.get("pw").unwrap().expose(), b"hunter2");
+    }
+
+    /// `changed` names what differs, in either direction, and never what is equal.
+    #[test]
+    fn changed_names_what_differs() {
+        let of = |pairs: &[(&str, &str)]| {
+            Secrets(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Secret::new(v.as_bytes().to_vec())))
+                    .collect(),
+            )
+        };
+        let old = of(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let new = of(&[("a", "1"), ("b", "9"), ("d", "4")]);
+        assert_eq!(new.changed(&old), ["b", "c", "d"]);
+        assert!(old.changed(&old.clone()).is_empty());
     }
 
     /// A trailing newline, as `echo` writes, is not part of the secret.

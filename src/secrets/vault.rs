@@ -4,8 +4,10 @@
 //! secrets), or TLS certificate auth with the device's own certificate. A token obtained by
 //! logging in is revoked (`auth/token/revoke-self`) as soon as the secrets are read: the
 //! daemon needs it for one read per start or reload, and a live token left behind would
-//! only be something to steal until its TTL ends. A token the operator provides is never
-//! revoked: it is not ours.
+//! only be something to steal until its TTL ends. A refresh (`refresh_interval`) logs in
+//! again each time for the same reason, rather than keeping a token alive between reads. A
+//! token the operator provides is never revoked: it is not ours; the daemon renews it
+//! instead ([`token_life`], driven by the daemon's refresh task).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,79 @@ use zeroize::Zeroizing;
 use super::{Failure, Progress, PullError, Secret, Secrets, http::Client, retry};
 use crate::config::{self, Vault, VaultAuth};
 
+/// A client logged in to the store: the token it sends, and whether the token is ours to
+/// revoke when done (one from a login) or the operator's.
+struct Session {
+    client: Client,
+    token: Secret,
+    revoke: bool,
+    what: String,
+}
+
+impl Session {
+    /// Makes the client and logs in as `vault.auth` says.
+    async fn open(
+        vault: &Vault,
+        tls: &config::Tls,
+        local: &Secrets,
+        deadline: Instant,
+        progress: Progress<'_>,
+    ) -> Result<Session, PullError> {
+        let identity = match &vault.auth {
+            VaultAuth::Cert { cert, key, .. } => {
+                let cert = cert.as_ref().unwrap_or(&tls.cert);
+                let key = key.as_ref().unwrap_or(&tls.key);
+                Some(device_identity(cert, key, local).map_err(PullError::Permanent)?)
+            }
+            _ => None,
+        };
+        let client = Client::new(
+            &vault.addr,
+            &vault.ca_cert,
+            identity,
+            vault.timeout,
+            vault.namespace.clone(),
+        )
+        .map_err(permanent)?;
+        let what = format!("vault {}", vault.addr);
+
+        let (token, revoke) =
+            log_in(&client, &vault.auth, local, &what, deadline, progress).await?;
+        Ok(Session {
+            client,
+            token,
+            revoke,
+            what,
+        })
+    }
+
+    /// A GET with the session's token, retried on transient failures until `deadline`.
+    async fn get<T>(
+        &self,
+        path: &str,
+        deadline: Instant,
+        progress: Progress<'_>,
+        parse: impl Fn(StatusCode, &[u8]) -> Result<T, Failure>,
+    ) -> Result<T, PullError> {
+        retry(&self.what, deadline, progress, || async {
+            let response = self
+                .client
+                .request(Method::GET, path, Some(&self.token), None)
+                .await?;
+            parse(response.status, &response.body)
+        })
+        .await
+    }
+
+    /// Revokes a login token (best effort: it expires by its TTL anyway); never the
+    /// operator's.
+    async fn close(self) {
+        if self.revoke {
+            revoke_token(&self.client, &self.token).await;
+        }
+    }
+}
+
 /// Reads the KV entry once and returns the secrets `names` map to.
 pub async fn pull(
     vault: &Vault,
@@ -26,39 +101,15 @@ pub async fn pull(
     deadline: Instant,
     progress: Progress<'_>,
 ) -> Result<BTreeMap<String, Secret>, PullError> {
-    let identity = match &vault.auth {
-        VaultAuth::Cert { cert, key, .. } => {
-            let cert = cert.as_ref().unwrap_or(&tls.cert);
-            let key = key.as_ref().unwrap_or(&tls.key);
-            Some(device_identity(cert, key, local).map_err(PullError::Permanent)?)
-        }
-        _ => None,
-    };
-    let client = Client::new(
-        &vault.addr,
-        &vault.ca_cert,
-        identity,
-        vault.timeout,
-        vault.namespace.clone(),
-    )
-    .map_err(permanent)?;
-    let what = format!("vault {}", vault.addr);
-
-    let (token, revoke) = log_in(&client, &vault.auth, local, &what, deadline, progress).await?;
-
+    let session = Session::open(vault, tls, local, deadline, progress).await?;
     let path = format!("/v1/{}/data/{}", vault.mount, vault.path);
-    let read = retry(&what, deadline, progress, || async {
-        let response = client
-            .request(Method::GET, &path, Some(&token), None)
-            .await?;
-        let response = check(response.status, &response.body, &path)?;
-        parse_kv(response)
-            .ok_or_else(|| Failure::Permanent(format!("{path}: not a KV version 2 answer")))
-    })
-    .await;
-    if revoke {
-        revoke_token(&client, &token).await;
-    }
+    let read = session
+        .get(&path, deadline, progress, |status, body| {
+            parse_kv(check(status, body, &path)?)
+                .ok_or_else(|| Failure::Permanent(format!("{path}: not a KV version 2 answer")))
+        })
+        .await;
+    session.close().await;
     let mut data = read?;
     let mut secrets = BTreeMap::new();
     for name in names {
@@ -130,6 +181,84 @@ pub(super) async fn revoke_token(client: &Client, token: &Secret) {
             tracing::warn!(reason = %e, "could not revoke the Vault login token; it will expire")
         }
     }
+}
+
+/// The entry's current version from its metadata (`/v1/MOUNT/metadata/PATH`), which
+/// carries no value; `None` when the token may not read the metadata (403).
+pub async fn version(
+    vault: &Vault,
+    tls: &config::Tls,
+    local: &Secrets,
+    deadline: Instant,
+    progress: Progress<'_>,
+) -> Result<Option<u64>, PullError> {
+    let session = Session::open(vault, tls, local, deadline, progress).await?;
+    let path = format!("/v1/{}/metadata/{}", vault.mount, vault.path);
+    // One try: a refresh that fails tries again at its next turn.
+    let read = async {
+        let response = session
+            .client
+            .request(Method::GET, &path, Some(&session.token), None)
+            .await?;
+        if response.status == StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        serde_json::from_slice::<serde_json::Value>(check(response.status, &response.body, &path)?)
+            .ok()
+            .and_then(|m| m["data"]["current_version"].as_u64())
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::Permanent(format!("{path}: not a KV version 2 metadata answer"))
+            })
+    }
+    .await;
+    session.close().await;
+    read.map_err(permanent)
+}
+
+/// What the store says of a token: how long it has left and whether it can be renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLife {
+    /// Zero: it does not expire (a root or periodic-less non-expiring token).
+    pub ttl: std::time::Duration,
+    pub renewable: bool,
+}
+
+/// Looks the operator's token up (`auth/token/lookup-self`), or renews it
+/// (`auth/token/renew-self`, by its own period or TTL) when `renew`.
+pub async fn token_life(vault: &Vault, token: &Secret, renew: bool) -> Result<TokenLife, Failure> {
+    let client = Client::new(
+        &vault.addr,
+        &vault.ca_cert,
+        None,
+        vault.timeout,
+        vault.namespace.clone(),
+    )?;
+    let (method, path, body) = if renew {
+        (
+            Method::POST,
+            "/v1/auth/token/renew-self",
+            Some(Zeroizing::new(b"{}".to_vec())),
+        )
+    } else {
+        (Method::GET, "/v1/auth/token/lookup-self", None)
+    };
+    let response = client.request(method, path, Some(token), body).await?;
+    let body = check(response.status, &response.body, path)?;
+    // lookup-self answers `data.ttl`, renew-self `auth.lease_duration`.
+    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let (part, ttl) = if renew {
+        (&answer["auth"], "lease_duration")
+    } else {
+        (&answer["data"], "ttl")
+    };
+    let ttl = part[ttl]
+        .as_u64()
+        .ok_or_else(|| Failure::Permanent(format!("{path}: not a token answer")))?;
+    Ok(TokenLife {
+        ttl: std::time::Duration::from_secs(ttl),
+        renewable: part["renewable"].as_bool().unwrap_or(false),
+    })
 }
 
 pub(super) fn permanent(failure: Failure) -> PullError {

@@ -22,3 +22,4 @@ mod tls;
 mod vitalsctl_bench;
 mod vitalsctl_echo;
 mod vitalsctl_probe;
+mod watch;

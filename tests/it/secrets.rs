@@ -447,3 +447,406 @@ async fn check_config_shows_sources_not_values() {
     assert!(out.contains("#   vault-token: not found"), "{out}");
     assert!(!out.contains("VERY-SECRET-VALUE"), "{out}");
 }
+
+/// An echo carrying `authorization: Bearer TOKEN`, on a new connection.
+async fn echo_with_bearer(daemon: &TestDaemon, token: &str) -> Result<(), String> {
+    let mut request = tonic::Request::new(EchoRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    daemon
+        .echo()
+        .await
+        .echo(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A bearer token for echo, from the store's `devices/gw` field `echo_token`.
+const BEARER_ON_ECHO: &str = "[[auth.bearer]]\nmethods = [\"vitals.echo.v1.Echo/*\"]\nkind = \"opaque\"\ntokens = [\"secret:echo-token\"]\n";
+
+/// A policy that reads `secret/devices/gw`, its data and, when `metadata`, its metadata.
+fn gw_policy(bao: &Bao, metadata: bool) {
+    let mut policy = "path \"secret/data/devices/gw\" { capabilities = [\"read\"] }\n".to_string();
+    if metadata {
+        policy.push_str("path \"secret/metadata/devices/gw\" { capabilities = [\"read\"] }\n");
+    }
+    let file = bao.dir.path().join("gw.hcl");
+    std::fs::write(&file, policy).unwrap();
+    bao.run(&["policy", "write", "gw", file.to_str().unwrap()]);
+}
+
+/// A value changed in the store reaches the daemon within its refresh interval, without
+/// SIGHUP: the new bearer token is accepted and the old one refused. Each refresh logs in
+/// with AppRole and revokes its token. An empty value in the store is refused and the one
+/// in use stays.
+#[tokio::test]
+async fn kv_change_reaches_the_daemon_within_its_refresh_interval() {
+    let bao = Bao::start();
+    let (old, new) = ("echo-token-old-5c2e81d7", "echo-token-new-9a41f0b3");
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={old}"),
+    ]);
+    gw_policy(&bao, true);
+    bao.run(&["auth", "enable", "approle"]);
+    bao.run(&[
+        "write",
+        "auth/approle/role/gw",
+        "token_policies=gw",
+        "token_ttl=10m",
+    ]);
+    let role_id = bao.run(&["read", "-field=role_id", "auth/approle/role/gw/role-id"]);
+    let secret_id = bao.run(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/gw/secret-id",
+    ]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-role-id", &role_id);
+    secret_file(secrets.path(), "vault-secret-id", &secret_id);
+    let tokens_before = bao.run(&["list", "-format=json", "auth/token/accessors"]);
+    let dropin = format!(
+        "{}[[secrets.sources]]\nkind = \"vault\"\naddr = \"{}\"\nca_cert = \"{}\"\npath = \"devices/gw\"\n\
+         auth = \"approle\"\nrole_id = \"secret:vault-role-id\"\nsecret_id = \"secret:vault-secret-id\"\n\
+         refresh_interval = \"1s\"\nfields = {{ echo-token = \"echo_token\" }}\n{BEARER_ON_ECHO}",
+        file_source(secrets.path()),
+        bao.addr(),
+        bao.ca().display()
+    );
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
+    echo_with_bearer(&daemon, old).await.unwrap();
+    assert!(echo_with_bearer(&daemon, new).await.is_err());
+
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={new}"),
+    ]);
+    let changed = Instant::now();
+    crate::support::eventually(Duration::from_secs(10), || echo_with_bearer(&daemon, new)).await;
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "one interval and a pull: {took:?}"
+    );
+    assert!(
+        echo_with_bearer(&daemon, old).await.is_err(),
+        "the old token is gone"
+    );
+    daemon
+        .wait_for_log(|l| l.contains("applied refreshed secrets") && l.contains("echo-token"))
+        .await;
+    assert!(
+        !daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("reloaded the config"))
+    );
+
+    // An empty value is not a token: refused, the one in use stays.
+    bao.run(&["kv", "put", "secret/devices/gw", "echo_token="]);
+    daemon
+        .wait_for_log(|l| l.contains("refreshing secrets failed") && l.contains("is empty"))
+        .await;
+    echo_with_bearer(&daemon, new)
+        .await
+        .expect("still the token in use");
+    // Each refresh's login token was revoked (the daemon is still refreshing: wait for a
+    // quiet moment between two by listing twice).
+    crate::support::eventually(Duration::from_secs(10), || async {
+        let after = bao.run(&["list", "-format=json", "auth/token/accessors"]);
+        (after == tokens_before)
+            .then_some(())
+            .ok_or_else(|| format!("login tokens left: {after}"))
+    })
+    .await;
+    assert_clean(&daemon.logs(), &[old, new, &role_id, &secret_id]);
+}
+
+/// The remaining TTL of `token`, as the store reports it.
+fn token_ttl(bao: &Bao, token: &str) -> Option<u64> {
+    let out = bao.cli(&["token", "lookup", "-format=json", token]);
+    if !out.status.success() {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["data"]["ttl"].as_u64()
+}
+
+/// The operator's token with a short TTL is renewed before it ends: the store reports it
+/// alive past its first TTL, and a reload that needs it still works then.
+#[tokio::test]
+async fn a_short_lived_token_is_renewed() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = store_tls_key(&bao, &pki);
+    bao.read_policy("gw", "devices/gw");
+    let created = Instant::now();
+    let token = bao.run(&["token", "create", "-field=token", "-policy=gw", "-ttl=6s"]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", &token);
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let daemon = TestDaemon::builder().pki(pki).dropin(&dropin).start().await;
+    daemon
+        .wait_for_log(|l| l.contains("renewed the Vault token"))
+        .await;
+    // Past the TTL it was created with.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(created.elapsed())).await;
+    let ttl = token_ttl(&bao, &token).expect("the token is alive past its first TTL");
+    assert!(ttl > 0, "{ttl}");
+    daemon.signal("HUP");
+    daemon
+        .wait_for_log(|l| l.contains("reloaded the config"))
+        .await;
+    daemon.echo_ok().await;
+    assert_clean(&daemon.logs(), &[&token, &key]);
+}
+
+/// A token that cannot be renewed is logged once, with the time it has left. A token that
+/// may not read the entry's metadata makes each refresh read the entry (said once), and a
+/// change still arrives.
+#[tokio::test]
+async fn unrenewable_token_and_no_metadata_are_said_once() {
+    let bao = Bao::start();
+    let (old, new) = ("echo-token-old-77b1d2e4", "echo-token-new-0c9e3a56");
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={old}"),
+    ]);
+    gw_policy(&bao, false);
+    let token = bao.run(&[
+        "token",
+        "create",
+        "-field=token",
+        "-policy=gw",
+        "-ttl=1h",
+        "-renewable=false",
+    ]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", &token);
+    let dropin = format!(
+        "{}{}refresh_interval = \"1s\"\n{BEARER_ON_ECHO}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ echo-token = \"echo_token\" }")
+    );
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
+    daemon
+        .wait_for_log(|l| {
+            l.contains("the Vault token is not renewable") && l.contains("expires_in_s")
+        })
+        .await;
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={new}"),
+    ]);
+    crate::support::eventually(Duration::from_secs(10), || echo_with_bearer(&daemon, new)).await;
+    // A few more refreshes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logs = daemon.logs();
+    let count = |needle: &str| logs.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("the Vault token is not renewable"), 1, "{logs:#?}");
+    assert_eq!(count("may not read this entry's metadata"), 1, "{logs:#?}");
+    assert_eq!(
+        count("applied refreshed secrets"),
+        1,
+        "only a change is applied"
+    );
+    assert_clean(&logs, &[old, new, &token]);
+}
+
+/// A token renewed up to its max TTL is said once, with the time it has left, and not
+/// renewed again.
+#[tokio::test]
+async fn a_token_at_its_max_ttl_is_said_once() {
+    let bao = Bao::start();
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        "echo_token=echo-token-2b8d4c61",
+    ]);
+    bao.read_policy("gw", "devices/gw");
+    let token = bao.run(&[
+        "token",
+        "create",
+        "-field=token",
+        "-policy=gw",
+        "-ttl=4s",
+        "-explicit-max-ttl=9s",
+    ]);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(secrets.path(), "vault-token", &token);
+    let dropin = format!(
+        "{}{}{BEARER_ON_ECHO}",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ echo-token = \"echo_token\" }")
+    );
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
+    daemon
+        .wait_for_log(|l| l.contains("renewed the Vault token"))
+        .await;
+    daemon
+        .wait_for_log(|l| l.contains("cannot be renewed any further") && l.contains("expires_in_s"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logs = daemon.logs();
+    let said = logs
+        .iter()
+        .filter(|l| l.contains("cannot be renewed any further"))
+        .count();
+    assert_eq!(said, 1, "{logs:#?}");
+    assert_clean(&logs, &[&token]);
+}
+
+/// The TLS key in the store and its certificate on disk, rotated key first: the refreshed
+/// key is refused while the old certificate is on disk (the old pair serves), the new
+/// certificate is refused with the old key, and the next refresh offers the key again and
+/// the new pair is served; no SIGHUP.
+#[tokio::test]
+async fn a_tls_key_in_the_store_and_its_certificate_on_disk_rotate_together() {
+    let bao = Bao::start();
+    let pki = Arc::new(TestPki::new());
+    let key = store_tls_key(&bao, &pki);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    let dropin = format!(
+        "[tls]\nkey = \"secret:tls_key\"\n{}{}refresh_interval = \"1s\"\n",
+        file_source(secrets.path()),
+        vault_token_source(&bao.addr(), &bao.ca(), "{ tls_key = \"tls_key\" }")
+    );
+    let daemon = TestDaemon::builder()
+        .pki(pki.clone())
+        .dropin(&dropin)
+        .start()
+        .await;
+    daemon
+        .wait_for_log(|l| l.contains("following the TLS files on disk by inotify"))
+        .await;
+    let old = crate::watch::leaf_der(&pki.path("server.crt"));
+    let next = pki.ca.issue(&crate::watch::server_leaf("rotated")).unwrap();
+
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("tls_key={}", next.key),
+    ]);
+    daemon
+        .wait_for_log(|l| {
+            l.contains("refreshed secrets rejected") && l.contains("do not go together")
+        })
+        .await;
+    assert_eq!(crate::watch::served(&daemon).await.unwrap(), old);
+
+    vitals::pki::write_file(&pki.path("next.crt"), &next.cert, 0o644).unwrap();
+    std::fs::rename(pki.path("next.crt"), pki.path("server.crt")).unwrap();
+    crate::watch::until_served(&daemon, &crate::watch::leaf_der(&pki.path("server.crt"))).await;
+    daemon.echo_ok().await;
+    assert!(
+        !daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("reloaded the config"))
+    );
+    assert_clean(
+        &daemon.logs(),
+        &[crate::support::bao::ROOT_TOKEN, &key, &next.key],
+    );
+}
+
+/// Forwards connections on `port` to the store until aborted (then the port refuses).
+fn forward(port: u16, bao_port: u16) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", bao_port))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    })
+}
+
+/// The store unreachable at refresh time: said once, the secrets in use stay and serve;
+/// once it is back, the refresh says so and a value changed meanwhile arrives.
+#[tokio::test]
+async fn a_store_outage_during_refresh_is_said_once_and_ridden_out() {
+    let bao = Bao::start();
+    let (old, new) = ("echo-token-old-4f1a7c93", "echo-token-new-e85b20d6");
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={old}"),
+    ]);
+    let port = crate::support::free_port();
+    let forwarder = forward(port, bao.port);
+    let secrets = tempfile::tempdir().unwrap();
+    secret_file(
+        secrets.path(),
+        "vault-token",
+        crate::support::bao::ROOT_TOKEN,
+    );
+    let dropin = format!(
+        "{}{}refresh_interval = \"1s\"\n{BEARER_ON_ECHO}",
+        file_source(secrets.path()),
+        vault_token_source(
+            &format!("https://localhost:{port}"),
+            &bao.ca(),
+            "{ echo-token = \"echo_token\" }"
+        )
+    );
+    let daemon = TestDaemon::builder().dropin(&dropin).start().await;
+    echo_with_bearer(&daemon, old).await.unwrap();
+
+    forwarder.abort();
+    daemon
+        .wait_for_log(|l| {
+            l.contains("refreshing secrets failed") && l.contains("vault https://localhost")
+        })
+        .await;
+    bao.run(&[
+        "kv",
+        "put",
+        "secret/devices/gw",
+        &format!("echo_token={new}"),
+    ]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    echo_with_bearer(&daemon, old)
+        .await
+        .expect("the secrets in use serve");
+    let failed = daemon
+        .logs()
+        .iter()
+        .filter(|l| l.contains("refreshing secrets failed"))
+        .count();
+    assert_eq!(failed, 1, "said once per outage");
+
+    let _forwarder = forward(port, bao.port);
+    daemon
+        .wait_for_log(|l| l.contains("refreshing secrets works again"))
+        .await;
+    crate::support::eventually(Duration::from_secs(10), || echo_with_bearer(&daemon, new)).await;
+    assert_clean(&daemon.logs(), &[old, new, crate::support::bao::ROOT_TOKEN]);
+}

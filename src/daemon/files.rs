@@ -1,0 +1,349 @@
+//! Following the TLS files on disk (`tls.watch`): the certificate, the key (when it is a
+//! file), the client CA and the CRLs, rewritten by another tool (certbot, step-ca's agent,
+//! cert-manager's csi driver, an Ansible run), are read again without SIGHUP.
+//!
+//! inotify on the files' directories wakes the task (a rename over a file, an in-place
+//! rewrite, Kubernetes' `..data` symlink swap). It waits until the files have been quiet
+//! for `tls.watch_debounce`, compares each file's inode, size and times with what it saw
+//! last, and when one differs asks the daemon for [`Control::Identity`]. A pair that does
+//! not go together (the key not written yet, or a wrong one) keeps the identity in use and
+//! the log says why; the next write is picked up the same way. When inotify cannot be set
+//! up (the user's instance or watch limit, a directory gone), or with `tls.watch = "poll"`
+//! (network and FUSE filesystems, whose remote changes inotify does not see), it looks at
+//! the files every `tls.watch_interval` instead.
+
+use std::{
+    ffi::OsString,
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use super::{Control, Running};
+use crate::{
+    config::{self, FileWatch, Material, WatchMode},
+    inotify::{Event, Inotify},
+};
+
+/// Follows the TLS files of the running config until `control` closes; starts over when a
+/// reload changes the `[tls]` section.
+pub(super) async fn run(
+    mut running: watch::Receiver<Arc<Running>>,
+    control: mpsc::Sender<Control>,
+) {
+    loop {
+        let tls = running.borrow_and_update().config.tls.clone();
+        let following = follow(&tls, &control);
+        tokio::pin!(following);
+        loop {
+            tokio::select! {
+                () = &mut following => return,
+                changed = running.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if running.borrow().config.tls != tls {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Follows the files of `tls` as its `watch` says; returns when `control` closes.
+async fn follow(tls: &config::Tls, control: &mpsc::Sender<Control>) {
+    let files: Arc<[PathBuf]> = files(tls).into();
+    let watch = &tls.watch;
+    match watch.mode {
+        WatchMode::Off => std::future::pending().await,
+        WatchMode::Poll => poll(&files, watch, control).await,
+        WatchMode::Auto => {
+            if let Err(err) = notify(&files, watch, control).await {
+                tracing::warn!(
+                    reason = %err,
+                    interval_ms = watch.interval.as_millis() as u64,
+                    "cannot follow the TLS files by inotify; looking at them every tls.watch_interval instead"
+                );
+                poll(&files, watch, control).await;
+            }
+        }
+    }
+}
+
+/// The files an identity is read from, each once.
+fn files(tls: &config::Tls) -> Vec<PathBuf> {
+    let mut files = vec![tls.cert.clone()];
+    if let Material::Path(key) = &tls.key {
+        files.push(key.clone());
+    }
+    for path in std::iter::once(&tls.client_ca).chain(&tls.crl) {
+        if !files.contains(path) {
+            files.push(path.clone());
+        }
+    }
+    files
+}
+
+fn show(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What tells a changed file: its device and inode (a rename over it, a symlink swapped),
+/// size and modification and change times (an in-place rewrite, a chmod). `None`: missing.
+type Stamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+/// Each file's stamp, read off the runtime (a hung mount must not stall the daemon).
+async fn look(files: &Arc<[PathBuf]>) -> Vec<Stamp> {
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || files.iter().map(|f| stamp(f)).collect())
+        .await
+        .unwrap_or_default()
+}
+
+/// The files whose stamps differ.
+fn changed(files: &[PathBuf], before: &[Stamp], now: &[Stamp]) -> String {
+    let changed: Vec<PathBuf> = files
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| before.get(i) != now.get(i))
+        .map(|(_, f)| f.clone())
+        .collect();
+    show(&changed)
+}
+
+fn following(files: &[PathBuf], how: &str) {
+    tracing::info!(files = %show(files), "following the TLS files on disk by {how}");
+}
+
+/// Asks the daemon to read the identity again; false when it is gone.
+async fn ask(control: &mpsc::Sender<Control>, files: &str) -> bool {
+    tracing::info!(
+        files,
+        "TLS files changed on disk; reading the identity again"
+    );
+    control
+        .send(Control::Identity {
+            why: "TLS files changed on disk",
+        })
+        .await
+        .is_ok()
+}
+
+/// The names that matter, with the watch (directory) each is in: each file's own
+/// directory, and that of the file its symlinks lead to.
+type Names = Vec<(i32, OsString)>;
+
+/// Watches the directories of `files` (again: a symlink may now lead elsewhere).
+fn add_watches(inotify: &Inotify, files: &[PathBuf]) -> io::Result<Names> {
+    let mut names = Vec::new();
+    for file in files {
+        let real = std::fs::canonicalize(file).ok();
+        for path in std::iter::once(file).chain(real.as_ref()) {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            let wd = inotify.watch_dir(dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("watching {}: {e}", dir.display()))
+            })?;
+            names.push((wd, name.to_owned()));
+        }
+    }
+    Ok(names)
+}
+
+/// Whether a notice can be about one of the files: its name, a `..`-prefixed name
+/// (Kubernetes' atomic writer: `..data` and the timestamped directories it points to), a
+/// directory gone, or notices lost.
+fn relevant(event: &Event, names: &Names) -> bool {
+    event.overflowed()
+        || event.directory_gone()
+        || event.name.starts_with(b"..")
+        || names
+            .iter()
+            .any(|(wd, name)| *wd == event.wd && name == event.name())
+}
+
+/// Follows by inotify; returns Ok when `control` closes, an error when inotify cannot be
+/// set up or a directory cannot be watched again.
+async fn notify(
+    files: &Arc<[PathBuf]>,
+    watch: &FileWatch,
+    control: &mpsc::Sender<Control>,
+) -> io::Result<()> {
+    let inotify =
+        Inotify::new().map_err(|e| io::Error::new(e.kind(), format!("inotify_init1: {e}")))?;
+    let mut names = add_watches(&inotify, files)?;
+    let mut seen = look(files).await;
+    following(files, "inotify");
+    loop {
+        loop {
+            let events = inotify.read().await?;
+            if events.iter().any(|e| relevant(e, &names)) {
+                break;
+            }
+        }
+        // Until the writer is done: every further notice restarts the quiet time.
+        let quiet = tokio::time::sleep(watch.debounce);
+        tokio::pin!(quiet);
+        loop {
+            tokio::select! {
+                () = &mut quiet => break,
+                events = inotify.read() => {
+                    if events?.iter().any(|e| relevant(e, &names)) {
+                        quiet.as_mut().reset(Instant::now() + watch.debounce);
+                    }
+                }
+            }
+        }
+        // A symlink may now lead to another directory (the `..data` swap).
+        names = add_watches(&inotify, files)?;
+        let now = look(files).await;
+        if now != seen {
+            if !ask(control, &changed(files, &seen, &now)).await {
+                return Ok(());
+            }
+            seen = now;
+        }
+    }
+}
+
+/// Follows by looking at every file's stamp each interval; a change is read once the
+/// stamps have stayed the same for the debounce time. Returns when `control` closes.
+async fn poll(files: &Arc<[PathBuf]>, watch: &FileWatch, control: &mpsc::Sender<Control>) {
+    let mut seen = look(files).await;
+    following(files, "polling");
+    loop {
+        tokio::time::sleep(watch.interval).await;
+        let mut now = look(files).await;
+        if now == seen {
+            continue;
+        }
+        loop {
+            tokio::time::sleep(watch.debounce).await;
+            let again = look(files).await;
+            if again == now {
+                break;
+            }
+            now = again;
+        }
+        if !ask(control, &changed(files, &seen, &now)).await {
+            return;
+        }
+        seen = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(key: Material, crl: Vec<PathBuf>) -> config::Tls {
+        config::Tls {
+            cert: "/d/server.crt".into(),
+            key,
+            client_ca: "/d/ca.crt".into(),
+            crl,
+            issue: None,
+            watch: FileWatch {
+                mode: WatchMode::Auto,
+                debounce: std::time::Duration::ZERO,
+                interval: std::time::Duration::from_secs(1),
+            },
+        }
+    }
+
+    /// A key pulled from a secret is not a file to follow; a file named twice is followed
+    /// once.
+    #[test]
+    fn the_files_of_an_identity() {
+        let t = tls(Material::Secret("k".into()), vec!["/d/ca.crt".into()]);
+        assert_eq!(
+            files(&t),
+            [Path::new("/d/server.crt"), Path::new("/d/ca.crt")]
+        );
+        let t = tls(Material::Path("/d/server.key".into()), vec![]);
+        assert_eq!(files(&t).len(), 3);
+    }
+
+    /// A notice counts when it names a followed file, a `..` name, or lost notices.
+    #[test]
+    fn relevant_notices() {
+        let names = vec![(1, OsString::from("server.crt"))];
+        let event = |wd, mask, name: &str| Event {
+            wd,
+            mask,
+            name: name.as_bytes().to_vec(),
+        };
+        assert!(relevant(&event(1, libc::IN_MOVED_TO, "server.crt"), &names));
+        assert!(relevant(&event(1, libc::IN_MOVED_TO, "..data"), &names));
+        assert!(relevant(&event(-1, libc::IN_Q_OVERFLOW, ""), &names));
+        assert!(!relevant(
+            &event(1, libc::IN_CREATE, ".server.crt.swp"),
+            &names
+        ));
+        assert!(!relevant(
+            &event(2, libc::IN_CLOSE_WRITE, "server.crt"),
+            &names
+        ));
+    }
+
+    /// `tls.watch` is auto, poll or off; anything else is refused naming the key.
+    #[test]
+    fn watch_keys_are_checked() {
+        let config = config::Config::parse("t.toml", "[tls]\nwatch = \"poll\"\n").unwrap();
+        assert_eq!(config.tls.watch.mode, WatchMode::Poll);
+        assert_eq!(
+            config.tls.watch.debounce,
+            std::time::Duration::from_millis(500)
+        );
+        let err = config::Config::parse("t.toml", "[tls]\nwatch = \"inotify\"\n").unwrap_err();
+        assert!(err.to_string().contains("tls.watch"), "{err}");
+        assert!(err.to_string().contains("auto, poll or off"), "{err}");
+    }
+
+    /// A rename over a file changes its stamp; the file is named in what changed.
+    #[test]
+    fn a_replaced_file_has_a_new_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.crt");
+        std::fs::write(&file, "a").unwrap();
+        let before = vec![stamp(&file)];
+        std::fs::write(dir.path().join("tmp"), "a").unwrap();
+        std::fs::rename(dir.path().join("tmp"), &file).unwrap();
+        let now = vec![stamp(&file)];
+        assert_ne!(before, now);
+        assert_eq!(
+            changed(std::slice::from_ref(&file), &before, &now),
+            file.display().to_string()
+        );
+    }
+}
