@@ -267,28 +267,33 @@ impl Daemon {
             ))
         });
         let renewal_stop = CancellationToken::new();
-        let renewing = match (&self.config.tls.issue, self.rotate_asks.take()) {
-            (Some(issue), Some(asks)) => Some(tokio::spawn(issue::run(issue::Renewal {
+        let renewal = match (&self.config.tls.issue, self.rotate_asks.take()) {
+            (Some(issue), Some(asks)) => Some(issue::Renewal {
                 issue: issue.clone(),
                 secrets: self.issue_secrets.subscribe(),
                 control: control.clone(),
                 stats: self.counters.clone(),
                 asks,
                 stop: renewal_stop.clone(),
-            }))),
+            }),
             _ => None,
         };
         let mut generation = 0;
         let running = watch::channel(self.running(generation)).0;
         let (refreshed_tx, mut refreshed) = mpsc::channel(1);
-        // One task for both (each spawned future type costs code in every scheduler).
+        // One task for the three (each spawned future type costs code in every scheduler).
         let own_tasks = tokio::spawn({
             let (files_rx, refresh_rx) = (running.subscribe(), running.subscribe());
             let (control, counters) = (control.clone(), self.counters.clone());
             async move {
                 tokio::join!(
                     files::run(files_rx, control),
-                    refresh::run(refresh_rx, refreshed_tx, counters)
+                    refresh::run(refresh_rx, refreshed_tx, counters),
+                    async {
+                        if let Some(renewal) = renewal {
+                            issue::run(renewal).await;
+                        }
+                    }
                 );
             }
         });
@@ -368,11 +373,9 @@ impl Daemon {
             }
         }
 
-        // No renewal while stopping: a certificate written now would serve no one.
+        // No renewal while stopping: a certificate written now would serve no one. (One
+        // being written finishes: the state file is replaced by one rename.)
         renewal_stop.cancel();
-        if let Some(renewing) = renewing {
-            let _ = renewing.await;
-        }
         self.health.set_phase(Phase::Stopping);
         let delay = self.config.server.shutdown_delay;
         systemd::notify(&format!(

@@ -99,20 +99,7 @@ async fn approle_from_credentials_directory() {
         &format!("server_key={key}"),
     ]);
     bao.read_policy("gw", "devices/gw");
-    bao.run(&["auth", "enable", "approle"]);
-    bao.run(&[
-        "write",
-        "auth/approle/role/gw",
-        "token_policies=gw",
-        "token_ttl=10m",
-    ]);
-    let role_id = bao.run(&["read", "-field=role_id", "auth/approle/role/gw/role-id"]);
-    let secret_id = bao.run(&[
-        "write",
-        "-f",
-        "-field=secret_id",
-        "auth/approle/role/gw/secret-id",
-    ]);
+    let (role_id, secret_id) = bao.approle("gw", "gw", &["token_ttl=10m"]);
     let credentials = tempfile::tempdir().unwrap();
     secret_file(credentials.path(), "vault-role-id", &role_id);
     secret_file(credentials.path(), "vault-secret-id", &secret_id);
@@ -492,20 +479,7 @@ async fn kv_change_reaches_the_daemon_within_its_refresh_interval() {
         &format!("echo_token={old}"),
     ]);
     gw_policy(&bao, true);
-    bao.run(&["auth", "enable", "approle"]);
-    bao.run(&[
-        "write",
-        "auth/approle/role/gw",
-        "token_policies=gw",
-        "token_ttl=10m",
-    ]);
-    let role_id = bao.run(&["read", "-field=role_id", "auth/approle/role/gw/role-id"]);
-    let secret_id = bao.run(&[
-        "write",
-        "-f",
-        "-field=secret_id",
-        "auth/approle/role/gw/secret-id",
-    ]);
+    let (role_id, secret_id) = bao.approle("gw", "gw", &["token_ttl=10m"]);
     let secrets = tempfile::tempdir().unwrap();
     secret_file(secrets.path(), "vault-role-id", &role_id);
     secret_file(secrets.path(), "vault-secret-id", &secret_id);

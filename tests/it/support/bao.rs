@@ -188,9 +188,18 @@ impl Bao {
 
     /// An AppRole at `approle/` with [`PKI_POLICY`]; returns its role id and a secret id.
     pub fn enable_approle(&self) -> (String, String) {
+        self.approle(PKI_ROLE, PKI_POLICY, &[])
+    }
+
+    /// Enables AppRole at `approle/` and makes `role` with `policy` (and `settings`, such
+    /// as `token_ttl=10m`); returns its role id and a secret id.
+    pub fn approle(&self, role: &str, policy: &str, settings: &[&str]) -> (String, String) {
         self.run(&["auth", "enable", "approle"]);
-        let role = format!("auth/approle/role/{PKI_ROLE}");
-        self.run(&["write", &role, &format!("token_policies={PKI_POLICY}")]);
+        let role = format!("auth/approle/role/{role}");
+        let policies = format!("token_policies={policy}");
+        let mut write = vec!["write", &role, &policies];
+        write.extend_from_slice(settings);
+        self.run(&write);
         let role_id = self.run(&["read", "-field=role_id", &format!("{role}/role-id")]);
         let secret_id = self.run(&[
             "write",
