@@ -38,6 +38,22 @@ for target in "$@"; do
   args+=(--target "$target")
 done
 
+# The glibc targets link with the toolchain's own lld (rust-lld, shipped in rustc's
+# component) and pack their relative relocations as DT_RELR: the binary is
+# position-independent, so every pointer in its read-only data needs a relocation, and as
+# RELA entries (24 bytes each) they were 166 KiB of the aarch64 file; as RELR they are 2 KiB.
+# Debian's ld 2.40 ignores -z pack-relative-relocs on ARM. The cost: glibc 2.36 or newer
+# (the binary asks for GLIBC_ABI_DT_RELR, so an older loader refuses it by name instead of
+# running it unrelocated); the static musl build runs on anything else (docs/arm.md).
+gcc_ld="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
+if [ ! -x "$gcc_ld/ld.lld" ]; then
+  echo "build-target: rustc's lld is missing ($gcc_ld/ld.lld); rustup's default profile ships it" >&2
+  exit 69
+fi
+relr="-C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld -C link-arg=-Wl,-z,pack-relative-relocs"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$relr"
+export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="$relr"
+
 cargo build --release --locked "${args[@]}" --bin vitalsd --bin vitalsctl
 
 for target in "$@"; do
@@ -46,7 +62,8 @@ for target in "$@"; do
   cp "$out/vitalsd" "$out/vitalsctl" "dist/$target/"
   size=$(stat -c %s "dist/$target/vitalsd")
   # The newest glibc symbol version the binary references is the oldest glibc it runs on.
-  glibc=$(readelf -V "dist/$target/vitalsd" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)
+  glibc=$(readelf -V "dist/$target/vitalsd" | grep -o 'GLIBC_[0-9.]*[0-9]' | sort -uV | tail -1 || true)
+  if readelf -V "dist/$target/vitalsd" | grep -q GLIBC_ABI_DT_RELR; then glibc=GLIBC_2.36; fi
   if [ -n "$glibc" ]; then needs="needs glibc >= ${glibc#GLIBC_}"; else needs="static, no glibc"; fi
   printf 'dist/%s/vitalsd: %s bytes (%s KiB stripped), %s\n' "$target" "$size" "$((size / 1024))" "$needs"
 done
