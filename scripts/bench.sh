@@ -10,6 +10,9 @@
 #   BENCH_IDLE_SECONDS=60               the idle-CPU window
 #   BENCH_SKIP_CROSS=1                  skip the aarch64/armv7 size builds
 #   BENCH_WORKERS=                      vitalsd server.worker_threads (default: one per CPU it may use)
+#   BENCH_SERVER_CPUS=0 BENCH_CLIENT_CPUS=1-N  the cores servers and load run on (taskset lists);
+#                                       BENCH_SERVER_CPUS=0-1 BENCH_CLIENT_CPUS=0-1 BENCH_WORKERS=2
+#                                       measures the multi-thread scheduler on two cores
 #   BENCH_SCENARIOS="5B-512 4KiB-512"   only these echo scenarios, then stop (for iterating on one
 #                                       figure: no health, footprint or report)
 #   BENCH_PEERS="bare tonic-default cpp" the peers vitalsd is measured against
@@ -54,7 +57,9 @@ pki=$work/pki
 
 # Pin servers and load generator to different cores when there are at least two.
 cores=$(nproc)
-if [ "$cores" -ge 2 ]; then
+if [ -n "${BENCH_SERVER_CPUS:-}" ]; then
+  server_cpu=(taskset -c "$BENCH_SERVER_CPUS"); client_cpu=(taskset -c "${BENCH_CLIENT_CPUS:-$BENCH_SERVER_CPUS}")
+elif [ "$cores" -ge 2 ]; then
   server_cpu=(taskset -c 0); client_cpu=(taskset -c 1-$((cores - 1)))
 else
   server_cpu=(); client_cpu=()
