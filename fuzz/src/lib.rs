@@ -27,8 +27,8 @@ pub const IDENTITY: &str = "spiffe://fuzz.vitals/client";
 
 /// The one accepted opaque token.
 pub const OPAQUE_TOKEN: &[u8] = b"opaque-token-for-fuzzing-0123456789";
-/// The HS256 key.
-pub const JWT_KEY: &[u8] = b"hs256-key-for-fuzzing";
+/// The HS256 key: at least 32 bytes, since the policy refuses shorter ones (issue 14).
+pub const JWT_KEY: &[u8] = b"hs256-key-for-fuzzing-at-32-bytes";
 pub const JWT_ISSUER: &str = "https://issuer.fuzz";
 pub const JWT_AUDIENCE: &str = "vitalsd";
 pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
