@@ -428,11 +428,9 @@ impl Daemon {
         let names = pulled.changed.join(",");
         let secrets = pulled.secrets;
         let outcome = async {
-            let (identity, push_settings) = materials(&self.config, &secrets).await?;
-            let policy = auth::Policy::new(&self.config.auth, &secrets)?;
-            self.push.send_replace(push_settings.map(Arc::new));
+            let materials = materials(&self.config, &secrets).await?;
             self.secrets = secrets;
-            self.apply(identity, policy).await
+            self.apply(materials).await
         }
         .await;
         match outcome {
@@ -458,27 +456,25 @@ impl Daemon {
 
     /// Re-reads the TLS identity with the running config and secrets and swaps it in: new
     /// handshakes get it, open connections keep theirs (those whose client certificate the
-    /// new CA or CRLs refuse get a GOAWAY, as on reload).
+    /// new CA or CRLs refuse get a GOAWAY, as on reload). The push is rebuilt too: its
+    /// mutual TLS defaults to the same certificate and key, which must not go stale.
     async fn reload_identity(&mut self, why: &'static str) -> Result<(), Error> {
-        let tls_config = self.config.tls.clone();
-        let secrets = self.secrets.clone();
-        let identity = blocking("loading the certificates", move || {
-            Ok(server_tls(&tls_config, &secrets)?)
-        })
-        .await?;
-        let policy = auth::Policy::new(&self.config.auth, &self.secrets)?;
-        self.apply(identity, policy).await?;
+        let materials = materials(&self.config, &self.secrets).await?;
+        self.apply(materials).await?;
         tracing::info!(why, "serving the new TLS identity on new connections");
         Ok(())
     }
 
-    /// Serves `identity` and `policy` with the running config on new connections, and
-    /// closes open connections the new verifier refuses.
-    async fn apply(
-        &mut self,
-        identity: tls::ServerIdentity,
-        policy: auth::Policy,
-    ) -> Result<(), Error> {
+    /// Serves `materials` with the running config: the identity and the policy on new
+    /// connections, the push settings to the push task; and closes open connections the
+    /// new verifier refuses.
+    async fn apply(&mut self, materials: Materials) -> Result<(), Error> {
+        let Materials {
+            identity,
+            push,
+            policy,
+        } = materials;
+        self.push.send_replace(push.map(Arc::new));
         let parts = Parts {
             health: &self.health,
             snapshots: &self.snapshots,
@@ -522,20 +518,18 @@ impl Daemon {
         };
         counter.fetch_add(1, Relaxed);
         let secrets = pulled?;
-        let (identity, push_settings) = materials(&config, &secrets).await?;
-        let policy = auth::Policy::new(&config.auth, &secrets)?;
+        let materials = materials(&config, &secrets).await?;
 
         let mut config = config;
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
-        self.push.send_replace(push_settings.map(Arc::new));
         self.config = Arc::new(config);
         if self.config.tls.issue.is_some() {
             self.issue_secrets.send_replace(secrets.clone());
         }
         self.secrets = secrets;
-        self.apply(identity, policy).await?;
+        self.apply(materials).await?;
         if let Some(telemetry) = &self.telemetry {
             telemetry.apply(&self.config.log);
         }
@@ -546,20 +540,33 @@ impl Daemon {
 
 /// The TLS identity and the push settings `config` makes with `secrets`, read off the
 /// runtime.
-async fn materials(
-    config: &Config,
-    secrets: &Secrets,
-) -> Result<(tls::ServerIdentity, Option<push::Settings>), Error> {
+/// What the config builds from its files and secrets, whole or not at all.
+struct Materials {
+    identity: tls::ServerIdentity,
+    /// `None`: no push configured.
+    push: Option<push::Settings>,
+    policy: auth::Policy,
+}
+
+/// Reads the certificate files (off the runtime) and builds what `config` makes of them
+/// and of `secrets`: reload, a refresh and an identity reload all go through here.
+async fn materials(config: &Config, secrets: &Secrets) -> Result<Materials, Error> {
     let tls_config = config.tls.clone();
-    let secrets = secrets.clone();
+    let pulled = secrets.clone();
     let push_config = config.push.clone();
-    blocking("loading the certificates", move || {
-        let identity = server_tls(&tls_config, &secrets)?;
+    let (identity, push) = blocking("loading the certificates", move || {
+        let identity = server_tls(&tls_config, &pulled)?;
         let own = instance(identity.identity.as_deref());
-        let push = push::Settings::new(&push_config, &secrets, &own)?;
+        let push = push::Settings::new(&push_config, &pulled, &own)?;
         Ok((identity, push))
     })
-    .await
+    .await?;
+    let policy = auth::Policy::new(&config.auth, secrets)?;
+    Ok(Materials {
+        identity,
+        push,
+        policy,
+    })
 }
 
 /// Each connection is a descriptor: a soft limit below the connection cap (plus room for
