@@ -76,35 +76,28 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as suite;
     let mut provider = rustls::crypto::ring::default_provider();
-    let aes = if has_aes_instructions() {
-        [
-            suite::TLS13_AES_128_GCM_SHA256,
-            suite::TLS13_CHACHA20_POLY1305_SHA256,
-        ]
-    } else {
-        [
-            suite::TLS13_CHACHA20_POLY1305_SHA256,
-            suite::TLS13_AES_128_GCM_SHA256,
-        ]
-    };
-    let tls12 = if has_aes_instructions() {
-        [
-            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ]
-    } else {
-        [
-            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        ]
-    };
-    let mut suites = aes.to_vec();
+    // Each pair: the AES-128 suite, then the ChaCha20 one (swapped without AES instructions).
+    let mut tls13 = [
+        suite::TLS13_AES_128_GCM_SHA256,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    let mut ecdsa = [
+        suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    let mut rsa = [
+        suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    if !has_aes_instructions() {
+        tls13.reverse();
+        ecdsa.reverse();
+        rsa.reverse();
+    }
+    let mut suites = tls13.to_vec();
     suites.push(suite::TLS13_AES_256_GCM_SHA384);
-    suites.extend(tls12);
+    suites.extend(ecdsa);
+    suites.extend(rsa);
     suites.extend([
         suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
