@@ -25,6 +25,14 @@ fn vault_token_source(bao_addr: &str, ca: &Path, fields: &str) -> String {
     )
 }
 
+/// A directory of secret files holding the dev server's root token as `vault-token`, the
+/// name [`vault_token_source`] reads it by.
+fn root_token_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    secret_file(dir.path(), "vault-token", crate::support::bao::ROOT_TOKEN);
+    dir
+}
+
 fn file_source(dir: &Path) -> String {
     format!(
         "[[secrets.sources]]\nkind = \"file\"\ndir = \"{}\"\n",
@@ -246,12 +254,7 @@ async fn store_coming_up_late_is_waited_for() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
     let key = store_tls_key(&bao, &pki);
-    let secrets = tempfile::tempdir().unwrap();
-    secret_file(
-        secrets.path(),
-        "vault-token",
-        crate::support::bao::ROOT_TOKEN,
-    );
+    let secrets = root_token_files();
     // The daemon dials a port where nothing listens yet; after 2 s a forwarder to the
     // store opens there, as when the network or the store comes up late.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -324,12 +327,7 @@ async fn missing_path_or_field_fails_clearly() {
     let bao = Bao::start();
     let pki = TestPki::new();
     bao.run(&["kv", "put", "secret/devices/gw", "other=1"]);
-    let secrets = tempfile::tempdir().unwrap();
-    secret_file(
-        secrets.path(),
-        "vault-token",
-        crate::support::bao::ROOT_TOKEN,
-    );
+    let secrets = root_token_files();
     let field = format!(
         "[tls]\nkey = \"secret:tls_key\"\n{}{}",
         file_source(secrets.path()),
@@ -373,12 +371,7 @@ async fn reload_without_the_store_keeps_the_old_secrets() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
     let key = store_tls_key(&bao, &pki);
-    let secrets = tempfile::tempdir().unwrap();
-    secret_file(
-        secrets.path(),
-        "vault-token",
-        crate::support::bao::ROOT_TOKEN,
-    );
+    let secrets = root_token_files();
     let dropin = format!(
         "[secrets]\nstartup_timeout = \"2s\"\n[tls]\nkey = \"secret:tls_key\"\n{}{}",
         file_source(secrets.path()),
@@ -695,12 +688,7 @@ async fn a_tls_key_in_the_store_and_its_certificate_on_disk_rotate_together() {
     let bao = Bao::start();
     let pki = Arc::new(TestPki::new());
     let key = store_tls_key(&bao, &pki);
-    let secrets = tempfile::tempdir().unwrap();
-    secret_file(
-        secrets.path(),
-        "vault-token",
-        crate::support::bao::ROOT_TOKEN,
-    );
+    let secrets = root_token_files();
     let dropin = format!(
         "[tls]\nkey = \"secret:tls_key\"\n{}{}refresh_interval = \"1s\"\n",
         file_source(secrets.path()),
@@ -776,12 +764,7 @@ async fn a_store_outage_during_refresh_is_said_once_and_ridden_out() {
     ]);
     let port = crate::support::free_port();
     let forwarder = forward(port, bao.port);
-    let secrets = tempfile::tempdir().unwrap();
-    secret_file(
-        secrets.path(),
-        "vault-token",
-        crate::support::bao::ROOT_TOKEN,
-    );
+    let secrets = root_token_files();
     let dropin = format!(
         "{}{}refresh_interval = \"1s\"\n{BEARER_ON_ECHO}",
         file_source(secrets.path()),
