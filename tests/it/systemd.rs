@@ -363,7 +363,13 @@ for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05;
 "$vitalsd" --config "$config" 2>"$work/stderr" &
 echo "PID $!"
 wait $! || { echo "vitalsd failed: $(cat "$work/stderr")" >&2; exit 1; }
-journalctl --sync 2>/dev/null || sleep 0.5
+journalctl --sync 2>/dev/null || true
+# --sync does not work in every namespace, and a loaded journald can be seconds behind: wait
+# for the daemon's last line ("stopped") to be in the journal rather than for a fixed time.
+for _ in $(seq 100); do
+  journalctl -D /run/log/journal -o cat --no-pager 2>/dev/null | grep -qx stopped && break
+  sleep 0.1
+done
 journalctl -D /run/log/journal -o json --no-pager
 kill $journald
 "#;
