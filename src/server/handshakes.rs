@@ -6,7 +6,10 @@
 //! newcomer's own source holds as many (then the newcomer is closed): one address that
 //! opens handshakes and never finishes them holds the table only until someone else
 //! knocks, and each source keeps at least its share of the table. Once the table is three
-//! quarters full, new handshakes get a quarter of `server.handshake_timeout`. A source is
+//! quarters full, a new handshake from a source that holds more than a quarter of it gets a
+//! quarter of `server.handshake_timeout`; a source holding a few keeps the whole timeout,
+//! so a real client on a slow link or a loaded device is not cut short by someone else's
+//! flood. A source is
 //! an IPv4 address or an IPv6 /64 (what one host usually has); unix sockets never do TLS.
 //! RELIABILITY.md says why.
 
@@ -123,9 +126,11 @@ impl Handshakes {
                 table.by_source.len() - 1
             }
         };
-        table.by_source[at].1.push_back((id, token.clone()));
+        let queue = &mut table.by_source[at].1;
+        queue.push_back((id, token.clone()));
+        let held = queue.len();
         table.total += 1;
-        let pressed = table.total * 4 >= self.max * 3;
+        let pressed = table.total * 4 >= self.max * 3 && held * 4 > self.max;
         Admission::Admitted {
             slot: Slot {
                 handshakes: self.clone(),
@@ -196,6 +201,26 @@ mod tests {
         drop(newcomer);
         drop(held);
         assert_eq!(h.len(), 1);
+    }
+
+    /// Under pressure only the source holding more than a quarter of the table is hurried:
+    /// a newcomer from a source with a few handshakes keeps the whole timeout.
+    #[test]
+    fn pressure_hurries_the_flooding_source_only() {
+        let h = Handshakes::new(16);
+        let flood: Vec<_> = (0..12).map(|_| admit(&h, "127.0.0.1").unwrap()).collect();
+        assert_eq!(
+            flood[10].0.timeout,
+            Duration::from_secs(4),
+            "11 of 16: no pressure"
+        );
+        assert_eq!(
+            flood[11].0.timeout,
+            Duration::from_secs(1),
+            "12 of 16, 12 from .1"
+        );
+        let (probe, _) = admit(&h, "127.0.0.2").unwrap();
+        assert_eq!(probe.timeout, Duration::from_secs(4), "13 of 16, 1 from .2");
     }
 
     /// One IPv6 /64 is one source; IPv4-mapped addresses are their IPv4 address.
