@@ -175,6 +175,50 @@ async fn metrics_page_speaks_http() {
     daemon.echo_ok().await;
 }
 
+/// The echo calls answered OK that a text page counts.
+fn echo_ok_count(page: &[u8]) -> f64 {
+    String::from_utf8_lossy(page)
+        .lines()
+        .find(|l| {
+            l.starts_with("grpc_server_handled_total{")
+                && l.contains("grpc_method=\"Echo\"")
+                && l.contains("grpc_code=\"OK\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Scrapes within 250 ms of a render get that page again, byte for byte, even though
+/// calls were counted in between (a flood costs one render, not one each); a scrape after
+/// that renders anew and counts them.
+#[tokio::test]
+async fn scrapes_together_share_one_render() {
+    let daemon = TestDaemon::start("").await;
+    let client = https_client(&daemon.addr.to_string(), &daemon.pki, "client", b"http/1.1");
+    let mut shared = false;
+    for _ in 0..10 {
+        // After 300 ms the next scrape renders anew.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let (_, first) = get(&client, "/metrics", &[]).await;
+        daemon.echo_ok().await;
+        let (_, second) = get(&client, "/metrics", &[]).await;
+        // Under a loaded run the pair may take longer than the window; try again.
+        if started.elapsed() < Duration::from_millis(200) {
+            assert_eq!(first, second, "the same page within the window");
+            shared = true;
+            break;
+        }
+    }
+    assert!(shared, "no two scrapes within 200 ms in 10 tries");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, before) = get(&client, "/metrics", &[]).await;
+    daemon.echo_ok().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, after) = get(&client, "/metrics", &[]).await;
+    assert_eq!(echo_ok_count(&after), echo_ok_count(&before) + 1.0);
+}
+
 /// promtool check metrics passes on the text format, its only remarks being on the
 /// /proc/meminfo names node_exporter itself uses (node_memory_MemTotal_bytes and kin:
 /// the dashboards need them as they are). The OpenMetrics form is read by promtool's
