@@ -15,7 +15,8 @@
 #                                       measures the multi-thread scheduler on two cores
 #   BENCH_SCENARIOS="5B-512 4KiB-512"   only these echo scenarios, then stop (for iterating on one
 #                                       figure: no health, footprint or report)
-#   BENCH_PEERS="bare tonic-default cpp" the peers vitalsd is measured against
+#   BENCH_PEERS="bare tonic-default cpp" the peers vitalsd is measured against; vitalsd-tcacheN
+#                                       is vitalsd with glibc.malloc.tcache_count=N (7: glibc's)
 #   BENCH_HANDSHAKE_SECONDS=5            each openssl s_time run
 #   BENCH_PARTS=prometheus              only the Prometheus part (scrape cost against Debian's
 #                                       prometheus-node-exporter, push cost), then stop
@@ -177,7 +178,11 @@ for peer in $peers; do
       log "building the C++ gRPC peer (bench/cpp)"
       bench/cpp/build.sh
       "${server_cpu[@]}" target/bench-peers/echo_server --listen ${addr_of[cpp]} --pki "$pki" 2>"$work/cpp.log" & ;;
-    *) echo "bench: unknown peer $peer (bare, tonic-default, cpp)" >&2; exit 64 ;;
+    vitalsd-tcache*) # vitalsd with glibc's per-thread cache at N (7 is glibc's default)
+      n=${peer#vitalsd-tcache}; port=$((50181 + n)); addr_of[$peer]=127.0.0.1:$port
+      write_config "$work/t$n.toml" $port
+      GLIBC_TUNABLES=glibc.malloc.tcache_count=$n "${server_cpu[@]}" target/release/vitalsd --config "$work/t$n.toml" 2>"$work/t$n.log" & ;;
+    *) echo "bench: unknown peer $peer (bare, tonic-default, cpp, vitalsd-tcacheN)" >&2; exit 64 ;;
   esac
   pids+=($!); pid_of[$peer]=$!
 done

@@ -81,8 +81,21 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    // glibc's per-thread cache set small, which only an exec can do: before anything
+    // else, so nothing is done twice.
+    let reexec = match options.check_config {
+        false => vitals::malloc::reexec(),
+        true => Ok(()),
+    };
     // At the default level until the config says otherwise.
     let telemetry = Arc::new(telemetry::init());
+    if let Err(err) = reexec {
+        tracing::info!(
+            "running with glibc's default per-thread malloc cache: executing again with \
+             GLIBC_TUNABLES=glibc.malloc.tcache_count={} failed: {err}",
+            vitals::malloc::TCACHE_COUNT
+        );
+    }
     let started = vitals::daemon::start(options, telemetry);
     #[cfg(feature = "count-allocs")]
     {

@@ -10,7 +10,15 @@
 //!   arena, which glibc otherwise keeps for reuse (a storm of TLS connections left
 //!   ~27 MiB).
 //!
-//! Elsewhere (musl, whose allocator returns memory itself) both do nothing.
+//! - [`reexec`], first thing in `main`: glibc's per-thread cache (tcache) keeps up to 7
+//!   free chunks of each small size per thread, which `malloc_trim` does not touch and
+//!   which pin the pages they sit on (+2.7 MiB after a connection storm). glibc reads its
+//!   tunables only at exec, and no call changes them later, so when `GLIBC_TUNABLES` does
+//!   not set `glibc.malloc.tcache_count` the daemon executes itself again with it set: the
+//!   same process (pid, arguments, environment, descriptors), before any thread, file or
+//!   socket of its own exists.
+//!
+//! Elsewhere (musl, whose allocator returns memory itself) all three do nothing.
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
@@ -24,6 +32,45 @@ mod glibc {
     }
     /// `M_MMAP_THRESHOLD` of <malloc.h>.
     pub const M_MMAP_THRESHOLD: i32 = -3;
+}
+
+/// What [`reexec`] sets `glibc.malloc.tcache_count` to: TCACHE_COUNT free chunks per size
+/// and thread instead of 7 (BENCHMARKS.md and RELIABILITY.md have the measurements).
+pub const TCACHE_COUNT: u32 = 1;
+
+/// Set in the environment of the second execution, so that a `GLIBC_TUNABLES` the loader
+/// drops (a secure execution, under file capabilities) cannot make a loop of it. Not
+/// `VITALSD_*`: those are config keys.
+const REEXECUTED: &str = "VITALS_MALLOC_REEXECUTED";
+
+/// Executes the daemon again with `glibc.malloc.tcache_count` set, unless `GLIBC_TUNABLES`
+/// sets it already (the unit does; so may the user). Returns only when it does not
+/// re-execute: `Ok(())`, or the error exec gave (no /proc, say), for the log; the daemon
+/// then runs with glibc's default cache.
+pub fn reexec() -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        const TUNABLE: &str = "glibc.malloc.tcache_count";
+        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if current.contains(TUNABLE) || std::env::var_os(REEXECUTED).is_some() {
+            return Ok(());
+        }
+        let tunables = match current.as_str() {
+            "" => format!("{TUNABLE}={TCACHE_COUNT}"),
+            _ => format!("{current}:{TUNABLE}={TCACHE_COUNT}"),
+        };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_default();
+        Err(std::process::Command::new("/proc/self/exe")
+            .arg0(arg0)
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .env(REEXECUTED, "1")
+            .exec())
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    Ok(())
 }
 
 /// Sets malloc's options; call once at start, before the runtime's threads exist.

@@ -98,7 +98,8 @@ async fn unit_is_active_only_after_ready() {
 
 /// DynamicUser and LoadCredential: the daemon runs as a transient user (not root) and serves
 /// with a TLS key that this user cannot read at its path (root's, 0600) but gets as a
-/// credential only it can read.
+/// credential only it can read. The unit's `GLIBC_TUNABLES` reach it, so it runs without
+/// executing itself again.
 #[tokio::test]
 async fn dynamic_user_gets_the_key_as_a_credential() {
     let container = Container::boot(&unit(&[]), "").await;
@@ -126,6 +127,27 @@ async fn dynamic_user_gets_the_key_as_a_credential() {
     assert!((61184..=65519).contains(&uid), "uid {uid}");
     assert!(uids.iter().all(|&id| id == uid), "{uids:?}");
     assert!(gids.iter().all(|&id| id == gid), "{gids:?}");
+
+    // The unit sets glibc's tunables, so the daemon did not execute itself again for them.
+    let environ = container
+        .exec(&["cat", &format!("/proc/{pid}/environ")])
+        .await;
+    let environ = crate::support::environ_of(&environ.stdout);
+    let var = |key: &str| {
+        environ
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        var("GLIBC_TUNABLES"),
+        Some("glibc.malloc.mmap_threshold=262144:glibc.malloc.tcache_count=1"),
+        "{environ:?}"
+    );
+    assert!(
+        var("VITALS_MALLOC_REEXECUTED").is_none(),
+        "executed again under the unit"
+    );
 
     let host_key = std::fs::metadata(container.etc("tls/server.key")).unwrap();
     assert_eq!(host_key.permissions().mode() & 0o777, 0o600);

@@ -210,6 +210,10 @@ impl TestDaemonBuilder {
             .arg(config_dir.path().join("vitalsd.toml"))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
+            // glibc's tunables as a test sets them, not as the shell running the tests
+            // has them (the daemon sets its own when there are none).
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("VITALS_MALLOC_REEXECUTED")
             .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -609,4 +613,31 @@ impl NamespacedScript {
         .await
         .unwrap()
     }
+}
+
+/// Reads a process's environment as /proc/PID/environ holds it (`KEY=value`, NUL
+/// separated); `GLIBC_TUNABLES` whole again. glibc's loader (2.36) parses that variable in
+/// place, ending each tunable's value with a NUL there, so the raw block holds
+/// `GLIBC_TUNABLES=a=1`, `b=2`, ... as if they were separate entries (the process itself
+/// reads an intact copy). The fragments that follow it and name a `glibc.` tunable are
+/// joined back with `:`.
+pub fn environ_of(raw: &[u8]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for entry in raw
+        .split(|&b| b == 0)
+        .filter_map(|e| std::str::from_utf8(e).ok())
+    {
+        if let Some((key, value)) = vars.last_mut()
+            && key == "GLIBC_TUNABLES"
+            && entry.starts_with("glibc.")
+        {
+            value.push(':');
+            value.push_str(entry);
+            continue;
+        }
+        if let Some((key, value)) = entry.split_once('=') {
+            vars.push((key.to_string(), value.to_string()));
+        }
+    }
+    vars
 }
