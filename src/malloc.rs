@@ -23,15 +23,43 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod glibc {
-    // SAFETY: the declarations match glibc's <malloc.h>; both functions only take and
-    // return integers, may be called from any thread at any time, and are in every glibc
-    // the binary runs on (2.34 and newer, docs/arm.md).
+    use std::{
+        ffi::{CString, c_char},
+        ptr,
+    };
+
+    // SAFETY: the declarations match glibc's <malloc.h> and <unistd.h>. mallopt and
+    // malloc_trim only take and return integers and may be called from any thread at any
+    // time; execve is called only through [`execve`] below. All are in every glibc the
+    // binary runs on (2.34 and newer, docs/arm.md).
     unsafe extern "C" {
         pub safe fn mallopt(param: i32, value: i32) -> i32;
         pub safe fn malloc_trim(pad: usize) -> i32;
+        fn execve(
+            path: *const c_char,
+            argv: *const *const c_char,
+            envp: *const *const c_char,
+        ) -> i32;
     }
     /// `M_MMAP_THRESHOLD` of <malloc.h>.
     pub const M_MMAP_THRESHOLD: i32 = -3;
+
+    /// execve(2) itself, where std's `CommandExt::exec` is execvp(3), which runs a file the
+    /// kernel refuses (ENOEXEC: an ARM binary under qemu-user without binfmt_misc) through
+    /// /bin/sh instead of failing. Returns only on failure, with its error.
+    pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> std::io::Error {
+        let list = |strings: &[CString]| -> Vec<*const c_char> {
+            (strings.iter().map(|s| s.as_ptr()))
+                .chain(std::iter::once(ptr::null()))
+                .collect()
+        };
+        let (argv, envp) = (list(args), list(env));
+        // SAFETY: path, and each pointer in argv and envp, is a NUL-terminated string that
+        // outlives the call; both arrays end with a null pointer, as execve requires. On
+        // success it does not return; on failure it changes nothing but errno.
+        unsafe { execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        std::io::Error::last_os_error()
+    }
 }
 
 /// What [`reexec`] sets `glibc.malloc.tcache_count` to: TCACHE_COUNT free chunks per size
@@ -50,7 +78,6 @@ const REEXECUTED: &str = "VITALS_MALLOC_REEXECUTED";
 pub fn reexec() -> std::io::Result<()> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        use std::os::unix::process::CommandExt;
         const TUNABLE: &str = "glibc.malloc.tcache_count";
         let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
         if current.contains(TUNABLE) || std::env::var_os(REEXECUTED).is_some() {
@@ -60,14 +87,17 @@ pub fn reexec() -> std::io::Result<()> {
             "" => format!("{TUNABLE}={TCACHE_COUNT}"),
             _ => format!("{current}:{TUNABLE}={TCACHE_COUNT}"),
         };
-        let mut args = std::env::args_os();
-        let arg0 = args.next().unwrap_or_default();
-        Err(std::process::Command::new("/proc/self/exe")
-            .arg0(arg0)
-            .args(args)
-            .env("GLIBC_TUNABLES", tunables)
-            .env(REEXECUTED, "1")
-            .exec())
+        use std::{ffi::CString, os::unix::ffi::OsStrExt};
+        // Neither an argument nor a variable can hold a NUL.
+        let c = |bytes: &[u8]| CString::new(bytes).unwrap_or_default();
+        let args: Vec<CString> = std::env::args_os().map(|a| c(a.as_bytes())).collect();
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(key, _)| key != "GLIBC_TUNABLES")
+            .map(|(key, value)| c(&[key.as_bytes(), b"=", value.as_bytes()].concat()))
+            .collect();
+        env.push(c(format!("GLIBC_TUNABLES={tunables}").as_bytes()));
+        env.push(c(format!("{REEXECUTED}=1").as_bytes()));
+        Err(glibc::exec(&c(b"/proc/self/exe"), &args, &env))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     Ok(())
