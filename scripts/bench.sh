@@ -90,7 +90,7 @@ prometheus_part() {
   local s_idle ne_idle c0 d0
   c0=$(python3 $py cpu $s_pid); d0=$(python3 $py cpu $ne_pid); sleep 10
   s_idle=$(( ($(python3 $py cpu $s_pid) - c0) / 10 )); ne_idle=$(( ($(python3 $py cpu $ne_pid) - d0) / 10 ))
-  local round who pid port enc before after r idle label gap count
+  local round who pid port enc before after r idle gap count
   for round in $(seq "$repeats"); do
     for who in vitalsd node_exporter vitalsd-reused; do
       case $who in

@@ -47,8 +47,7 @@
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
 // statvfs(2), which std lacks (sampler::filesystems::statvfs), declaring glibc's
 // mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in),
-// and inotify_init1 and
-// inotify_add_watch (inotify, integers and a path in).
+// and inotify_init1 and inotify_add_watch (inotify, integers and a path in).
 #![deny(unsafe_code)]
 
 #[cfg(feature = "count-allocs")]

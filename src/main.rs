@@ -83,9 +83,10 @@ fn main() -> ExitCode {
     };
     // glibc's per-thread cache set small, which only an exec can do: before anything
     // else, so nothing is done twice.
-    let reexec = match options.check_config {
-        false => vitals::malloc::reexec(),
-        true => Ok(()),
+    let reexec = if options.check_config {
+        Ok(())
+    } else {
+        vitals::malloc::reexec()
     };
     // At the default level until the config says otherwise.
     let telemetry = Arc::new(telemetry::init());

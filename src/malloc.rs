@@ -30,7 +30,7 @@ mod glibc {
 
     // SAFETY: the declarations match glibc's <malloc.h> and <unistd.h>. mallopt and
     // malloc_trim only take and return integers and may be called from any thread at any
-    // time; execve is called only through [`execve`] below. All are in every glibc the
+    // time; execve is called only through [`exec`] below. All are in every glibc the
     // binary runs on (2.34 and newer, docs/arm.md).
     unsafe extern "C" {
         pub safe fn mallopt(param: i32, value: i32) -> i32;
@@ -63,7 +63,7 @@ mod glibc {
 }
 
 /// What [`reexec`] sets `glibc.malloc.tcache_count` to: TCACHE_COUNT free chunks per size
-/// and thread instead of 7 (BENCHMARKS.md and RELIABILITY.md have the measurements).
+/// and thread instead of 7 (RELIABILITY.md, finding 7, has the measurements).
 pub const TCACHE_COUNT: u32 = 1;
 
 /// Set in the environment of the second execution, so that a `GLIBC_TUNABLES` the loader
@@ -79,7 +79,7 @@ pub fn reexec() -> std::io::Result<()> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         const TUNABLE: &str = "glibc.malloc.tcache_count";
-        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let current = tunables();
         if current.contains(TUNABLE) || std::env::var_os(REEXECUTED).is_some() {
             return Ok(());
         }
@@ -107,8 +107,7 @@ pub fn reexec() -> std::io::Result<()> {
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if !tunables.contains("mmap_threshold") {
+        if !tunables().contains("mmap_threshold") {
             glibc::mallopt(glibc::M_MMAP_THRESHOLD, 256 << 10);
         }
     }
@@ -118,4 +117,10 @@ pub fn tune() {
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     glibc::malloc_trim(0);
+}
+
+/// `GLIBC_TUNABLES` as this process has it (empty when unset).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tunables() -> String {
+    std::env::var("GLIBC_TUNABLES").unwrap_or_default()
 }

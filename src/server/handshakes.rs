@@ -9,9 +9,8 @@
 //! quarters full, a new handshake from a source that holds more than a quarter of it gets a
 //! quarter of `server.handshake_timeout`; a source holding a few keeps the whole timeout,
 //! so a real client on a slow link or a loaded device is not cut short by someone else's
-//! flood. A source is
-//! an IPv4 address or an IPv6 /64 (what one host usually has); unix sockets never do TLS.
-//! RELIABILITY.md says why.
+//! flood. A source is an IPv4 address or an IPv6 /64 (what one host usually has); unix
+//! sockets never do TLS. RELIABILITY.md says why.
 
 use std::{
     collections::VecDeque,

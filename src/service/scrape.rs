@@ -37,10 +37,10 @@ use crate::{
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// How long a rendered page is served again. A render costs ~0.1 ms of a desktop core and
-/// ~2 ms in a debug build (tens on a small ARM core); without this, a thousand scrapes at
-/// once from one granted client rendered ~800 pages and held an established client's echo
-/// call for over a second. Now a flood costs at most 4 renders a second per variant. The
+/// How long a rendered page is served again. A render costs 0.1-0.5 ms of a desktop core
+/// in a release build (BENCHMARKS.md) and ~2 ms in a debug build; without this, a thousand
+/// scrapes at once from one granted client rendered ~800 pages (debug build) and held an
+/// established client's echo call for over a second. Now a flood costs at most 4 renders a second per variant. The
 /// counters a page shows are at most this old, which no scraper sees: Prometheus stamps
 /// samples with its own scrape time, and scrapes at most once a second.
 const REUSE: Duration = Duration::from_millis(250);

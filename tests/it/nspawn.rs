@@ -132,17 +132,12 @@ async fn dynamic_user_gets_the_key_as_a_credential() {
     let environ = container
         .exec(&["cat", &format!("/proc/{pid}/environ")])
         .await;
-    let environ = crate::support::environ_of(&environ.stdout);
-    let var = |key: &str| {
-        environ
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let var = |key: &str| crate::support::environ_var(&environ.stdout, key);
     assert_eq!(
         var("GLIBC_TUNABLES"),
-        Some("glibc.malloc.mmap_threshold=262144:glibc.malloc.tcache_count=1"),
-        "{environ:?}"
+        Some("glibc.malloc.mmap_threshold=262144:glibc.malloc.tcache_count=1".into()),
+        "{}",
+        String::from_utf8_lossy(&environ.stdout)
     );
     assert!(
         var("VITALS_MALLOC_REEXECUTED").is_none(),

@@ -273,9 +273,7 @@ fn unit_tunables() -> String {
 /// The daemon's environment variable `key`, as /proc/PID/environ has it.
 fn environ(daemon: &TestDaemon, key: &str) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{}/environ", daemon.pid())).unwrap();
-    crate::support::environ_of(&raw)
-        .into_iter()
-        .find_map(|(k, v)| (k == key).then_some(v))
+    crate::support::environ_var(&raw, key)
 }
 
 /// 12 rounds of 300 mutual-TLS connections (a handshake and a health check each; 300 open

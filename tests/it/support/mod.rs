@@ -615,29 +615,29 @@ impl NamespacedScript {
     }
 }
 
-/// Reads a process's environment as /proc/PID/environ holds it (`KEY=value`, NUL
-/// separated); `GLIBC_TUNABLES` whole again. glibc's loader (2.36) parses that variable in
+/// The variable `key` in a process's environment as /proc/PID/environ holds it
+/// (`KEY=value`, NUL separated), `GLIBC_TUNABLES` whole again. glibc's loader (2.36) parses that variable in
 /// place, ending each tunable's value with a NUL there, so the raw block holds
 /// `GLIBC_TUNABLES=a=1`, `b=2`, ... as if they were separate entries (the process itself
 /// reads an intact copy). The fragments that follow it and name a `glibc.` tunable are
 /// joined back with `:`.
-pub fn environ_of(raw: &[u8]) -> Vec<(String, String)> {
+pub fn environ_var(raw: &[u8], key: &str) -> Option<String> {
     let mut vars: Vec<(String, String)> = Vec::new();
     for entry in raw
         .split(|&b| b == 0)
         .filter_map(|e| std::str::from_utf8(e).ok())
     {
-        if let Some((key, value)) = vars.last_mut()
-            && key == "GLIBC_TUNABLES"
+        if let Some((name, value)) = vars.last_mut()
+            && name == "GLIBC_TUNABLES"
             && entry.starts_with("glibc.")
         {
             value.push(':');
             value.push_str(entry);
             continue;
         }
-        if let Some((key, value)) = entry.split_once('=') {
-            vars.push((key.to_string(), value.to_string()));
+        if let Some((name, value)) = entry.split_once('=') {
+            vars.push((name.to_string(), value.to_string()));
         }
     }
-    vars
+    vars.into_iter().find_map(|(k, v)| (k == key).then_some(v))
 }
