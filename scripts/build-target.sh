@@ -50,9 +50,14 @@ if [ ! -x "$gcc_ld/ld.lld" ]; then
   echo "build-target: rustc's lld is missing ($gcc_ld/ld.lld); rustup's default profile ships it" >&2
   exit 69
 fi
-relr="-C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld -C link-arg=-Wl,-z,pack-relative-relocs"
+lld="-C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld"
+relr="$lld -C link-arg=-Wl,-z,pack-relative-relocs"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$relr"
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="$relr"
+# The static musl build is not position-independent (no relocations to pack), but lld too:
+# ld pads its file so that the end of RELRO falls on a 64 KiB boundary (45 KB of zeros in
+# it); lld leaves that padding out of the file.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$lld"
 
 cargo build --release --locked "${args[@]}" --bin vitalsd --bin vitalsctl
 

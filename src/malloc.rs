@@ -69,6 +69,7 @@ pub const TCACHE_COUNT: u32 = 1;
 /// Set in the environment of the second execution, so that a `GLIBC_TUNABLES` the loader
 /// drops (a secure execution, under file capabilities) cannot make a loop of it. Not
 /// `VITALSD_*`: those are config keys.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const REEXECUTED: &str = "VITALS_MALLOC_REEXECUTED";
 
 /// Executes the daemon again with `glibc.malloc.tcache_count` set, unless `GLIBC_TUNABLES`
