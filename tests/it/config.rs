@@ -146,7 +146,6 @@ async fn missing_file_and_bad_arguments() {
 /// `--dev` makes a dev PKI in certs/dev and serves mTLS with it.
 #[tokio::test]
 async fn dev_mode_makes_pki_and_serves() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     // Port 50051 may be taken by a developer's own daemon, so the dev listener is overridden
@@ -161,28 +160,8 @@ async fn dev_mode_makes_pki_and_serves() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let serving = tokio::task::spawn_blocking(move || {
-        let mut seen = Vec::new();
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && json["fields"]["message"] == "serving"
-            {
-                let listen = json["fields"]["listen"].as_str().unwrap_or_default();
-                return Ok(listen.split(',').next().unwrap_or_default().to_string());
-            }
-            seen.push(line);
-        }
-        Err(seen.join("\n"))
-    });
-    let addr = match tokio::time::timeout(std::time::Duration::from_secs(30), serving).await {
-        Ok(Ok(Ok(addr))) => addr,
-        Ok(Ok(Err(logs))) => panic!("vitalsd --dev exited before serving:\n{logs}"),
-        other => {
-            let _ = child.kill();
-            panic!("vitalsd --dev did not serve within 30 s: {other:?}")
-        }
-    };
+    let (fields, _logs) = crate::support::wait_serving(&mut child).await;
+    let addr = crate::support::first_listen(&fields["listen"]).to_string();
     let pki = dir.path().join("certs/dev");
     crate::support::eventually(std::time::Duration::from_secs(10), || {
         let dial = vitals::client::Dial::dev(&addr, &pki);

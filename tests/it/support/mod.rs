@@ -125,6 +125,42 @@ access = true
     )
 }
 
+/// Waits (up to 15 s) for the "serving" line of a daemon that logs JSON to its piped stderr;
+/// returns that line's fields and the log lines, which keep being collected. Kills the daemon and panics with its log when it exits or stays silent.
+pub async fn wait_serving(child: &mut Child) -> (serde_json::Value, Arc<Mutex<Vec<String>>>) {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && json["fields"]["message"] == "serving"
+            {
+                let _ = tx.send(json["fields"].clone());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let fields = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    let Ok(fields) = fields else {
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        panic!(
+            "vitalsd did not start ({status}):\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+    };
+    (fields, logs)
+}
+
+/// The first address of a "serving" line's `listen` field (a comma-separated list).
+pub fn first_listen(listen: &serde_json::Value) -> &str {
+    listen.as_str().unwrap().split(',').next().unwrap()
+}
+
 /// A running `vitalsd`, killed when dropped.
 pub struct TestDaemon {
     child: Child,
@@ -219,39 +255,8 @@ impl TestDaemonBuilder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("vitalsd starts");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                    && json["fields"]["message"] == "serving"
-                {
-                    let _ = tx.send(json["fields"].clone());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let fields = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)))
-            .await
-            .unwrap();
-        let Ok(fields) = fields else {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            panic!(
-                "vitalsd did not start ({status}):\n{}",
-                logs.lock().unwrap().join("\n")
-            );
-        };
-        let addr = fields["listen"]
-            .as_str()
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (fields, logs) = wait_serving(&mut child).await;
+        let addr = first_listen(&fields["listen"]).parse().unwrap();
         let health_addr = fields["health_listen"]
             .as_str()
             .and_then(|s| s.split(',').next())
