@@ -1,16 +1,34 @@
-//! The layers of a config, merged: built-in defaults, the main file, `vitalsd.d/*.toml` in
-//! lexical order, then `VITALSD_*` environment variables. Every value keeps the layer it
-//! came from, so an error can name the file (or "the environment") that set a bad key.
+//! The layers of a config, merged by the `config` crate (config-rs): built-in defaults (the
+//! `Default`s in `raw.rs`), the main file, `vitalsd.d/*.toml` in lexical order, then
+//! `VITALSD_*` environment variables. config-rs keeps the layer every value came from, so an
+//! error can name the file (or "the environment") that set a bad key, and `--check-config`
+//! can say where each setting came from.
+//!
+//! config-rs is fed through [`Layer`], a `config::Source` of our own, rather than its `File`
+//! and `Environment` sources:
+//! - config-rs reads every top-level key a source hands it as a path expression
+//!   (rust-cli/config-rs#232): a quoted key `"x[1000000]" = 1` grows an array of a million
+//!   entries and `"x[9223372036854775807]"` overflows. A [`Layer`] hands it one top-level
+//!   key, [`ROOT`], and the file's keys below it, where config-rs takes keys literally: a
+//!   quoted `"x[1]"` is one odd key that deserializing refuses, naming the file.
+//! - TOML is parsed here by the `toml` crate, so a syntax error keeps its line and column.
+//! - The environment's values stay text (config-rs's own `try_parsing` turns a label value
+//!   `007` into `7`); the deserializer reads `"128"` as a number where one is wanted, and the
+//!   three list keys are split on commas.
+//!
+//! Lists: a later layer replaces a list, except the grants, `auth.rules` and `auth.bearer`,
+//! whose entries accumulate across the files in layer order: a drop-in adds grants and
+//! cannot silently take away those of the main file or of an earlier drop-in.
 
 use std::{
+    fmt,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
-use super::{
-    DEFAULT_PATH, DROPIN_DIR, ENV_PREFIX, Error, Location, RawConfig,
-    tree::{self, Node, Table, Value},
-};
+use ::config::{ConfigError, Map, Source, Value, ValueKind};
+use serde::Deserialize;
+
+use super::{DEFAULT_PATH, DROPIN_DIR, ENV_PREFIX, Error, Location, RawConfig};
 
 /// Keys whose environment value is a comma-separated list.
 const ENV_LIST_KEYS: &[&str] = &[
@@ -19,28 +37,61 @@ const ENV_LIST_KEYS: &[&str] = &[
     "health.disk_paths",
 ];
 
+/// Lists whose entries accumulate across the layers instead of the last one winning.
+pub(super) const ACCUMULATED: &[(&str, &str)] = &[("auth", "rules"), ("auth", "bearer")];
+
 /// The origin of every value set by a `VITALSD_*` variable.
 const ENVIRONMENT: &str = "the environment";
 
+/// The one top-level key each [`Layer`] gives config-rs; the config's own keys sit below it.
+const ROOT: &str = "vitalsd";
+
+/// One layer for config-rs: a table of values that remember where they came from.
+#[derive(Debug, Clone)]
+struct Layer(Map<String, Value>);
+
+impl Source for Layer {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, ConfigError> {
+        let mut top = Map::new();
+        top.insert(
+            ROOT.to_string(),
+            Value::new(None, ValueKind::Table(self.0.clone())),
+        );
+        Ok(top)
+    }
+}
+
 /// The merged layers, kept so that an error can say which layer a key came from.
-pub(super) struct Layers(Table);
+pub(super) struct Layers {
+    /// What config-rs merged.
+    root: Value,
+    /// The layers as they were merged (the accumulated lists as one layer of their own), for
+    /// the origin of a key.
+    layers: Vec<Layer>,
+}
 
 impl Layers {
     pub(super) fn read(location: &Location) -> Result<(Layers, Vec<PathBuf>), Error> {
-        let mut layers = Layers::defaults();
+        let mut layers = Vec::new();
         let mut files = Vec::new();
         match location {
             Location::Dev(dir) => {
-                let mut tls = Table::new();
+                let mut tls = Map::new();
                 for (key, file) in [
                     ("cert", "server.crt"),
                     ("key", "server.key"),
                     ("client_ca", "ca.crt"),
                 ] {
                     let path = dir.join(file).display().to_string();
-                    tls.insert(key.to_string(), built_in(Value::String(path)));
+                    tls.insert(key.to_string(), Value::new(None, path));
                 }
-                layers.merge("tls".into(), built_in(Value::Table(tls)));
+                let mut table = Map::new();
+                table.insert("tls".to_string(), Value::new(None, tls));
+                layers.push(Layer(table));
             }
             Location::Default | Location::File(_) => {
                 let (main, required) = match location {
@@ -61,104 +112,128 @@ impl Layers {
             }
         }
         for file in &files {
-            TomlFile::read(file)?.merge_into(&mut layers);
+            layers.push(read_toml(file)?);
         }
-        let environment: Arc<str> = Arc::from(ENVIRONMENT);
-        let mut vars: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(name, value)| {
-                let key = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
-                Some((key.to_ascii_lowercase().replace("__", "."), value))
-            })
-            .collect();
-        vars.sort();
-        for (path, text) in vars {
-            // `server.listen` from VITALSD_SERVER__LISTEN: nest by dots, nothing else.
-            let value = if ENV_LIST_KEYS.contains(&path.as_str()) {
-                Value::Array(
-                    text.split(',')
-                        .map(|item| Node {
-                            value: Value::String(item.trim().to_string()),
-                            origin: Some(environment.clone()),
-                        })
-                        .collect(),
-                )
-            } else {
-                Value::String(text)
-            };
-            let mut parts: Vec<&str> = path.split('.').collect();
-            let mut key = parts.pop().unwrap_or_default().to_string();
-            let mut nested = Node {
-                value,
-                origin: Some(environment.clone()),
-            };
-            while let Some(parent) = parts.pop() {
-                let mut table = Table::new();
-                table.insert(key, nested);
-                nested = Node {
-                    value: Value::Table(table),
-                    origin: Some(environment.clone()),
+        let environment = environment(std::env::vars())?;
+        Ok((Layers::merge(layers, Some(environment)), files))
+    }
+
+    /// Defaults, then one TOML text from `origin` (no files, no environment).
+    pub(super) fn from_text(origin: &str, text: &str) -> Result<Layers, Error> {
+        Ok(Layers::merge(vec![parse_toml(origin, text)?], None))
+    }
+
+    /// Merges the file layers in order, later ones winning, with the [`ACCUMULATED`] lists
+    /// appended, then the environment.
+    fn merge(mut layers: Vec<Layer>, environment: Option<Layer>) -> Layers {
+        let mut accumulated: Map<String, Value> = Map::new();
+        for layer in &mut layers {
+            for (section, key) in ACCUMULATED {
+                let Some(entries) = take_list(layer, section, key) else {
+                    continue;
                 };
-                key = parent.to_string();
+                let list = accumulated
+                    .entry(format!("{section}.{key}"))
+                    .or_insert_with(|| Value::new(None, ValueKind::Array(Vec::new())));
+                if let ValueKind::Array(list) = &mut list.kind {
+                    list.extend(entries);
+                }
             }
-            layers.merge(key, nested);
         }
-        Ok((layers, files))
-    }
-
-    /// No layer yet: an empty root table, which serde fills from the `Default`s in
-    /// [`super::raw`].
-    pub(super) fn defaults() -> Layers {
-        Layers(Table::new())
-    }
-
-    /// Puts a layer's top-level key in. Keys are keys, never path expressions: a quoted
-    /// `"x[99999999999]"` is one odd key, not an array to grow.
-    pub(super) fn merge(&mut self, key: String, node: Node) {
-        tree::merge(&mut self.0, key, node);
+        let mut builder = ::config::Config::builder();
+        for layer in &layers {
+            builder = builder.add_source(layer.clone());
+        }
+        let mut lists = Map::new();
+        for (path, list) in accumulated {
+            let (section, key) = path.split_once('.').unwrap_or_default();
+            let table = lists
+                .entry(section.to_string())
+                .or_insert_with(|| Value::new(None, Map::<String, Value>::new()));
+            if let ValueKind::Table(table) = &mut table.kind {
+                table.insert(key.to_string(), list);
+            }
+        }
+        layers.push(Layer(lists));
+        builder = builder.add_source(layers[layers.len() - 1].clone());
+        if let Some(environment) = environment {
+            builder = builder.add_source(environment.clone());
+            layers.push(environment);
+        }
+        // Our sources never fail to collect, and their one top-level key is a plain name.
+        let root = builder
+            .build()
+            .ok()
+            .and_then(|config| config.cache.into_table().ok())
+            .and_then(|mut top| top.swap_remove(ROOT))
+            .unwrap_or_else(|| Value::new(None, Map::<String, Value>::new()));
+        Layers { root, layers }
     }
 
     /// Deserializes the merged layers, naming the key and its layer on error.
     pub(super) fn raw(&self) -> Result<RawConfig, Error> {
-        tree::deserialize(&self.0).map_err(|err| {
-            let path = err.path.unwrap_or_default();
-            self.invalid(&path, err.message)
+        RawConfig::deserialize(self.root.clone()).map_err(|err| {
+            let (key, reason) = describe(err);
+            self.invalid(&key, reason)
         })
     }
 
-    /// The layer a key's value came from: a file path, "the environment" or "built-in defaults".
-    fn origin(&self, key: &str) -> String {
-        let mut node: Option<&Node> = None;
-        let mut table = Some(&self.0);
-        let parts: Vec<&str> = key.split('.').collect();
-        let mut i = 0;
-        'walk: while i < parts.len() {
-            let Some(current) = table else { break };
-            // The longest literal key first (a file may say "a.b" = 1 or "x[1]" = 1) ...
-            for j in (i + 1..=parts.len()).rev() {
-                if let Some(v) = current.get(&parts[i..j].join(".")) {
-                    node = Some(v);
-                    table = as_table(v);
-                    i = j;
-                    continue 'walk;
+    /// Every value a layer set, with that layer: `(key, origin)` in key order, a list of
+    /// tables entry by entry (`auth.rules[1]`). Built-in values are left out.
+    pub(super) fn origins(&self) -> Vec<(String, String)> {
+        fn walk(value: &Value, key: String, out: &mut Vec<(String, String)>) {
+            match &value.kind {
+                ValueKind::Table(table) => {
+                    for (name, child) in table {
+                        let key = match key.is_empty() {
+                            true => name.clone(),
+                            false => format!("{key}.{name}"),
+                        };
+                        walk(child, key, out);
+                    }
+                }
+                ValueKind::Array(items)
+                    if items
+                        .iter()
+                        .any(|item| matches!(item.kind, ValueKind::Table(_))) =>
+                {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(origin) = item.origin() {
+                            out.push((format!("{key}[{i}]"), origin.to_string()));
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(origin) = value.origin() {
+                        out.push((key, origin.to_string()));
+                    }
                 }
             }
-            // ... then `name[index]`.
-            let Some((name, index)) = parts[i].strip_suffix(']').and_then(|p| p.split_once('['))
-            else {
-                break;
-            };
-            let Some(v) = current.get(name) else { break };
-            node = Some(v);
-            table = None;
-            if let (Ok(n), Value::Array(items)) = (index.parse::<usize>(), &v.value)
-                && let Some(item) = items.get(n)
-            {
-                node = Some(item);
-                table = as_table(item);
-            }
-            i += 1;
         }
-        node.and_then(|n| n.origin.as_deref())
+        let mut out = Vec::new();
+        walk(&self.root, String::new(), &mut out);
+        out.sort();
+        out
+    }
+
+    /// The layer a key's value came from: a file path, "the environment" or "built-in
+    /// defaults". The last layer that has the whole key set it; config-rs's merged tree
+    /// does not keep the origin of the tables it merged (an empty `[r]`, say).
+    fn origin(&self, key: &str) -> String {
+        let whole = self
+            .layers
+            .iter()
+            .rev()
+            .find_map(|layer| match find(&layer.0, key) {
+                (Some(value), true) => Some(value),
+                _ => None,
+            });
+        let found = whole.or_else(|| match as_table(&self.root) {
+            Some(root) => find(root, key).0,
+            None => None,
+        });
+        found
+            .and_then(Value::origin)
             .unwrap_or("built-in defaults")
             .to_string()
     }
@@ -172,18 +247,98 @@ impl Layers {
     }
 }
 
-fn as_table(node: &Node) -> Option<&Table> {
-    match &node.value {
-        Value::Table(table) => Some(table),
+fn as_table(value: &Value) -> Option<&Map<String, Value>> {
+    match &value.kind {
+        ValueKind::Table(table) => Some(table),
         _ => None,
     }
 }
 
-/// A value built in (the dev PKI's paths).
-fn built_in(value: Value) -> Node {
-    Node {
-        value,
-        origin: None,
+/// The value at `key` (`a.b`, `a[2].c`; a literal key with dots or brackets in it is tried
+/// first), or the deepest one on its way there; and whether the whole key was found.
+fn find<'a>(root: &'a Map<String, Value>, key: &str) -> (Option<&'a Value>, bool) {
+    let mut found: Option<&Value> = None;
+    let mut table = Some(root);
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut i = 0;
+    'walk: while i < parts.len() {
+        let Some(current) = table else { break };
+        // The longest literal key first (a file may say "a.b" = 1 or "x[1]" = 1) ...
+        for j in (i + 1..=parts.len()).rev() {
+            if let Some(v) = current.get(&parts[i..j].join(".")) {
+                found = Some(v);
+                table = as_table(v);
+                i = j;
+                continue 'walk;
+            }
+        }
+        // ... then `name[index]`.
+        let Some((name, index)) = parts[i].strip_suffix(']').and_then(|p| p.split_once('[')) else {
+            break;
+        };
+        let Some(v) = current.get(name) else { break };
+        found = Some(v);
+        let ValueKind::Array(items) = &v.kind else {
+            break;
+        };
+        let Some(item) = index.parse::<usize>().ok().and_then(|n| items.get(n)) else {
+            break;
+        };
+        found = Some(item);
+        table = as_table(item);
+        i += 1;
+    }
+    (found, i == parts.len() && !key.is_empty())
+}
+
+/// Takes `section.key` out of a layer when it is a list (its entries, each with its origin).
+/// Anything else there is left for deserializing to refuse with its origin.
+fn take_list(layer: &mut Layer, section: &str, key: &str) -> Option<Vec<Value>> {
+    let ValueKind::Table(table) = &mut layer.0.get_mut(section)?.kind else {
+        return None;
+    };
+    if !matches!(table.get(key)?.kind, ValueKind::Array(_)) {
+        return None;
+    }
+    match table.shift_remove(key)?.kind {
+        ValueKind::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// The key (`a.b[2].c`, relative to the config's root) and reason of a deserializing error.
+fn describe(err: ConfigError) -> (String, String) {
+    let (key, reason) = match err {
+        ConfigError::Type {
+            unexpected,
+            expected,
+            key,
+            ..
+        } => (
+            key.unwrap_or_default(),
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        ConfigError::At { error, key, .. } => {
+            let (inner, reason) = describe(*error);
+            let key = match (key, inner.is_empty()) {
+                (Some(key), true) => key,
+                (Some(key), false) => format!("{key}.{inner}"),
+                (None, _) => inner,
+            };
+            (key, reason)
+        }
+        ConfigError::Message(message) => (String::new(), message),
+        other => (String::new(), other.to_string()),
+    };
+    // serde names an unknown key in its message, not in the path: the path is its table.
+    let unknown = reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_string());
+    match unknown {
+        Some(name) if key.is_empty() => (name, reason),
+        Some(name) if !key.ends_with(&format!(".{name}")) => (format!("{key}.{name}"), reason),
+        _ => (key, reason),
     }
 }
 
@@ -215,38 +370,106 @@ fn dropin_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(files)
 }
 
-/// One TOML file as a config layer, every value remembering the file's path as its origin.
-#[derive(Debug, Clone)]
-pub(super) struct TomlFile {
-    origin: String,
-    table: toml::Table,
+/// A TOML file as a layer, every value remembering the file's path as its origin.
+fn read_toml(path: &Path) -> Result<Layer, Error> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Parse {
+        origin: origin.clone(),
+        reason: e.to_string(),
+    })?;
+    parse_toml(&origin, &text)
 }
 
-impl TomlFile {
-    fn read(path: &Path) -> Result<TomlFile, Error> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Parse {
-            origin: origin.clone(),
-            reason: e.to_string(),
-        })?;
-        TomlFile::parse(origin, &text)
-    }
+fn parse_toml(origin: &str, text: &str) -> Result<Layer, Error> {
+    let table = text.parse::<toml::Table>().map_err(|e| Error::Parse {
+        origin: origin.to_string(),
+        reason: one_line_toml_error(text, &e),
+    })?;
+    let origin = origin.to_string();
+    Ok(Layer(
+        table
+            .into_iter()
+            .map(|(k, v)| (k, from_toml(v, &origin)))
+            .collect(),
+    ))
+}
 
-    pub(super) fn parse(origin: String, text: &str) -> Result<TomlFile, Error> {
-        let table = text.parse::<toml::Table>().map_err(|e| Error::Parse {
-            origin: origin.clone(),
-            reason: one_line_toml_error(text, &e),
-        })?;
-        Ok(TomlFile { origin, table })
-    }
-
-    /// Merges every top-level key of the file into `layers`.
-    pub(super) fn merge_into(&self, layers: &mut Layers) {
-        let origin: Arc<str> = Arc::from(self.origin.as_str());
-        for (key, value) in &self.table {
-            layers.merge(key.clone(), Node::from_toml(value, &origin));
+/// A TOML value as config-rs's, every part of it from `origin`.
+fn from_toml(value: toml::Value, origin: &String) -> Value {
+    let kind = match value {
+        toml::Value::String(s) => ValueKind::String(s),
+        toml::Value::Integer(i) => ValueKind::I64(i),
+        toml::Value::Float(f) => ValueKind::Float(f),
+        toml::Value::Boolean(b) => ValueKind::Boolean(b),
+        toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
+        toml::Value::Array(items) => {
+            ValueKind::Array(items.into_iter().map(|v| from_toml(v, origin)).collect())
         }
+        toml::Value::Table(table) => ValueKind::Table(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, from_toml(v, origin)))
+                .collect(),
+        ),
+    };
+    Value::new(Some(origin), kind)
+}
+
+/// The `VITALSD_SECTION__KEY` variables as a layer: `__` nests, names are lowercased, the
+/// [`ENV_LIST_KEYS`] are split on commas, every value is text. A name with anything but
+/// letters, digits and `_` after the prefix is refused: it can only be a mistake.
+fn environment(vars: impl Iterator<Item = (String, String)>) -> Result<Layer, Error> {
+    let origin = ENVIRONMENT.to_string();
+    let mut vars: Vec<(String, String, String)> = vars
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
+            let path = key.to_ascii_lowercase().replace("__", ".");
+            Some((path, name, value))
+        })
+        .collect();
+    vars.sort();
+    let mut root = Map::new();
+    for (path, name, text) in vars {
+        let well_formed = path.split('.').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if !well_formed {
+            return Err(Error::Invalid {
+                origin: origin.clone(),
+                key: name,
+                reason: "not a config key: VITALSD_SECTION__KEY, of letters, digits and _".into(),
+            });
+        }
+        let value = if ENV_LIST_KEYS.contains(&path.as_str()) {
+            let items = text.split(',').map(|item| item.trim().to_string());
+            ValueKind::Array(items.map(|i| Value::new(Some(&origin), i)).collect())
+        } else {
+            ValueKind::String(text)
+        };
+        let mut value = Value::new(Some(&origin), value);
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let key = parts.remove(0);
+        while let Some(last) = parts.pop() {
+            let mut table = Map::new();
+            table.insert(last.to_string(), value);
+            value = Value::new(Some(&origin), table);
+        }
+        merge_into(&mut root, key, value);
     }
+    Ok(Layer(root))
+}
+
+/// Puts `value` under `key`: tables merge key by key, anything else replaces.
+fn merge_into(table: &mut Map<String, Value>, key: &str, value: Value) {
+    if let (Some(target), ValueKind::Table(incoming)) = (table.get_mut(key), &value.kind)
+        && let ValueKind::Table(target) = &mut target.kind
+    {
+        for (k, v) in incoming {
+            merge_into(target, k, v.clone());
+        }
+        return;
+    }
+    table.insert(key.to_string(), value);
 }
 
 /// "invalid TOML at line 3, column 8: unclosed table" from toml's multi-line report.
@@ -260,5 +483,105 @@ fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
             format!("invalid TOML at line {line}, column {column}: {what}")
         }
         None => format!("invalid TOML: {what}"),
+    }
+}
+
+impl fmt::Debug for Layers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layers").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(texts: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Layers, Error> {
+        let mut all = Vec::new();
+        for (origin, text) in texts {
+            all.push(parse_toml(origin, text)?);
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Ok(Layers::merge(all, Some(environment(env)?)))
+    }
+
+    /// Grants accumulate across layers in order, each entry keeping its file; other lists
+    /// are replaced by the later layer.
+    #[test]
+    fn grants_accumulate_and_other_lists_are_replaced() {
+        let l = layers(
+            &[
+                (
+                    "main.toml",
+                    "[auth]\npublic = [\"a/*\"]\n[[auth.rules]]\nidentities = [\"x\"]\nmethods = [\"*\"]\n",
+                ),
+                (
+                    "10.toml",
+                    "[auth]\npublic = [\"b/*\"]\n[[auth.rules]]\nidentities = [\"y\"]\nmethods = [\"/metrics\"]\n",
+                ),
+            ],
+            &[],
+        )
+        .unwrap();
+        let raw = l.raw().unwrap();
+        let who: Vec<&str> = raw
+            .auth
+            .rules
+            .iter()
+            .map(|r| r.identities[0].as_str())
+            .collect();
+        assert_eq!(who, ["x", "y"]);
+        assert_eq!(raw.auth.public, ["b/*"]);
+        let origins = l.origins();
+        assert!(origins.contains(&("auth.rules[0]".into(), "main.toml".into())));
+        assert!(origins.contains(&("auth.rules[1]".into(), "10.toml".into())));
+        assert!(origins.contains(&("auth.public".into(), "10.toml".into())));
+    }
+
+    /// Keys that read as config-rs path expressions are one literal key each: refused as
+    /// unknown, with the file, at once and without a large allocation.
+    #[test]
+    fn path_expression_keys_are_literal() {
+        for text in [
+            "\"x[1000000]\" = 1\n",
+            "\"x[9223372036854775807]\" = 1\n",
+            "\"server.listen\" = 1\n",
+            "[server]\n\"listen[100000000]\" = 1\n",
+            "\"x[-9223372036854775808]\" = 1\n",
+        ] {
+            let err = layers(&[("f.toml", text)], &[])
+                .unwrap()
+                .raw()
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("f.toml: `"), "{text}: {err}");
+            assert!(err.contains("unknown field"), "{text}: {err}");
+        }
+    }
+
+    /// Environment values stay text until a number is wanted, lists are split, and a
+    /// malformed name is refused naming the environment.
+    #[test]
+    fn environment_values() {
+        let l = layers(
+            &[],
+            &[
+                ("VITALSD_PUSH__LABELS__ZONE", "007"),
+                ("VITALSD_SERVER__MAX_CONNECTIONS", "77"),
+                ("VITALSD_SERVER__LISTEN", "127.0.0.1:1, 127.0.0.1:2"),
+                ("OTHER_VAR", "x"),
+            ],
+        )
+        .unwrap();
+        let raw = l.raw().unwrap();
+        assert_eq!(raw.push.labels["zone"], "007");
+        assert_eq!(raw.server.max_connections, 77);
+        assert_eq!(raw.server.listen, ["127.0.0.1:1", "127.0.0.1:2"]);
+        let err = layers(&[], &[("VITALSD_X[99999999]", "1")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the environment: `VITALSD_X[99999999]`"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! the reason.
 //!
 //! - `raw.rs`: the serde schema and its defaults
-//! - `layers.rs`: files, drop-ins, the environment, and the origin of every value
+//! - `layers.rs`: files, drop-ins and the environment layered by the `config` crate, with the
+//!   origin of every value; the grants (`auth.rules`, `auth.bearer`) accumulate across layers
 //! - `validate.rs`: raw into typed
 //! - [`units`]: the one duration and size grammar, which vitalsctl's flags use too
 
@@ -20,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 mod layers;
 mod raw;
-mod tree;
 pub mod units;
 mod validate;
 
@@ -29,7 +29,7 @@ pub use raw::{
     RawRule, RawSecrets, RawServer, RawSource, RawTls,
 };
 
-use layers::{Layers, TomlFile};
+use layers::Layers;
 
 /// Where the daemon looks for its config when not told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vitalsd/vitalsd.toml";
@@ -499,16 +499,17 @@ impl Config {
     /// Validates one config text on its own (defaults, then `text`; no files, no
     /// environment), exactly as a file with that content would be: for fuzzing and tools.
     pub fn parse(origin: &str, text: &str) -> Result<Config, Error> {
-        let mut layers = Layers::defaults();
-        TomlFile::parse(origin.to_string(), text)?.merge_into(&mut layers);
+        let layers = Layers::from_text(origin, text)?;
         let raw = layers.raw()?;
         validate::validate(&layers, raw, Vec::new())
     }
 
-    /// Reads every layer and returns the merged raw config without validating it
-    /// (for `--check-config`, after [`Config::load`] has succeeded).
-    pub fn load_raw(location: &Location) -> Result<RawConfig, Error> {
-        Layers::read(location)?.0.raw()
+    /// Reads every layer and returns the merged raw config without validating it, and where
+    /// each value a layer set came from (`(key, file or "the environment")`, a list of
+    /// tables entry by entry), for `--check-config` after [`Config::load`] has succeeded.
+    pub fn load_raw(location: &Location) -> Result<(RawConfig, Vec<(String, String)>), Error> {
+        let layers = Layers::read(location)?.0;
+        Ok((layers.raw()?, layers.origins()))
     }
 }
 
@@ -815,7 +816,7 @@ mod tests {
         let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vitalsd.toml");
         let text = fs::read_to_string(&reference).unwrap();
         let defaults =
-            toml::to_string(&Config::load_raw(&Location::Dev("x".into())).unwrap()).unwrap();
+            toml::to_string(&Config::load_raw(&Location::Dev("x".into())).unwrap().0).unwrap();
         let defaults: toml::Table = defaults.parse().unwrap();
         let documented: toml::Table = text.parse().unwrap();
         for (section, keys) in &defaults {

@@ -16,7 +16,7 @@ pub enum Error {
 
 /// The text `--check-config` prints for a config that loaded.
 pub fn effective(location: &Location, config: &Config) -> Result<String, Error> {
-    let mut raw = Config::load_raw(location)?;
+    let (mut raw, origins) = Config::load_raw(location)?;
     // Some receivers take a key in the URL's query: it is not shown.
     if let Some((url, _)) = raw.push.url.split_once('?') {
         raw.push.url = format!("{url}?<not shown>");
@@ -49,6 +49,12 @@ pub fn effective(location: &Location, config: &Config) -> Result<String, Error> 
             issue.role,
             issue.file().display()
         ));
+    }
+    if !origins.is_empty() {
+        text.push_str("\n# where each setting came from (any other is a built-in default)\n");
+        for (key, origin) in origins {
+            text.push_str(&format!("#   {key}: {origin}\n"));
+        }
     }
     let plan = secrets::plan(config);
     if !plan.is_empty() {

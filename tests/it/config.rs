@@ -185,3 +185,100 @@ async fn dev_mode_makes_pki_and_serves() {
         assert!(pki.join(file).is_file(), "{file}");
     }
 }
+
+/// The text between `start` (a line of README.md) and the next line `end`.
+fn readme_block(start: &str, end: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let from = readme
+        .find(start)
+        .unwrap_or_else(|| panic!("README.md has no `{start}`"));
+    let rest = &readme[from + start.len()..];
+    let to = rest.find(end).expect("the block ends");
+    rest[..to].trim_start_matches('\n').to_string()
+}
+
+/// The README's drop-in pattern as written: `10-device.toml` (the device's key from a
+/// systemd credential, the prober's grants) and then `20-prometheus.toml` (Prometheus' grant)
+/// both hold, since the grants of every layer accumulate: the prober calls echo and metrics
+/// and reads the page, Prometheus reads the page and nothing else, and `--check-config`
+/// names each rule's file.
+#[tokio::test]
+async fn readme_dropins_accumulate_grants() {
+    use tonic::Code;
+    use vitals::pki::{Leaf, Usage};
+
+    let device = readme_block(
+        "cat > /etc/vitalsd/vitalsd.d/10-device.toml <<'TOML'\n",
+        "\nTOML\n",
+    );
+    let prometheus = readme_block("# /etc/vitalsd/vitalsd.d/20-prometheus.toml\n", "```");
+    assert!(device.contains("[[auth.rules]]") && prometheus.contains("[[auth.rules]]"));
+    let pki = std::sync::Arc::new(TestPki::new());
+    for (name, uri) in [
+        ("prober", "spiffe://fleet.example/prober"),
+        ("prometheus", "spiffe://fleet.example/prometheus"),
+    ] {
+        pki.issue(name, &Leaf::new(name, &[uri], Usage::Client, 1));
+    }
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        pki.path("server.key"),
+        credentials.path().join("server.key"),
+    )
+    .unwrap();
+    let daemon = TestDaemon::builder()
+        .pki(pki.clone())
+        .dropin_file("10-device.toml", &device)
+        .dropin_file("20-prometheus.toml", &prometheus)
+        // The README listens on 0.0.0.0:50051; the test on a free loopback port.
+        .env("VITALSD_SERVER__LISTEN", "127.0.0.1:0")
+        .env("CREDENTIALS_DIRECTORY", credentials.path())
+        .start()
+        .await;
+    let addr = daemon.addr.to_string();
+
+    let prober = daemon.dial_as("prober").connect().await.unwrap();
+    vitals::proto::echo::echo_client::EchoClient::new(prober.clone())
+        .echo(vitals::proto::echo::EchoRequest {
+            echo_message: "hi".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the prober's grant from 10-device.toml");
+    vitals::proto::metrics::metrics_client::MetricsClient::new(prober)
+        .snapshot(vitals::proto::metrics::SnapshotRequest {})
+        .await
+        .expect("the prober's grant from 10-device.toml");
+    for who in ["prober", "prometheus"] {
+        let page = crate::support::prometheus::https_client(&addr, &pki, who, b"http/1.1");
+        let (status, _) = crate::support::prometheus::get(&page, "/metrics", &[]).await;
+        assert_eq!(status, 200, "{who} reads /metrics");
+    }
+    let prometheus = daemon.dial_as("prometheus").connect().await.unwrap();
+    let denied = vitals::proto::echo::echo_client::EchoClient::new(prometheus)
+        .echo(vitals::proto::echo::EchoRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let config = daemon.config_dir.path().join("vitalsd.toml");
+    let (code, out) = run_vitalsd(
+        &["--config", config.to_str().unwrap(), "--check-config"],
+        &[(
+            "CREDENTIALS_DIRECTORY",
+            credentials.path().to_str().unwrap(),
+        )],
+        daemon.config_dir.path(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let dropins = daemon.config_dir.path().join("vitalsd.d");
+    for (rule, file) in [
+        (0, config.clone()),
+        (1, dropins.join("10-device.toml")),
+        (2, dropins.join("20-prometheus.toml")),
+    ] {
+        let line = format!("#   auth.rules[{rule}]: {}\n", file.display());
+        assert!(out.contains(&line), "{line}: {out}");
+    }
+}

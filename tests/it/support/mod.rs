@@ -212,6 +212,8 @@ pub fn write_config(pki: &TestPki, dropin: &str) -> TempDir {
 pub struct TestDaemonBuilder {
     pki: Option<Arc<TestPki>>,
     dropin: String,
+    /// More drop-ins, by file name, beside `50-test.toml`.
+    dropins: Vec<(String, String)>,
     env: Vec<(OsString, OsString)>,
 }
 
@@ -229,6 +231,12 @@ impl TestDaemonBuilder {
         self
     }
 
+    /// Also apply `vitalsd.d/NAME` (read in lexical order with `50-test.toml`).
+    pub fn dropin_file(mut self, name: &str, toml: impl Into<String>) -> TestDaemonBuilder {
+        self.dropins.push((name.to_string(), toml.into()));
+        self
+    }
+
     /// Set this variable in the daemon's environment.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> TestDaemonBuilder {
         self.env
@@ -240,6 +248,9 @@ impl TestDaemonBuilder {
     pub async fn start(self) -> TestDaemon {
         let pki = self.pki.unwrap_or_else(|| Arc::new(TestPki::new()));
         let config_dir = write_config(&pki, &self.dropin);
+        for (name, text) in &self.dropins {
+            std::fs::write(config_dir.path().join("vitalsd.d").join(name), text).unwrap();
+        }
         let mut command = vitalsd_command();
         command
             .arg("--config")
