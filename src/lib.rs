@@ -23,7 +23,7 @@
 //! What they are built from:
 //! - [`config`]: the layered config files, validated into typed values; one unit grammar
 //! - [`tls`]: rustls server and client configs from resolved material, peer identity
-//! - [`outbound`]: the one HTTP client (secret store, remote_write receiver)
+//! - [`outbound`]: the one HTTP client (secret store, remote_write receiver), on hyper's http1
 //! - [`rpc_stats`]: per-method call statistics
 //! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs)
 //! - [`series`]: the Prometheus series the scrape and the push both produce, built once
@@ -31,7 +31,6 @@
 //! Vocabulary:
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
-//! - [`http1`]: the HTTP/1.1 wire format, for the `/metrics` page and the outbound client
 //! - [`swap`]: the one value a reload replaces in a single step
 //! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
 //! - [`snappy`]: snappy's block compression, for remote_write bodies
@@ -60,7 +59,6 @@ pub mod daemon;
 pub mod der;
 pub mod error;
 pub mod health;
-pub mod http1;
 pub mod inotify;
 pub mod malloc;
 pub mod methods;

@@ -4,23 +4,23 @@
 //! connection between requests (a push every interval should not pay a TLS handshake each
 //! time) and makes a new one when that has closed.
 //!
-//! HTTP/1.1 by the daemon's own small codec ([`crate::http1`]) rather than hyper's HTTP/2
-//! client: every receiver and secret store speaks it, and it costs a small fraction of
-//! hyper's client (docs/arm.md has both figures).
+//! HTTP/1.1 by hyper's `client::conn::http1`, which parses and frames the answers (every
+//! receiver and secret store speaks HTTP/1.1). What is ours is the policy: one kept
+//! connection, a deadline for the whole exchange, a cap on the answer's head and body, and
+//! which failures are worth another try.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use rustls::{
     ClientConfig,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName},
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::{net::TcpStream, sync::Mutex};
-
-use crate::http1 as wire;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,107 +46,57 @@ pub struct Response {
     pub body: Bytes,
 }
 
-/// A plain or TLS connection, boxed so the HTTP/1.1 code exists once.
+/// A plain or TLS connection, boxed so hyper's client code exists once.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// An HTTP/1.1 connection and what was read past the last answer.
+/// One HTTP/1.1 connection: hyper's sender, and the task that drives the connection,
+/// stopped when this is dropped (a server that never answers holds nothing afterwards).
 struct Http1 {
-    io: Box<dyn Io>,
-    buf: Vec<u8>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::AbortHandle,
+}
+
+impl Drop for Http1 {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 /// Largest answer head read.
 const MAX_HEAD: usize = 64 << 10;
 
 impl Http1 {
-    fn over(io: Box<dyn Io>) -> Http1 {
-        Http1 {
-            io,
-            buf: Vec::new(),
-        }
+    async fn over(io: Box<dyn Io>, authority: &str) -> Result<Http1, Error> {
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_header_size(MAX_HEAD)
+            .max_buf_size(MAX_HEAD + (16 << 10))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| Error::Transient(format!("HTTP/1.1 with {authority}: {e}")))?;
+        let driver = tokio::spawn(async move {
+            // Its error, if any, is the request's too, which says it.
+            let _ = conn.await;
+        })
+        .abort_handle();
+        Ok(Http1 { sender, driver })
     }
+}
 
-    /// Sends one request and reads its answer; whether the connection may be used again.
-    /// The error's flag says nothing at all came back (a kept connection the server had
-    /// closed), so sending again on a new one is safe.
-    async fn exchange(
-        &mut self,
-        method: &Method,
-        path: &str,
-        mut headers: HeaderMap,
-        authority: &str,
-        body: &[u8],
-        max_body: usize,
-    ) -> Result<(Response, bool), (Error, bool)> {
-        let transient = |what: &str| (Error::Transient(what.to_owned()), false);
-        let host = HeaderValue::try_from(authority)
-            .map_err(|e| (Error::Permanent(e.to_string()), false))?;
-        headers.insert(header::HOST, host);
-        let mut out = Vec::with_capacity(512 + body.len());
-        wire::write_head(
-            &mut out,
-            &format!("{method} {path} HTTP/1.1"),
-            &headers,
-            body.len(),
-        );
-        out.extend_from_slice(body);
-        if let Err(e) = async {
-            self.io.write_all(&out).await?;
-            self.io.flush().await
-        }
-        .await
-        {
-            return Err((Error::Transient(format!("sending the request: {e}")), true));
-        }
-        loop {
-            let n = match wire::read_head(&mut self.io, &mut self.buf, MAX_HEAD).await {
-                Ok(n) => n,
-                Err(wire::HeadError::Closed) => {
-                    return Err((
-                        Error::Transient("the connection closed before an answer".into()),
-                        true,
-                    ));
-                }
-                Err(wire::HeadError::Io(e)) if self.buf.is_empty() => {
-                    return Err((Error::Transient(format!("reading the answer: {e}")), true));
-                }
-                Err(_) => return Err(transient("the answer's head is broken or too long")),
-            };
-            let head = wire::parse_head(&self.buf[..n]).map_err(transient)?;
-            self.buf.drain(..n);
-            let [version, code, _] = &head.start;
-            if !version.starts_with("HTTP/1.") {
-                return Err(transient("the answer is not HTTP/1"));
-            }
-            let status = StatusCode::from_bytes(code.as_bytes())
-                .map_err(|_| transient("a malformed status"))?;
-            if status.is_informational() {
-                continue;
-            }
-            let length = if method == Method::HEAD
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                wire::Length::Exactly(0)
-            } else {
-                wire::body_length(&head.headers)
-                    .map_err(transient)?
-                    .ok_or_else(|| transient("an answer without Content-Length or chunks"))?
-            };
-            let body = wire::read_body(&mut self.io, &mut self.buf, length, max_body)
-                .await
-                .map_err(transient)?;
-            let keep = wire::keeps_alive(version, &head.headers);
-            return Ok((
-                Response {
-                    status,
-                    body: Bytes::from(body),
-                },
-                keep,
-            ));
-        }
-    }
+/// Why an exchange failed, and whether the request can be sent again on a new connection:
+/// it never left, or a kept connection closed before any answer came (the server's idle
+/// timeout met the request).
+fn failed(authority: &str, err: &hyper::Error, reused: bool) -> (Error, bool) {
+    let again = err.is_canceled() || (reused && err.is_incomplete_message());
+    let what = if err.is_parse() || err.is_parse_status() {
+        "the answer is not valid HTTP/1.1"
+    } else {
+        "the exchange failed"
+    };
+    (
+        Error::Transient(format!("{authority}: {what}: {err}")),
+        again,
+    )
 }
 
 /// A client for one server (`http://host:port` or `https://host:port`).
@@ -268,37 +218,59 @@ impl Client {
         max_body: usize,
     ) -> Result<Response, Error> {
         let mut kept = self.kept.lock().await;
-        let (reused, conn) = match kept.take() {
-            Some(conn) => (true, conn),
-            None => (false, self.connect().await?),
-        };
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let body = body
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let attempt = |mut conn: Http1| {
-            let headers = parts.headers.clone();
-            let (method, body) = (&parts.method, &body);
-            async move {
-                let result = conn
-                    .exchange(method, path, headers, &self.authority, body, max_body)
-                    .await;
-                (result, conn)
+        let host = HeaderValue::try_from(self.authority.as_str())
+            .map_err(|e| Error::Permanent(e.to_string()))?;
+        let build = || {
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.headers_mut() = parts.headers.clone();
+            request.headers_mut().insert(header::HOST, host.clone());
+            request
+        };
+        // A kept connection the server has closed since is not tried.
+        let mut conn = kept.take().filter(|c| !c.sender.is_closed());
+        let mut reused = conn.is_some();
+        let response = loop {
+            let mut http1 = match conn.take() {
+                Some(http1) => http1,
+                None => self.connect().await?,
+            };
+            match http1.sender.send_request(build()).await {
+                Ok(response) => break (response, http1),
+                Err(err) => match failed(&self.authority, &err, reused) {
+                    (_, true) if reused => reused = false,
+                    (error, _) => return Err(error),
+                },
             }
         };
-        let (mut result, mut conn) = attempt(conn).await;
-        // A kept connection the server closed meanwhile: once more on a new one.
-        if reused && matches!(result, Err((_, true))) {
-            (result, conn) = attempt(self.connect().await?).await;
-        }
-        let (response, keep) = result.map_err(|(e, _)| e)?;
+        let (response, http1) = response;
+        let status = response.status();
+        let keep = !response
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = http_body_util::Limited::new(response.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                Error::Transient(format!(
+                    "reading the answer from {}: {e} (at most {max_body} bytes are read)",
+                    self.authority
+                ))
+            })?
+            .to_bytes();
         if keep {
-            *kept = Some(conn);
+            *kept = Some(http1);
         }
-        Ok(response)
+        Ok(Response { status, body })
     }
 
     async fn connect(&self) -> Result<Http1, Error> {
@@ -307,7 +279,7 @@ impl Client {
             .map_err(|e| Error::Transient(format!("connecting to {}: {e}", self.authority)))?;
         let _ = tcp.set_nodelay(true);
         let Some((config, name)) = &self.tls else {
-            return Ok(Http1::over(Box::new(tcp)));
+            return Http1::over(Box::new(tcp), &self.authority).await;
         };
         let connector = tokio_rustls::TlsConnector::from(config.clone());
         let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
@@ -323,7 +295,7 @@ impl Client {
                 Error::Transient(format!("TLS handshake with {}: {e}", self.authority))
             }
         })?;
-        Ok(Http1::over(Box::new(stream)))
+        Http1::over(Box::new(stream), &self.authority).await
     }
 }
 

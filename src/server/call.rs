@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
-use super::{Live, body::RequestBody, conn::Activity};
+use super::{Live, Shared, body::RequestBody};
 use crate::{
     auth::{Auditor, Decision},
     context::{Peer, RequestContext, Routes, Trailers, X_REQUEST_ID},
@@ -51,6 +51,31 @@ pub struct Calls {
     pub(super) activity: Option<Arc<Activity>>,
     pub(super) in_flight: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) max_calls: usize,
+}
+
+impl Calls {
+    /// The calls of one connection, of `peer`, to `routes`, under `limits`.
+    pub(super) fn new(
+        routes: Arc<dyn Routes>,
+        shared: &Shared,
+        limits: &crate::config::Server,
+        peer: Peer,
+        activity: Option<Arc<Activity>>,
+    ) -> Calls {
+        Calls {
+            routes,
+            live: shared.live.clone(),
+            stats: shared.stats.clone(),
+            auditor: shared.auditor.clone(),
+            max_deadline: limits.max_deadline,
+            first_message_timeout: limits.first_message_timeout,
+            max_request_buffer: limits.max_request_buffer,
+            peer,
+            activity,
+            in_flight: shared.in_flight.clone(),
+            max_calls: limits.max_calls,
+        }
+    }
 }
 
 pub type CallFuture =
@@ -349,6 +374,68 @@ impl Body for CallBody {
     }
 }
 
+/// How many calls a connection has running, and since when it has had none.
+#[derive(Debug)]
+pub struct Activity {
+    active: std::sync::atomic::AtomicUsize,
+    idle_since: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+}
+
+impl Activity {
+    pub(super) fn new() -> Activity {
+        Activity {
+            active: std::sync::atomic::AtomicUsize::new(0),
+            idle_since: tokio::sync::watch::channel(Some(tokio::time::Instant::now())).0,
+        }
+    }
+
+    pub fn enter(&self) {
+        if self
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            == 0
+        {
+            self.idle_since.send_replace(None);
+        }
+    }
+
+    pub fn leave(&self) {
+        if self
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.idle_since
+                .send_replace(Some(tokio::time::Instant::now()));
+        }
+    }
+
+    /// Resolves once the connection has had no call for `max`.
+    pub(super) async fn idle_for(&self, max: Duration) {
+        let mut rx = self.idle_since.subscribe();
+        loop {
+            let since = *rx.borrow_and_update();
+            match since {
+                Some(since) => tokio::select! {
+                    _ = tokio::time::sleep_until(since + max) => {
+                        // enter() and leave() race only in whom they notify last; the count decides.
+                        if self.active.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                            return;
+                        }
+                        let _ = rx.changed().await;
+                    }
+                    _ = rx.changed() => {}
+                },
+                None => {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +480,22 @@ mod tests {
         assert_eq!(deadline(None, true, cap), Some(cap));
         assert_eq!(deadline(Some(ms(50)), false, cap), None);
         assert_eq!(deadline(None, false, cap), None);
+    }
+
+    /// Idle time counts from the last call's end, not from the connection's start.
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_last_call() {
+        let activity = Activity::new();
+        activity.enter();
+        let idle = activity.idle_for(Duration::from_secs(5));
+        tokio::pin!(idle);
+        tokio::select! {
+            _ = &mut idle => panic!("idle while a call runs"),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        activity.leave();
+        let left = tokio::time::Instant::now();
+        idle.await;
+        assert_eq!(left.elapsed(), Duration::from_secs(5));
     }
 }

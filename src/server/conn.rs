@@ -7,10 +7,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -19,73 +16,25 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::TcpStream,
-    sync::watch,
     time::{Instant, sleep, sleep_until},
 };
 
 use rustls::pki_types::CertificateDer;
 
-use super::{Shared, call::Calls, frames, handshakes, http1, registry};
+use super::{
+    Shared,
+    call::{Activity, Calls},
+    frames, handshakes, http1,
+    io::{self, Io},
+    pages, registry,
+};
 use crate::{
     config,
     context::{Peer, PeerAddr, Routes},
     tls,
 };
-
-/// How many calls a connection has running, and since when it has had none.
-#[derive(Debug)]
-pub struct Activity {
-    active: AtomicUsize,
-    idle_since: watch::Sender<Option<Instant>>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            active: AtomicUsize::new(0),
-            idle_since: watch::channel(Some(Instant::now())).0,
-        }
-    }
-
-    pub fn enter(&self) {
-        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.idle_since.send_replace(None);
-        }
-    }
-
-    pub fn leave(&self) {
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_since.send_replace(Some(Instant::now()));
-        }
-    }
-
-    /// Resolves once the connection has had no call for `max`.
-    async fn idle_for(&self, max: Duration) {
-        let mut rx = self.idle_since.subscribe();
-        loop {
-            let since = *rx.borrow_and_update();
-            match since {
-                Some(since) => tokio::select! {
-                    _ = sleep_until(since + max) => {
-                        // enter() and leave() race only in whom they notify last; the count decides.
-                        if self.active.load(Ordering::Acquire) == 0 {
-                            return;
-                        }
-                        let _ = rx.changed().await;
-                    }
-                    _ = rx.changed() => {}
-                },
-                None => {
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Why a handshake failed, as `Snapshot.server.handshakes_refused` counts it; `None` for
 /// failures that are not about a certificate (scanners hanging up mid-handshake).
@@ -189,7 +138,7 @@ pub(super) async fn serve_tls(
     match stream.get_ref().1.alpn_protocol() {
         Some(tls::ALPN_H2) => serve_http2(stream, peer, on, &shared).await,
         Some(_) => serve_http1(Box::new(stream), peer, on, &shared).await,
-        None => match http1::sniff(stream, limits.handshake_timeout).await {
+        None => match io::sniff(stream, limits.handshake_timeout).await {
             // Boxed, as the plaintext streams are: no other instance of serve_http2.
             Some((true, stream)) => {
                 let io: Box<dyn Io> = Box::new(stream);
@@ -258,27 +207,9 @@ const PLAINTEXT_STREAMS: u32 = 8;
 /// The largest request header list on a plaintext connection.
 const PLAINTEXT_HEADER_LIST: u32 = 4096;
 
-/// How long a closing connection may take to say goodbye (TLS close_notify, FIN, and the
-/// peer's last bytes read) before it is simply dropped.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// A connection's byte stream: TLS, TCP or unix. HTTP/2 is served over it as a trait
-/// object, so hyper's and h2's server code is compiled once rather than once per kind of
-/// stream (~60 KiB each; docs/arm.md).
-pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
 async fn serve_http2<I: Io + 'static>(mut io: I, peer: Peer, on: On<'_>, shared: &Shared) {
     if serve_http2_on(&mut io, &peer, on, shared).await == Close::Graceful {
-        // Closing with the peer's bytes unread makes the kernel send a reset, which the
-        // peer sees as an error. Shut down our side, then read what is left until EOF.
-        let _ = tokio::time::timeout(LINGER, async {
-            let _ = io.shutdown().await;
-            let mut sink = [0u8; 1024];
-            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-        })
-        .await;
+        io::linger(&mut io).await;
     }
 }
 
@@ -299,19 +230,7 @@ async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Share
         .max_connection_idle
         .map(|_| Arc::new(Activity::new()));
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "connection open");
-    let calls = Calls {
-        routes: on.routes,
-        live: shared.live.clone(),
-        stats: shared.stats.clone(),
-        auditor: shared.auditor.clone(),
-        max_deadline: limits.max_deadline,
-        first_message_timeout: limits.first_message_timeout,
-        max_request_buffer: limits.max_request_buffer,
-        peer: peer.clone(),
-        activity: activity.clone(),
-        in_flight: shared.in_flight.clone(),
-        max_calls: limits.max_calls,
-    };
+    let calls = Calls::new(on.routes, shared, limits, peer.clone(), activity.clone());
     let (streams, header_list) = match on.plaintext {
         true => (
             limits.max_concurrent_streams.min(PLAINTEXT_STREAMS),
@@ -338,7 +257,7 @@ async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Share
             io: &mut *io,
             watch: &mut watch,
         };
-        let calls = http1::WithPages(calls);
+        let calls = pages::WithPages(calls);
         let conn = http2.serve_connection(TokioIo::new(watched), TowerToHyperService::new(calls));
         tokio::pin!(conn);
 
@@ -395,7 +314,7 @@ async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Share
         let Some(goaway) = watch.goaway() else {
             return Close::Hard;
         };
-        let _ = tokio::time::timeout(LINGER, async {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = io.write_all(&goaway).await;
             let _ = io.flush().await;
         })
@@ -443,22 +362,5 @@ mod tests {
                 "{j:?}"
             );
         }
-    }
-
-    /// Idle time counts from the last call's end, not from the connection's start.
-    #[tokio::test(start_paused = true)]
-    async fn idle_counts_from_last_call() {
-        let activity = Activity::new();
-        activity.enter();
-        let idle = activity.idle_for(Duration::from_secs(5));
-        tokio::pin!(idle);
-        tokio::select! {
-            _ = &mut idle => panic!("idle while a call runs"),
-            _ = sleep(Duration::from_secs(60)) => {}
-        }
-        activity.leave();
-        let left = Instant::now();
-        idle.await;
-        assert_eq!(left.elapsed(), Duration::from_secs(5));
     }
 }

@@ -247,7 +247,7 @@ impl Watch {
 
 /// An IO that counts the frames through it into a [`Watch`].
 pub struct Watched<'a> {
-    pub io: &'a mut dyn super::conn::Io,
+    pub io: &'a mut dyn super::io::Io,
     pub watch: &'a mut Watch,
 }
 

@@ -9,7 +9,9 @@
 //!   [`Live`] and [`Shared`], housekeeping (malloc trims, summaries of held-back lines)
 //! - `handshakes.rs`: the TLS handshakes in progress, shared fairly between sources
 //! - `conn.rs`: one connection: TLS, HTTP/2, A9 management, credential expiry
-//! - `http1.rs`: the plain pages (`GET /metrics`) on HTTP/2 and on HTTP/1.1 connections
+//! - `http1.rs`: HTTP/1.1 connections (hyper's http1) for the pages, and the bounds on them
+//! - `pages.rs`: the plain pages (`GET /metrics`), on HTTP/2 and on HTTP/1.1
+//! - `io.rs`: the stream trait object, ALPN-less sniffing, a write deadline, lingering close
 //! - `frames.rs`: the frames through a connection: flood limits, silence deadlines
 //! - `registry.rs`: open mTLS connections and their peer chains, verified again on reload
 //! - `call.rs`: the per-call layer; `body.rs`: request bodies against the memory budget
@@ -20,6 +22,8 @@ mod conn;
 mod frames;
 mod handshakes;
 mod http1;
+mod io;
+mod pages;
 mod registry;
 
 use std::{
@@ -490,7 +494,7 @@ async fn accept(listener: Plain, shared: Arc<Shared>, kind: Kind) {
         let Some(slot) = shared.slot(kind) else {
             continue;
         };
-        let (io, addr): (Box<dyn conn::Io>, PeerAddr) = match accepted {
+        let (io, addr): (Box<dyn io::Io>, PeerAddr) = match accepted {
             Accepted::Tcp(tcp, addr) => {
                 let sock = socket2::SockRef::from(&tcp);
                 let _ = sock.set_tcp_nodelay(true);

@@ -1,0 +1,217 @@
+//! The plain pages a listener's [`Routes`] offer (`GET /metrics`), on HTTP/2 beside the
+//! gRPC calls and on HTTP/1.1 connections (`http1.rs`).
+//!
+//! A page is authorized by its path like a method (the same policy, bearer tokens and
+//! audit lines), so a client without the grant gets 403. At most [`MAX_PAGES_IN_FLIGHT`]
+//! pages are rendered or being sent across the server (503 beyond).
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Either;
+use tonic::codegen::BoxFuture;
+
+use super::call::{CallBody, Calls};
+use crate::{auth::Decision, context::RequestContext};
+
+/// The response a page request gets: the whole body at once.
+pub(super) fn plain(status: StatusCode, text: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(format!("{text}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Page responses being rendered or sent, across the server; above this a request gets
+/// 503. A scrape renders tens of KiB, and a slow reader holds its body until it is sent,
+/// so this (not the connection cap times the stream limit) bounds their memory. A fleet's
+/// Prometheus pair scrapes each device once per interval.
+const MAX_PAGES_IN_FLIGHT: usize = 16;
+static PAGES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the pages in flight, given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        let before = PAGES_IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        if before >= MAX_PAGES_IN_FLIGHT {
+            PAGES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        PAGES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A page's body, sent in one frame; it keeps its [`Slot`] until sent or dropped.
+pub(super) struct PageBody {
+    data: Option<Bytes>,
+    _slot: Option<Slot>,
+}
+
+impl PageBody {
+    /// A body sent at once, holding no slot.
+    pub(super) fn whole(data: Bytes) -> PageBody {
+        PageBody {
+            data: Some(data),
+            _slot: None,
+        }
+    }
+}
+
+impl http_body::Body for PageBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+pub(super) type PageFuture = BoxFuture<Response<PageBody>, Infallible>;
+
+pub(super) fn ready(response: Response<Bytes>) -> PageFuture {
+    Box::pin(std::future::ready(Ok(response.map(PageBody::whole))))
+}
+
+/// Answers a request for a page the routes have: authorized by its path as a method is,
+/// `GET` only.
+pub(super) fn answer_page(
+    calls: &Calls,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<PageFuture> {
+    let page = calls.routes.page(path)?;
+    if method != Method::GET {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return Some(ready(response));
+    }
+    let identity = calls.peer.identity.as_deref();
+    let decision = calls.live.current().policy.decide(
+        path,
+        identity,
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        std::time::SystemTime::now(),
+    );
+    let context = RequestContext::from_headers(headers);
+    calls
+        .auditor
+        .record(&decision, path, identity, &context.request_id);
+    let response = match decision {
+        Decision::Allow { .. } => match Slot::take() {
+            Some(slot) => {
+                let rendering = page.get(headers);
+                Box::pin(async move {
+                    let response = rendering.await?;
+                    Ok(response.map(|data| PageBody {
+                        data: Some(data),
+                        _slot: Some(slot),
+                    }))
+                })
+            }
+            None => {
+                let mut busy = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many scrapes in flight; try again",
+                );
+                busy.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                ready(busy)
+            }
+        },
+        Decision::Deny { code, reason } => {
+            let status = match code {
+                tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::FORBIDDEN,
+            };
+            ready(plain(status, &reason))
+        }
+    };
+    Some(response)
+}
+
+/// The HTTP/2 connection's service: pages answered here, every other request handed to
+/// the gRPC call layer as before.
+#[derive(Clone)]
+pub(super) struct WithPages(pub(super) Calls);
+
+type Body2 = Either<CallBody, PageBody>;
+type Future2 = Pin<Box<dyn Future<Output = Result<Response<Body2>, Infallible>> + Send + 'static>>;
+
+impl<B> tower::Service<Request<B>> for WithPages
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = Response<Body2>;
+    type Error = Infallible;
+    type Future = Future2;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Future2 {
+        let page = answer_page(
+            &self.0,
+            request.uri().path(),
+            request.method(),
+            request.headers(),
+        );
+        match page {
+            Some(response) => Box::pin(async move {
+                let response = response.await?;
+                Ok(response.map(Either::Right))
+            }),
+            None => {
+                let call = self.0.call(request);
+                Box::pin(async move { call.await.map(|r| r.map(Either::Left)) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusals say what they are, in text.
+    #[test]
+    fn refusals_are_plain_text() {
+        let response = plain(StatusCode::NOT_FOUND, "no such page");
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.body().as_ref(), b"no such page\n");
+    }
+}
