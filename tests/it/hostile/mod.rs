@@ -20,5 +20,6 @@ mod credentials;
 mod faults;
 mod grpc;
 mod h2;
+mod http1;
 mod memory;
 mod scrape;
