@@ -20,6 +20,9 @@
 #   BENCH_HANDSHAKE_SECONDS=5            each openssl s_time run
 #   BENCH_PARTS=prometheus              only the Prometheus part (scrape cost against Debian's
 #                                       prometheus-node-exporter, push cost), then stop
+#   BENCH_PARTS=footprint               only idle RSS beside node_exporter and the sizes, with the
+#                                       budgets (stripped <= 6 MiB on each ARM target; idle VmRSS
+#                                       <= 8 MiB, RssAnon <= 1 MiB), then stop; exits 1 over one
 #   BENCH_SCRAPES=60 BENCH_PUSH_SECONDS=30   scrapes per measurement; the push window
 # Loopback only; every load is bounded in time.
 set -euo pipefail
@@ -151,6 +154,69 @@ open(sys.argv[2], "w").write(report)
 print(report)
 PY
 }
+# Idle memory beside node_exporter, in the same run: each started three times, alternating,
+# and read 3 s after one request (vitalsd: a health probe; node_exporter: a scrape of its
+# page), as VmRSS, RssAnon and RssFile; the median start by VmRSS. Then the budgets.
+footprint_part() {
+  need prometheus-node-exporter "apt-get install prometheus-node-exporter"
+  write_config "$work/f.toml" 50173
+  printf 'tls_server_config:\n  cert_file: %s\n  key_file: %s\n' "$pki/server.crt" "$pki/server.key" > "$work/ne-web.yml"
+  local round pid v=() n=()
+  for round in 1 2 3; do
+    target/release/vitalsd --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); pid=$!
+    wait_serving 127.0.0.1:50173
+    sleep 3
+    v+=("$(awk '/^(VmRSS|RssAnon|RssFile)/ {printf "%s ", $2}' "/proc/$pid/status")")
+    kill $pid; wait $pid 2>/dev/null || true
+    prometheus-node-exporter --web.listen-address=127.0.0.1:50176 --web.config.file="$work/ne-web.yml" 2>"$work/ne.log" & pids+=($!); pid=$!
+    for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/50176) 2>/dev/null && break; sleep 0.05; done
+    python3 scripts/lib/prometheus_bench.py scrape https://127.0.0.1:50176/metrics "$pki/ca.crt" "$pki/client.crt" "$pki/client.key" 1 identity 0 >/dev/null
+    sleep 3
+    n+=("$(awk '/^(VmRSS|RssAnon|RssFile)/ {printf "%s ", $2}' "/proc/$pid/status")")
+    kill $pid; wait $pid 2>/dev/null || true
+  done
+  pids=()
+  read -r idle_rss idle_anon idle_file <<< "$(printf '%s\n' "${v[@]}" | sort -n | sed -n 2p)"
+  read -r ne_rss ne_anon ne_file <<< "$(printf '%s\n' "${n[@]}" | sort -n | sed -n 2p)"
+  printf '{"label": "idle-rss", "server": "vitalsd", "rss_kib": %s, "anon_kib": %s, "file_kib": %s, "starts": "%s"}\n' \
+    "$idle_rss" "$idle_anon" "$idle_file" "${v[*]}" >> "$results"
+  printf '{"label": "idle-rss", "server": "node_exporter", "rss_kib": %s, "anon_kib": %s, "file_kib": %s, "starts": "%s"}\n' \
+    "$ne_rss" "$ne_anon" "$ne_file" "${n[*]}" >> "$results"
+  python3 - "$idle_rss" "$idle_anon" "$idle_file" "$ne_rss" "$ne_anon" "$ne_file" \
+    "$(size_of aarch64-unknown-linux-gnu)" "$(size_of aarch64-unknown-linux-musl)" "$(size_of armv7-unknown-linux-gnueabihf)" "$size_x86" \
+    "$out/footprint.md" <<'PY'
+import sys
+rss, anon, file, ne_rss, ne_anon, ne_file = (int(x) for x in sys.argv[1:7])
+sizes = dict(zip(["aarch64-gnu", "aarch64-musl", "armv7"], sys.argv[7:10]))
+x86, path = sys.argv[10], sys.argv[11]
+mib = lambda kib: f"{kib / 1024:.2f} MiB"
+over = []
+lines = ["| idle, same run (median of 3 starts) | VmRSS | RssAnon | RssFile |", "|---|---|---|---|",
+         f"| vitalsd | {mib(rss)} | {mib(anon)} | {mib(file)} |",
+         f"| node_exporter (Debian) | {mib(ne_rss)} | {mib(ne_anon)} | {mib(ne_file)} |", "",
+         "| budget | figure | verdict |", "|---|---|---|"]
+def check(what, value, limit, shown):
+    ok = value <= limit
+    if not ok:
+        over.append(what)
+    lines.append(f"| {what} | {shown} | {'met' if ok else 'OVER'} |")
+check("idle VmRSS <= 8 MiB", rss, 8 * 1024, mib(rss))
+check("idle RssAnon <= 1 MiB", anon, 1024, mib(anon))
+for target, size in sizes.items():
+    if size != "null":
+        check(f"stripped vitalsd {target} <= 6 MiB", int(size), 6 * 1024 * 1024, f"{int(size):,} bytes ({int(size) / 2**20:.2f} MiB)")
+lines.append(f"| stripped vitalsd x86_64 (no budget) | {int(x86):,} bytes | |")
+report = "\n".join(lines) + "\n"
+open(path, "w").write(report)
+print(report)
+sys.exit(1 if over else 0)
+PY
+}
+if [ "${BENCH_PARTS:-}" = footprint ]; then
+  log "footprint: idle memory beside node_exporter, sizes, budgets"
+  footprint_part
+  exit $?
+fi
 if [ "${BENCH_PARTS:-}" = prometheus ]; then
   log "Prometheus: scrape cost (vitalsd, node_exporter) and push cost"
   prometheus_part
@@ -267,18 +333,8 @@ kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
 
 log "footprint"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-write_config "$work/f.toml" 50173
-# Idle RSS: the median of three starts, with its anonymous and file-backed parts (the
-# file-backed part is the binary's and libc's pages, and moves with the page cache).
-idle_samples=()
-for _ in 1 2 3; do
-  target/release/vitalsd --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); f_pid=$!
-  wait_serving 127.0.0.1:50173
-  sleep 3
-  idle_samples+=("$(awk '/^(VmRSS|RssAnon|RssFile)/ {printf "%s ", $2}' "/proc/$f_pid/status")")
-  kill $f_pid; wait $f_pid 2>/dev/null || true; pids=()
-done
-read -r idle_rss idle_anon idle_file <<< "$(printf '%s\n' "${idle_samples[@]}" | sort -n | sed -n 2p)"
+footprint_ok=0
+footprint_part || footprint_ok=$?
 target/release/vitalsd --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); f_pid=$!
 wait_serving 127.0.0.1:50173
 sleep 3
@@ -351,7 +407,7 @@ idle = json.loads('''$idle''')
 foot = [
   "",
   "| footprint | value |", "|---|---|",
-  f"| idle RSS after startup (median of 3 starts) | {int('$idle_rss')/1024:.2f} MiB ({int('$idle_anon')/1024:.2f} anonymous, {int('$idle_file')/1024:.2f} file-backed) |",
+  f"| idle RSS after startup (median of 3 starts) | {int('$idle_rss')/1024:.2f} MiB ({int('$idle_anon')/1024:.2f} anonymous, {int('$idle_file')/1024:.2f} file-backed); node_exporter in the same run {int('$ne_rss')/1024:.2f} MiB ({int('$ne_anon')/1024:.2f} anonymous) |",
   f"| RSS with 1,000 idle mTLS connections | {int('$conns_rss')/1024:.1f} MiB ({int('$conns_open')} open descriptors) |",
   "| startup | $startup |",
   "| stripped vitalsd, x86_64 | $size_x86 bytes |",
@@ -359,8 +415,9 @@ foot = [
   "| metrics sample | $sampler |",
   f"| idle CPU over $idle_seconds s | {idle['cpu_percent']:.4f}% ({idle['cpu_ms']:.1f} ms); context switches by thread: {idle['switches_by_thread']} |",
 ]
-report = "\n".join(lines + foot) + "\n\n" + open("$out/prometheus.md").read()
+report = "\n".join(lines + foot) + "\n\n" + open("$out/footprint.md").read() + "\n" + open("$out/prometheus.md").read()
 open(sys.argv[2], "w").write(report)
 print(report)
 PY
 log "raw results: $results; report: $out/report.md"
+[ "$footprint_ok" = 0 ] || { echo "bench: a footprint budget is exceeded (see $out/footprint.md)" >&2; exit 1; }

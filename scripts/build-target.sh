@@ -61,6 +61,10 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$lld"
 
 cargo build --release --locked "${args[@]}" --bin vitalsd --bin vitalsctl
 
+# The budget for the stripped daemon on every device target (DESIGN.md): less than half of
+# node_exporter's binary alone, for the jobs of node_exporter, a prober and Vault Agent.
+budget=$((6 << 20))
+over=0
 for target in "$@"; do
   out=${CARGO_TARGET_DIR:-target}/$target/release
   mkdir -p "dist/$target"
@@ -71,4 +75,9 @@ for target in "$@"; do
   if readelf -V "dist/$target/vitalsd" | grep -q GLIBC_ABI_DT_RELR; then glibc=GLIBC_2.36; fi
   if [ -n "$glibc" ]; then needs="needs glibc >= ${glibc#GLIBC_}"; else needs="static, no glibc"; fi
   printf 'dist/%s/vitalsd: %s bytes (%s KiB stripped), %s\n' "$target" "$size" "$((size / 1024))" "$needs"
+  if [ "$size" -gt "$budget" ]; then
+    echo "build-target: dist/$target/vitalsd is over its budget of $budget bytes (6 MiB)" >&2
+    over=1
+  fi
 done
+exit $over

@@ -98,7 +98,8 @@ async fn reload_grants_access() {
     .await;
 }
 
-/// An unknown method pattern in the ACL is a config error naming the key.
+/// An unknown method pattern in the ACL is a config error naming the file and the key (the
+/// drop-in's rule comes after the main file's: grants accumulate).
 #[tokio::test]
 async fn unknown_method_pattern_is_a_config_error() {
     let pki = TestPki::new();
@@ -110,8 +111,12 @@ async fn unknown_method_pattern_is_a_config_error() {
     let (code, out) =
         crate::support::run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
     assert_eq!(code, Some(78), "{out}");
+    let dropin = dir.path().join("vitalsd.d/50-test.toml");
     assert!(
-        out.contains("`auth.rules[0].methods`: `vitals.echo.v1.Echo/Shout` is not a method"),
+        out.contains(&format!(
+            "{}: `auth.rules[1].methods`: `vitals.echo.v1.Echo/Shout` is not a method",
+            dropin.display()
+        )),
         "{out}"
     );
 }

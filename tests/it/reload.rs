@@ -52,12 +52,10 @@ async fn reloads_limits(server: &str) {
         }
     })
     .await;
-    assert!(
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("reloaded the config"))
-    );
+    // The line follows the swap that the call above saw: wait for it to be read.
+    daemon
+        .wait_for_log(|l| l.contains("reloaded the config"))
+        .await;
 }
 
 /// A reload that lowers a health threshold flips the overall status back to SERVING.
