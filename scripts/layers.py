@@ -13,7 +13,7 @@ import sys
 
 LAYERS = [
     # vocabulary: no crate imports at all
-    ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki", "alloc_count",
+    ["proto", "error", "x509", "methods", "context", "swap", "runtime", "systemd", "pki", "alloc_count",
      "malloc", "throttle", "snappy", "inotify"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler
     ["config", "tls", "rpc_stats", "sampler"],

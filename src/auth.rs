@@ -414,7 +414,7 @@ impl Jwt {
 fn ec_point(pem: &[u8]) -> Option<Vec<u8>> {
     use rustls::pki_types::{SubjectPublicKeyInfoDer, pem::PemObject};
     let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).ok()?;
-    crate::der::p256_point(der.as_ref())
+    crate::x509::p256_point(der.as_ref())
 }
 
 /// Writes the audit lines of decisions: every call to an `auth.audit` method, and every

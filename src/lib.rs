@@ -32,7 +32,7 @@
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
 //! - [`swap`]: the one value a reload replaces in a single step
-//! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
+//! - [`x509`]: the few certificate fields the daemon reads (identity, validity, serial, an EC key)
 //! - [`snappy`]: snappy's block compression, for remote_write bodies
 //! - [`error`]: an error and its sources as one sentence
 //! - [`pki`]: a development CA and certificates
@@ -56,7 +56,6 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod daemon;
-pub mod der;
 pub mod error;
 pub mod health;
 pub mod inotify;
@@ -78,3 +77,4 @@ pub mod systemd;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod x509;

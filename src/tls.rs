@@ -402,12 +402,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 /// The identity a client certificate names: its first URI SAN, else its first DNS SAN, else
 /// (only when it has no SAN at all) its subject CN. `None` when it names nothing usable.
 pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
-    crate::der::identity(cert.as_ref())
+    crate::x509::identity(cert.as_ref())
 }
 
 /// When a certificate stops being valid.
 pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
-    crate::der::not_after(cert.as_ref())
+    crate::x509::not_after(cert.as_ref())
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The peer identity and expiry of a certificate, on arbitrary bytes: never panics, and an
 //! identity, when there is one, is a non-empty string, the same every time.
 //!
-//! In the daemon these run on certificates rustls has already verified, but `identity` also
-//! runs in `vitalsctl` and the tests, and a parser that panics on a crafted certificate
-//! should be found here, not on a device.
+//! x509-parser reads them (`src/x509.rs`), and the identity rule on top is ours. In the
+//! daemon these run on certificates rustls has already verified, but `identity` also runs in
+//! `vitalsctl` and the tests, and a parser that panics on a crafted certificate should be
+//! found here, not on a device.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -77,8 +77,8 @@ impl State {
             return State::Missing(crate::error::chain(&e));
         }
         match (
-            crate::der::not_before(&certs[0]),
-            crate::der::not_after(&certs[0]),
+            crate::x509::not_before(&certs[0]),
+            crate::x509::not_after(&certs[0]),
         ) {
             (Some(not_before), Some(not_after)) => State::Held {
                 not_before,

@@ -121,9 +121,9 @@ pub async fn issue(
     let leaf = rustls::pki_types::CertificateDer::from_pem_slice(chain.as_bytes())
         .map_err(|e| refused(format!("{path}: the certificate does not parse: {e}")))?;
     let (Some(not_before), Some(not_after), Some(serial)) = (
-        crate::der::not_before(&leaf),
-        crate::der::not_after(&leaf),
-        crate::der::serial(&leaf),
+        crate::x509::not_before(&leaf),
+        crate::x509::not_after(&leaf),
+        crate::x509::serial(&leaf),
     ) else {
         return Err(refused(format!(
             "{path}: the certificate's validity or serial does not parse"

@@ -118,7 +118,7 @@ impl Pki {
 /// The serial of the first certificate in `file`.
 fn serial_in(file: &Path) -> String {
     let certs = vitals::tls::load_certs(file).unwrap();
-    vitals::der::serial(&certs[0]).unwrap()
+    vitals::x509::serial(&certs[0]).unwrap()
 }
 
 /// The serial of the certificate a new TLS connection to `addr` is served.
@@ -132,7 +132,7 @@ async fn served_serial(daemon: &TestDaemon, addr: SocketAddr) -> String {
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let stream = connector.connect(name, tcp).await.expect("a TLS handshake");
     let chain = stream.get_ref().1.peer_certificates().unwrap();
-    vitals::der::serial(&chain[0]).unwrap()
+    vitals::x509::serial(&chain[0]).unwrap()
 }
 
 async fn overall(daemon: &TestDaemon) -> ServingStatus {
@@ -490,7 +490,7 @@ async fn an_expired_certificate_falls_back_to_the_approle() {
     assert_eq!(pki.requests("auth/cert/login").len(), 0);
     assert_ne!(
         serial_in(&pki.file()),
-        vitals::der::serial(old.der()).unwrap()
+        vitals::x509::serial(old.der()).unwrap()
     );
 }
 
