@@ -20,6 +20,8 @@ mod body;
 mod call;
 mod conn;
 mod frames;
+#[cfg(fuzzing)]
+pub use frames::frame_headers;
 mod handshakes;
 mod http1;
 mod io;
