@@ -68,7 +68,13 @@ fn main() -> ExitCode {
         for (i, (_, format)) in formats.iter().enumerate() {
             let started = Instant::now();
             for _ in 0..renders {
-                bytes[i] = black_box(service.render(&snapshot, *format)).len();
+                match service.render(&snapshot, *format) {
+                    Ok(page) => bytes[i] = black_box(page).len(),
+                    Err(err) => {
+                        eprintln!("scrape_cost: {err}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
             // The first round warms caches and the allocator.
             if round > 0 {
