@@ -1,9 +1,9 @@
 //! The Prometheus series the scrape (`GET /metrics`) and the remote_write push both
 //! produce, built in one place: [`collect`] walks the sampler's snapshot, the RPC
 //! counters, the health statuses and the daemon's own counters, and hands every family
-//! and sample to a [`Sink`]. The text encoders (service/scrape.rs) and the remote_write
-//! encoder (daemon/push.rs) are sinks, so nothing is built twice and no intermediate list
-//! of series is allocated.
+//! and sample to a [`Sink`]. The text encoder (service/exposition.rs, which hands them to
+//! prometheus-client a family at a time) and the remote_write encoder (daemon/push.rs) are
+//! sinks, so nothing is built twice and no list of every series is allocated.
 //!
 //! Names are node_exporter's for the device (so its dashboards and the node-mixin alerts
 //! work unchanged), go-grpc-prometheus's for the RPCs (`grpc_server_*`), the Prometheus

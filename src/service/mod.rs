@@ -1,8 +1,10 @@
-//! The gRPC services, one per file, the `/metrics` page (scrape.rs), and the [`Router`]
-//! that hands a listener's calls to them by the service name in the path.
+//! The gRPC services, one per file, the `/metrics` page (scrape.rs; its text written by
+//! prometheus-client in exposition.rs), and the [`Router`] that hands a listener's calls to
+//! them by the service name in the path.
 
 pub mod admin;
 pub mod echo;
+pub mod exposition;
 pub mod health;
 pub mod metrics;
 mod router;

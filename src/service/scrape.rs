@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus exposition of the sampler's last snapshot, the RPC
 //! counters, health and the daemon's own counters, in the text format 0.0.4 or, when the
-//! `Accept` header asks for it, OpenMetrics 1.0; gzip when accepted.
+//! `Accept` header asks for it, OpenMetrics 1.0; gzip when accepted. The text is written by
+//! prometheus-client ([`super::exposition`]); this module negotiates, compresses and reuses.
 //!
 //! A scrape reads what the sampler published and a few atomics, and never touches /proc:
 //! the sampler's interval bounds how fresh the device values are, while the counters are
@@ -13,7 +14,6 @@
 
 use std::{
     convert::Infallible,
-    fmt::Write as _,
     io::Read as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
@@ -24,14 +24,12 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::watch;
 use tonic::codegen::BoxFuture;
 
-use super::metrics::first_sample;
+use super::{
+    exposition::{self, EncodeError, Exposition},
+    metrics::first_sample,
+};
 use crate::{
-    context::Page,
-    health::Health,
-    proto::metrics::Snapshot,
-    rpc_stats::RpcStats,
-    sampler::Published,
-    series::{self, DaemonStats, Sink, Sources, Type},
+    context::Page, health::Health, rpc_stats::RpcStats, sampler::Published, series::DaemonStats,
 };
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -78,20 +76,17 @@ impl ScrapeService {
     }
 
     /// The exposition of `snapshot` in `format`, uncompressed.
-    pub fn render(&self, snapshot: &Snapshot, format: Format) -> String {
-        let health = self.health.statuses();
-        let mut text = Text::new(format);
-        series::collect(
-            &Sources {
-                snapshot,
-                rpc: &self.stats,
-                health: &health,
-                daemon: &self.daemon,
+    pub fn render(&self, snapshot: &Published, format: Format) -> Result<String, EncodeError> {
+        exposition::encode(
+            Exposition {
+                snapshot: snapshot.clone(),
+                rpc: self.stats.clone(),
+                health: self.health.statuses(),
+                daemon: self.daemon.clone(),
                 now: SystemTime::now(),
             },
-            &mut text,
-        );
-        text.finish()
+            format,
+        )
     }
 }
 
@@ -110,7 +105,7 @@ impl Page for ScrapeService {
 }
 
 impl ScrapeService {
-    fn respond(&self, snapshot: &Snapshot, format: Format, gzipped: bool) -> Response<Bytes> {
+    fn respond(&self, snapshot: &Published, format: Format, gzipped: bool) -> Response<Bytes> {
         let mut response = Response::builder()
             .header(header::CONTENT_TYPE, format.content_type())
             .header(header::VARY, "Accept, Accept-Encoding");
@@ -124,18 +119,29 @@ impl ScrapeService {
             .as_ref()
             .filter(|(at, _)| now.duration_since(*at) < REUSE)
             .map(|(_, body)| body.clone());
-        let body = reused.unwrap_or_else(|| {
+        let body = match reused {
+            Some(body) => body,
             // Rendered outside the lock: two workers may render the same variant at once,
             // which costs one render more, never a wait.
-            let text = self.render(snapshot, format);
-            let body = if gzipped {
-                gzip(text.as_bytes())
-            } else {
-                Bytes::from(text)
-            };
-            lock()[variant] = Some((now, body.clone()));
-            body
-        });
+            None => match self.render(snapshot, format) {
+                Ok(text) => {
+                    let body = if gzipped {
+                        gzip(text.as_bytes())
+                    } else {
+                        Bytes::from(text)
+                    };
+                    lock()[variant] = Some((now, body.clone()));
+                    body
+                }
+                Err(err) => {
+                    tracing::error!(reason = %err, "the /metrics page could not be written");
+                    let mut failed =
+                        Response::new(Bytes::from_static(b"the page could not be written\n"));
+                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    return failed;
+                }
+            },
+        };
         response
             .status(StatusCode::OK)
             .body(body)
@@ -221,111 +227,6 @@ impl Format {
     }
 }
 
-/// The text encoder: a [`Sink`] that writes either format.
-struct Text {
-    out: String,
-    format: Format,
-    /// The current family's sample name (with `_total` for counters).
-    family: String,
-}
-
-impl Text {
-    fn new(format: Format) -> Text {
-        Text {
-            out: String::with_capacity(64 * 1024),
-            format,
-            family: String::new(),
-        }
-    }
-
-    fn finish(mut self) -> String {
-        if self.format == Format::OpenMetrics {
-            self.out.push_str("# EOF\n");
-        }
-        self.out
-    }
-}
-
-impl Sink for Text {
-    fn family(&mut self, name: &str, help: &str, kind: Type) {
-        self.family.clear();
-        self.family.push_str(name);
-        // OpenMetrics names a counter family without its samples' `_total`.
-        let family = match (self.format, kind) {
-            (Format::OpenMetrics, Type::Counter) => name.strip_suffix("_total").unwrap_or(name),
-            _ => name,
-        };
-        let kind = match kind {
-            Type::Counter => "counter",
-            Type::Gauge => "gauge",
-            Type::Histogram => "histogram",
-        };
-        let out = &mut self.out;
-        out.push_str("# HELP ");
-        out.push_str(family);
-        out.push(' ');
-        escape(out, help, false);
-        out.push_str("\n# TYPE ");
-        out.push_str(family);
-        out.push(' ');
-        out.push_str(kind);
-        out.push('\n');
-    }
-
-    fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
-        let out = &mut self.out;
-        out.push_str(&self.family);
-        out.push_str(suffix);
-        if !labels.is_empty() {
-            out.push('{');
-            for (i, (name, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(name);
-                out.push_str("=\"");
-                escape(out, value, true);
-                out.push('"');
-            }
-            out.push('}');
-        }
-        out.push(' ');
-        number(out, value);
-        out.push('\n');
-    }
-}
-
-/// Backslash and newline escaped (and the double quote in label values), as both
-/// formats want.
-fn escape(out: &mut String, text: &str, quote: bool) {
-    if !text.contains(['\\', '\n', '"']) {
-        out.push_str(text);
-        return;
-    }
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' if quote => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A sample value: integers without a fraction, the rest shortest-round-trip, and the
-/// spellings both formats use for the special values.
-fn number(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
-    } else {
-        let _ = write!(out, "{v}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,32 +257,5 @@ mod tests {
         assert!(accepts_gzip(&gz));
         gz.insert(header::ACCEPT_ENCODING, "gzip;q=0".parse().unwrap());
         assert!(!accepts_gzip(&gz));
-    }
-
-    /// Both encoders write HELP and TYPE once per family; OpenMetrics names counter
-    /// families without `_total` and ends with `# EOF`; label values are escaped.
-    #[test]
-    fn encodes_both_formats() {
-        for format in [Format::Text, Format::OpenMetrics] {
-            let mut text = Text::new(format);
-            text.family("x_total", "An x.", Type::Counter);
-            text.sample("", &[("a", "q\"\\\n")], 3.0);
-            text.family("y", "A y.", Type::Gauge);
-            text.sample("", &[], 0.25);
-            text.sample("", &[], f64::INFINITY);
-            let out = text.finish();
-            let family = if format == Format::Text {
-                "x_total"
-            } else {
-                "x"
-            };
-            let mut want = format!(
-                "# HELP {family} An x.\n# TYPE {family} counter\nx_total{{a=\"q\\\"\\\\\\n\"}} 3\n# HELP y A y.\n# TYPE y gauge\ny 0.25\ny +Inf\n"
-            );
-            if format == Format::OpenMetrics {
-                want.push_str("# EOF\n");
-            }
-            assert_eq!(out, want);
-        }
     }
 }
