@@ -14,7 +14,7 @@ import sys
 LAYERS = [
     # vocabulary: no crate imports at all
     ["proto", "error", "der", "methods", "context", "swap", "runtime", "systemd", "pki", "alloc_count",
-     "malloc", "throttle", "snappy", "http1", "inotify"],
+     "malloc", "throttle", "remote_write", "http1", "inotify"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler
     ["config", "tls", "rpc_stats", "sampler"],
     # the one HTTP client, over TLS configs (the secret store, the remote_write receiver)

@@ -27,6 +27,7 @@
 //! - [`rpc_stats`]: per-method call statistics
 //! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs)
 //! - [`series`]: the Prometheus series the scrape and the push both produce, built once
+//! - [`remote_write`]: remote_write bodies, snappy-compressed by the `snap` crate
 //!
 //! Vocabulary:
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
@@ -34,7 +35,6 @@
 //! - [`http1`]: the HTTP/1.1 wire format, for the `/metrics` page and the outbound client
 //! - [`swap`]: the one value a reload replaces in a single step
 //! - [`der`]: the few certificate fields the daemon reads (identity, expiry, an EC key)
-//! - [`snappy`]: snappy's block compression, for remote_write bodies
 //! - [`error`]: an error and its sources as one sentence
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
@@ -67,6 +67,7 @@ pub mod methods;
 pub mod outbound;
 pub mod pki;
 pub mod proto;
+pub mod remote_write;
 pub mod rpc_stats;
 pub mod runtime;
 pub mod sampler;
@@ -74,7 +75,6 @@ pub mod secrets;
 pub mod series;
 pub mod server;
 pub mod service;
-pub mod snappy;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;

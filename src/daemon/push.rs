@@ -33,12 +33,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{self, PushAuth},
     health::Health,
-    outbound,
+    outbound, remote_write,
     rpc_stats::RpcStats,
     sampler::Published,
     secrets::Secrets,
     series::{self, DaemonStats, PushStats, Sink, Sources, Type},
-    snappy, tls,
+    tls,
 };
 
 /// Largest answer body read from the receiver (it is only shown in a message).
@@ -156,7 +156,7 @@ struct Encoder<'a> {
 
 fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
     out.push((number << 3) | 2);
-    snappy::varint(out, bytes.len() as u64);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
 }
 
@@ -190,7 +190,7 @@ impl Sink for Encoder<'_> {
         sample.push(0x09);
         sample.extend_from_slice(&value.to_le_bytes());
         sample.push(0x10);
-        snappy::varint(&mut sample, self.timestamp_ms as u64);
+        prost::encoding::encode_varint(self.timestamp_ms as u64, &mut sample);
         field(&mut self.series, 2, &sample);
         field(&mut self.out, 1, &self.series);
         self.samples += 1;
@@ -214,7 +214,8 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Every series now, encoded and compressed; `None` before the first sample.
+    /// Every series now, encoded and compressed; `None` before the first sample (or, said
+    /// in the log, for a body over snappy's 4 GiB limit).
     fn batch(&self, externals: &[(String, String)], seq: u64) -> Option<Batch> {
         let snapshot = self.snapshots.borrow().clone();
         if snapshot.sampled_at_unix_ms == 0 {
@@ -241,10 +242,13 @@ impl Inputs {
             },
             &mut encoder,
         );
+        let body = remote_write::compress(&encoder.out)
+            .map_err(|e| tracing::warn!(reason = %e, "push: a batch could not be compressed; skipping it"))
+            .ok()?;
         Some(Batch {
             seq,
             samples: encoder.samples,
-            body: Bytes::from(snappy::compress(&encoder.out)),
+            body: Bytes::from(body),
         })
     }
 }
