@@ -39,15 +39,13 @@
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
 //! - [`systemd`]: sd_notify, the watchdog, socket activation
-//! - [`inotify`]: the kernel's notices of changes in directories (the TLS files followed)
 //! - [`malloc`]: glibc's malloc told to give memory back (a fixed mmap threshold, trims)
 //! - [`throttle`]: log lines at a bounded pace, with what was held back counted by reason
 //! - [`proto`]: generated protobuf code
-// Five audited exceptions: adopting socket-activation descriptors (systemd::adopt),
+// Four audited exceptions: adopting socket-activation descriptors (systemd::adopt),
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
-// statvfs(2), which std lacks (sampler::filesystems::statvfs), declaring glibc's
-// mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in),
-// and inotify_init1 and inotify_add_watch (inotify, integers and a path in).
+// statvfs(2), which std lacks (sampler::filesystems::statvfs), and declaring glibc's
+// mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in).
 #![deny(unsafe_code)]
 
 #[cfg(feature = "count-allocs")]
@@ -61,7 +59,6 @@ pub mod der;
 pub mod error;
 pub mod health;
 pub mod http1;
-pub mod inotify;
 pub mod malloc;
 pub mod methods;
 pub mod outbound;
