@@ -1,5 +1,6 @@
 //! Compiles proto/ with protox (pure Rust, no system protoc) and writes the
-//! file descriptor set that server reflection serves.
+//! file descriptor set that server reflection serves. The remote_write messages
+//! (proto/prometheus/) are compiled apart: vitalsd sends them, it serves no such service.
 use std::{env, fs, path::PathBuf};
 
 const PROTOS: &[&str] = &[
@@ -9,8 +10,14 @@ const PROTOS: &[&str] = &[
     "proto/vitals/admin/v1/admin.proto",
 ];
 
+/// Prometheus remote_write 1.0 (src/remote_write.rs); not in the reflection set.
+const REMOTE_WRITE: &[&str] = &[
+    "proto/prometheus/types.proto",
+    "proto/prometheus/remote.proto",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for proto in PROTOS {
+    for proto in PROTOS.iter().chain(REMOTE_WRITE) {
         println!("cargo:rerun-if-changed={proto}");
     }
     // The target triple, for the `vitals_build_info` metric.
@@ -27,5 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // vitalsctl prints metrics snapshots as JSON.
         .type_attribute(".vitals.metrics.v1", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(protox::compile(REMOTE_WRITE, ["proto"])?)?;
     Ok(())
 }

@@ -14,9 +14,10 @@ import sys
 LAYERS = [
     # vocabulary: no crate imports at all
     ["proto", "error", "x509", "methods", "context", "swap", "runtime", "systemd", "pki", "alloc_count",
-     "malloc", "throttle", "snappy", "inotify"],
-    # what the vocabulary is turned into: typed config, TLS, counters, the sampler
-    ["config", "tls", "rpc_stats", "sampler"],
+     "malloc", "throttle"],
+    # what the vocabulary is turned into: typed config, TLS, counters, the sampler, the
+    # remote_write bodies (from the generated messages)
+    ["config", "tls", "rpc_stats", "sampler", "remote_write"],
     # the one HTTP client, over TLS configs (the secret store, the remote_write receiver)
     ["outbound"],
     # what reads the config: secrets, health state, logging; the Prometheus series (from

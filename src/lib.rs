@@ -27,26 +27,24 @@
 //! - [`rpc_stats`]: per-method call statistics
 //! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs)
 //! - [`series`]: the Prometheus series the scrape and the push both produce, built once
+//! - [`remote_write`]: remote_write bodies, snappy-compressed by the `snap` crate
 //!
 //! Vocabulary:
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
 //! - [`swap`]: the one value a reload replaces in a single step
 //! - [`x509`]: the few certificate fields the daemon reads (identity, validity, serial, an EC key)
-//! - [`snappy`]: snappy's block compression, for remote_write bodies
 //! - [`error`]: an error and its sources as one sentence
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more
 //! - [`systemd`]: sd_notify, the watchdog, socket activation
-//! - [`inotify`]: the kernel's notices of changes in directories (the TLS files followed)
 //! - [`malloc`]: glibc's malloc told to give memory back (a fixed mmap threshold, trims)
 //! - [`throttle`]: log lines at a bounded pace, with what was held back counted by reason
 //! - [`proto`]: generated protobuf code
-// Five audited exceptions: adopting socket-activation descriptors (systemd::adopt),
+// Four audited exceptions: adopting socket-activation descriptors (systemd::adopt),
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
-// statvfs(2), which std lacks (sampler::filesystems::statvfs), declaring glibc's
-// mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in),
-// and inotify_init1 and inotify_add_watch (inotify, integers and a path in).
+// statvfs(2), which std lacks (sampler::filesystems::statvfs), and declaring glibc's
+// mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in).
 #![deny(unsafe_code)]
 
 #[cfg(feature = "count-allocs")]
@@ -58,12 +56,12 @@ pub mod context;
 pub mod daemon;
 pub mod error;
 pub mod health;
-pub mod inotify;
 pub mod malloc;
 pub mod methods;
 pub mod outbound;
 pub mod pki;
 pub mod proto;
+pub mod remote_write;
 pub mod rpc_stats;
 pub mod runtime;
 pub mod sampler;
@@ -71,7 +69,6 @@ pub mod secrets;
 pub mod series;
 pub mod server;
 pub mod service;
-pub mod snappy;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;

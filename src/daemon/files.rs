@@ -11,25 +11,55 @@
 //! up (the user's instance or watch limit, a directory gone), or with `tls.watch = "poll"`
 //! (network and FUSE filesystems, whose remote changes inotify does not see), it looks at
 //! the files every `tls.watch_interval` instead.
+//!
+//! Directories are watched, not files: tools replace a certificate by writing a temporary
+//! file and renaming it over the old one (a watch on the old file's inode would see
+//! nothing), and Kubernetes' atomic writer swaps a `..data` symlink beside the files. The
+//! `inotify` crate is the seam to the kernel: its event stream waits on the descriptor with
+//! tokio's `AsyncFd`, so while nothing changes there is no thread, no timer and no wakeup
+//! (the system calls, and their `unsafe`, are the crate's; the daemon had its own).
 
 use std::{
-    ffi::OsString,
+    ffi::{OsStr, OsString},
     io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
+use futures_util::StreamExt;
+use inotify::{EventMask, EventOwned, EventStream, Inotify, WatchMask, Watches};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
 
 use super::{Control, Running};
-use crate::{
-    config::{self, FileWatch, Material, WatchMode},
-    inotify::{Event, Inotify},
-};
+use crate::config::{self, FileWatch, Material, WatchMode};
+
+/// Everything that can mean a file in a watched directory was written, replaced, removed or
+/// had its mode changed, and the directory itself going away.
+const MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+
+/// Notices that mean anything may have changed: notices lost (the kernel's queue
+/// overflowed), a watched directory removed or moved, or its watch gone.
+const ANYTHING: EventMask = EventMask::Q_OVERFLOW
+    .union(EventMask::DELETE_SELF)
+    .union(EventMask::MOVE_SELF)
+    .union(EventMask::IGNORED);
+
+/// The kernel's notices, read into a buffer with room for a few dozen with names up to
+/// NAME_MAX.
+type Notices = EventStream<[u8; 4096]>;
 
 /// Follows the TLS files of the running config until `control` closes; starts over when a
 /// reload changes the `[tls]` section.
@@ -157,8 +187,29 @@ async fn ask(control: &mpsc::Sender<Control>, files: &str) -> bool {
 /// directory, and that of the file its symlinks lead to.
 type Names = Vec<(i32, OsString)>;
 
-/// Watches the directories of `files` (again: a symlink may now lead elsewhere).
-fn add_watches(inotify: &Inotify, files: &[PathBuf]) -> io::Result<Names> {
+/// A new inotify instance read on the runtime. Fails when the kernel has none (ENOSYS) or
+/// the user's instance limit is reached (EMFILE, `fs.inotify.max_user_instances`).
+fn notices() -> io::Result<Notices> {
+    Inotify::init()
+        .and_then(|inotify| inotify.into_event_stream([0; 4096]))
+        .map_err(|e| io::Error::new(e.kind(), format!("inotify_init1: {e}")))
+}
+
+/// The next notice. The stream does not end while its descriptor is open; if it did, that
+/// is an error, and the files are polled.
+async fn next(notices: &mut Notices) -> io::Result<EventOwned> {
+    notices.next().await.unwrap_or_else(|| {
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "inotify: no more notices",
+        ))
+    })
+}
+
+/// Watches the directories of `files` (again: a symlink may now lead elsewhere). Watching
+/// a directory again gives the same watch; ENOSPC when the user's watch limit
+/// (`fs.inotify.max_user_watches`) is reached.
+fn add_watches(watches: &mut Watches, files: &[PathBuf]) -> io::Result<Names> {
     let mut names = Vec::new();
     for file in files {
         let real = std::fs::canonicalize(file).ok();
@@ -171,25 +222,30 @@ fn add_watches(inotify: &Inotify, files: &[PathBuf]) -> io::Result<Names> {
             } else {
                 dir
             };
-            let wd = inotify.watch_dir(dir).map_err(|e| {
+            let wd = watches.add(dir, MASK).map_err(|e| {
                 io::Error::new(e.kind(), format!("watching {}: {e}", dir.display()))
             })?;
-            names.push((wd, name.to_owned()));
+            names.push((wd.get_watch_descriptor_id(), name.to_owned()));
         }
     }
     Ok(names)
 }
 
-/// Whether a notice can be about one of the files: its name, a `..`-prefixed name
-/// (Kubernetes' atomic writer: `..data` and the timestamped directories it points to), a
-/// directory gone, or notices lost.
-fn relevant(event: &Event, names: &Names) -> bool {
-    event.overflowed()
-        || event.directory_gone()
-        || event.name.starts_with(b"..")
+/// Whether a notice can be about one of the files: its name in its directory's watch, a
+/// `..`-prefixed name (Kubernetes' atomic writer: `..data` and the timestamped directories
+/// it points to), a directory gone, or notices lost.
+fn relevant(wd: i32, mask: EventMask, name: &OsStr, names: &Names) -> bool {
+    mask.intersects(ANYTHING)
+        || name.as_encoded_bytes().starts_with(b"..")
         || names
             .iter()
-            .any(|(wd, name)| *wd == event.wd && name == event.name())
+            .any(|(watch, followed)| *watch == wd && followed == name)
+}
+
+/// [`relevant`] for a notice as read.
+fn matters(event: &EventOwned, names: &Names) -> bool {
+    let name = event.name.as_deref().unwrap_or_default();
+    relevant(event.wd.get_watch_descriptor_id(), event.mask, name, names)
 }
 
 /// Follows by inotify; returns Ok when `control` closes, an error when inotify cannot be
@@ -199,33 +255,27 @@ async fn notify(
     watch: &FileWatch,
     control: &mpsc::Sender<Control>,
 ) -> io::Result<()> {
-    let inotify =
-        Inotify::new().map_err(|e| io::Error::new(e.kind(), format!("inotify_init1: {e}")))?;
-    let mut names = add_watches(&inotify, files)?;
+    let mut notices = notices()?;
+    let mut names = add_watches(&mut notices.watches(), files)?;
     let mut seen = look(files).await;
     following(files, "inotify");
     loop {
-        loop {
-            let events = inotify.read().await?;
-            if events.iter().any(|e| relevant(e, &names)) {
-                break;
-            }
-        }
+        while !matters(&next(&mut notices).await?, &names) {}
         // Until the writer is done: every further notice restarts the quiet time.
         let quiet = tokio::time::sleep(watch.debounce);
         tokio::pin!(quiet);
         loop {
             tokio::select! {
                 () = &mut quiet => break,
-                events = inotify.read() => {
-                    if events?.iter().any(|e| relevant(e, &names)) {
+                event = next(&mut notices) => {
+                    if matters(&event?, &names) {
                         quiet.as_mut().reset(Instant::now() + watch.debounce);
                     }
                 }
             }
         }
         // A symlink may now lead to another directory (the `..data` swap).
-        names = add_watches(&inotify, files)?;
+        names = add_watches(&mut notices.watches(), files)?;
         let now = look(files).await;
         if now != seen {
             if !ask(control, &changed(files, &seen, &now)).await {
@@ -294,26 +344,58 @@ mod tests {
         assert_eq!(files(&t).len(), 3);
     }
 
-    /// A notice counts when it names a followed file, a `..` name, or lost notices.
+    /// A notice counts when it names a followed file in its directory's watch, a `..`
+    /// name, a directory gone, or lost notices.
     #[test]
     fn relevant_notices() {
         let names = vec![(1, OsString::from("server.crt"))];
-        let event = |wd, mask, name: &str| Event {
-            wd,
-            mask,
-            name: name.as_bytes().to_vec(),
-        };
-        assert!(relevant(&event(1, libc::IN_MOVED_TO, "server.crt"), &names));
-        assert!(relevant(&event(1, libc::IN_MOVED_TO, "..data"), &names));
-        assert!(relevant(&event(-1, libc::IN_Q_OVERFLOW, ""), &names));
-        assert!(!relevant(
-            &event(1, libc::IN_CREATE, ".server.crt.swp"),
-            &names
-        ));
-        assert!(!relevant(
-            &event(2, libc::IN_CLOSE_WRITE, "server.crt"),
-            &names
-        ));
+        let event = |wd, mask, name: &str| relevant(wd, mask, OsStr::new(name), &names);
+        assert!(event(1, EventMask::MOVED_TO, "server.crt"));
+        assert!(event(1, EventMask::MOVED_TO, "..data"));
+        assert!(event(-1, EventMask::Q_OVERFLOW, ""));
+        assert!(event(2, EventMask::DELETE_SELF, ""));
+        assert!(event(2, EventMask::IGNORED, ""));
+        assert!(!event(1, EventMask::CREATE, ".server.crt.swp"));
+        assert!(!event(2, EventMask::CLOSE_WRITE, "server.crt"));
+    }
+
+    /// A rename over a followed file is seen through its directory's watch, with the
+    /// file's name (its NUL padding gone), and counts; a file written beside it does not.
+    #[tokio::test]
+    async fn a_rename_over_a_followed_file_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.crt");
+        std::fs::write(&file, "a").unwrap();
+        let mut notices = notices().unwrap();
+        let names = add_watches(&mut notices.watches(), std::slice::from_ref(&file)).unwrap();
+        std::fs::write(dir.path().join("other"), "x").unwrap();
+        std::fs::write(dir.path().join("new.tmp"), "x").unwrap();
+        std::fs::rename(dir.path().join("new.tmp"), &file).unwrap();
+        let limit = std::time::Duration::from_secs(10);
+        loop {
+            let event = tokio::time::timeout(limit, next(&mut notices))
+                .await
+                .expect("the rename is seen")
+                .unwrap();
+            let name = event.name.as_deref().unwrap_or_default();
+            assert_eq!(matters(&event, &names), name == "server.crt", "{event:?}");
+            if event.mask.contains(EventMask::MOVED_TO) {
+                assert_eq!(name, "server.crt");
+                break;
+            }
+        }
+    }
+
+    /// A directory that cannot be watched is an error that names it, which sends the
+    /// follower to polling.
+    #[tokio::test]
+    async fn an_unwatchable_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone").join("server.crt");
+        let notices = notices().unwrap();
+        let err = add_watches(&mut notices.watches(), &[missing]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("gone"), "{err}");
     }
 
     /// `tls.watch` is auto, poll or off; anything else is refused naming the key.
