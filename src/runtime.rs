@@ -43,8 +43,10 @@ pub fn describe() -> (&'static str, usize) {
 /// `pow`, the one libm function the binaries call (tokio's multi-thread scheduler weighs its
 /// task poll times with `powf`), from the pure-Rust `libm` crate (musl's implementation):
 /// with it defined here the linker drops `libm.so.6`, one shared library fewer to load and
-/// map, which shows in idle RSS (docs/arm.md). An exported C symbol is an unsafe attribute;
-/// the function itself is safe code.
+/// map. Kept with the 6 MiB budget for what it buys in idle memory: 0.5 MiB of VmRSS
+/// (6.37 against 6.88 MiB on x86_64, `BENCH_PARTS=footprint scripts/bench.sh`, 2026-12-06),
+/// which no setting gives (libm's pages are mapped as soon as it is loaded). An exported C
+/// symbol is an unsafe attribute; the function itself is safe code.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {
