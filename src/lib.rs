@@ -40,6 +40,7 @@
 //! - [`systemd`]: sd_notify, the watchdog, socket activation
 //! - [`malloc`]: glibc's malloc told to give memory back (a fixed mmap threshold, trims)
 //! - [`throttle`]: log lines at a bounded pace, with what was held back counted by reason
+//! - [`supervise`]: long-lived tasks run again after a panic, counted, failing in readiness
 //! - [`proto`]: generated protobuf code
 // Four audited exceptions: adopting socket-activation descriptors (systemd::adopt),
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
@@ -69,6 +70,7 @@ pub mod secrets;
 pub mod series;
 pub mod server;
 pub mod service;
+pub mod supervise;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;

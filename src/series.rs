@@ -613,6 +613,14 @@ fn vitals(s: &Sources<'_>, sink: &mut dyn Sink) {
         let serving = *status == ServingStatus::Serving;
         sink.sample("", &[("service", service)], f64::from(u8::from(serving)));
     }
+    sink.family(
+        "vitals_task_restarts_total",
+        "Times a daemon task (push, refresh, files, renewal, checks, sampler) was run again after a panic, and scrapes answered 500 after one.",
+        Type::Counter,
+    );
+    for (task, restarts) in crate::supervise::restarts() {
+        sink.sample("", &[("task", task)], restarts as f64);
+    }
     let d = s.daemon;
     let load = |a: &AtomicU64| a.load(Relaxed) as f64;
     if d.cert_not_after.load(Relaxed) > 0 {

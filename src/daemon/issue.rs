@@ -219,7 +219,7 @@ pub struct Renewal {
 }
 
 /// Renews when due and when asked, until `stop`.
-pub async fn run(mut r: Renewal) {
+pub async fn run(r: &mut Renewal) {
     let stats = &r.stats.issue;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;

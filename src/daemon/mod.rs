@@ -47,7 +47,7 @@ use crate::{
         metrics::MetricsService,
         scrape::ScrapeService,
     },
-    systemd,
+    supervise, systemd,
     telemetry::Telemetry,
     tls,
 };
@@ -259,15 +259,17 @@ impl Daemon {
                 health: self.health.clone(),
                 counters: self.counters.clone(),
             };
-            tokio::spawn(push::run(
-                inputs,
-                buffer,
-                self.push.subscribe(),
-                push_stop.clone(),
-            ))
+            // The buffer outlives a run of the task that panics: nothing accepted is lost.
+            let mut state = (inputs, buffer, self.push.subscribe(), push_stop.clone());
+            tokio::spawn(async move {
+                supervise::task("push", &mut state, |(inputs, buffer, settings, stop)| {
+                    Box::pin(push::run(inputs, buffer, settings, stop))
+                })
+                .await
+            })
         });
         let renewal_stop = CancellationToken::new();
-        let renewal = match (&self.config.tls.issue, self.rotate_asks.take()) {
+        let mut renewal = match (&self.config.tls.issue, self.rotate_asks.take()) {
             (Some(issue), Some(asks)) => Some(issue::Renewal {
                 issue: issue.clone(),
                 secrets: self.issue_secrets.subscribe(),
@@ -281,17 +283,26 @@ impl Daemon {
         let mut generation = 0;
         let running = watch::channel(self.running(generation)).0;
         let (refreshed_tx, mut refreshed) = mpsc::channel(1);
-        // One task for the three (each spawned future type costs code in every scheduler).
+        // One task for the three (each spawned future type costs code in every scheduler),
+        // each supervised on its own.
         let own_tasks = tokio::spawn({
-            let (files_rx, refresh_rx) = (running.subscribe(), running.subscribe());
-            let (control, counters) = (control.clone(), self.counters.clone());
+            let mut files = (running.subscribe(), control.clone());
+            let mut refresh = (running.subscribe(), refreshed_tx, self.counters.clone());
             async move {
                 tokio::join!(
-                    files::run(files_rx, control),
-                    refresh::run(refresh_rx, refreshed_tx, counters),
+                    supervise::task("files", &mut files, |(running, control)| {
+                        Box::pin(files::run(running.clone(), control.clone()))
+                    }),
+                    supervise::task("refresh", &mut refresh, |(running, pulled, counters)| {
+                        Box::pin(refresh::run(
+                            running.clone(),
+                            pulled.clone(),
+                            counters.clone(),
+                        ))
+                    }),
                     async {
-                        if let Some(renewal) = renewal {
-                            issue::run(renewal).await;
+                        if let Some(renewal) = renewal.as_mut() {
+                            supervise::task("renewal", renewal, |r| Box::pin(issue::run(r))).await;
                         }
                     }
                 );
@@ -312,11 +323,23 @@ impl Daemon {
         .await;
         let failures = health::evaluate(&first, &self.checks.borrow(), SystemTime::now());
         self.health.set_failures(failures);
-        let checks = tokio::spawn(run_checks(
-            self.health.clone(),
-            self.snapshots.rx.clone(),
-            self.checks.subscribe(),
-        ));
+        let checks = tokio::spawn({
+            let mut state = (
+                self.health.clone(),
+                self.snapshots.rx.clone(),
+                self.checks.subscribe(),
+            );
+            async move {
+                supervise::task("checks", &mut state, |(health, snapshots, checks)| {
+                    Box::pin(run_checks(
+                        health.clone(),
+                        snapshots.clone(),
+                        checks.clone(),
+                    ))
+                })
+                .await
+            }
+        });
         self.health.set_phase(Phase::Serving);
         let status = format!("serving on {}", join(&tls_addrs));
         let (runtime, workers) = crate::runtime::describe();
@@ -793,7 +816,9 @@ async fn run_checks(
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let current = checks.borrow_and_update().clone();
-        health.set_failures(health::evaluate(&snapshot, &current, SystemTime::now()));
+        let mut failures = health::evaluate(&snapshot, &current, SystemTime::now());
+        failures.extend(supervise::failing());
+        health.set_failures(failures);
         let sampled_at =
             SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
         let stale_in = (sampled_at + current.stale_after + Duration::from_millis(10))

@@ -468,10 +468,10 @@ fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
 
 /// Runs the push until `shutdown`; see the module docs.
 pub async fn run(
-    inputs: Inputs,
-    mut buffer: Buffer,
-    mut settings_rx: watch::Receiver<Option<Arc<Settings>>>,
-    shutdown: CancellationToken,
+    inputs: &Inputs,
+    buffer: &mut Buffer,
+    settings_rx: &mut watch::Receiver<Option<Arc<Settings>>>,
+    shutdown: &CancellationToken,
 ) {
     let push: &PushStats = &inputs.counters.push;
     let mut health = inputs.health.subscribe();

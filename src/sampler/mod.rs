@@ -232,7 +232,9 @@ impl Sampler {
         let (tx, rx) = watch::channel(Published::default());
         let spawned = thread::Builder::new()
             .name("vitals-sampler".to_owned())
-            .spawn(move || run(&tx, interval, filesystem_timeout));
+            .spawn(move || {
+                crate::supervise::thread("sampler", || run(&tx, interval, filesystem_timeout))
+            });
         if let Err(e) = spawned {
             error!("starting the sampler thread: {e}; metrics stay empty");
         }

@@ -256,10 +256,16 @@ pub async fn token_life(vault: &Vault, token: &Secret, renew: bool) -> Result<To
         .as_u64()
         .ok_or_else(|| Failure::Permanent(format!("{path}: not a token answer")))?;
     Ok(TokenLife {
-        ttl: std::time::Duration::from_secs(ttl),
+        // Bounded where it enters: whatever the store says, times computed from it stay
+        // representable (a TTL of 2^64-1 s once overflowed `Instant + Duration`).
+        ttl: std::time::Duration::from_secs(ttl.min(MAX_TOKEN_TTL_SECS)),
         renewable: part["renewable"].as_bool().unwrap_or(false),
     })
 }
+
+/// The longest token TTL believed: 100 years (Vault's own ceiling is its max lease TTL,
+/// 32 days by default); a longer one is taken as this.
+const MAX_TOKEN_TTL_SECS: u64 = 100 * 365 * 86_400;
 
 pub(super) fn permanent(failure: Failure) -> PullError {
     match failure {

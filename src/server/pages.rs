@@ -134,7 +134,15 @@ pub(super) fn answer_page(
             Some(slot) => {
                 let rendering = page.get(headers);
                 Box::pin(async move {
-                    let response = rendering.await?;
+                    // A page that panics is a 500 for its request, logged and counted.
+                    let response = match crate::supervise::once("scrape", rendering).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => plain(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the page could not be written",
+                        ),
+                    };
                     Ok(response.map(|data| PageBody {
                         data: Some(data),
                         _slot: Some(slot),

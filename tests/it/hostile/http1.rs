@@ -8,12 +8,13 @@ use std::{sync::Arc, time::Duration};
 use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 
 use super::harness::{assert_recovered, baseline};
 use crate::support::{
     TestDaemon, TestPki,
+    fake::answering_server,
     prometheus::{scraped, wait_scraped},
     run_vitalsd, write_config,
 };
@@ -163,74 +164,6 @@ async fn a_trickled_body_is_not_waited_for() {
     );
 }
 
-/// A loopback server that answers every request it reads with `answer`, plain or (with a
-/// PKI) over TLS as `localhost`; its address.
-async fn answering_server(answer: &'static [u8], tls: Option<&TestPki>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.map(|pki| {
-        let chain = vitals::tls::load_certs(&pki.path("server.crt")).unwrap();
-        let key = vitals::tls::load_key(&pki.path("server.key")).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(vitals::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    });
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(tls) = acceptor.accept(tcp).await {
-                            answer_each(tls, answer).await;
-                        }
-                    }
-                    None => answer_each(tcp, answer).await,
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// Reads request heads (and Content-Length bodies) and writes `answer` after each.
-async fn answer_each<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut io: S,
-    answer: &[u8],
-) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 << 10];
-    loop {
-        let Ok(n) = io.read(&mut chunk).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = text[..end]
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if buf.len() < end + 4 + length {
-            continue;
-        }
-        buf.drain(..end + 4 + length);
-        if io.write_all(answer).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The answer that panicked the hand-written client: a 1-byte chunk, then a chunk size of
 /// 2^64-1.
 const BAD_CHUNK: &[u8] =
@@ -241,8 +174,8 @@ const BAD_CHUNK: &[u8] =
 /// batches.
 #[tokio::test]
 async fn a_receiver_with_a_huge_chunk_size_is_retried() {
-    let bad = answering_server(BAD_CHUNK, None).await;
-    let good = answering_server(b"HTTP/1.1 204 No Content\r\n\r\n", None).await;
+    let bad = answering_server(|_| BAD_CHUNK.to_vec(), None).await;
+    let good = answering_server(|_| b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), None).await;
     let dropin = |addr| {
         format!(
             "[push]\nurl = \"http://{addr}/api/v1/write\"\ninterval = \"1s\"\ntimeout = \"2s\"\nmin_backoff = \"100ms\"\nmax_backoff = \"500ms\"\n"
@@ -276,7 +209,7 @@ async fn a_receiver_with_a_huge_chunk_size_is_retried() {
 #[tokio::test]
 async fn a_store_with_a_huge_chunk_size_is_unavailable() {
     let pki = TestPki::new();
-    let store = answering_server(BAD_CHUNK, Some(&pki)).await;
+    let store = answering_server(|_| BAD_CHUNK.to_vec(), Some(&pki)).await;
     let secrets = tempfile::tempdir().unwrap();
     crate::support::bao::secret_file(secrets.path(), "vault-token", "s.not-a-real-token");
     let vault = format!(

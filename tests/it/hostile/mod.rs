@@ -23,3 +23,4 @@ mod h2;
 mod http1;
 mod memory;
 mod scrape;
+mod tasks;

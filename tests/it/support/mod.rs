@@ -2,6 +2,7 @@
 //! clients that talk to it over mutual TLS.
 
 pub mod bao;
+pub mod fake;
 pub mod gate;
 pub mod nspawn;
 pub mod prometheus;
