@@ -14,7 +14,7 @@ import sys
 LAYERS = [
     # vocabulary: no crate imports at all
     ["proto", "error", "x509", "methods", "context", "swap", "runtime", "systemd", "pki", "alloc_count",
-     "malloc", "throttle", "supervise"],
+     "malloc", "throttle", "supervise", "file"],
     # what the vocabulary is turned into: typed config, TLS, counters, the sampler, the
     # remote_write bodies (from the generated messages)
     ["config", "tls", "rpc_stats", "sampler", "remote_write"],

@@ -32,6 +32,7 @@
 //! Vocabulary:
 //! - [`methods`]: every routed method once (path, service, streaming kind, request size)
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
+//! - [`file`]: files read bounded: opened without blocking, regular files only, a size cap
 //! - [`swap`]: the one value a reload replaces in a single step
 //! - [`x509`]: the few certificate fields the daemon reads (identity, validity, serial, an EC key)
 //! - [`error`]: an error and its sources as one sentence
@@ -56,6 +57,7 @@ pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod error;
+pub mod file;
 pub mod health;
 pub mod malloc;
 pub mod methods;

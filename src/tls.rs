@@ -7,8 +7,6 @@
 //! ones are untouched.
 
 use std::{
-    fs,
-    io::Read,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -125,9 +123,10 @@ fn has_aes_instructions() -> bool {
     false
 }
 
-/// Reads every certificate of a PEM file.
+/// Reads every certificate of a PEM file (a regular file of at most
+/// [`crate::file::BUNDLE_MAX`] bytes: CA bundles come through here too).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let pem = fs::read(path).map_err(|source| Error::Read {
+    let pem = crate::file::read(path, crate::file::BUNDLE_MAX).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -149,13 +148,14 @@ fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-/// Reads a PEM private key, refusing a file that group or others can read.
+/// Reads a PEM private key (a regular file of at most [`crate::file::PEM_MAX`] bytes),
+/// refusing a file that group or others can read.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let read_err = |source| Error::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = fs::File::open(path).map_err(read_err)?;
+    let (file, size) = crate::file::open(path).map_err(read_err)?;
     let mode = file.metadata().map_err(read_err)?.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(Error::KeyPermissions {
@@ -163,8 +163,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
             mode: mode & 0o7777,
         });
     }
-    let mut pem = Vec::new();
-    file.read_to_end(&mut pem).map_err(read_err)?;
+    let pem = zeroize::Zeroizing::new(
+        crate::file::read_opened(file, size, crate::file::PEM_MAX).map_err(read_err)?,
+    );
     parse_key(&pem, path)
 }
 
@@ -223,10 +224,11 @@ pub struct ServerIdentity {
 fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
     let mut crls = Vec::new();
     for path in paths {
-        let bytes = fs::read(path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes =
+            crate::file::read(path, crate::file::BUNDLE_MAX).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
         let bad = |reason: String| Error::BadPem {
             path: path.clone(),
             reason,
@@ -551,7 +553,7 @@ mod tests {
     fn empty_ca_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.crt");
-        fs::write(&path, "nothing here").unwrap();
+        std::fs::write(&path, "nothing here").unwrap();
         assert!(matches!(
             load_certs(&path),
             Err(Error::NoCertificate { .. })

@@ -362,7 +362,9 @@ fn dropin_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
                 source,
             })?
             .path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+        // Anything named *.toml is read, so one that is not a regular file (a FIFO, a
+        // directory) is refused by name rather than passed over.
+        if path.extension().is_some_and(|e| e == "toml") {
             files.push(path);
         }
     }
@@ -373,10 +375,13 @@ fn dropin_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 /// A TOML file as a layer, every value remembering the file's path as its origin.
 fn read_toml(path: &Path) -> Result<Layer, Error> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Parse {
+    let failed = |reason: String| Error::Parse {
         origin: origin.clone(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let bytes =
+        crate::file::read(path, crate::file::CONFIG_MAX).map_err(|e| failed(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| failed("not UTF-8 text".into()))?;
     parse_toml(&origin, &text)
 }
 

@@ -301,7 +301,9 @@ impl Buffer {
             .map_err(io)?;
         buffer.files = Some((tx, thread));
         for (seq, samples, name) in found {
-            match std::fs::read(dir.join(&name)) {
+            // The buffer's own files, yet read as any other: no batch is larger than the
+            // whole buffer.
+            match crate::file::read(&dir.join(&name), max as u64) {
                 Ok(body) => {
                     buffer.next_seq = seq + 1;
                     buffer.admit(Batch {

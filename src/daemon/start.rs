@@ -77,7 +77,9 @@ impl StartError {
             StartError::DevPki { .. } => exit::CANTCREAT,
             StartError::Config(_) | StartError::Check(_) | StartError::Build(_) => exit::CONFIG,
             // An empty secret is what was provisioned: a restart will not fix it.
-            StartError::Secrets(secrets::Error::Empty { .. }) => exit::CONFIG,
+            StartError::Secrets(
+                secrets::Error::Empty { .. } | secrets::Error::Unreadable { .. },
+            ) => exit::CONFIG,
             StartError::Secrets(
                 secrets::Error::Missing { .. }
                 | secrets::Error::Source { .. }

@@ -2,16 +2,11 @@
 //! `LoadCredential=` and `LoadCredentialEncrypted=` provide) and a directory of files.
 
 use std::{
-    fs,
-    io::Read,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
 use super::Secret;
-
-/// Largest secret file read (PEM bundles are a few KiB).
-const MAX_SIZE: u64 = 1 << 20;
 
 pub fn credentials_dir() -> Option<PathBuf> {
     std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
@@ -29,10 +24,9 @@ pub fn read_file(dir: &Path, name: &str) -> Result<Secret, String> {
 }
 
 fn read(path: &Path, private: bool) -> Result<Secret, String> {
-    let mut file = fs::File::open(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let failed = |e: std::io::Error| format!("reading {}: {e}", path.display());
+    let (file, size) = crate::file::open(path).map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
     let mode = meta.permissions().mode() & 0o7777;
     if private && mode & 0o077 != 0 {
         return Err(format!(
@@ -41,15 +35,7 @@ fn read(path: &Path, private: bool) -> Result<Secret, String> {
             path.display()
         ));
     }
-    if meta.len() > MAX_SIZE {
-        return Err(format!(
-            "{} is larger than {MAX_SIZE} bytes",
-            path.display()
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes = crate::file::read_opened(file, size, crate::file::SECRET_MAX).map_err(failed)?;
     Ok(Secret::new(bytes))
 }
 

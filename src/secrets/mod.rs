@@ -130,6 +130,15 @@ pub enum Error {
         source_name: String,
         reason: String,
     },
+    /// A local file or credential that is there but cannot be a secret (a FIFO, a device,
+    /// too large, readable by others): what was provisioned is wrong, and waiting will not
+    /// mend it.
+    #[error("secret `{name}` from {source_name}: {reason}")]
+    Unreadable {
+        name: String,
+        source_name: String,
+        reason: String,
+    },
     #[error(
         "secret `{name}` from {source_name}: gave up after {attempts} attempts in {waited:?}: {reason}"
     )]
@@ -205,11 +214,12 @@ fn is_vault_login(config: &Config, name: &str) -> bool {
 }
 
 /// The index of the first source that has `name`. Local sources are asked whether the file
-/// exists; a Vault source has the names its `fields` map.
+/// is there (whatever it is: one that cannot be read is refused by name when it is read);
+/// a Vault source has the names its `fields` map.
 fn locate(sources: &[Source], name: &str, local_only: bool) -> Option<usize> {
     sources.iter().position(|source| match source {
-        Source::Credentials => local::credentials_dir().is_some_and(|d| d.join(name).is_file()),
-        Source::File { dir } => dir.join(name).is_file(),
+        Source::Credentials => local::credentials_dir().is_some_and(|d| d.join(name).exists()),
+        Source::File { dir } => dir.join(name).exists(),
         Source::Vault(vault) => !local_only && vault.fields.contains_key(name),
     })
 }
@@ -329,7 +339,7 @@ async fn pull_until(
                 continue;
             }
         };
-        let secret = read.map_err(|reason| Error::Source {
+        let secret = read.map_err(|reason| Error::Unreadable {
             name: name.clone(),
             source_name: describe(source),
             reason,

@@ -342,7 +342,9 @@ async fn missing_path_or_field_fails_clearly() {
     exits_unavailable(&pki, &path, &["no secret at /v1/secret/data/devices/none"]);
 }
 
-/// A secret file readable by others is refused; a missing one is named with the sources tried.
+/// A secret file readable by others is refused, exit 78 (what was provisioned is wrong:
+/// the unit does not restart into the same refusal); a missing one is named with the
+/// sources tried, exit 69 (it may yet come).
 #[tokio::test]
 async fn local_secret_problems_are_named() {
     let pki = TestPki::new();
@@ -352,7 +354,11 @@ async fn local_secret_problems_are_named() {
         "[tls]\nkey = \"secret:tls_key\"\n{}",
         file_source(secrets.path())
     );
-    exits_unavailable(&pki, &dropin, &["chmod 600"]);
+    let dir = write_config(&pki, &dropin);
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains("chmod 600"), "{out}");
     let dropin = format!(
         "[tls]\nkey = \"secret:absent\"\n{}",
         file_source(secrets.path())

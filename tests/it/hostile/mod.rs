@@ -18,6 +18,7 @@ mod auth;
 mod connections;
 mod credentials;
 mod faults;
+mod files;
 mod grpc;
 mod h2;
 mod http1;
