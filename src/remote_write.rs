@@ -63,6 +63,11 @@ impl Request {
         self.count
     }
 
+    /// How many bytes its encoding has so far, before compression.
+    pub fn encoded_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// The request in snappy's block format.
     pub fn body(&self) -> Result<Vec<u8>, Error> {
         compress(&self.out)

@@ -40,6 +40,65 @@ const ENV_LIST_KEYS: &[&str] = &[
 /// Lists whose entries accumulate across the layers instead of the last one winning.
 pub(super) const ACCUMULATED: &[(&str, &str)] = &[("auth", "rules"), ("auth", "bearer")];
 
+/// The longest string a config value may be (a path is at most 4096 bytes on Linux).
+pub(super) const MAX_STRING: usize = 4096;
+
+/// The most entries of each list, by its key with indices left out (`auth.rules[].methods`);
+/// a list not named here has at most [`DEFAULT_LIST_LIMIT`]. config/vitalsd.toml documents
+/// them beside their keys.
+pub(super) const LIST_LIMITS: &[(&str, usize)] = &[
+    ("server.listen", 16),
+    ("health.plaintext_listen", 16),
+    ("health.disk_paths", 64),
+    ("tls.crl", 16),
+    ("tls.issue.alt_names", 64),
+    ("tls.issue.uri_sans", 64),
+    ("tls.issue.ip_sans", 64),
+    ("secrets.sources", 16),
+    ("auth.public", 256),
+    ("auth.audit", 256),
+    ("auth.rules", 1024),
+    ("auth.rules[].identities", 256),
+    ("auth.rules[].methods", 256),
+    ("auth.bearer", 64),
+    ("auth.bearer[].methods", 256),
+    ("auth.bearer[].tokens", 64),
+];
+const DEFAULT_LIST_LIMIT: usize = 64;
+
+/// The most keys of the tables whose keys are the user's: `push.labels` (each series
+/// carries them all, and receivers such as Mimir refuse series of more than 30 labels) and
+/// a Vault source's `fields`.
+pub(super) const KEYED_LIMITS: &[(&str, usize)] =
+    &[("push.labels", 16), ("secrets.sources[].fields", 256)];
+
+/// `key` with its indices left out: `auth.rules[3].methods` is `auth.rules[].methods`.
+fn shape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut skipping = false;
+    for c in key.chars() {
+        match c {
+            '[' => {
+                skipping = true;
+                out.push_str("[]");
+            }
+            ']' => skipping = false,
+            _ if skipping => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The most entries the list at `key` may have.
+fn limit(key: &str) -> usize {
+    let shape = shape(key);
+    LIST_LIMITS
+        .iter()
+        .find(|(k, _)| *k == shape)
+        .map_or(DEFAULT_LIST_LIMIT, |(_, max)| *max)
+}
+
 /// The origin of every value set by a `VITALSD_*` variable.
 const ENVIRONMENT: &str = "the environment";
 
@@ -170,12 +229,64 @@ impl Layers {
         Layers { root, layers }
     }
 
-    /// Deserializes the merged layers, naming the key and its layer on error.
+    /// Deserializes the merged layers, naming the key and its layer on error; first, every
+    /// list and string is held to its [`limit`].
     pub(super) fn raw(&self) -> Result<RawConfig, Error> {
+        self.within_limits(&self.root, &mut String::new())?;
         RawConfig::deserialize(self.root.clone()).map_err(|err| {
             let (key, reason) = describe(err);
             self.invalid(&key, reason)
         })
+    }
+
+    /// Checks `value` (at `key`) and everything under it against [`limit`] and
+    /// [`MAX_STRING`].
+    fn within_limits(&self, value: &Value, key: &mut String) -> Result<(), Error> {
+        let over = |what: &str, n: usize, max: usize| {
+            self.invalid(
+                key,
+                format!("{n} {what}; at most {max} (config/vitalsd.toml)"),
+            )
+        };
+        match &value.kind {
+            ValueKind::String(text) if text.len() > MAX_STRING => {
+                Err(over("bytes", text.len(), MAX_STRING))
+            }
+            ValueKind::Array(items) => {
+                let max = limit(key);
+                if items.len() > max {
+                    return Err(over("entries", items.len(), max));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let len = key.len();
+                    key.push_str(&format!("[{i}]"));
+                    self.within_limits(item, key)?;
+                    key.truncate(len);
+                }
+                Ok(())
+            }
+            ValueKind::Table(table) => {
+                if let Some(max) = KEYED_LIMITS
+                    .iter()
+                    .find(|(k, _)| *k == shape(key))
+                    .map(|(_, max)| *max)
+                    && table.len() > max
+                {
+                    return Err(over("keys", table.len(), max));
+                }
+                for (name, child) in table {
+                    let len = key.len();
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(name);
+                    self.within_limits(child, key)?;
+                    key.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every value a layer set, with that layer: `(key, origin)` in key order, a list of
@@ -588,5 +699,41 @@ mod tests {
                 .starts_with("the environment: `VITALSD_X[99999999]`"),
             "{err}"
         );
+    }
+
+    /// Lists, user-keyed tables and strings past their limits are refused naming the key
+    /// and the file: 10,000 push labels, a rule with 300 methods, a 5,000-byte path.
+    #[test]
+    fn lists_and_strings_are_bounded() {
+        let labels: String = (0..10_000).map(|i| format!("l{i} = \"v\"\n")).collect();
+        let methods = vec!["\"*\""; 300].join(",");
+        let long = "x".repeat(5000);
+        for (text, key, said) in [
+            (
+                format!("[push.labels]\n{labels}"),
+                "`push.labels`",
+                "10000 keys; at most 16",
+            ),
+            (
+                format!("[[auth.rules]]\nidentities = [\"a\"]\nmethods = [{methods}]\n"),
+                "`auth.rules[0].methods`",
+                "300 entries; at most 256",
+            ),
+            (
+                format!("[tls]\ncert = \"{long}\"\n"),
+                "`tls.cert`",
+                "5000 bytes; at most 4096",
+            ),
+        ] {
+            let err = layers(&[("f.toml", &text)], &[])
+                .unwrap()
+                .raw()
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("f.toml: {key}: {said}")), "{err}");
+        }
+        let sixteen: String = (0..16).map(|i| format!("l{i} = \"v\"\n")).collect();
+        let l = layers(&[("f.toml", &format!("[push.labels]\n{sixteen}"))], &[]).unwrap();
+        assert_eq!(l.raw().unwrap().push.labels.len(), 16);
     }
 }

@@ -150,6 +150,10 @@ struct Encoder<'a> {
     timestamp_ms: i64,
     name: String,
     request: remote_write::Request,
+    /// Encoded bytes past which the request is closed and a new one begun.
+    split_at: usize,
+    /// The requests closed so far.
+    full: Vec<remote_write::Request>,
 }
 
 impl Sink for Encoder<'_> {
@@ -171,6 +175,11 @@ impl Sink for Encoder<'_> {
         }
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.request.push(&all, value, self.timestamp_ms);
+        if self.request.encoded_len() >= self.split_at {
+            let full =
+                std::mem::replace(&mut self.request, remote_write::Request::with_capacity(0));
+            self.full.push(full);
+        }
     }
 }
 
@@ -191,12 +200,19 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Every series now, encoded and compressed; `None` before the first sample (or, said
-    /// in the log, for a body over snappy's 4 GiB limit).
-    fn batch(&self, externals: &[(String, String)], seq: u64) -> Option<Batch> {
+    /// Every series now, encoded and compressed into as many batches as it takes for none
+    /// to be larger than `max` bytes (the buffer's size: a batch is never kept whole past
+    /// it); none before the first sample (or, said in the log, for a body over snappy's
+    /// 4 GiB limit). `seq` gives each batch its number.
+    fn batches(
+        &self,
+        externals: &[(String, String)],
+        max: usize,
+        mut seq: impl FnMut() -> u64,
+    ) -> Vec<Batch> {
         let snapshot = self.snapshots.borrow().clone();
         if snapshot.sampled_at_unix_ms == 0 {
-            return None;
+            return Vec::new();
         }
         let now = SystemTime::now();
         let mut encoder = Encoder {
@@ -206,6 +222,10 @@ impl Inputs {
                 .map_or(0, |d| d.as_millis() as i64),
             name: String::new(),
             request: remote_write::Request::with_capacity(64 << 10),
+            // snappy's worst case is the input and a sixth more: split early enough that
+            // even that fits.
+            split_at: (max / 7 * 6).max(1),
+            full: Vec::new(),
         };
         series::collect(
             &Sources {
@@ -217,16 +237,24 @@ impl Inputs {
             },
             &mut encoder,
         );
-        let body = encoder
-            .request
-            .body()
-            .map_err(|e| tracing::warn!(reason = %e, "push: a batch could not be compressed; skipping it"))
-            .ok()?;
-        Some(Batch {
-            seq,
-            samples: encoder.request.series(),
-            body: Bytes::from(body),
-        })
+        let mut requests = encoder.full;
+        if encoder.request.series() > 0 {
+            requests.push(encoder.request);
+        }
+        requests
+            .into_iter()
+            .filter_map(|request| {
+                let body = request
+                    .body()
+                    .map_err(|e| tracing::warn!(reason = %e, "push: a batch could not be compressed; skipping it"))
+                    .ok()?;
+                Some(Batch {
+                    seq: seq(),
+                    samples: request.series(),
+                    body: Bytes::from(body),
+                })
+            })
+            .collect()
     }
 }
 
@@ -322,6 +350,20 @@ impl Buffer {
 
     /// Adds a batch at the back, dropping the oldest ones that no longer fit.
     fn push(&mut self, batch: Batch) {
+        if batch.body.len() > self.max {
+            // Only a single series larger than the buffer gets here (batches are split to
+            // fit it): refused, never kept whole past the bound.
+            tracing::warn!(
+                bytes = batch.body.len(),
+                buffer_size = self.max,
+                "push: a batch is larger than push.buffer_size on its own; dropping it"
+            );
+            self.stats
+                .push
+                .samples_dropped
+                .fetch_add(batch.samples, Relaxed);
+            return;
+        }
         if let Some((files, _)) = &self.files {
             let _ = files.send(FileOp::Write {
                 name: file_name(&batch),
@@ -566,8 +608,9 @@ pub async fn run(
             }
         }
         if make_batch && let Some(s) = &settings {
-            let seq = buffer.next_seq();
-            if let Some(batch) = inputs.batch(&s.labels, seq) {
+            let max = buffer.max;
+            let batches = inputs.batches(&s.labels, max, || buffer.next_seq());
+            for batch in batches {
                 buffer.push(batch);
             }
         }
@@ -659,6 +702,8 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             name: String::new(),
             request: remote_write::Request::with_capacity(0),
+            split_at: usize::MAX,
+            full: Vec::new(),
         };
         encoder.family("node_network_receive_bytes", "", Type::Counter);
         encoder.sample("_total", &[("device", "eth0"), ("empty", "")], 42.0);
@@ -689,6 +734,8 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             name: String::new(),
             request: remote_write::Request::with_capacity(0),
+            split_at: usize::MAX,
+            full: Vec::new(),
         };
         encoder.family("node_cpu_seconds", "", Type::Counter);
         for cpu in ["0", "1", "2", "3"] {
@@ -716,5 +763,41 @@ mod tests {
         let body = encoder.request.body().unwrap();
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         assert!(body.len() < raw.len(), "{} >= {}", body.len(), raw.len());
+    }
+
+    /// A push larger than the buffer is split into batches that each fit it, none kept
+    /// whole past it, with every series in one of them; small enough, it is one batch.
+    #[test]
+    fn a_push_larger_than_the_buffer_is_split() {
+        let (_tx, snapshots) = watch::channel(Arc::new(crate::series::tests::snapshot()));
+        let inputs = Inputs {
+            snapshots,
+            stats: Arc::new(RpcStats::new()),
+            health: Health::new(&[], &[]),
+            counters: Arc::new(DaemonStats::default()),
+        };
+        // Labels that make every series long, as a drop-in with many of them would.
+        let externals: Vec<(String, String)> = (0..16)
+            .map(|i| (format!("label_{i:02}"), format!("{i}").repeat(200)))
+            .collect();
+        let mut seq = 0;
+        let whole = inputs.batches(&externals, 64 << 20, || {
+            seq += 1;
+            seq
+        });
+        assert_eq!(whole.len(), 1);
+        let max = whole[0].body.len() / 5;
+        let split = inputs.batches(&externals, max, || {
+            seq += 1;
+            seq
+        });
+        assert!(split.len() >= 5, "{} batches", split.len());
+        assert!(split.iter().all(|b| b.body.len() <= max));
+        assert_eq!(
+            split.iter().map(|b| b.samples).sum::<u64>(),
+            whole[0].samples
+        );
+        let seqs: Vec<u64> = split.iter().map(|b| b.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     }
 }
