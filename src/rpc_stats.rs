@@ -220,6 +220,8 @@ pub struct ServerStats {
     pub calm_goaways: Reasons,
     pub credential_closes: Reasons,
     pub silent_closes: AtomicU64,
+    /// Connections closed because a page they asked for was not taken in time.
+    pub page_timeouts: AtomicU64,
     /// Request bytes charged now by messages still arriving (`server.max_request_buffer`).
     pub request_buffer_bytes: AtomicU64,
     pub request_buffer_refusals: AtomicU64,
@@ -239,6 +241,7 @@ impl Default for ServerStats {
             calm_goaways: Reasons::new(&["ping", "settings", "reset"]),
             credential_closes: Reasons::new(&["expired", "reverified"]),
             silent_closes: AtomicU64::new(0),
+            page_timeouts: AtomicU64::new(0),
             request_buffer_bytes: AtomicU64::new(0),
             request_buffer_refusals: AtomicU64::new(0),
             first_message_timeouts: AtomicU64::new(0),
@@ -264,6 +267,7 @@ impl ServerStats {
             request_buffer_refusals: n(&self.request_buffer_refusals),
             first_message_timeouts: n(&self.first_message_timeouts),
             audit_lines_suppressed: n(&self.audit_lines_suppressed),
+            page_timeouts: n(&self.page_timeouts),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Calls {
     pub(super) activity: Option<Arc<Activity>>,
     pub(super) in_flight: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) max_calls: usize,
+    /// The connection's pages in flight (`pages.rs`).
+    pub(super) pages: Arc<super::pages::ConnPages>,
 }
 
 impl Calls {
@@ -74,6 +76,7 @@ impl Calls {
             activity,
             in_flight: shared.in_flight.clone(),
             max_calls: limits.max_calls,
+            pages: Arc::default(),
         }
     }
 }

@@ -231,6 +231,7 @@ async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Share
         .map(|_| Arc::new(Activity::new()));
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "connection open");
     let calls = Calls::new(on.routes, shared, limits, peer.clone(), activity.clone());
+    let pages = calls.pages.clone();
     let (streams, header_list) = match on.plaintext {
         true => (
             limits.max_concurrent_streams.min(PLAINTEXT_STREAMS),
@@ -297,6 +298,15 @@ async fn serve_http2_on(io: &mut dyn Io, peer: &Peer, on: On<'_>, shared: &Share
                     closing = Some(why);
                     conn.as_mut().graceful_shutdown();
                     hard_close = Some(Instant::now() + limits.max_connection_age_grace);
+                }
+                _ = pages.stuck(), if closing.is_none() => {
+                    // A stream that does not take its page (its window kept shut): the
+                    // connection's calls get the grace period, then it is closed.
+                    shared.stats.server.page_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(addr = %peer.addr, "a page was not taken in time; sending GOAWAY");
+                    closing = Some("page not taken");
+                    conn.as_mut().graceful_shutdown();
+                    hard_close = Some(Instant::now() + limits.max_connection_age_grace.min(Duration::from_secs(5)));
                 }
                 _ = async { sleep_until(hard_close.expect("guarded")).await }, if hard_close.is_some() => {
                     tracing::debug!(addr = %peer.addr, "grace period passed; closing the connection");

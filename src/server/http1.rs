@@ -14,11 +14,16 @@
 //!   and, unless the body had already arrived, the connection closes after it; one declared
 //!   larger than [`MAX_REQUEST_BODY`] gets 413; `Expect: 100-continue` gets the final status;
 //! - exactly one `Host` on HTTP/1.1 (RFC 9112 §3.2), at most one on HTTP/1.0, else 400;
-//! - [`WRITE_TIMEOUT`] for readers that do not read;
+//! - [`WRITE_TIMEOUT`] for readers that do not read, and a close when a page is not taken
+//!   within `pages::PAGE_TIMEOUT`;
 //! - at shutdown, or when the peer's certificate stops being good, the answer in progress
 //!   finishes and the connection closes, within [`CLOSING_GRACE`] at most.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
@@ -72,6 +77,7 @@ pub(super) async fn serve(
 ) {
     tracing::debug!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), "HTTP/1.1 connection open");
     let calls = Calls::new(routes, shared, limits, peer.clone(), None);
+    let pages = calls.pages.clone();
     let max_head = (limits.max_header_list_size as usize).max(MIN_HEAD);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -111,6 +117,11 @@ pub(super) async fn serve(
                     tracing::info!(addr = %peer.addr, peer = peer.identity.as_deref().unwrap_or("-"), why, "the peer's certificate is no longer valid; closing its HTTP/1.1 connection");
                     conn.as_mut().graceful_shutdown();
                     closing = Some(Instant::now() + CLOSING_GRACE);
+                }
+                _ = pages.stuck() => {
+                    shared.stats.server.page_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(addr = %peer.addr, "a page was not taken in time; closing the HTTP/1.1 connection");
+                    break false;
                 }
                 _ = async { sleep_until(closing.expect("guarded")).await }, if closing.is_some() => {
                     tracing::debug!(addr = %peer.addr, "the closing HTTP/1.1 connection took too long; dropping it");

@@ -3,14 +3,23 @@
 //!
 //! A page is authorized by its path like a method (the same policy, bearer tokens and
 //! audit lines), so a client without the grant gets 403. At most [`MAX_PAGES_IN_FLIGHT`]
-//! pages are rendered or being sent across the server (503 beyond).
+//! pages are rendered or being sent across the server, [`PER_IDENTITY`] of them for one
+//! identity and [`PER_CONNECTION`] for one connection (503 beyond), and a connection whose
+//! page is not taken within [`PAGE_TIMEOUT`] is closed.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     convert::Infallible,
     pin::Pin,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
+    time::Duration,
 };
+
+use tokio::{sync::Notify, time::Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -36,29 +45,126 @@ pub(super) fn plain(status: StatusCode, text: &str) -> Response<Bytes> {
 /// so this (not the connection cap times the stream limit) bounds their memory. A fleet's
 /// Prometheus pair scrapes each device once per interval.
 const MAX_PAGES_IN_FLIGHT: usize = 16;
-static PAGES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Of those, what one identity may hold (a second client with the grant cannot take every
+/// slot from Prometheus), and what one connection may.
+const PER_IDENTITY: usize = 4;
+const PER_CONNECTION: usize = 2;
+/// How long a page may take from its slot to its last byte handed to the connection; a
+/// connection with a page older than this is closed (a reader that does not read, an
+/// HTTP/2 stream whose window stays shut). Prometheus' own scrape timeout is 10 s.
+pub(super) const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The slots taken, across the server and by identity.
+#[derive(Default)]
+struct Taken {
+    total: usize,
+    by_identity: HashMap<Arc<str>, usize>,
+}
+
+static TAKEN: Mutex<Option<Taken>> = Mutex::new(None);
+
+fn taken<T>(f: impl FnOnce(&mut Taken) -> T) -> T {
+    let mut guard = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(Taken::default))
+}
+
+/// The pages of one connection: how many it holds, and when each must be sent by.
+#[derive(Default)]
+pub(super) struct ConnPages {
+    held: Mutex<BTreeMap<u64, Instant>>,
+    next: AtomicU64,
+    changed: Notify,
+}
+
+impl ConnPages {
+    /// Resolves once a page of this connection is past its [`PAGE_TIMEOUT`].
+    pub(super) async fn stuck(&self) {
+        loop {
+            let notified = self.changed.notified();
+            let due = self.lock().values().min().copied();
+            match due {
+                None => notified.await,
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {
+                        if self.lock().values().any(|d| *d <= Instant::now()) {
+                            return;
+                        }
+                    }
+                    _ = notified => {}
+                },
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Instant>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why no slot was had.
+enum Busy {
+    Server,
+    Identity,
+    Connection,
+}
 
 /// A place among the pages in flight, given back when dropped.
-struct Slot;
+struct Slot {
+    identity: Option<Arc<str>>,
+    conn: Arc<ConnPages>,
+    id: u64,
+}
 
 impl Slot {
-    fn take() -> Option<Slot> {
-        let before = PAGES_IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
-        if before >= MAX_PAGES_IN_FLIGHT {
-            PAGES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    fn take(identity: Option<&Arc<str>>, conn: &Arc<ConnPages>) -> Result<Slot, Busy> {
+        if conn.lock().len() >= PER_CONNECTION {
+            return Err(Busy::Connection);
         }
-        Some(Slot)
+        taken(|t| {
+            if t.total >= MAX_PAGES_IN_FLIGHT {
+                return Err(Busy::Server);
+            }
+            if let Some(identity) = identity {
+                let mine = t.by_identity.entry(identity.clone()).or_default();
+                if *mine >= PER_IDENTITY {
+                    return Err(Busy::Identity);
+                }
+                *mine += 1;
+            }
+            t.total += 1;
+            Ok(())
+        })?;
+        let id = conn.next.fetch_add(1, Ordering::Relaxed);
+        conn.lock().insert(id, Instant::now() + PAGE_TIMEOUT);
+        conn.changed.notify_waiters();
+        Ok(Slot {
+            identity: identity.cloned(),
+            conn: conn.clone(),
+            id,
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        PAGES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        self.conn.lock().remove(&self.id);
+        self.conn.changed.notify_waiters();
+        taken(|t| {
+            t.total -= 1;
+            if let Some(identity) = &self.identity
+                && let Some(mine) = t.by_identity.get_mut(identity)
+            {
+                *mine -= 1;
+                if *mine == 0 {
+                    t.by_identity.remove(identity);
+                }
+            }
+        });
     }
 }
 
-/// A page's body, sent in one frame; it keeps its [`Slot`] until sent or dropped.
+/// A page's body, sent in pieces of [`PIECE`]; it keeps its [`Slot`] until the last piece
+/// is taken, or it is dropped.
 pub(super) struct PageBody {
     data: Option<Bytes>,
     _slot: Option<Slot>,
@@ -74,6 +180,11 @@ impl PageBody {
     }
 }
 
+/// The most of a page handed to the connection at once: the connection takes the next
+/// piece only once it has written most of the last, so the rest of a page a reader does not
+/// read stays here, holding its slot, until the page timeout closes the connection.
+const PIECE: usize = 16 << 10;
+
 impl http_body::Body for PageBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -82,7 +193,15 @@ impl http_body::Body for PageBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+        let Some(data) = self.data.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let piece = if data.len() > PIECE {
+            data.split_to(PIECE)
+        } else {
+            self.data.take().unwrap_or_default()
+        };
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -130,8 +249,8 @@ pub(super) fn answer_page(
         .auditor
         .record(&decision, path, identity, &context.request_id);
     let response = match decision {
-        Decision::Allow { .. } => match Slot::take() {
-            Some(slot) => {
+        Decision::Allow { .. } => match Slot::take(calls.peer.identity.as_ref(), &calls.pages) {
+            Ok(slot) => {
                 let rendering = page.get(headers);
                 Box::pin(async move {
                     // A page that panics is a 500 for its request, logged and counted.
@@ -149,10 +268,16 @@ pub(super) fn answer_page(
                     }))
                 })
             }
-            None => {
+            Err(why) => {
                 let mut busy = plain(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "too many scrapes in flight; try again",
+                    match why {
+                        Busy::Server => "too many scrapes in flight; try again",
+                        Busy::Identity => "this identity has too many scrapes in flight; try again",
+                        Busy::Connection => {
+                            "this connection has too many scrapes in flight; try again"
+                        }
+                    },
                 );
                 busy.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -21,9 +21,18 @@ async fn tls_as_client(
     daemon: &TestDaemon,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_as(daemon, "client", alpn).await
+}
+
+/// A TLS connection to the daemon as the PKI's client `name`, offering only `alpn`.
+async fn tls_as(
+    daemon: &TestDaemon,
+    name: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let pki = &daemon.pki;
-    let chain = vitals::tls::load_certs(&pki.path("client.crt")).unwrap();
-    let key = vitals::tls::load_key(&pki.path("client.key")).unwrap();
+    let chain = vitals::tls::load_certs(&pki.path(&format!("{name}.crt"))).unwrap();
+    let key = vitals::tls::load_key(&pki.path(&format!("{name}.key"))).unwrap();
     let tls =
         vitals::outbound::tls_config(&pki.path("ca.crt"), Some((chain, key)), &[alpn]).unwrap();
     let tcp = TcpStream::connect(daemon.addr).await.unwrap();
@@ -147,4 +156,99 @@ async fn a_thousand_parallel_scrapes() {
         "peak RSS {peak} KiB, baseline {} KiB",
         base.rss_kib
     );
+}
+
+/// A second identity with the page's grant holds 16 HTTP/1.1 connections each pipelining
+/// 400 scrapes without reading, and an HTTP/2 connection with 16 streams whose window stays
+/// shut (once: the prober's 6 scrapes out of 6 got 503, for 100 s). Now that identity holds
+/// at most 4 of the 16 page slots and a connection 2: a real Prometheus scraping beside it
+/// keeps `up == 1` throughout, and the HTTP/2 connection holding slots is closed once its
+/// pages have gone 30 s untaken.
+#[tokio::test]
+async fn a_greedy_scraper_leaves_prometheus_its_slots() {
+    use crate::support::prometheus::{Prometheus, scrape_job};
+    use vitals::pki::{Leaf, Usage};
+
+    let pki = Arc::new(crate::support::TestPki::new());
+    pki.issue(
+        "greedy",
+        &Leaf::new("greedy", &["spiffe://test.vitals/greedy"], Usage::Client, 1),
+    );
+    let daemon = TestDaemon::builder()
+        .pki(pki.clone())
+        .dropin("[[auth.rules]]\nidentities = [\"spiffe://test.vitals/greedy\"]\nmethods = [\"/metrics\"]\n")
+        .start()
+        .await;
+    let addr = daemon.addr.to_string();
+    let prometheus =
+        Prometheus::start(&scrape_job("vitals", &addr, &pki, "client", false), false).await;
+    let limit = Duration::from_secs(30);
+    prometheus
+        .wait_value("up{job=\"vitals\"}", limit, |v| v == 1.0)
+        .await;
+
+    let stream = tls_as(&daemon, "greedy", b"h2").await;
+    let (mut shut, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(
+                stream,
+            ))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let request = http::Request::get(format!("https://localhost/metrics"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        if let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_secs(5), shut.send_request(request)).await
+        {
+            stalled.push(response);
+        }
+    }
+
+    let pipelined = "GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n".repeat(400);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut tls = tls_as(&daemon, "greedy", b"http/1.1").await;
+        // The daemon stops reading once its answers back up; what it took is enough.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), tls.write_all(pipelined.as_bytes())).await;
+        held.push(tls);
+    }
+    // Prometheus scrapes every second with a 1 s timeout: every one of them succeeds while
+    // the greedy identity holds what it can.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let worst = prometheus
+        .value("min_over_time(up{job=\"vitals\"}[10s])")
+        .await;
+    assert_eq!(
+        worst,
+        Some(1.0),
+        "Prometheus missed a scrape beside the greedy scraper"
+    );
+
+    // The HTTP/2 connection holds its 2 slots (it asked first) with its window shut: it is
+    // closed once its pages pass 30 s untaken. (The HTTP/1.1 ones write into loopback's
+    // socket buffers until those are full, so which of them holds a slot then varies; they
+    // are closed the same way when they do, or by the 90 s write timeout.)
+    crate::support::eventually(Duration::from_secs(45), || async {
+        let timeouts = daemon.snapshot().await.server.unwrap().page_timeouts;
+        (timeouts >= 1 && shut.is_closed())
+            .then_some(())
+            .ok_or(format!("{timeouts} page timeouts"))
+    })
+    .await;
+    let timeouts = daemon.snapshot().await.server.unwrap().page_timeouts;
+    eprintln!(
+        "hostile: scrape_greedy_identity: Prometheus up throughout; {timeouts} connections closed for a page not taken; {} HTTP/2 streams had headers",
+        stalled.len()
+    );
+    drop(held);
+    drop(stalled);
+    prometheus
+        .wait_value("up{job=\"vitals\"}", limit, |v| v == 1.0)
+        .await;
 }
