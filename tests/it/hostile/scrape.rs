@@ -199,7 +199,7 @@ async fn a_greedy_scraper_leaves_prometheus_its_slots() {
     tokio::spawn(connection);
     let mut stalled = Vec::new();
     for _ in 0..16 {
-        let request = http::Request::get(format!("https://localhost/metrics"))
+        let request = http::Request::get("https://localhost/metrics")
             .body(http_body_util::Empty::new())
             .unwrap();
         if let Ok(Ok(response)) =
