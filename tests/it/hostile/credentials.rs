@@ -129,3 +129,98 @@ async fn reload_with_new_client_ca_closes_old_connections() {
         .wait_for_log(|l| l.contains("no longer verifies"))
         .await;
 }
+
+/// An HTTP/1.1 connection of `name` (TLS, ALPN http/1.1) that has sent `sent`.
+async fn http1_as(
+    daemon: &TestDaemon,
+    name: &str,
+    sent: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let pki = &daemon.pki;
+    let chain = vitals::tls::load_certs(&pki.path(&format!("{name}.crt"))).unwrap();
+    let key = vitals::tls::load_key(&pki.path(&format!("{name}.key"))).unwrap();
+    let tls =
+        vitals::outbound::tls_config(&pki.path("ca.crt"), Some((chain, key)), &[b"http/1.1"])
+            .unwrap();
+    let tcp = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(sent).await.unwrap();
+    tls
+}
+
+/// How long until the daemon closes `tls` (reading and dropping what it sends), at most
+/// `limit`.
+async fn closed_within(
+    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    tokio::time::timeout(limit, async {
+        let mut sink = [0u8; 4096];
+        while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+/// HTTP/1.1 holds of a client a reload's CRL revokes (an idle keep-alive connection, one
+/// half-way through its request head, one waiting on `Expect: 100-continue`, one holding
+/// back its body; once kept open past 105 s) are all closed within seconds of the reload.
+#[tokio::test]
+async fn revocation_closes_http1_holds() {
+    let pki = Arc::new(TestPki::new());
+    let mut leaf = Leaf::new("revokee", &["spiffe://test.vitals/revokee"], Usage::Client, 1);
+    leaf.serial = Some(4343);
+    pki.issue("revokee", &leaf);
+    let daemon = TestDaemon::builder().pki(pki.clone()).start().await;
+    let holds = [
+        ("idle keep-alive", &b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n"[..]),
+        ("half a head", b"GET /metrics HTTP/1.1\r\nhost: x\r\n"),
+        (
+            "Expect: 100-continue",
+            b"POST /metrics HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 100\r\n\r\n",
+        ),
+        (
+            "a body held back",
+            b"POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nA",
+        ),
+    ];
+    let mut open = Vec::new();
+    for (what, sent) in holds {
+        open.push((what, http1_as(&daemon, "revokee", sent).await));
+    }
+    let crl = pki.path("revoked.crl");
+    std::fs::write(&crl, pki.ca.revoke(&[4343]).unwrap()).unwrap();
+    daemon.rewrite_dropin(&format!("[tls]\ncrl = [\"{}\"]\n", crl.display()));
+    daemon.signal("HUP");
+    for (what, tls) in open {
+        let took = closed_within(tls, Duration::from_secs(10)).await;
+        eprintln!("hostile: revocation_http1: {what}: closed after {took:?}");
+        assert!(took.is_some(), "{what}: still open 10 s after the reload");
+    }
+}
+
+/// A stop with an HTTP/1.1 client half-way through its request head does not wait out
+/// `server.drain_timeout` (10 s here): the daemon exits within the closing grace.
+#[tokio::test]
+async fn a_stop_does_not_wait_for_a_half_sent_http1_request() {
+    let mut daemon = TestDaemon::start("").await;
+    let held = http1_as(&daemon, "client", b"GET /metrics HTTP/1.1\r\nhost: x\r\n").await;
+    let started = Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(20)).await;
+    let took = started.elapsed();
+    eprintln!("hostile: stop_with_http1_half_head: exited after {took:?}");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    drop(held);
+}
