@@ -46,6 +46,9 @@ struct Inner {
     phase: Phase,
     /// Why checks fail, one line each; empty when all pass.
     failures: Vec<String>,
+    /// When the failing checks were last said in the log, and how many evaluations with
+    /// the same kinds of failure (numbers aside) came since.
+    said: Option<(std::time::Instant, u64)>,
     liveness: Vec<String>,
     readiness: Vec<String>,
 }
@@ -65,6 +68,7 @@ impl Health {
         let inner = Inner {
             phase: Phase::Starting,
             failures: Vec::new(),
+            said: None,
             liveness: names(liveness),
             readiness: names(readiness),
         };
@@ -79,14 +83,26 @@ impl Health {
         self.update(|inner| inner.phase = phase);
     }
 
-    /// Replaces the failing checks; logs when the overall status changes because of them.
+    /// Replaces the failing checks. Logs when checks start to fail, when the kind of
+    /// failure changes and when they pass again; a failure that only moves its numbers (a
+    /// certificate's seconds left, a disk's percent free) is said again at most every
+    /// [`REMIND_EVERY`], with how many checks found it since.
     pub fn set_failures(&self, failures: Vec<String>) {
         self.update(|inner| {
-            if inner.failures != failures {
+            let now = std::time::Instant::now();
+            if kinds(&inner.failures) != kinds(&failures) {
                 if failures.is_empty() {
                     tracing::info!("health checks pass again");
+                    inner.said = None;
                 } else {
                     tracing::warn!(reasons = %failures.join("; "), "health checks fail");
+                    inner.said = Some((now, 0));
+                }
+            } else if let Some((at, since)) = &mut inner.said {
+                *since += 1;
+                if now.duration_since(*at) >= REMIND_EVERY {
+                    tracing::warn!(reasons = %failures.join("; "), checks = *since, "health checks still fail");
+                    (*at, *since) = (now, 0);
                 }
             }
             inner.failures = failures;
@@ -127,6 +143,30 @@ impl Health {
     pub fn subscribe(&self) -> watch::Receiver<(Phase, Statuses)> {
         self.tx.subscribe()
     }
+}
+
+/// How often a failure that stays of the same kind is said again.
+const REMIND_EVERY: Duration = Duration::from_secs(600);
+
+/// The kinds of `failures`: each with its numbers left out, so "has 3599s left" and "has
+/// 3594s left" are one kind.
+fn kinds(failures: &[String]) -> Vec<String> {
+    failures
+        .iter()
+        .map(|f| {
+            let mut kind = String::with_capacity(f.len());
+            for c in f.chars() {
+                if c.is_ascii_digit() || c == '.' {
+                    if !kind.ends_with('#') {
+                        kind.push('#');
+                    }
+                } else {
+                    kind.push(c);
+                }
+            }
+            kind
+        })
+        .collect()
 }
 
 impl Inner {
@@ -264,6 +304,22 @@ fn filesystem_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failures that differ only in their numbers are one kind; another check is another.
+    #[test]
+    fn kinds_leave_numbers_out() {
+        let a = vec![
+            "the server certificate has 3599s of validity left (not after 17 unix time)"
+                .to_string(),
+        ];
+        let b = vec![
+            "the server certificate has 3594s of validity left (not after 17 unix time)"
+                .to_string(),
+        ];
+        let c = vec!["memory has 4.5% available, below 5%".to_string()];
+        assert_eq!(kinds(&a), kinds(&b));
+        assert_ne!(kinds(&a), kinds(&c));
+    }
     use crate::proto::metrics::{Filesystem, Memory, Temperature};
 
     fn thresholds() -> config::Health {

@@ -241,3 +241,22 @@ async fn exposed_plaintext_listener_is_warned_about() {
             .any(|l| l.contains("reachable from other hosts"))
     );
 }
+
+/// A failing check whose reason carries a changing number (the certificate's seconds left,
+/// under `health.min_cert_validity`) is said once when it starts, not at every check (once
+/// about 34,000 lines per device over a 48 h threshold).
+#[tokio::test]
+async fn a_failing_check_is_said_once_not_at_every_check() {
+    let daemon = TestDaemon::start("[health]\nmin_cert_validity = \"1000d\"\n").await;
+    daemon
+        .wait_for_log(|l| l.contains("health checks fail"))
+        .await;
+    // The base config samples every second: a few more checks find the same failure.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let said = daemon
+        .logs()
+        .iter()
+        .filter(|l| l.contains("health checks fail"))
+        .count();
+    assert_eq!(said, 1, "{:#?}", daemon.logs());
+}

@@ -140,9 +140,8 @@ async fn http1_as(
     let pki = &daemon.pki;
     let chain = vitals::tls::load_certs(&pki.path(&format!("{name}.crt"))).unwrap();
     let key = vitals::tls::load_key(&pki.path(&format!("{name}.key"))).unwrap();
-    let tls =
-        vitals::outbound::tls_config(&pki.path("ca.crt"), Some((chain, key)), &[b"http/1.1"])
-            .unwrap();
+    let tls = vitals::outbound::tls_config(&pki.path("ca.crt"), Some((chain, key)), &[b"http/1.1"])
+        .unwrap();
     let tcp = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(
@@ -178,7 +177,12 @@ async fn closed_within(
 #[tokio::test]
 async fn revocation_closes_http1_holds() {
     let pki = Arc::new(TestPki::new());
-    let mut leaf = Leaf::new("revokee", &["spiffe://test.vitals/revokee"], Usage::Client, 1);
+    let mut leaf = Leaf::new(
+        "revokee",
+        &["spiffe://test.vitals/revokee"],
+        Usage::Client,
+        1,
+    );
     leaf.serial = Some(4343);
     pki.issue("revokee", &leaf);
     let daemon = TestDaemon::builder().pki(pki.clone()).start().await;
