@@ -16,7 +16,10 @@
 #   BENCH_SCENARIOS="5B-512 4KiB-512"   only these echo scenarios, then stop (for iterating on one
 #                                       figure: no health, footprint or report)
 #   BENCH_PEERS="bare tonic-default cpp" the peers vitalsd is measured against; vitalsd-tcacheN
-#                                       is vitalsd with glibc.malloc.tcache_count=N (7: glibc's)
+#                                       is vitalsd with glibc.malloc.tcache_count=N (7: glibc's);
+#                                       baseline is vitalsd built at BENCH_BASELINE (a git
+#                                       revision, default HEAD~1), to show what a change moved;
+#                                       with it the Prometheus part scrapes that build too
 #   BENCH_HANDSHAKE_SECONDS=5            each openssl s_time run
 #   BENCH_PARTS=prometheus              only the Prometheus part (scrape cost against Debian's
 #                                       prometheus-node-exporter, push cost), then stop
@@ -70,6 +73,22 @@ else
 fi
 
 . scripts/lib/daemon.sh
+
+# vitalsd as built at BENCH_BASELINE (default HEAD~1), in a worktree of its own under
+# target/bench-peers/; prints the binary's path. Built once per revision.
+baseline_vitalsd() {
+  local rev tree out
+  rev=$(git rev-parse --short "${BENCH_BASELINE:-HEAD~1}")
+  tree=target/bench-peers/baseline-src-$rev out=target/bench-peers/baseline-$rev
+  if [ ! -x "$out/release/vitalsd" ]; then
+    log "building vitalsd at $rev (the baseline)"
+    rm -rf "$tree"; git worktree prune
+    git worktree add --detach "$tree" "$rev" >&2
+    CARGO_TARGET_DIR=$out cargo build --release --quiet --locked --manifest-path "$tree/Cargo.toml" --bin vitalsd >&2
+    git worktree remove --force "$tree" >&2
+  fi
+  echo "$out/release/vitalsd"
+}
 write_config() { daemon_config "$1" "$2" "${BENCH_WORKERS:+worker_threads = $BENCH_WORKERS}"; }
 
 # The Prometheus part: CPU per scrape of vitalsd and of node_exporter side by side (each
@@ -93,13 +112,23 @@ prometheus_part() {
   local s_idle ne_idle c0 d0
   c0=$(python3 $py cpu $s_pid); d0=$(python3 $py cpu $ne_pid); sleep 10
   s_idle=$(( ($(python3 $py cpu $s_pid) - c0) / 10 )); ne_idle=$(( ($(python3 $py cpu $ne_pid) - d0) / 10 ))
+  local b_pid="" b_idle=0 who_list="vitalsd node_exporter vitalsd-reused"
+  if [[ " ${BENCH_PEERS:-} " == *" baseline "* ]]; then
+    write_config "$work/sb.toml" 50191
+    "$(baseline_vitalsd)" --config "$work/sb.toml" 2>"$work/sb.log" & pids+=($!); b_pid=$!
+    wait_serving 127.0.0.1:50191
+    sleep 2
+    c0=$(python3 $py cpu $b_pid); sleep 10; b_idle=$(( ($(python3 $py cpu $b_pid) - c0) / 10 ))
+    who_list="$who_list baseline"
+  fi
   local round who pid port enc before after r idle gap count
   for round in $(seq "$repeats"); do
-    for who in vitalsd node_exporter vitalsd-reused; do
+    for who in $who_list; do
       case $who in
         vitalsd) pid=$s_pid port=50175 idle=$s_idle gap=0.3 count=$n ;;
         node_exporter) pid=$ne_pid port=50176 idle=$ne_idle gap=0.3 count=$n ;;
         vitalsd-reused) pid=$s_pid port=50175 idle=$s_idle gap=0 count=200 ;;
+        baseline) pid=$b_pid port=50191 idle=$b_idle gap=0.3 count=$n ;;
       esac
       for enc in identity gzip; do
         before=$(python3 $py cpu $pid)
@@ -110,7 +139,7 @@ prometheus_part() {
       done
     done
   done
-  kill $s_pid $ne_pid 2>/dev/null || true; wait $s_pid $ne_pid 2>/dev/null || true
+  kill $s_pid $ne_pid $b_pid 2>/dev/null || true; wait $s_pid $ne_pid $b_pid 2>/dev/null || true
   # A push every second to a receiver that takes it (204), against the same daemon with no
   # push over the same window; the difference per push is the push's cost.
   : > "$work/sink.txt"
@@ -138,8 +167,10 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 lines = ["| scrape | server | CPU per scrape (median of rounds) | body |", "|---|---|---|---|"]
 for enc in ("identity", "gzip"):
-    for server in ("vitalsd", "node_exporter", "vitalsd-reused"):
+    for server in ("vitalsd", "node_exporter", "vitalsd-reused", "baseline"):
         rs = [r for r in rows if r["label"] == f"scrape-{enc}" and r["server"] == server]
+        if not rs:
+            continue
         cpu = statistics.median(r["cpu_ms_per_scrape"] for r in rs)
         spread = ", ".join(f"{r['cpu_ms_per_scrape']:.3f}" for r in rs)
         lines.append(f"| {enc} | {server} | {cpu:.3f} ms ({spread}) | {rs[-1]['bytes']:,} bytes |")
@@ -244,11 +275,14 @@ for peer in $peers; do
       log "building the C++ gRPC peer (bench/cpp)"
       bench/cpp/build.sh
       "${server_cpu[@]}" target/bench-peers/echo_server --listen ${addr_of[cpp]} --pki "$pki" 2>"$work/cpp.log" & ;;
+    baseline) addr_of[baseline]=127.0.0.1:50190
+      write_config "$work/b.toml" 50190
+      "${server_cpu[@]}" "$(baseline_vitalsd)" --config "$work/b.toml" 2>"$work/b.log" & ;;
     vitalsd-tcache*) # vitalsd with glibc's per-thread cache at N (7 is glibc's default)
       n=${peer#vitalsd-tcache}; port=$((50181 + n)); addr_of[$peer]=127.0.0.1:$port
       write_config "$work/t$n.toml" $port
       GLIBC_TUNABLES=glibc.malloc.tcache_count=$n "${server_cpu[@]}" target/release/vitalsd --config "$work/t$n.toml" 2>"$work/t$n.log" & ;;
-    *) echo "bench: unknown peer $peer (bare, tonic-default, cpp, vitalsd-tcacheN)" >&2; exit 64 ;;
+    *) echo "bench: unknown peer $peer (bare, tonic-default, cpp, baseline, vitalsd-tcacheN)" >&2; exit 64 ;;
   esac
   pids+=($!); pid_of[$peer]=$!
 done
