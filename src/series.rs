@@ -95,6 +95,8 @@ pub struct Sources<'a> {
     pub rpc: &'a RpcStats,
     pub health: &'a BTreeMap<String, ServingStatus>,
     pub daemon: &'a DaemonStats,
+    /// How often each task was run again after a panic ([`crate::supervise::restarts`]).
+    pub restarts: &'a [(&'static str, u64)],
     pub now: SystemTime,
 }
 
@@ -618,8 +620,8 @@ fn vitals(s: &Sources<'_>, sink: &mut dyn Sink) {
         "Times a daemon task (push, refresh, files, renewal, checks, sampler) was run again after a panic, and scrapes answered 500 after one.",
         Type::Counter,
     );
-    for (task, restarts) in crate::supervise::restarts() {
-        sink.sample("", &[("task", task)], restarts as f64);
+    for (task, restarts) in s.restarts {
+        sink.sample("", &[("task", task)], *restarts as f64);
     }
     let d = s.daemon;
     let load = |a: &AtomicU64| a.load(Relaxed) as f64;
@@ -838,6 +840,7 @@ pub(crate) mod tests {
                 rpc,
                 health: &health,
                 daemon: &daemon,
+                restarts: &[("push", 2)],
                 now: UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_003),
             },
             &mut lines,

@@ -233,6 +233,7 @@ impl Inputs {
                 rpc: &self.stats,
                 health: &self.health.statuses(),
                 daemon: &self.counters,
+                restarts: &crate::supervise::restarts(),
                 now,
             },
             &mut encoder,

@@ -84,6 +84,7 @@ pub struct Exposition {
     pub rpc: Arc<RpcStats>,
     pub health: Statuses,
     pub daemon: Arc<DaemonStats>,
+    pub restarts: Vec<(&'static str, u64)>,
     pub now: SystemTime,
 }
 
@@ -97,6 +98,7 @@ pub fn encode(exposition: Exposition, format: Format) -> Result<String, EncodeEr
                 rpc: &e.rpc,
                 health: &e.health,
                 daemon: &e.daemon,
+                restarts: &e.restarts,
                 now: e.now,
             },
             sink,
@@ -536,6 +538,7 @@ mod tests {
             rpc: Arc::new(rpc),
             health: Arc::new(health),
             daemon: Arc::new(daemon),
+            restarts: vec![("push", 1), ("sampler", 3)],
             now: UNIX_EPOCH + Duration::from_millis(1_700_000_003_250),
         }
     }
@@ -593,6 +596,7 @@ mod tests {
                     rpc: &e.rpc,
                     health: &e.health,
                     daemon: &e.daemon,
+                    restarts: &e.restarts,
                     now: e.now,
                 },
                 &mut page,

@@ -83,6 +83,7 @@ impl ScrapeService {
                 rpc: self.stats.clone(),
                 health: self.health.statuses(),
                 daemon: self.daemon.clone(),
+                restarts: crate::supervise::restarts(),
                 now: SystemTime::now(),
             },
             format,
