@@ -7,7 +7,6 @@
 
 use std::{
     os::unix::fs::PermissionsExt,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -21,23 +20,24 @@ use vitals::proto::{
 use crate::support::{
     eventually,
     nspawn::{Container, WAIT, unit},
-    require, spawn_echo, wait_in_flight,
+    spawn_echo, wait_in_flight,
 };
 
 /// The unit turns active only once the daemon has sent READY=1: while the daemon is held
-/// before it (its client CA comes through a FIFO the test has not written) the unit is
-/// activating and nothing answers; once released, the unit is active and a health check
-/// made at that moment gets SERVING. A blocking `systemctl start` returns only then too.
+/// before it (a secret it needs is in a Vault that is not up yet) the unit is activating and
+/// nothing answers; once the store answers, the unit is active and a health check made at
+/// that moment gets SERVING. A blocking `systemctl start` returns only then too.
 #[tokio::test]
 async fn unit_is_active_only_after_ready() {
-    let container = Container::boot(&unit(&[]), "").await;
-    let ca = container.etc("tls/ca.crt");
-    let pem = std::fs::read(&ca).unwrap();
-    std::fs::remove_file(&ca).unwrap();
-    require("mkfifo", "coreutils");
-    assert!(Command::new("mkfifo").arg(&ca).status().unwrap().success());
-    std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
-
+    let store_port = crate::support::free_port();
+    let dropin = format!(
+        "[secrets]\nstartup_timeout = \"60s\"\n[[secrets.sources]]\nkind = \"credentials\"\n[[secrets.sources]]\nkind = \"vault\"\naddr = \"https://127.0.0.1:{store_port}\"\nca_cert = \"/etc/vitalsd/tls/ca.crt\"\npath = \"devices/gw\"\ntoken = \"secret:vault-token\"\nfields = {{ echo-token = \"k\" }}\n[[auth.bearer]]\nmethods = [\"vitals.echo.v1.Echo/*\"]\nkind = \"opaque\"\ntokens = [\"secret:echo-token\"]\n"
+    );
+    let unit = unit(&[(
+        "LoadCredential=server.key:",
+        "SetCredential=vault-token:s.not-a-real-token\nLoadCredential=server.key:",
+    )]);
+    let container = Container::boot(&unit, &dropin).await;
     container
         .systemctl(&["start", "--no-block", "vitalsd.service"])
         .await;
@@ -64,10 +64,12 @@ async fn unit_is_active_only_after_ready() {
     assert!(refused.is_err(), "answered before READY: {refused:?}");
     assert_eq!(container.show().await["ActiveState"], "activating");
 
-    // Writing blocks until the daemon reads; a thread, so a test failure cannot hang it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (fifo, written) = (ca.clone(), pem.clone());
-    std::thread::spawn(move || tx.send(std::fs::write(fifo, written).is_ok()));
+    let _store = crate::support::fake::answering_server_on(
+        store_port,
+        crate::support::fake::kv_answer("k", "echo-token-0123456789"),
+        Some(container.pki()),
+    )
+    .await;
     let deadline = Instant::now() + WAIT;
     loop {
         let unit = container.show().await;
@@ -84,12 +86,8 @@ async fn unit_is_active_only_after_ready() {
         );
         assert!(Instant::now() < deadline, "never active: {unit:?}");
     }
-    assert_eq!(rx.recv_timeout(WAIT), Ok(true), "the daemon read its CA");
 
-    // A plain CA file again, then stop and a blocking start: it returns after READY.
-    let plain = container.etc("tls/ca.crt.new");
-    std::fs::write(&plain, &pem).unwrap();
-    std::fs::rename(&plain, &ca).unwrap();
+    // Stop and a blocking start: it returns after READY.
     container.systemctl(&["stop", "vitalsd.service"]).await;
     container.systemctl(&["start", "vitalsd.service"]).await;
     assert_eq!(container.health().await, Ok(ServingStatus::Serving));

@@ -17,8 +17,17 @@ pub async fn answering_server(
     answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
     tls: Option<&TestPki>,
 ) -> std::net::SocketAddr {
+    answering_server_on(0, answer, tls).await
+}
+
+/// [`answering_server`] on a given loopback port (one a config already names).
+pub async fn answering_server_on(
+    port: u16,
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    tls: Option<&TestPki>,
+) -> std::net::SocketAddr {
     let answer = Arc::new(answer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tls.map(|pki| {
         let chain = vitals::tls::load_certs(&pki.path("server.crt")).unwrap();
@@ -81,5 +90,26 @@ async fn answer_each<S: AsyncRead + AsyncWrite + Unpin>(
         if io.write_all(&reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// A Vault KV v2 answering every read of an entry with `{ field: value }` (and 404 to
+/// anything else): a store a test starts late or never.
+pub fn kv_answer(
+    field: &'static str,
+    value: &'static str,
+) -> impl Fn(&str) -> Vec<u8> + Send + Sync {
+    move |head| {
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        if !path.starts_with("/v1/secret/data/") {
+            return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec();
+        }
+        let body =
+            format!(r#"{{"data":{{"data":{{"{field}":"{value}"}},"metadata":{{"version":1}}}}}}"#);
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
     }
 }

@@ -307,6 +307,11 @@ format = "auto"
         self.etc.path().join(path)
     }
 
+    /// The PKI of the daemon in the container (its server certificate, the clients').
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
+    }
+
     /// Dial settings for the daemon in the container, as the default test client.
     pub fn dial(&self) -> Dial {
         self.pki.dial(&format!("127.0.0.1:{}", self.port))
