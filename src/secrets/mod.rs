@@ -10,6 +10,7 @@ mod http;
 pub mod issue;
 mod local;
 mod vault;
+pub mod verify;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
