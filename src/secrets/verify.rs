@@ -121,21 +121,28 @@ pub fn check(
 /// every problem fatal, and valid now and for longer than the renewal window.
 pub fn fresh(issue: &Issue, chain: &[CertificateDer<'_>], spki: &[u8]) -> Result<Leaf, String> {
     let now = SystemTime::now();
-    let leaf = check(issue, chain, spki, now).map_err(|p| p.reason().to_string())?;
-    if leaf.not_before > now + CLOCK_SKEW {
-        return Err(format!(
-            "it is not valid before {} unix time, {}s from now (the engine's clock or the device's is off)",
-            unix(leaf.not_before),
-            secs(leaf.not_before, now)
-        ));
-    }
-    if leaf.not_after <= now {
+    // Its own times first: "expired" says more than the chain check's "not valid now".
+    let leaf = chain.first();
+    if let Some(not_after) = leaf.and_then(|l| x509::not_after(l))
+        && not_after <= now
+    {
         return Err(format!(
             "it expired at {} unix time, {}s ago",
-            unix(leaf.not_after),
-            secs(now, leaf.not_after)
+            unix(not_after),
+            secs(now, not_after)
         ));
     }
+    let not_before = leaf.and_then(|l| x509::not_before(l)).unwrap_or(now);
+    if not_before > now + CLOCK_SKEW {
+        return Err(format!(
+            "it is not valid before {} unix time, {}s from now (the engine's clock or the device's is off)",
+            unix(not_before),
+            secs(not_before, now)
+        ));
+    }
+    // A notBefore up to CLOCK_SKEW ahead: the chain as of then.
+    let leaf =
+        check(issue, chain, spki, now.max(not_before)).map_err(|p| p.reason().to_string())?;
     // With the default window (a third of the lifetime) only the floor can be short.
     let left = leaf.not_after.duration_since(now).unwrap_or_default();
     let (least, what) = match issue.renew_before {

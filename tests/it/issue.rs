@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use vitals::{
@@ -114,6 +115,14 @@ impl Pki {
             .collect()
     }
 }
+
+/// The names [`Pki::dropin`] asks for, besides the CN `gw-17`.
+const GW17_NAMES: [&str; 4] = [
+    "localhost",
+    "spiffe://test.vitals/gw-17",
+    "127.0.0.1",
+    "::1",
+];
 
 /// The serial of the first certificate in `file`.
 fn serial_in(file: &Path) -> String {
@@ -456,21 +465,18 @@ async fn no_certificate_and_no_pki_exits_unavailable() {
 
 /// A certificate that expired while the device was off cannot log in with cert auth: the
 /// AppRole fallback does, the log warns why, and a new certificate is issued before the
-/// daemon serves.
+/// daemon serves. (The expired one is of a CA the device trusts, with the names it asks
+/// for: one that does not verify would be set aside instead, see
+/// `a_state_file_that_does_not_verify_is_set_aside_and_replaced`.)
 #[tokio::test]
 async fn an_expired_certificate_falls_back_to_the_approle() {
     let pki = Pki::start();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2020, 1, 2);
-    let old = params.self_signed(&key).unwrap();
-    vitals::pki::write_file(
-        &pki.file(),
-        &format!("{}{}", key.serialize_pem(), old.pem()),
-        0o600,
-    )
-    .unwrap();
+    let mut expired = Leaf::new("gw-17", &GW17_NAMES, Usage::Server, 1);
+    expired.not_before = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
+    expired.not_after = expired.not_before + Duration::from_secs(86_400);
+    let old = pki.pki.ca.issue(&expired).unwrap();
+    vitals::pki::write_file(&pki.file(), &format!("{}{}", old.key, old.cert), 0o600).unwrap();
+    let old = rustls::pki_types::CertificateDer::from_pem_slice(old.cert.as_bytes()).unwrap();
     let addr = pki.bao.addr();
     let daemon = pki.start_daemon(pki.dropin(&addr, "90s", "")).await;
     daemon.echo_ok().await;
@@ -488,10 +494,7 @@ async fn an_expired_certificate_falls_back_to_the_approle() {
     );
     assert_eq!(pki.requests("auth/approle/login").len(), 1);
     assert_eq!(pki.requests("auth/cert/login").len(), 0);
-    assert_ne!(
-        serial_in(&pki.file()),
-        vitals::x509::serial(old.der()).unwrap()
-    );
+    assert_ne!(serial_in(&pki.file()), vitals::x509::serial(&old).unwrap());
 }
 
 /// The renewal task logs in with the secrets the last reload pulled: after the AppRole's

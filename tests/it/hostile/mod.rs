@@ -22,4 +22,5 @@ mod grpc;
 mod h2;
 mod http1;
 mod memory;
+mod pki;
 mod scrape;

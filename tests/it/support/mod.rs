@@ -3,6 +3,7 @@
 
 pub mod bao;
 pub mod gate;
+pub mod hostile_pki;
 pub mod nspawn;
 pub mod prometheus;
 pub mod raw;
