@@ -87,14 +87,16 @@ impl Error {
     }
 }
 
-/// The fallback login is said at most this often (with how many were not), so a renewal
-/// retried every second near expiry does not repeat it.
-static FALLBACK_SAID: LazyLock<Throttle> =
-    LazyLock::new(|| Throttle::every(Duration::from_secs(600)));
+/// Each of the two fallback lines (no certificate to log in with; cert auth refused it) is
+/// said at most this often, with how many were not, so a renewal retried every second near
+/// expiry does not repeat it.
+const FALLBACK_PACE: Duration = Duration::from_secs(600);
+static CANNOT_LOG_IN: LazyLock<Throttle> = LazyLock::new(|| Throttle::every(FALLBACK_PACE));
+static REFUSED: LazyLock<Throttle> = LazyLock::new(|| Throttle::every(FALLBACK_PACE));
 
 /// Says that the fallback AppRole logs in, and why, at a bounded pace.
-fn falling_back(reason: &str, message: &'static str) {
-    if let Some(held) = FALLBACK_SAID.allow(message) {
+fn falling_back(pace: &Throttle, reason: &str, message: &'static str) {
+    if let Some(held) = pace.allow(message) {
         tracing::warn!(reason = %reason, suppressed = held.total(), "{message}");
     }
 }
@@ -152,6 +154,7 @@ pub async fn issue(
         // once the certificate has expired.
         (Err(PullError::Permanent(reason)), VaultAuth::Cert { .. }, Some(fallback)) => {
             falling_back(
+                &REFUSED,
                 &reason,
                 "cert auth refused the certificate: logging in with the fallback AppRole (tls.issue.fallback)",
             );
@@ -228,6 +231,7 @@ fn login_method<'a>(
     match &issue.fallback {
         Some(fallback) => {
             falling_back(
+                &CANNOT_LOG_IN,
                 &why,
                 "cert auth cannot log in: logging in with the fallback AppRole (tls.issue.fallback)",
             );
