@@ -5,6 +5,9 @@
 //! A secret's value lives in [`Secret`], which zeroizes its memory on drop and prints as
 //! `[redacted]`. No error, log line or status line here contains a value: errors name the
 //! source, the secret and the reason.
+//!
+//! With `[tls.issue]`, `issue.rs` has the server certificate signed by a pki engine and
+//! `verify.rs` says whether a certificate may be written or served.
 
 mod http;
 pub mod issue;
