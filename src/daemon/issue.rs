@@ -68,6 +68,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The CAs issued certificates must chain to cannot be read: a config problem, which
+    /// no certificate would get past (and the one held must not be set aside for it).
+    #[error("tls.issue.issuer_ca: {0}")]
+    Trust(#[source] crate::tls::Error),
 }
 
 /// A repeated renewal failure is logged at most this often (besides its start, a change of
@@ -190,6 +194,7 @@ pub async fn ensure(
         return Ok(None);
     };
     let file = issue.file();
+    crate::tls::load_certs(&issue.issuer_ca).map_err(Error::Trust)?;
     let now = SystemTime::now();
     let state = match State::read(issue, now) {
         State::Unusable(reason) => {

@@ -515,6 +515,15 @@ impl Daemon {
         counter.fetch_add(1, Relaxed);
         let secrets = pulled?;
         let materials = materials(&config, &secrets).await?;
+        // A trust bundle for issued certificates that cannot be read would refuse every
+        // renewal: the reload is refused instead.
+        if let Some(issue) = &config.tls.issue {
+            let trust = issue.issuer_ca.clone();
+            blocking("reading tls.issue.issuer_ca", move || {
+                Ok(tls::load_certs(&trust).map(drop)?)
+            })
+            .await?;
+        }
 
         let mut config = config;
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {

@@ -771,3 +771,35 @@ async fn changed_names_and_key_types_are_reissued_at_start_and_at_reload() {
     daemon.echo_ok().await;
     assert_eq!(pki.requests(&format!("pki/sign/{PKI_ROLE}")).len(), 4);
 }
+
+/// A `tls.issue.issuer_ca` that cannot be read is a config error: exit 78 at start naming
+/// it, with the held certificate left in place (not set aside: it is the config that is
+/// wrong); at a reload, the reload is rejected and the daemon serves on.
+#[tokio::test]
+async fn an_unreadable_issuer_ca_is_a_config_error() {
+    let pki = Pki::start();
+    let addr = pki.bao.addr();
+    let dropin = pki.dropin(&addr, "90s", "");
+    let mut daemon = pki.start_daemon(dropin.clone()).await;
+    let held = std::fs::read(pki.file()).unwrap();
+    let missing = "issuer_ca = \"/nonexistent/pki-root.pem\"";
+    daemon.rewrite_dropin(&pki.dropin(&addr, "90s", missing));
+    daemon.signal("HUP");
+    daemon
+        .wait_for_log(|l| l.contains("reload rejected") && l.contains("/nonexistent/pki-root.pem"))
+        .await;
+    daemon.echo_ok().await;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
+
+    let dir = write_config(&pki.pki, &pki.dropin(&addr, "90s", missing));
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("tls.issue.issuer_ca") && out.contains("/nonexistent/pki-root.pem"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(pki.file()).unwrap(), held);
+    assert_eq!(pki.requests(&format!("pki/sign/{PKI_ROLE}")).len(), 1);
+}
