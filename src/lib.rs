@@ -16,7 +16,8 @@
 //! Policy and state:
 //! - [`auth`]: per-method ACL by certificate identity, bearer tokens, audit lines
 //! - [`secrets`]: `secret:NAME` values pulled from credentials, files or Vault, TLS keys included;
-//!   the server certificate signed by a Vault/OpenBao pki engine (`[tls.issue]`)
+//!   the server certificate signed by a Vault/OpenBao pki engine (`[tls.issue]`), checked
+//!   before it is kept (`secrets/verify.rs`)
 //! - [`health`]: health state from lifecycle and threshold checks
 //! - [`telemetry`]: tracing to journald, JSON or text
 //!
@@ -34,7 +35,8 @@
 //! - [`context`]: what the call layer and handlers share (peer, ids, trailers, routes)
 //! - [`file`]: files read bounded: opened without blocking, regular files only, a size cap
 //! - [`swap`]: the one value a reload replaces in a single step
-//! - [`x509`]: the few certificate fields the daemon reads (identity, validity, serial, an EC key)
+//! - [`x509`]: the few certificate fields the daemon reads (identity, names, validity, serial,
+//!   keys and their type)
 //! - [`error`]: an error and its sources as one sentence
 //! - [`pki`]: a development CA and certificates
 //! - [`runtime`]: the tokio runtime: current-thread for one worker, multi-thread for more

@@ -104,11 +104,17 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// A new self-signed CA valid for ten years.
+    /// A new self-signed CA valid for ten years, that issues leaf certificates only.
     pub fn new(common_name: &str) -> Result<Authority, Error> {
+        Authority::root(common_name, 0)
+    }
+
+    /// A new self-signed CA valid for ten years, with up to `path_len` intermediate CAs
+    /// under it.
+    pub fn root(common_name: &str, path_len: u8) -> Result<Authority, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = SystemTime::now();
         params.not_before = (now - Duration::from_secs(3600)).into();
@@ -122,8 +128,33 @@ impl Authority {
         self.issuer.pem()
     }
 
+    /// An intermediate CA under this one (made with a `path_len` of 1 or more), valid for
+    /// ten years, that issues leaf certificates only.
+    pub fn intermediate(&self, common_name: &str) -> Result<Authority, Error> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(3600)).into();
+        params.not_after = (now + Duration::from_secs(3650 * 86_400)).into();
+        let issuer = CertifiedIssuer::signed_by(params, KeyPair::generate()?, &self.issuer)?;
+        Ok(Authority { issuer })
+    }
+
     /// Issues a leaf certificate with a fresh P-256 key.
     pub fn issue(&self, leaf: &Leaf) -> Result<Pem, Error> {
+        let key = KeyPair::generate()?;
+        Ok(Pem {
+            cert: self.sign(leaf, &key)?,
+            key: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a leaf certificate (PEM) for a public key its holder keeps, as a pki engine
+    /// signs a CSR's key.
+    pub fn sign(&self, leaf: &Leaf, key: &impl rcgen::PublicKeyData) -> Result<String, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(&leaf.common_name);
         params.subject_alt_names = leaf.sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
@@ -137,12 +168,7 @@ impl Authority {
         };
         params.use_authority_key_identifier_extension = true;
         params.serial_number = leaf.serial.map(SerialNumber::from);
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Pem {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        })
+        Ok(params.signed_by(key, &self.issuer)?.pem())
     }
 }
 

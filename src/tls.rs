@@ -248,7 +248,8 @@ fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'stat
     Ok(crls)
 }
 
-/// Builds the server config: the chain in `cert` and `key`, client certificates required
+/// Builds the server config: the chain in `cert` (without a self-signed root) and `key`,
+/// client certificates required
 /// and verified against the `client_ca` bundle and the revocation lists in `crl` (of the
 /// client's own certificate; one whose issuer has no list is accepted), TLS 1.3 and 1.2,
 /// ALPN h2 and http/1.1.
@@ -258,7 +259,12 @@ pub fn server_config(
     client_ca: &Path,
     crl: &[PathBuf],
 ) -> Result<ServerIdentity, Error> {
-    let chain = load_certs(cert)?;
+    let mut chain = load_certs(cert)?;
+    // A self-signed root after the leaf is left out of what the server sends: a peer
+    // verifies against its own copy of the roots it trusts, so it only costs bytes in every
+    // handshake (RFC 8446, 4.4.2: it MAY be omitted).
+    let mut first = true;
+    chain.retain(|c| std::mem::take(&mut first) || !crate::x509::self_issued(c));
     let roots = roots(client_ca)?;
     let provider = server_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -546,6 +552,66 @@ mod tests {
         let wrong = Key::load(&dir.path().join("client.key")).unwrap();
         let err = server_config(&cert, wrong, &ca, &[]).err().unwrap();
         assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
+    }
+
+    /// A served chain leaves its self-signed root out and keeps its intermediate: the client
+    /// sees the leaf and the intermediate, and verifies them against the root it has.
+    #[test]
+    fn the_self_signed_root_is_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Authority::root("root", 1).unwrap();
+        let middle = root.intermediate("intermediate").unwrap();
+        let server = middle
+            .issue(&Leaf::new("s", &["localhost"], Usage::Server, 1))
+            .unwrap();
+        let client = root
+            .issue(&Leaf::new("c", &["spiffe://t/c"], Usage::Client, 1))
+            .unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let bundle = format!("{}{}{}", server.cert, middle.cert_pem(), root.cert_pem());
+        std::fs::write(p("server.crt"), bundle).unwrap();
+        write_file(&p("server.key"), &server.key, 0o600).unwrap();
+        std::fs::write(p("ca.crt"), root.cert_pem()).unwrap();
+        std::fs::write(p("client.crt"), &client.cert).unwrap();
+        write_file(&p("client.key"), &client.key, 0o600).unwrap();
+        let served = server_config(
+            &p("server.crt"),
+            Key::load(&p("server.key")).unwrap(),
+            &p("ca.crt"),
+            &[],
+        )
+        .unwrap()
+        .config;
+        let client = client_config(
+            &p("ca.crt"),
+            ClientAuth::Certificate {
+                cert: &p("client.crt"),
+                key: &p("client.key"),
+            },
+        )
+        .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(served).unwrap();
+        let mut buf = Vec::new();
+        while c.is_handshaking() || s.is_handshaking() {
+            buf.clear();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets().unwrap();
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        let sent = c.peer_certificates().unwrap();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].as_ref(), der(&middle.cert_pem()).as_ref());
+        assert!(!sent.iter().any(|c| crate::x509::self_issued(c)));
     }
 
     /// A file without certificates is a clear error, not an empty trust store.

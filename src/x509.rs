@@ -1,7 +1,8 @@
 //! The few certificate fields the daemon reads, through x509-parser: the peer's identity
 //! (SANs and subject CN), notBefore and notAfter (certificate expiry and renewal), the serial
-//! number (the pki engine's log lines), and the P-256 point of a SubjectPublicKeyInfo (JWT
-//! ES256 keys).
+//! number (the pki engine's log lines), the P-256 point of a SubjectPublicKeyInfo (JWT
+//! ES256 keys), and for a certificate the pki issued: every name it carries, its public key
+//! and key type, and whether it is self-issued (a root, left out of the served chain).
 //!
 //! x509-parser because it is the maintained X.509 reader of the Rust ecosystem (rusticata,
 //! fuzzed upstream), reads borrowed DER without copying, and comes without default features:
@@ -16,12 +17,14 @@
 //! been.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use x509_parser::der_parser::asn1_rs::{Class, Tag};
 use x509_parser::nom::Parser;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+    OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 use x509_parser::prelude::{
     FromDer, GeneralName, SubjectAlternativeName, SubjectPublicKeyInfo, X509Certificate,
@@ -139,6 +142,112 @@ pub fn serial(der: &[u8]) -> Option<String> {
         let _ = write!(hex, "{sep}{b:02x}");
     }
     Some(hex)
+}
+
+/// Every name a certificate carries: its subject CN and each subjectAltName by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// The subject's first commonName, when it is text (as [`identity`] reads it).
+    pub common_name: Option<String>,
+    pub dns: Vec<String>,
+    pub uris: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub emails: Vec<String>,
+    /// Names of any other kind (otherName, directoryName, registeredID, ...), or not UTF-8,
+    /// each as a short description.
+    pub other: Vec<String>,
+}
+
+/// Every name `der` carries. `None` when the certificate or its subjectAltName does not
+/// parse, or it has two subjectAltName extensions.
+pub fn names(der: &[u8]) -> Option<Names> {
+    let cert = certificate(der)?;
+    let mut names = Names {
+        common_name: common_name(&cert),
+        ..Names::default()
+    };
+    let mut sans = cert
+        .extensions()
+        .iter()
+        .filter(|extension| extension.oid == OID_X509_EXT_SUBJECT_ALT_NAME);
+    let Some(san) = sans.next() else {
+        return Some(names);
+    };
+    if sans.next().is_some() {
+        return None;
+    }
+    let (_, san) = SubjectAlternativeName::from_der(san.value).ok()?;
+    for name in &san.general_names {
+        match *name {
+            GeneralName::DNSName(dns) => names.dns.push(dns.to_string()),
+            GeneralName::URI(uri) => names.uris.push(uri.to_string()),
+            GeneralName::RFC822Name(email) => names.emails.push(email.to_string()),
+            GeneralName::IPAddress(bytes) => match <[u8; 4]>::try_from(bytes) {
+                Ok(v4) => names.ips.push(IpAddr::from(v4)),
+                Err(_) => match <[u8; 16]>::try_from(bytes) {
+                    Ok(v6) => names.ips.push(IpAddr::from(v6)),
+                    Err(_) => names.other.push(format!("IP:{bytes:02x?}")),
+                },
+            },
+            ref other => names.other.push(format!("{other:?}")),
+        }
+    }
+    Some(names)
+}
+
+/// The certificate's SubjectPublicKeyInfo, DER, as it is written in the certificate (to
+/// compare with a private key's public half).
+pub fn public_key(der: &[u8]) -> Option<Vec<u8>> {
+    Some(certificate(der)?.public_key().raw.to_vec())
+}
+
+/// The kinds of key the daemon makes for its own certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA on NIST P-256 (prime256v1).
+    P256,
+    /// ECDSA on NIST P-384 (secp384r1).
+    P384,
+    Ed25519,
+}
+
+impl KeyType {
+    /// The name the config gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::P256 => "p256",
+            KeyType::P384 => "p384",
+            KeyType::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// The key type of a DER SubjectPublicKeyInfo; `None` for any other (RSA, another curve) or
+/// one that does not parse.
+pub fn key_type(spki: &[u8]) -> Option<KeyType> {
+    let (_, spki) = SubjectPublicKeyInfo::from_der(spki).ok()?;
+    let algorithm = &spki.algorithm.algorithm;
+    if *algorithm == OID_SIG_ED25519 {
+        return Some(KeyType::Ed25519);
+    }
+    if *algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return None;
+    }
+    let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+    if curve == OID_EC_P256 {
+        Some(KeyType::P256)
+    } else if curve == OID_NIST_EC_P384 {
+        Some(KeyType::P384)
+    } else {
+        None
+    }
+}
+
+/// Whether the certificate names itself as its issuer (a root CA, or a self-signed leaf):
+/// its subject and issuer are the same bytes. A peer has its own copy of a root it trusts,
+/// so a served chain leaves one out. `false` when it does not parse.
+pub fn self_issued(der: &[u8]) -> bool {
+    certificate(der).is_some_and(|cert| cert.subject().as_raw() == cert.issuer().as_raw())
 }
 
 /// The uncompressed point (`04 ‖ x ‖ y`, 65 bytes, as ring's ECDSA_P256_SHA256_FIXED takes
@@ -495,6 +604,12 @@ mod tests {
             let (id, _) = ours(&der);
             assert_ne!(id.as_deref(), Some(""), "{der:02x?}");
             let _ = (not_before(&der), serial(&der), p256_point(&der));
+            let _ = (
+                names(&der),
+                public_key(&der),
+                key_type(&der),
+                self_issued(&der),
+            );
             certificates += usize::from(certificate(&der).is_some());
         }
         // 34 of the 312 entries were certificates x509-parser read when this was written.
@@ -502,6 +617,83 @@ mod tests {
             certificates >= 20,
             "only {certificates} corpus entries parsed as certificates"
         );
+    }
+
+    /// Every name of an issued certificate, by kind; its public key is the one it was made
+    /// for; a root is self-issued and a leaf is not.
+    #[test]
+    fn names_key_and_issuer_of_an_issued_certificate() {
+        let ca = Authority::new("x509 test").unwrap();
+        let sans = [
+            "a.example",
+            "B.example",
+            "spiffe://fleet/a",
+            "10.0.0.1",
+            "::1",
+        ];
+        let pem = ca
+            .issue(&Leaf::new("the-cn", &sans, Usage::Server, 1))
+            .unwrap();
+        let der = der_of(&pem.cert);
+        let got = names(&der).unwrap();
+        assert_eq!(got.common_name.as_deref(), Some("the-cn"));
+        assert_eq!(got.dns, ["a.example", "B.example"]);
+        assert_eq!(got.uris, ["spiffe://fleet/a"]);
+        let ips: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(got.ips, ips);
+        assert!(got.emails.is_empty() && got.other.is_empty());
+        let key = KeyPair::from_pem(&pem.key).unwrap();
+        assert_eq!(public_key(&der).unwrap(), key.subject_public_key_info());
+        assert_eq!(key_type(&public_key(&der).unwrap()), Some(KeyType::P256));
+        assert!(!self_issued(&der));
+        assert!(self_issued(&der_of(&ca.cert_pem())));
+        // No SAN at all: only the CN.
+        let bare = der_of(
+            &ca.issue(&Leaf::new("cn", &[], Usage::Server, 1))
+                .unwrap()
+                .cert,
+        );
+        assert_eq!(
+            names(&bare).unwrap(),
+            Names {
+                common_name: Some("cn".into()),
+                ..Names::default()
+            }
+        );
+        // An email SAN and an IP of the wrong length are told apart from the rest.
+        let odd = named(
+            &[(0x0c, b"cn")],
+            Some(&[&tlv(0x81, &[b"a@b.example"]), &tlv(0x87, &[&[1, 2, 3]])]),
+        );
+        let got = names(&odd).unwrap();
+        assert_eq!(got.emails, ["a@b.example"]);
+        assert_eq!(got.other.len(), 1, "{got:?}");
+        // Two subjectAltName extensions: no answer rather than a guess.
+        let uri = |s: &[u8]| tlv(0x30, &[&tlv(0x86, &[s])]);
+        let two = built(
+            [NOT_BEFORE, NOT_AFTER],
+            &cn_name(&[(0x0c, b"cn")]),
+            &[san_extension(&uri(b"s://1")), san_extension(&uri(b"s://2"))],
+        );
+        assert_eq!(names(&two), None);
+    }
+
+    /// P-256, P-384 and Ed25519 keys are told apart; anything else is no key type.
+    #[test]
+    fn key_types() {
+        for (alg, expected) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, KeyType::P256),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, KeyType::P384),
+            (&rcgen::PKCS_ED25519, KeyType::Ed25519),
+        ] {
+            let key = KeyPair::generate_for(alg).unwrap();
+            assert_eq!(key_type(&key.subject_public_key_info()), Some(expected));
+        }
+        assert_eq!(key_type(b"\x30\x00"), None);
+        let spki = KeyPair::generate().unwrap().subject_public_key_info();
+        for len in 0..spki.len() {
+            assert_eq!(key_type(&spki[..len]), None);
+        }
     }
 
     /// Every strict prefix of a certificate is refused, without a panic.
@@ -514,6 +706,9 @@ mod tests {
             assert_eq!(ours(&der[..len]), (None, None), "prefix of {len} bytes");
             assert_eq!(serial(&der[..len]), None);
             assert_eq!(not_before(&der[..len]), None);
+            assert_eq!(names(&der[..len]), None);
+            assert_eq!(public_key(&der[..len]), None);
+            assert!(!self_issued(&der[..len]));
         }
     }
 

@@ -22,4 +22,10 @@ fuzz_target!(|data: &[u8]| {
         "identity is not deterministic"
     );
     let _ = vitals::tls::not_after(&cert);
+    // What the daemon reads of a certificate the pki issued (an answer from outside).
+    let _ = (
+        vitals::x509::names(data),
+        vitals::x509::public_key(data).map(|spki| vitals::x509::key_type(&spki)),
+        vitals::x509::self_issued(data),
+    );
 });

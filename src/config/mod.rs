@@ -172,6 +172,10 @@ pub struct Issue {
     pub alt_names: Vec<String>,
     pub uri_sans: Vec<String>,
     pub ip_sans: Vec<std::net::IpAddr>,
+    /// The key made on the device for each certificate.
+    pub key_type: crate::x509::KeyType,
+    /// The CA bundle an issued certificate must chain to (`tls.client_ca` unless given).
+    pub issuer_ca: PathBuf,
     /// `None`: the role's.
     pub ttl: Option<Duration>,
     /// `None`: a third of the lifetime.
@@ -741,6 +745,16 @@ mod tests {
         assert_eq!(config.tls.key, Material::Path(issue.file()));
         assert!(matches!(&issue.auth, VaultAuth::Cert { mount, .. } if mount == "cert"));
         assert_eq!(issue.fallback, None);
+        // A P-256 key, and the certificate must chain to the client CA, unless told.
+        assert_eq!(issue.key_type, crate::x509::KeyType::P256);
+        assert_eq!(issue.issuer_ca, config.tls.client_ca);
+        let (_d, config) = load_file(&format!(
+            "{base}auth = \"cert\"\nkey_type = \"ed25519\"\nissuer_ca = \"/pki-root.pem\"\n"
+        ));
+        let config = config.unwrap();
+        let issue = config.tls.issue.as_ref().unwrap();
+        assert_eq!(issue.key_type, crate::x509::KeyType::Ed25519);
+        assert_eq!(issue.issuer_ca, PathBuf::from("/pki-root.pem"));
         let approle = "[[secrets.sources]]\nkind = \"file\"\ndir = \"/s\"\n";
         let (_d, config) = load_file(&format!(
             "{base}auth = \"cert\"\nfallback = \"approle\"\nrole_id = \"secret:r\"\nsecret_id = \"secret:s\"\n{approle}"
@@ -791,6 +805,11 @@ mod tests {
                 "auth = \"cert\"\nrole_id = \"secret:r\"",
                 "tls.issue.role_id",
                 "does not apply",
+            ),
+            (
+                "auth = \"cert\"\nkey_type = \"rsa\"",
+                "tls.issue.key_type",
+                "p256, p384 or ed25519",
             ),
         ] {
             let (_d, err) = load_file(&format!("{base}{extra}\n"));

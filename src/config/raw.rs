@@ -150,6 +150,11 @@ pub struct RawIssue {
     pub uri_sans: Vec<String>,
     /// IP SANs.
     pub ip_sans: Vec<String>,
+    /// The key made on the device: p256 (default), p384 or ed25519.
+    pub key_type: String,
+    /// PEM bundle of the CA(s) an issued certificate must chain to (what the device's
+    /// peers trust it by); empty: tls.client_ca.
+    pub issuer_ca: String,
     /// The lifetime asked for; empty: the role's.
     pub ttl: String,
     /// Renew when this much validity is left; empty: a third of the lifetime.

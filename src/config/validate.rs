@@ -11,6 +11,7 @@ use super::{
     units,
 };
 use super::{FileWatch, RawTls, WatchMode};
+use crate::x509::KeyType;
 
 /// Validates the merged raw config into the typed one; every error names the key and the
 /// layer that set it.
@@ -96,7 +97,7 @@ pub(super) fn validate(
             .map(|p| v.path("tls.crl", p))
             .collect::<Result<_, _>>()?,
         issue: match &raw.tls.issue {
-            Some(issue) => Some(Box::new(v.issue(issue)?)),
+            Some(issue) => Some(Box::new(v.issue(issue, &raw.tls.client_ca)?)),
             None => None,
         },
         watch: v.file_watch(&raw.tls)?,
@@ -598,7 +599,7 @@ impl Validator<'_> {
 
     /// `[tls.issue]`: where the pki engine is, what to ask for, when to renew, and how to
     /// log in.
-    fn issue(&self, raw: &RawIssue) -> Result<Issue, Error> {
+    fn issue(&self, raw: &RawIssue, client_ca: &str) -> Result<Issue, Error> {
         let field = |name: &str| format!("tls.issue.{name}");
         let required = |name: &str, value: &str| {
             if value.trim().is_empty() {
@@ -655,6 +656,21 @@ impl Validator<'_> {
                 ));
             }
         }
+        let key_type = match raw.key_type.trim() {
+            "" | "p256" => KeyType::P256,
+            "p384" => KeyType::P384,
+            "ed25519" => KeyType::Ed25519,
+            other => {
+                return Err(self.err(
+                    &field("key_type"),
+                    format!("`{other}` is not a key type: p256, p384 or ed25519"),
+                ));
+            }
+        };
+        let issuer_ca = match raw.issuer_ca.trim() {
+            "" => self.path("tls.client_ca", client_ca)?,
+            path => self.path(&field("issuer_ca"), path)?,
+        };
         let ttl = optional("ttl", &raw.ttl)?;
         let renew_before = optional("renew_before", &raw.renew_before)?;
         if let (Some(ttl), Some(before)) = (ttl, renew_before)
@@ -771,6 +787,8 @@ impl Validator<'_> {
             alt_names: raw.alt_names.iter().map(|n| n.trim().to_string()).collect(),
             uri_sans: raw.uri_sans.iter().map(|n| n.trim().to_string()).collect(),
             ip_sans,
+            key_type,
+            issuer_ca,
             ttl,
             renew_before,
             jitter,

@@ -43,10 +43,12 @@ pub fn effective(location: &Location, config: &Config) -> Result<String, Error> 
     }
     if let Some(issue) = &config.tls.issue {
         text.push_str(&format!(
-            "\n# the server certificate is issued by {}/v1/{}/sign/{} and kept in {} (tls.cert and tls.key are not read)\n",
+            "\n# the server certificate is issued by {}/v1/{}/sign/{} for a {} key, must chain to {}, and is kept in {} (tls.cert and tls.key are not read)\n",
             issue.addr,
             issue.mount,
             issue.role,
+            issue.key_type.name(),
+            issue.issuer_ca.display(),
             issue.file().display()
         ));
     }

@@ -107,11 +107,16 @@ async fn follow(tls: &config::Tls, control: &mpsc::Sender<Control>) {
     }
 }
 
-/// The files an identity is read from, each once.
+/// The files an identity is read from, each once. With `[tls.issue]` the certificate and
+/// key are the state file, which only the renewal task writes, and it asks for the new
+/// identity itself: following it too would build every renewed identity twice.
 fn files(tls: &config::Tls) -> Vec<PathBuf> {
-    let mut files = vec![tls.cert.clone()];
-    if let Material::Path(key) = &tls.key {
-        files.push(key.clone());
+    let mut files = Vec::new();
+    if tls.issue.is_none() {
+        files.push(tls.cert.clone());
+        if let Material::Path(key) = &tls.key {
+            files.push(key.clone());
+        }
     }
     for path in std::iter::once(&tls.client_ca).chain(&tls.crl) {
         if !files.contains(path) {
@@ -342,6 +347,19 @@ mod tests {
         );
         let t = tls(Material::Path("/d/server.key".into()), vec![]);
         assert_eq!(files(&t).len(), 3);
+    }
+
+    /// With `[tls.issue]` the state file is the renewal task's: only the client CA and the
+    /// CRLs are followed.
+    #[test]
+    fn the_issued_file_is_left_to_the_renewal_task() {
+        let issue = "[tls.issue]\naddr = \"https://bao:8200\"\nca_cert = \"/ca\"\nrole = \"r\"\ncommon_name = \"d\"\nauth = \"cert\"\nstate_dir = \"/var/lib/v\"\n";
+        let mut t = tls(
+            Material::Path("/d/server.key".into()),
+            vec!["/d/crl.pem".into()],
+        );
+        t.issue = config::Config::parse("t", issue).unwrap().tls.issue;
+        assert_eq!(files(&t), [Path::new("/d/ca.crt"), Path::new("/d/crl.pem")]);
     }
 
     /// A notice counts when it names a followed file in its directory's watch, a `..`

@@ -136,8 +136,6 @@ pub struct Daemon {
     rotator: Rotator,
     /// What the renewal task reads them from, until `run` starts it.
     rotate_asks: Option<mpsc::Receiver<RotateAsk>>,
-    /// The secrets the renewal task logs in with (an AppRole's), replaced by a reload.
-    issue_secrets: watch::Sender<Secrets>,
 }
 
 impl Daemon {
@@ -211,7 +209,6 @@ impl Daemon {
             push_buffer: Some(push_buffer),
             rotator,
             rotate_asks,
-            issue_secrets: watch::channel(secrets.clone()).0,
             secrets,
         })
     }
@@ -268,11 +265,12 @@ impl Daemon {
                 .await
             })
         });
+        let mut generation = 0;
+        let running = watch::channel(self.running(generation)).0;
         let renewal_stop = CancellationToken::new();
         let mut renewal = match (&self.config.tls.issue, self.rotate_asks.take()) {
-            (Some(issue), Some(asks)) => Some(issue::Renewal {
-                issue: issue.clone(),
-                secrets: self.issue_secrets.subscribe(),
+            (Some(_), Some(asks)) => Some(issue::Renewal {
+                running: running.subscribe(),
                 control: control.clone(),
                 stats: self.counters.clone(),
                 asks,
@@ -280,8 +278,6 @@ impl Daemon {
             }),
             _ => None,
         };
-        let mut generation = 0;
-        let running = watch::channel(self.running(generation)).0;
         let (refreshed_tx, mut refreshed) = mpsc::channel(1);
         // One task for the three (each spawned future type costs code in every scheduler),
         // each supervised on its own.
@@ -542,15 +538,21 @@ impl Daemon {
         counter.fetch_add(1, Relaxed);
         let secrets = pulled?;
         let materials = materials(&config, &secrets).await?;
+        // A trust bundle for issued certificates that cannot be read would refuse every
+        // renewal: the reload is refused instead.
+        if let Some(issue) = &config.tls.issue {
+            let trust = issue.issuer_ca.clone();
+            blocking("reading tls.issue.issuer_ca", move || {
+                Ok(tls::load_certs(&trust).map(drop)?)
+            })
+            .await?;
+        }
 
         let mut config = config;
         for (what, old, new) in keep_restart_only(&self.config, &mut config) {
             tracing::warn!(key = what, current = %old, configured = %new, "changing this needs a restart; keeping the current value");
         }
         self.config = Arc::new(config);
-        if self.config.tls.issue.is_some() {
-            self.issue_secrets.send_replace(secrets.clone());
-        }
         self.secrets = secrets;
         self.apply(materials).await?;
         if let Some(telemetry) = &self.telemetry {
@@ -653,9 +655,12 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "push.buffer_size" => push.buffer_size;
         "push.buffer_dir" => push.buffer_dir;
     }
-    // The renewal task runs on the issue settings it started with, and the daemon serves
-    // their state file: both stay until a restart.
-    if running.tls.issue != new.tls.issue {
+    // The daemon serves the state file it started with (and issues, or does not, as it
+    // started): both stay until a restart. The rest of [tls.issue] applies: the renewal task
+    // follows the running config, and issues a new certificate at once when the held one
+    // is no longer what it asks for (names, key type, issuer).
+    let file = |config: &Config| config.tls.issue.as_ref().map(|i| i.file());
+    if file(running) != file(new) {
         kept.push((
             "tls.issue",
             format!("{:?}", running.tls.issue.as_ref().map(|i| i.file())),
@@ -836,8 +841,9 @@ async fn run_checks(
 mod tests {
     use super::*;
 
-    /// `[tls.issue]` needs a restart: a reload that drops it keeps the section and the
-    /// state file it serves.
+    /// Adding or dropping `[tls.issue]`, or moving its state directory, needs a restart: a
+    /// reload that does keeps the section and the state file it serves. Its other keys
+    /// (the names asked for, here) apply.
     #[test]
     fn issue_section_is_restart_only() {
         let issue = "[tls.issue]\naddr = \"https://bao:8200\"\nca_cert = \"/ca\"\nrole = \"r\"\ncommon_name = \"d\"\nauth = \"cert\"\nstate_dir = \"/var/lib/v\"\n";
@@ -849,6 +855,16 @@ mod tests {
             ["tls.issue"]
         );
         assert_eq!(new.tls, running.tls);
+
+        let moved = issue.replace("/var/lib/v", "/var/lib/w");
+        let mut new = Config::parse("b", &moved).unwrap();
+        assert_eq!(keep_restart_only(&running, &mut new).len(), 1);
+        assert_eq!(new.tls, running.tls);
+
+        let renamed = format!("{issue}alt_names = [\"d.example\"]\n");
+        let mut new = Config::parse("b", &renamed).unwrap();
+        assert!(keep_restart_only(&running, &mut new).is_empty());
+        assert_eq!(new.tls.issue.unwrap().alt_names, ["d.example"]);
     }
 
     /// Restart-only keys keep their running value and are reported; live keys pass through.

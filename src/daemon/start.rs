@@ -88,6 +88,7 @@ impl StartError {
             // An unreachable or refusing pki: the start may succeed once it answers.
             StartError::Issue(super::issue::Error::Pki { .. }) => exit::UNAVAILABLE,
             StartError::Issue(super::issue::Error::Write { .. }) => exit::CANTCREAT,
+            StartError::Issue(super::issue::Error::Trust(_)) => exit::CONFIG,
             StartError::SocketActivation(_)
             | StartError::AdoptSockets(_)
             | StartError::Runtime(_)

@@ -5,11 +5,15 @@
 //! A secret's value lives in [`Secret`], which zeroizes its memory on drop and prints as
 //! `[redacted]`. No error, log line or status line here contains a value: errors name the
 //! source, the secret and the reason.
+//!
+//! With `[tls.issue]`, `issue.rs` has the server certificate signed by a pki engine and
+//! `verify.rs` says whether a certificate may be written or served.
 
 mod http;
 pub mod issue;
 mod local;
 mod vault;
+pub mod verify;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 

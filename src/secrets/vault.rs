@@ -136,6 +136,7 @@ pub(super) async fn log_in(
     deadline: Instant,
     progress: Progress<'_>,
 ) -> Result<(Secret, bool), PullError> {
+    let cert = matches!(auth, VaultAuth::Cert { .. });
     let (path, body) = match auth {
         VaultAuth::Token { token } => return Ok((local_secret(local, token)?, false)),
         VaultAuth::AppRole {
@@ -157,7 +158,7 @@ pub(super) async fn log_in(
             },
         ),
     };
-    let token = login(client, &path, body, what, deadline, progress).await?;
+    let token = login(client, &path, body, cert, what, deadline, progress).await?;
     Ok((token, true))
 }
 
@@ -327,6 +328,7 @@ async fn login(
     client: &Client,
     path: &str,
     body: Zeroizing<Vec<u8>>,
+    cert: bool,
     what: &str,
     deadline: Instant,
     progress: Progress<'_>,
@@ -343,7 +345,7 @@ async fn login(
         let response = client
             .request(Method::POST, path, None, Some(body.clone()))
             .await?;
-        let response = check(response.status, &response.body, path)?;
+        let response = check_login(response.status, &response.body, path, cert)?;
         let login: Login = serde_json::from_slice(response)
             .map_err(|_| Failure::Permanent(format!("{path}: not a login answer")))?;
         let token = login
@@ -365,14 +367,7 @@ pub(super) fn check<'a>(
     if status.is_success() {
         return Ok(body);
     }
-    #[derive(Deserialize)]
-    struct Errors {
-        #[serde(default)]
-        errors: Vec<String>,
-    }
-    let said = serde_json::from_slice::<Errors>(body)
-        .map(|e| e.errors.join("; "))
-        .unwrap_or_default();
+    let said = engine_errors(body);
     let said = if said.is_empty() {
         String::new()
     } else {
@@ -388,6 +383,44 @@ pub(super) fn check<'a>(
     } else {
         Err(Failure::Permanent(reason))
     }
+}
+
+/// [`check`] for a login: with cert auth, a 500 whose reason is about the certificate is
+/// the engine refusing it, not an outage. Vault and OpenBao answer 500 when Go's chain
+/// verification fails ("failed to verify client's certificate: x509: certificate
+/// specifies an incompatible key usage", for one without clientAuth): retrying that until
+/// the deadline, or until the certificate expires, only delays the fallback.
+fn check_login<'a>(
+    status: StatusCode,
+    body: &'a [u8],
+    path: &str,
+    cert: bool,
+) -> Result<&'a [u8], Failure> {
+    match check(status, body, path) {
+        Err(Failure::Transient(_)) if cert && status == StatusCode::INTERNAL_SERVER_ERROR => {
+            let said = engine_errors(body);
+            if said.contains("certificate") || said.contains("x509:") {
+                Err(Failure::Permanent(format!(
+                    "cert auth refused the certificate (HTTP 500 for {path}): {said}"
+                )))
+            } else {
+                check(status, body, path)
+            }
+        }
+        checked => checked,
+    }
+}
+
+/// The engine's `errors` of an answer, joined; empty when it gave none.
+fn engine_errors(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    serde_json::from_slice::<Errors>(body)
+        .map(|e| e.errors.join("; "))
+        .unwrap_or_default()
 }
 
 /// The string fields of a KV v2 answer (`data.data`), each in a [`Secret`].
@@ -454,6 +487,32 @@ mod tests {
             Err(Failure::Permanent(_))
         ));
         assert_eq!(check(StatusCode::OK, b"x", "/p").unwrap(), b"x");
+    }
+
+    /// A cert auth login answered 500 about the certificate is a refusal, with the engine's
+    /// words; a 500 about anything else, or on another login, stays an outage.
+    #[test]
+    fn a_cert_login_refused_with_500_is_a_refusal() {
+        let path = "/v1/auth/cert/login";
+        let eku = br#"{"errors":["failed to verify client's certificate: x509: certificate specifies an incompatible key usage"]}"#;
+        match check_login(StatusCode::INTERNAL_SERVER_ERROR, eku, path, true) {
+            Err(Failure::Permanent(reason)) => assert_eq!(
+                reason,
+                "cert auth refused the certificate (HTTP 500 for /v1/auth/cert/login): failed to verify client's certificate: x509: certificate specifies an incompatible key usage"
+            ),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let storage = br#"{"errors":["local node not active but active cluster node not found"]}"#;
+        for (body, cert) in [(&storage[..], true), (&eku[..], false), (b"", true)] {
+            assert!(matches!(
+                check_login(StatusCode::INTERNAL_SERVER_ERROR, body, path, cert),
+                Err(Failure::Transient(_))
+            ));
+        }
+        assert!(matches!(
+            check_login(StatusCode::SERVICE_UNAVAILABLE, eku, path, true),
+            Err(Failure::Transient(_))
+        ));
     }
 
     /// Only string fields of data.data become secrets.

@@ -3,7 +3,9 @@
 //!
 //! No grant covers it by default: only an ACL rule that names it (or `*`) lets a caller in.
 //! The renewal itself is the daemon's renewal task; this asks it over a channel, so a
-//! rotate and a scheduled renewal never run at once.
+//! rotate and a scheduled renewal never run at once. A renewal that fails (the pki
+//! unreachable or refusing, or a certificate it answered with that the task refused and did
+//! not write) is UNAVAILABLE with the reason.
 
 use std::time::SystemTime;
 

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use vitals::{
@@ -114,6 +115,14 @@ impl Pki {
             .collect()
     }
 }
+
+/// The names [`Pki::dropin`] asks for, besides the CN `gw-17`.
+const GW17_NAMES: [&str; 4] = [
+    "localhost",
+    "spiffe://test.vitals/gw-17",
+    "127.0.0.1",
+    "::1",
+];
 
 /// The serial of the first certificate in `file`.
 fn serial_in(file: &Path) -> String {
@@ -368,6 +377,18 @@ async fn a_pki_outage_keeps_the_current_certificate_until_the_pki_is_back() {
     let renewed = serial_in(&pki.file());
     assert_ne!(renewed, first);
     assert_eq!(served_serial(&daemon, daemon.addr).await, renewed);
+    // The failures, retried every second or so near the end, were said when they started
+    // (and, at most, once more had their kind changed), then renewal working again once.
+    let failed_lines = count(&daemon, "certificate renewal failed");
+    let failures = scraped(&daemon, "vitals_tls_renewal_failures_total")
+        .await
+        .unwrap();
+    eprintln!("issue: pki outage: {failures} failed attempts, {failed_lines} log lines");
+    assert!(
+        failed_lines <= 2,
+        "{failed_lines} lines for {failures} failures"
+    );
+    assert_eq!(count(&daemon, "certificate renewal works again"), 1);
     assert_eq!(
         scraped(&daemon, "vitals_tls_renewal_last_attempt_successful").await,
         Some(1.0)
@@ -404,6 +425,9 @@ async fn rotate_needs_a_grant_and_renews_at_once() {
         (served == serial).then_some(()).ok_or(served)
     })
     .await;
+    // Built once: the file watcher (debounce 500 ms) does not build it again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count(&daemon, "serving the new TLS identity"), 1);
 
     let plain = TestDaemon::start("").await;
     let run = vitalsctl(&at(&plain, &["rotate"])).await;
@@ -435,6 +459,14 @@ async fn a_restart_does_not_reissue() {
             .iter()
             .any(|l| l.contains("not due for renewal"))
     );
+    // A third of the 90 s it was issued for, plus up to its tenth of jitter: not a third of
+    // the 120 s from OpenBao's back-dated notBefore (40 s).
+    let line = logged(&again, "not due for renewal").unwrap();
+    let (renew_at, not_after) = (
+        line["fields"]["renew_at"].as_u64().unwrap(),
+        line["fields"]["not_after"].as_u64().unwrap(),
+    );
+    assert!((29..=33).contains(&(not_after - renew_at)), "{line}");
 }
 
 /// With no certificate and no pki to be had, startup gives up at secrets.startup_timeout
@@ -456,21 +488,18 @@ async fn no_certificate_and_no_pki_exits_unavailable() {
 
 /// A certificate that expired while the device was off cannot log in with cert auth: the
 /// AppRole fallback does, the log warns why, and a new certificate is issued before the
-/// daemon serves.
+/// daemon serves. (The expired one is of a CA the device trusts, with the names it asks
+/// for: one that does not verify would be set aside instead, see
+/// `a_state_file_that_does_not_verify_is_set_aside_and_replaced`.)
 #[tokio::test]
 async fn an_expired_certificate_falls_back_to_the_approle() {
     let pki = Pki::start();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2020, 1, 2);
-    let old = params.self_signed(&key).unwrap();
-    vitals::pki::write_file(
-        &pki.file(),
-        &format!("{}{}", key.serialize_pem(), old.pem()),
-        0o600,
-    )
-    .unwrap();
+    let mut expired = Leaf::new("gw-17", &GW17_NAMES, Usage::Server, 1);
+    expired.not_before = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
+    expired.not_after = expired.not_before + Duration::from_secs(86_400);
+    let old = pki.pki.ca.issue(&expired).unwrap();
+    vitals::pki::write_file(&pki.file(), &format!("{}{}", old.key, old.cert), 0o600).unwrap();
+    let old = rustls::pki_types::CertificateDer::from_pem_slice(old.cert.as_bytes()).unwrap();
     let addr = pki.bao.addr();
     let daemon = pki.start_daemon(pki.dropin(&addr, "90s", "")).await;
     daemon.echo_ok().await;
@@ -488,10 +517,7 @@ async fn an_expired_certificate_falls_back_to_the_approle() {
     );
     assert_eq!(pki.requests("auth/approle/login").len(), 1);
     assert_eq!(pki.requests("auth/cert/login").len(), 0);
-    assert_ne!(
-        serial_in(&pki.file()),
-        vitals::x509::serial(old.der()).unwrap()
-    );
+    assert_ne!(serial_in(&pki.file()), vitals::x509::serial(&old).unwrap());
 }
 
 /// The renewal task logs in with the secrets the last reload pulled: after the AppRole's
@@ -528,4 +554,252 @@ async fn a_reload_gives_renewal_the_new_login_secrets() {
     let run = vitalsctl(&at(&daemon, &["rotate", "--json"])).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_ne!(serial_in(&pki.file()), first);
+}
+
+/// The certificate chain a new TLS connection to `daemon` is served.
+async fn served_chain(daemon: &TestDaemon) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let tls = daemon.client_tls(ClientAuth::Certificate {
+        cert: &daemon.pki.path("client.crt"),
+        key: &daemon.pki.path("client.key"),
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = TcpStream::connect(daemon.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(daemon.addr.ip().into());
+    let stream = connector.connect(name, tcp).await.expect("a TLS handshake");
+    stream.get_ref().1.peer_certificates().unwrap().to_vec()
+}
+
+fn count(daemon: &TestDaemon, needle: &str) -> usize {
+    daemon.logs().iter().filter(|l| l.contains(needle)).count()
+}
+
+/// The JSON log line whose message has `needle`.
+fn logged(daemon: &TestDaemon, needle: &str) -> Option<serde_json::Value> {
+    daemon.log_json().into_iter().find(|l| {
+        l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(needle))
+    })
+}
+
+/// A role that issues serverAuth-only certificates (server_flag=true client_flag=false, a
+/// common hardening): OpenBao's cert auth refuses them ("x509: certificate specifies an
+/// incompatible key usage", as an HTTP 500). The refusal is reported as one, with the
+/// engine's words, and the AppRole fallback logs in at once: a rotate renews, with one cert
+/// login and no retry. Without a fallback, rotate fails at once with the reason and what
+/// cert auth needs, and nothing calls the engine unreachable.
+#[tokio::test]
+async fn cert_auth_refusing_a_server_only_certificate_falls_back_at_once() {
+    let pki = Pki::start();
+    pki.bao.pki_role(
+        "2m",
+        &[
+            "key_type=ec",
+            "key_bits=256",
+            "server_flag=true",
+            "client_flag=false",
+        ],
+    );
+    let addr = pki.bao.addr();
+    let dropin = pki.dropin(&addr, "90s", "");
+    let mut daemon = pki.start_daemon(dropin.clone()).await;
+    let first = serial_in(&pki.file());
+    let certs = vitals::tls::load_certs(&pki.file()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+    let usage = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(usage.server_auth && !usage.client_auth, "{usage:?}");
+
+    let run = vitalsctl(&at(&daemon, &["rotate", "--json"])).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_ne!(serial_in(&pki.file()), first);
+    let warned = logged(
+        &daemon,
+        "cert auth refused the certificate: logging in with the fallback AppRole",
+    )
+    .expect("the fallback is said");
+    assert_eq!(warned["level"], "WARN");
+    let reason = warned["fields"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cert auth refused the certificate (HTTP 500 for /v1/auth/cert/login)")
+            && reason.contains("incompatible key usage"),
+        "{reason}"
+    );
+    assert_eq!(
+        pki.requests("auth/cert/login").len(),
+        1,
+        "no retry of a refusal"
+    );
+    assert_eq!(pki.requests("auth/approle/login").len(), 2);
+    assert_eq!(count(&daemon, "unreachable"), 0);
+    eprintln!(
+        "issue: rotate with cert auth refused and the AppRole fallback: {} ms",
+        run.took.as_millis()
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
+
+    // The same device without a fallback: its certificate is not due, so it starts.
+    let alone = dropin.replace(
+        "fallback = \"approle\"\nrole_id = \"secret:pki-role-id\"\nsecret_id = \"secret:pki-secret-id\"\n",
+        "",
+    );
+    assert_ne!(alone, dropin);
+    let daemon = pki.start_daemon(alone).await;
+    let held = serial_in(&pki.file());
+    let run = vitalsctl(&at(&daemon, &["rotate"])).await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(
+        run.stderr.contains("incompatible key usage")
+            && run.stderr.contains("client_flag")
+            && !run.stderr.contains("unreachable"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.took < Duration::from_secs(5), "{:?}", run.took);
+    assert_eq!(serial_in(&pki.file()), held);
+    assert_eq!(pki.requests("auth/cert/login").len(), 2);
+    eprintln!(
+        "issue: rotate with cert auth refused and no fallback: exit 3 in {} ms: {}",
+        run.took.as_millis(),
+        run.stderr.trim()
+    );
+}
+
+/// A state file whose key is not its certificate's (what a pki answering with another key
+/// left behind before issue 23) does not stop the start: it is set aside (renamed, kept),
+/// the pki is asked again, and the new certificate is served.
+#[tokio::test]
+async fn a_state_file_that_does_not_verify_is_set_aside_and_replaced() {
+    let pki = Pki::start();
+    let addr = pki.bao.addr();
+    let dropin = pki.dropin(&addr, "90s", "");
+    let mut daemon = pki.start_daemon(dropin.clone()).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
+    let pem = std::fs::read_to_string(pki.file()).unwrap();
+    let chain = &pem[pem.find("-----BEGIN CERTIFICATE-----").unwrap()..];
+    let other = rcgen::KeyPair::generate().unwrap();
+    let bad = format!("{}{chain}", other.serialize_pem());
+    vitals::pki::write_file(&pki.file(), &bad, 0o600).unwrap();
+    let bad_serial = serial_in(&pki.file());
+
+    let daemon = pki.start_daemon(dropin).await;
+    daemon.echo_ok().await;
+    let aside = logged(&daemon, "does not verify: set aside").expect("the set-aside is said");
+    let reason = aside["fields"]["reason"].as_str().unwrap();
+    assert!(reason.contains("public key is not the one"), "{reason}");
+    let kept = PathBuf::from(aside["fields"]["set_aside_as"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), bad);
+    let served = served_serial(&daemon, daemon.addr).await;
+    assert_ne!(served, bad_serial);
+    assert_eq!(served, serial_in(&pki.file()));
+    assert_eq!(pki.requests(&format!("pki/sign/{PKI_ROLE}")).len(), 2);
+}
+
+/// The served chain is the leaf alone: the pki's self-signed root, which the engine returns
+/// in its chain, is neither kept nor sent in handshakes.
+#[tokio::test]
+async fn the_self_signed_root_does_not_travel_in_handshakes() {
+    let pki = Pki::start();
+    let addr = pki.bao.addr();
+    let daemon = pki.start_daemon(pki.dropin(&addr, "90s", "")).await;
+    let chain = served_chain(&daemon).await;
+    assert_eq!(chain.len(), 1, "the leaf only");
+    assert!(!vitals::x509::self_issued(&chain[0]));
+    assert_eq!(vitals::tls::load_certs(&pki.file()).unwrap().len(), 1);
+}
+
+/// Names, key type and issuer follow the config: a restart with other URI SANs is issued a
+/// new certificate at start; a reload asking for P-384 gets one at once (and the identity
+/// is rebuilt once for it, not again by the file watcher); a restart asking for Ed25519
+/// gets one. Each is served and a call works.
+#[tokio::test]
+async fn changed_names_and_key_types_are_reissued_at_start_and_at_reload() {
+    let pki = Pki::start();
+    pki.bao.pki_role("2m", &["key_type=any"]);
+    let addr = pki.bao.addr();
+    let dropin = pki.dropin(&addr, "90s", "");
+    let mut daemon = pki.start_daemon(dropin.clone()).await;
+    let first = serial_in(&pki.file());
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
+
+    let renamed = dropin.replace("spiffe://test.vitals/gw-17", "spiffe://test.vitals/gw-18");
+    let daemon = pki.start_daemon(renamed.clone()).await;
+    let chain = served_chain(&daemon).await;
+    assert_eq!(
+        vitals::x509::identity(&chain[0]).as_deref(),
+        Some("spiffe://test.vitals/gw-18")
+    );
+    assert_ne!(vitals::x509::serial(&chain[0]).unwrap(), first);
+    let said = logged(&daemon, "is not what [tls.issue] asks for now").expect("the reason is said");
+    let reason = said["fields"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("lacks URI:spiffe://test.vitals/gw-18")
+            && reason.contains("not asked for: URI:spiffe://test.vitals/gw-17"),
+        "{reason}"
+    );
+
+    daemon.rewrite_dropin(&renamed.replace("ttl = \"90s\"", "ttl = \"90s\"\nkey_type = \"p384\""));
+    daemon.signal("HUP");
+    eventually(Duration::from_secs(20), || async {
+        let leaf = &served_chain(&daemon).await[0];
+        let kind = vitals::x509::public_key(leaf).and_then(|k| vitals::x509::key_type(&k));
+        (kind == Some(vitals::x509::KeyType::P384))
+            .then_some(())
+            .ok_or(format!("{kind:?}"))
+    })
+    .await;
+    daemon.echo_ok().await;
+    assert!(
+        logged(&daemon, "the pki issued a new certificate")
+            .is_some_and(|l| l["fields"]["why"] == "config changed")
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&daemon, "serving the new TLS identity"),
+        1,
+        "one identity build for the new certificate"
+    );
+    drop(daemon);
+
+    let ed25519 = renamed.replace("ttl = \"90s\"", "ttl = \"90s\"\nkey_type = \"ed25519\"");
+    let daemon = pki.start_daemon(ed25519).await;
+    let leaf = &served_chain(&daemon).await[0];
+    let kind = vitals::x509::public_key(leaf).and_then(|k| vitals::x509::key_type(&k));
+    assert_eq!(kind, Some(vitals::x509::KeyType::Ed25519));
+    daemon.echo_ok().await;
+    assert_eq!(pki.requests(&format!("pki/sign/{PKI_ROLE}")).len(), 4);
+}
+
+/// A `tls.issue.issuer_ca` that cannot be read is a config error: exit 78 at start naming
+/// it, with the held certificate left in place (not set aside: it is the config that is
+/// wrong); at a reload, the reload is rejected and the daemon serves on.
+#[tokio::test]
+async fn an_unreadable_issuer_ca_is_a_config_error() {
+    let pki = Pki::start();
+    let addr = pki.bao.addr();
+    let dropin = pki.dropin(&addr, "90s", "");
+    let mut daemon = pki.start_daemon(dropin.clone()).await;
+    let held = std::fs::read(pki.file()).unwrap();
+    let missing = "issuer_ca = \"/nonexistent/pki-root.pem\"";
+    daemon.rewrite_dropin(&pki.dropin(&addr, "90s", missing));
+    daemon.signal("HUP");
+    daemon
+        .wait_for_log(|l| l.contains("reload rejected") && l.contains("/nonexistent/pki-root.pem"))
+        .await;
+    daemon.echo_ok().await;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
+
+    let dir = write_config(&pki.pki, &pki.dropin(&addr, "90s", missing));
+    let config = dir.path().join("vitalsd.toml");
+    let (code, out) = run_vitalsd(&["--config", config.to_str().unwrap()], &[], dir.path());
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("tls.issue.issuer_ca") && out.contains("/nonexistent/pki-root.pem"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(pki.file()).unwrap(), held);
+    assert_eq!(pki.requests(&format!("pki/sign/{PKI_ROLE}")).len(), 1);
 }

@@ -24,8 +24,11 @@ Renews the daemon's server certificate now from its [tls.issue] pki engine, and 
 new certificate's serial and notAfter. New connections get the new certificate; open ones
 keep theirs. The caller needs a grant for vitals.admin.v1.Admin/Rotate in [[auth.rules]]
 (none covers it by default). A daemon without [tls.issue] answers FAILED_PRECONDITION; a
-renewal that fails answers UNAVAILABLE, and the daemon keeps serving its current
-certificate. The default --timeout is 30s: the daemon waits for the pki.
+renewal that fails answers UNAVAILABLE with the reason (exit 3): the pki unreachable or
+refusing, or a certificate it answered with that the daemon refused (another key, other
+names, expired, not chaining to tls.issue.issuer_ca). The daemon then keeps serving its
+current certificate and writes nothing. The default --timeout is 30s: the daemon waits for
+the pki.
 
   --json                 {\"serial\": \"..\", \"not_after_unix\": N}
 

@@ -24,5 +24,6 @@ mod grpc;
 mod h2;
 mod http1;
 mod memory;
+mod pki;
 mod scrape;
 mod tasks;

@@ -153,17 +153,7 @@ impl Bao {
         ]);
         let file = self.dir.path().join("pki-root.pem");
         std::fs::write(&file, format!("{root}\n")).unwrap();
-        self.run(&[
-            "write",
-            &format!("pki/roles/{PKI_ROLE}"),
-            "allow_any_name=true",
-            "enforce_hostnames=false",
-            "allow_ip_sans=true",
-            "key_type=ec",
-            "key_bits=256",
-            "allowed_uri_sans=spiffe://*",
-            &format!("max_ttl={max_ttl}"),
-        ]);
+        self.pki_role(max_ttl, &["key_type=ec", "key_bits=256"]);
         let policy = self.dir.path().join("pki-sign.hcl");
         std::fs::write(
             &policy,
@@ -172,6 +162,24 @@ impl Bao {
         .unwrap();
         self.run(&["policy", "write", PKI_POLICY, policy.to_str().unwrap()]);
         file
+    }
+
+    /// (Re)writes the role [`PKI_ROLE`]: any name, URI SANs under spiffe://, IP SANs, at
+    /// most `max_ttl`, and `settings` (`key_type=any`, `client_flag=false`, ...).
+    pub fn pki_role(&self, max_ttl: &str, settings: &[&str]) {
+        let role = format!("pki/roles/{PKI_ROLE}");
+        let max_ttl = format!("max_ttl={max_ttl}");
+        let mut write = vec![
+            "write",
+            &role,
+            "allow_any_name=true",
+            "enforce_hostnames=false",
+            "allow_ip_sans=true",
+            "allowed_uri_sans=spiffe://*",
+            &max_ttl,
+        ];
+        write.extend_from_slice(settings);
+        self.run(&write);
     }
 
     /// Cert auth at `cert/` that logs in a client certificate `root` signed, with

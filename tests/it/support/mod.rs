@@ -4,6 +4,7 @@
 pub mod bao;
 pub mod fake;
 pub mod gate;
+pub mod hostile_pki;
 pub mod nspawn;
 pub mod prometheus;
 pub mod raw;
