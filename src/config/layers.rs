@@ -439,6 +439,13 @@ fn describe(err: ConfigError) -> (String, String) {
             (key, reason)
         }
         ConfigError::Message(message) => (String::new(), message),
+        // serde's missing field: config-rs writes it after its table's path, with no dot
+        // after an index (`auth.rules[0]identities`); the key named is the table.
+        ConfigError::NotFound(path) => {
+            let cut = path.rfind(['.', ']']).map_or(0, |i| i + 1);
+            let table = path[..cut].trim_end_matches('.').to_string();
+            (table, format!("missing field `{}`", &path[cut..]))
+        }
         other => (String::new(), other.to_string()),
     };
     // serde names an unknown key in its message, not in the path: the path is its table.
@@ -699,6 +706,25 @@ mod tests {
                 .starts_with("the environment: `VITALSD_X[99999999]`"),
             "{err}"
         );
+    }
+
+    /// A list entry without a required field names the entry and the field, and the file
+    /// (the fuzzer's `missing-field-in-a-list-entry`: "built-in defaults" and a key run
+    /// together, `auth.rules[0]identities`).
+    #[test]
+    fn a_missing_field_names_its_table_and_file() {
+        let err = layers(&[("f.toml", "[[auth.rules]]\n")], &[])
+            .unwrap()
+            .raw()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "f.toml: `auth.rules[0]`: missing field `identities`");
+        let err = layers(&[("f.toml", "[[secrets.sources]]\ndir = \"/x\"\n")], &[])
+            .unwrap()
+            .raw()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "f.toml: `secrets.sources[0]`: missing field `kind`");
     }
 
     /// Lists, user-keyed tables and strings past their limits are refused naming the key
