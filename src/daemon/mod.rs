@@ -9,6 +9,7 @@
 //! - `issue.rs`: the `[tls.issue]` certificate: issued at start, renewed by a task, rotated
 //! - `files.rs`: the TLS files followed on disk, read again when they change
 //! - `refresh.rs`: Vault secrets read again on an interval, the operator's token renewed
+//! - `status.rs`: systemd's STATUS= line: the lifecycle, and readiness with its reasons
 
 mod check;
 mod files;
@@ -17,8 +18,10 @@ mod push;
 mod refresh;
 mod signals;
 mod start;
+mod status;
 
 pub use start::{Options, StartError, exit, start};
+use status::StatusLine;
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -310,15 +313,17 @@ impl Daemon {
             self.config.metrics.filesystem_timeout,
         )
         .await;
-        let failures = health::evaluate(&first, &self.checks.borrow(), SystemTime::now());
-        self.health.set_failures(failures);
+        let verdicts = health::judge(&first, &self.checks.borrow(), SystemTime::now());
+        self.health.set_verdicts(verdicts);
+        let status = Arc::new(StatusLine::new(join(&tls_addrs)));
+        status.failures(self.health.failures());
         let checks = tokio::spawn(run_checks(
             self.health.clone(),
             self.snapshots.rx.clone(),
             self.checks.subscribe(),
+            status.clone(),
         ));
         self.health.set_phase(Phase::Serving);
-        let status = format!("serving on {}", join(&tls_addrs));
         let (runtime, workers) = crate::runtime::describe();
         tracing::info!(
             listen = %join(&tls_addrs),
@@ -328,7 +333,7 @@ impl Daemon {
             files = %self.config.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "serving"
         );
-        systemd::notify(&format!("READY=1\nSTATUS={status}"));
+        status.ready(None);
 
         loop {
             let command = tokio::select! {
@@ -342,7 +347,7 @@ impl Daemon {
             };
             match command {
                 Some(Control::Reload) => {
-                    systemd::notify("RELOADING=1\nSTATUS=reloading");
+                    status.lifecycle("RELOADING=1\nSTATUS=reloading");
                     let outcome = self.reload().await;
                     let (counter, ok) = match outcome {
                         Ok(()) => (&self.counters.reloads_applied, 1),
@@ -354,15 +359,12 @@ impl Daemon {
                         generation += 1;
                         running.send_replace(self.running(generation));
                     }
-                    let status = match outcome {
-                        Ok(()) => status.clone(),
-                        Err(err) => {
-                            let reason = chain(&err);
-                            tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
-                            format!("{status}; last reload rejected: {reason}")
-                        }
-                    };
-                    systemd::notify(&format!("READY=1\nSTATUS={status}"));
+                    let rejected = outcome.err().map(|err| {
+                        let reason = chain(&err);
+                        tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
+                        reason
+                    });
+                    status.ready(rejected);
                 }
                 Some(Control::Identity { why }) => {
                     if let Err(err) = self.reload_identity(why).await {
@@ -378,7 +380,7 @@ impl Daemon {
         renewal_stop.cancel();
         self.health.set_phase(Phase::Stopping);
         let delay = self.config.server.shutdown_delay;
-        systemd::notify(&format!(
+        status.lifecycle(&format!(
             "STOPPING=1\nSTATUS=stopping: health NOT_SERVING for {}ms, then draining",
             delay.as_millis()
         ));
@@ -391,7 +393,7 @@ impl Daemon {
         }
         let drain = self.config.server.drain_timeout;
         tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down");
-        systemd::notify("STATUS=draining in-flight calls");
+        status.lifecycle("STATUS=draining in-flight calls");
         self.health.set_phase(Phase::Draining);
         self.shared.shutdown.cancel();
         let left = serving.await.unwrap_or(0);
@@ -684,6 +686,7 @@ fn live(
             snapshots.rx.clone(),
             snapshots.started,
             stats.clone(),
+            health.clone(),
             config.metrics.sample_interval,
             shutdown.clone(),
         ),
@@ -789,11 +792,13 @@ async fn run_checks(
     health: Health,
     mut snapshots: watch::Receiver<Published>,
     mut checks: watch::Receiver<health::Checks>,
+    status: Arc<StatusLine>,
 ) {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let current = checks.borrow_and_update().clone();
-        health.set_failures(health::evaluate(&snapshot, &current, SystemTime::now()));
+        health.set_verdicts(health::judge(&snapshot, &current, SystemTime::now()));
+        status.failures(health.failures());
         let sampled_at =
             SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
         let stale_in = (sampled_at + current.stale_after + Duration::from_millis(10))

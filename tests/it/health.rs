@@ -241,3 +241,48 @@ async fn exposed_plaintext_listener_is_warned_about() {
             .any(|l| l.contains("reachable from other hosts"))
     );
 }
+
+/// Each check is named on `/metrics` with 0 or 1 (`vitals_health_check_failing{check,
+/// subject}`) and in the gRPC snapshot with its reason: a failing disk threshold on `/`
+/// shows as `disk_free` on `/` with the free space, the other checks as passing.
+#[tokio::test]
+async fn failing_checks_are_named_in_metrics_and_the_snapshot() {
+    use crate::support::prometheus::scraped;
+    let daemon = TestDaemon::start("[health]\nmin_disk_free_percent = 99.99\n").await;
+    let failing = r#"vitals_health_check_failing{check="disk_free",subject="/"}"#;
+    let fresh = r#"vitals_health_check_failing{check="sample_fresh",subject=""}"#;
+    crate::support::eventually(Duration::from_secs(5), || {
+        let daemon = &daemon;
+        async move {
+            let got = (scraped(daemon, failing).await, scraped(daemon, fresh).await);
+            (got == (Some(1.0), Some(0.0)))
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        }
+    })
+    .await;
+    let memory = r#"vitals_health_check_failing{check="memory_available",subject=""}"#;
+    assert_eq!(scraped(&daemon, memory).await, Some(0.0));
+    let overall = r#"vitals_health_serving{service=""}"#;
+    assert_eq!(scraped(&daemon, overall).await, Some(0.0));
+
+    let snapshot = daemon.snapshot().await;
+    let disk = snapshot
+        .health_checks
+        .iter()
+        .find(|c| c.check == "disk_free" && c.subject == "/")
+        .unwrap_or_else(|| panic!("{:?}", snapshot.health_checks));
+    assert!(disk.failing, "{disk:?}");
+    assert!(
+        disk.reason.starts_with("filesystem / has ") && disk.reason.ends_with("below 99.99%"),
+        "{disk:?}"
+    );
+    let fresh = snapshot
+        .health_checks
+        .iter()
+        .find(|c| c.check == "sample_fresh");
+    assert!(
+        fresh.is_some_and(|c| !c.failing && c.reason.is_empty()),
+        "{fresh:?}"
+    );
+}
