@@ -59,6 +59,8 @@ pub enum Error {
     Hpack(String),
     #[error("a frame of type {0} where a CONTINUATION was due")]
     NotContinuation(u8),
+    #[error("a CONTINUATION on another stream than its HEADERS")]
+    ContinuationStream,
     #[error("a HEADERS frame shorter than its padding and priority fields")]
     Malformed,
 }
@@ -172,7 +174,12 @@ impl Frames {
         let (kind, flags) = (h[3], h[4]);
         let collect = match (kind, self.open.is_some()) {
             (HEADERS, false) => true,
-            (CONTINUATION, true) => true,
+            (CONTINUATION, true) => {
+                if self.open.is_some_and(|o| o.stream[..] != h[5..9]) {
+                    return Err(Error::ContinuationStream);
+                }
+                true
+            }
             (_, true) => return Err(Error::NotContinuation(kind)),
             // A CONTINUATION with no HEADERS before it: h2's to refuse.
             (_, false) => false,
@@ -642,8 +649,8 @@ mod tests {
 
     /// What h2 would refuse with a GOAWAY ends the connection here: a block over the
     /// limit, an HPACK bomb (references to a large table entry), a frame between a HEADERS
-    /// and its CONTINUATION, a table larger than the server allows, an index past the table,
-    /// padding longer than the frame.
+    /// and its CONTINUATION or a CONTINUATION on another stream, a table larger than the
+    /// server allows, an index past the table, padding longer than the frame.
     #[test]
     fn hostile_blocks_end_the_connection() {
         let with = |frames: &[Vec<u8>]| {
@@ -672,6 +679,13 @@ mod tests {
         assert_eq!(
             with(&[raw_frame(HEADERS, 0, 1, &[0x82]), raw_frame(0, 0, 1, b"x"),]),
             Err(Error::NotContinuation(0))
+        );
+        assert_eq!(
+            with(&[
+                raw_frame(HEADERS, 0, 1, &[0x82]),
+                raw_frame(CONTINUATION, END_HEADERS, 3, &[0x84]),
+            ]),
+            Err(Error::ContinuationStream)
         );
         let too_big_table = [0x3f, 0xe1, 0x7f];
         assert!(matches!(
