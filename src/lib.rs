@@ -17,7 +17,7 @@
 //! - [`auth`]: per-method ACL by certificate identity, bearer tokens, audit lines
 //! - [`secrets`]: `secret:NAME` values pulled from credentials, files or Vault, TLS keys included;
 //!   the server certificate signed by a Vault/OpenBao pki engine (`[tls.issue]`)
-//! - [`health`]: health state from lifecycle and threshold checks
+//! - [`health`]: health state from lifecycle and threshold checks, each check named with its verdict
 //! - [`telemetry`]: tracing to journald, JSON or text
 //!
 //! What they are built from:
