@@ -20,9 +20,11 @@ LAYERS = [
     ["config", "tls", "rpc_stats", "sampler", "remote_write"],
     # the one HTTP client, over TLS configs (the secret store, the remote_write receiver)
     ["outbound"],
-    # what reads the config: secrets, health state, logging; the Prometheus series (from
-    # the sampler's snapshot and the counters, for the scrape service and the push task)
-    ["secrets", "health", "telemetry", "series"],
+    # what reads the config: secrets, health state, logging
+    ["secrets", "health", "telemetry"],
+    # the Prometheus series (from the sampler's snapshot, the counters and health's
+    # verdicts, for the scrape service and the push task)
+    ["series"],
     # the policy, over resolved secrets
     ["auth"],
     # transport and handlers; neither names the other

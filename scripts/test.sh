@@ -46,6 +46,9 @@ fi
 # The FUSE server whose statfs hangs (tests/fuse/hang_fs.py) is written on mfusepy.
 python3 -c 'import mfusepy' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check mfusepy
+# grpcio (gRPC C-core) checks health over the unix socket (tests/it/health.rs).
+python3 -c 'import grpc, grpc_health.v1' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-health-checking
 bao version
 # The container root for the real-systemd tests (tests/it/nspawn.rs); kept in target/.
 scripts/nspawn-rootfs.sh

@@ -44,6 +44,8 @@ pub enum Phase {
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
+    /// Every check's verdict on the last sample judged.
+    verdicts: Arc<[Verdict]>,
     /// Why checks fail, one line each; empty when all pass.
     failures: Vec<String>,
     /// When the failing checks were last said in the log, and how many evaluations with
@@ -67,6 +69,7 @@ impl Health {
         let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         let inner = Inner {
             phase: Phase::Starting,
+            verdicts: Arc::new([]),
             failures: Vec::new(),
             said: None,
             liveness: names(liveness),
@@ -83,11 +86,12 @@ impl Health {
         self.update(|inner| inner.phase = phase);
     }
 
-    /// Replaces the failing checks. Logs when checks start to fail, when the kind of
-    /// failure changes and when they pass again; a failure that only moves its numbers (a
-    /// certificate's seconds left, a disk's percent free) is said again at most every
+    /// Replaces the verdicts of the checks. Logs when checks start to fail, when the kind
+    /// of failure changes and when they pass again; a failure that only moves its numbers
+    /// (a certificate's seconds left, a disk's percent free) is said again at most every
     /// [`REMIND_EVERY`], with how many checks found it since.
-    pub fn set_failures(&self, failures: Vec<String>) {
+    pub fn set_verdicts(&self, verdicts: Vec<Verdict>) {
+        let failures: Vec<String> = verdicts.iter().filter_map(|v| v.failure.clone()).collect();
         self.update(|inner| {
             let now = std::time::Instant::now();
             if kinds(&inner.failures) != kinds(&failures) {
@@ -106,6 +110,7 @@ impl Health {
                 }
             }
             inner.failures = failures;
+            inner.verdicts = verdicts.into();
         });
     }
 
@@ -137,6 +142,20 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner())
             .failures
             .clone()
+    }
+
+    /// Every check's verdict on the last sample judged (none before the first).
+    pub fn verdicts(&self) -> Arc<[Verdict]> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .verdicts
+            .clone()
+    }
+
+    /// Where the daemon is in its life.
+    pub fn phase(&self) -> Phase {
+        self.tx.borrow().0
     }
 
     /// A receiver that sees every change of phase or status.
@@ -201,43 +220,109 @@ pub struct Checks {
     pub stale_after: Duration,
 }
 
+/// One check's verdict on a sample: what it checks, on what, and why it fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The check, a stable name for metrics and alerts: [`SAMPLE_FRESH`], [`DISK_FREE`],
+    /// [`MEMORY_AVAILABLE`], [`TEMPERATURE`] or [`CERTIFICATE_VALIDITY`].
+    pub check: &'static str,
+    /// What it is applied to: a `health.disk_paths` entry, a sensor's label; empty for the
+    /// checks that have one subject.
+    pub subject: String,
+    /// Why it fails, one line; `None` while it passes.
+    pub failure: Option<String>,
+}
+
+/// The sampler's last sample is there and younger than [`Checks::stale_after`].
+pub const SAMPLE_FRESH: &str = "sample_fresh";
+/// A daemon task (subject: its name) has not kept panicking (`crate::supervise`).
+pub const TASK: &str = "task";
+/// A `health.disk_paths` entry's filesystem answers and has `min_disk_free_percent` free.
+pub const DISK_FREE: &str = "disk_free";
+/// `min_memory_available_percent` of memory is available.
+pub const MEMORY_AVAILABLE: &str = "memory_available";
+/// A sensor reads at most `max_temperature_celsius`.
+pub const TEMPERATURE: &str = "temperature";
+/// The server certificate has `min_cert_validity` left.
+pub const CERTIFICATE_VALIDITY: &str = "certificate_validity";
+
+/// A verdict for each task that was ever run again after a panic (`restarts`), failing for
+/// the ones in `failing` (a task and why, as `crate::supervise::failing` says).
+pub fn tasks(restarts: &[(&'static str, u64)], failing: &[(&'static str, String)]) -> Vec<Verdict> {
+    restarts
+        .iter()
+        .map(|(task, _)| {
+            let why = failing
+                .iter()
+                .find(|(t, _)| t == task)
+                .map(|(_, why)| why.clone());
+            Verdict::new(TASK, *task, why)
+        })
+        .collect()
+}
+
+impl Verdict {
+    fn new(check: &'static str, subject: impl Into<String>, failure: Option<String>) -> Verdict {
+        Verdict {
+            check,
+            subject: subject.into(),
+            failure,
+        }
+    }
+}
+
 /// The checks applied to a snapshot at `now`; one line per failing check.
 pub fn evaluate(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<String> {
-    let mut failures = Vec::new();
+    judge(snapshot, checks, now)
+        .into_iter()
+        .filter_map(|v| v.failure)
+        .collect()
+}
+
+/// Every check that applies, with its verdict on a snapshot at `now`: the ones configured
+/// (a threshold of zero turns its check off), in a stable order. Without a sample only
+/// [`SAMPLE_FRESH`] is judged.
+pub fn judge(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
     if snapshot.sampled_at_unix_ms == 0 {
-        failures.push("no metrics sample yet".to_string());
-        return failures;
+        let why = "no metrics sample yet".to_string();
+        verdicts.push(Verdict::new(SAMPLE_FRESH, "", Some(why)));
+        return verdicts;
     }
     let sampled_at = SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
     let age = now.duration_since(sampled_at).unwrap_or_default();
-    if age > checks.stale_after {
-        failures.push(format!(
+    let stale = (age > checks.stale_after).then(|| {
+        format!(
             "stale metrics: the last sample is {}s old (more than {}s)",
             age.as_secs(),
             checks.stale_after.as_secs()
-        ));
-    }
+        )
+    });
+    verdicts.push(Verdict::new(SAMPLE_FRESH, "", stale));
     let thresholds = &checks.thresholds;
     if thresholds.min_disk_free_percent > 0.0 {
         for path in &thresholds.disk_paths {
             let Some(fs) = filesystem_of(snapshot, path) else {
                 continue;
             };
+            let subject = path.display().to_string();
             if fs.stuck {
-                failures.push(format!(
+                let why = format!(
                     "filesystem {} does not answer (stuck), so {} cannot be checked",
                     fs.mount_point,
                     path.display()
-                ));
+                );
+                verdicts.push(Verdict::new(DISK_FREE, subject, Some(why)));
                 continue;
             }
             let free = percent(fs.available_bytes, fs.total_bytes);
-            if free < thresholds.min_disk_free_percent {
-                failures.push(format!(
+            let low = (free < thresholds.min_disk_free_percent).then(|| {
+                format!(
                     "filesystem {} has {free:.1}% free, below {}%",
                     fs.mount_point, thresholds.min_disk_free_percent
-                ));
-            }
+                )
+            });
+            verdicts.push(Verdict::new(DISK_FREE, subject, low));
         }
     }
     if let Some(memory) = &snapshot.memory
@@ -245,19 +330,20 @@ pub fn evaluate(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<St
         && memory.total_bytes > 0
     {
         let available = percent(memory.available_bytes, memory.total_bytes);
-        if available < thresholds.min_memory_available_percent {
-            failures.push(format!(
+        let low = (available < thresholds.min_memory_available_percent).then(|| {
+            format!(
                 "memory has {available:.1}% available, below {}%",
                 thresholds.min_memory_available_percent
-            ));
-        }
+            )
+        });
+        verdicts.push(Verdict::new(MEMORY_AVAILABLE, "", low));
     }
     if let Some(max) = thresholds.max_temperature_celsius {
         for t in &snapshot.temperatures {
-            if let Some(celsius) = t.celsius
-                && f64::from(celsius) > max
-            {
-                failures.push(format!("{} reads {celsius:.1}°C, above {max}°C", t.label));
+            if let Some(celsius) = t.celsius {
+                let hot = (f64::from(celsius) > max)
+                    .then(|| format!("{} reads {celsius:.1}°C, above {max}°C", t.label));
+                verdicts.push(Verdict::new(TEMPERATURE, t.label.clone(), hot));
             }
         }
     }
@@ -265,19 +351,20 @@ pub fn evaluate(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<St
         let secs = not_after
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        match not_after.duration_since(now) {
-            Err(_) => failures.push(format!(
+        let short = match not_after.duration_since(now) {
+            Err(_) => Some(format!(
                 "the server certificate expired (not after {secs} unix time)"
             )),
-            Ok(left) if left < thresholds.min_cert_validity => failures.push(format!(
+            Ok(left) if left < thresholds.min_cert_validity => Some(format!(
                 "the server certificate has {}s of validity left (not after {secs} unix time), below health.min_cert_validity ({}s)",
                 left.as_secs(),
                 thresholds.min_cert_validity.as_secs()
             )),
-            Ok(_) => {}
-        }
+            Ok(_) => None,
+        };
+        verdicts.push(Verdict::new(CERTIFICATE_VALIDITY, "", short));
     }
-    failures
+    verdicts
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -373,9 +460,10 @@ mod tests {
         assert_eq!(all(&health), (Some(ready), Some(ready), Some(serving)));
         health.set_phase(Phase::Serving);
         assert_eq!(all(&health), (Some(serving), Some(serving), Some(serving)));
-        health.set_failures(vec!["hot".into()]);
+        let hot = Verdict::new(TEMPERATURE, "cpu", Some("hot".into()));
+        health.set_verdicts(vec![hot]);
         assert_eq!(all(&health), (Some(ready), Some(ready), Some(serving)));
-        health.set_failures(vec![]);
+        health.set_verdicts(vec![]);
         for phase in [Phase::Stopping, Phase::Draining] {
             health.set_phase(phase);
             assert_eq!(all(&health), (Some(ready), Some(ready), Some(serving)));
@@ -389,7 +477,7 @@ mod tests {
         let health = Health::new(&[], &[]);
         let mut rx = health.subscribe();
         rx.mark_unchanged();
-        health.set_failures(vec![]);
+        health.set_verdicts(vec![]);
         assert!(!rx.has_changed().unwrap());
         health.set_phase(Phase::Serving);
         assert!(rx.has_changed().unwrap());
@@ -433,6 +521,62 @@ mod tests {
         assert!(failures[1].starts_with("memory has 5.0% available"));
         assert!(failures[2].starts_with("cpu reads 91.0°C"));
         assert!(failures[3].contains("expired"));
+    }
+
+    /// Every configured check has a verdict, passing or not, named for metrics: the disk
+    /// check once per watched path, the temperature check once per sensor; without a sample
+    /// only the freshness check is judged.
+    #[test]
+    fn verdicts_name_each_check_and_its_subject() {
+        let now = SystemTime::now();
+        let snapshot = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![fs("/", 100, 50), fs("/var", 100, 1)],
+                memory: Some(Memory {
+                    total_bytes: 100,
+                    available_bytes: 50,
+                    ..Default::default()
+                }),
+                temperatures: vec![Temperature {
+                    label: "cpu".into(),
+                    celsius: Some(91.0),
+                    critical_celsius: None,
+                }],
+                ..Default::default()
+            },
+        );
+        let thresholds = config::Health {
+            disk_paths: vec!["/".into(), "/var/lib/x".into()],
+            ..thresholds()
+        };
+        let later = Some(now + Duration::from_secs(60));
+        let verdicts = judge(&snapshot, &checks(thresholds.clone(), later), now);
+        let named: Vec<(&str, &str, bool)> = verdicts
+            .iter()
+            .map(|v| (v.check, v.subject.as_str(), v.failure.is_some()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (SAMPLE_FRESH, "", false),
+                (DISK_FREE, "/", false),
+                (DISK_FREE, "/var/lib/x", true),
+                (MEMORY_AVAILABLE, "", false),
+                (TEMPERATURE, "cpu", true),
+                (CERTIFICATE_VALIDITY, "", false),
+            ]
+        );
+        let health = Health::new(&[], &[]);
+        health.set_verdicts(verdicts);
+        assert_eq!(health.verdicts().len(), 6);
+        assert_eq!(health.failures().len(), 2);
+        let none = judge(&Snapshot::default(), &checks(thresholds, later), now);
+        assert_eq!(none.len(), 1);
+        assert_eq!(
+            (none[0].check, none[0].failure.as_deref()),
+            (SAMPLE_FRESH, Some("no metrics sample yet"))
+        );
     }
 
     /// Below health.min_cert_validity the certificate check fails and says how much is

@@ -18,7 +18,7 @@
 //! - [`secrets`]: `secret:NAME` values pulled from credentials, files or Vault, TLS keys included;
 //!   the server certificate signed by a Vault/OpenBao pki engine (`[tls.issue]`), checked
 //!   before it is kept (`secrets/verify.rs`)
-//! - [`health`]: health state from lifecycle and threshold checks
+//! - [`health`]: health state from lifecycle and threshold checks, each check named with its verdict
 //! - [`telemetry`]: tracing to journald, JSON or text
 //!
 //! What they are built from:

@@ -16,6 +16,7 @@ use std::{
 };
 
 use crate::{
+    health::Verdict,
     methods::{self, Kind},
     proto::{health::health_check_response::ServingStatus, metrics::Snapshot},
     rpc_stats::RpcStats,
@@ -94,6 +95,8 @@ pub struct Sources<'a> {
     pub snapshot: &'a Snapshot,
     pub rpc: &'a RpcStats,
     pub health: &'a BTreeMap<String, ServingStatus>,
+    /// Each readiness check's verdict on the last sample judged.
+    pub checks: &'a [Verdict],
     pub daemon: &'a DaemonStats,
     /// How often each task was run again after a panic ([`crate::supervise::restarts`]).
     pub restarts: &'a [(&'static str, u64)],
@@ -623,6 +626,19 @@ fn vitals(s: &Sources<'_>, sink: &mut dyn Sink) {
     for (task, restarts) in s.restarts {
         sink.sample("", &[("task", task)], *restarts as f64);
     }
+    sink.family(
+        "vitals_health_check_failing",
+        "1 while the readiness check fails (the reason is in the log, in systemd's STATUS and in the gRPC snapshot), 0 while it passes; subject is the disk path or sensor, when the check has several.",
+        Type::Gauge,
+    );
+    for verdict in s.checks {
+        let failing = f64::from(u8::from(verdict.failure.is_some()));
+        let labels = [
+            ("check", verdict.check),
+            ("subject", verdict.subject.as_str()),
+        ];
+        sink.sample("", &labels, failing);
+    }
     let d = s.daemon;
     let load = |a: &AtomicU64| a.load(Relaxed) as f64;
     if d.cert_not_after.load(Relaxed) > 0 {
@@ -833,12 +849,25 @@ pub(crate) mod tests {
         health.insert(methods::ECHO.to_owned(), ServingStatus::NotServing);
         let daemon = DaemonStats::default();
         daemon.cert_not_after.store(1_800_000_000, Relaxed);
+        let checks = [
+            Verdict {
+                check: crate::health::SAMPLE_FRESH,
+                subject: String::new(),
+                failure: None,
+            },
+            Verdict {
+                check: crate::health::DISK_FREE,
+                subject: "/var".into(),
+                failure: Some("filesystem /var has 1.0% free, below 5%".into()),
+            },
+        ];
         let mut lines = Lines::default();
         collect(
             &Sources {
                 snapshot,
                 rpc,
                 health: &health,
+                checks: &checks,
                 daemon: &daemon,
                 restarts: &[("push", 2)],
                 now: UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_003),
@@ -868,6 +897,8 @@ pub(crate) mod tests {
             "process_cpu_seconds_total{} 1.5",
             "vitals_health_serving{service=} 1",
             "vitals_health_serving{service=vitals.echo.v1.Echo} 0",
+            "vitals_health_check_failing{check=sample_fresh,subject=} 0",
+            "vitals_health_check_failing{check=disk_free,subject=/var} 1",
             "vitals_tls_certificate_not_after_seconds{} 1800000000",
             "vitals_sample_age_seconds{} 3",
         ] {

@@ -74,9 +74,9 @@ pub fn restarts() -> Vec<(&'static str, u64)> {
     tasks().iter().map(|(n, t)| (*n, t.restarts)).collect()
 }
 
-/// Why readiness fails because of tasks: one line for each task that panicked
+/// Why readiness fails because of tasks: the task and one line for each task that panicked
 /// [`FAILING_AFTER`] times or more within [`HEALTHY_AFTER`].
-pub fn failing() -> Vec<String> {
+pub fn failing() -> Vec<(&'static str, String)> {
     let now = Instant::now();
     tasks()
         .iter()
@@ -88,11 +88,12 @@ pub fn failing() -> Vec<String> {
                 >= FAILING_AFTER
         })
         .map(|(name, t)| {
-            format!(
+            let why = format!(
                 "the {name} task keeps failing ({} panics in the last {} min)",
                 t.recent.len(),
                 HEALTHY_AFTER.as_secs() / 60
-            )
+            );
+            (*name, why)
         })
         .collect()
 }
@@ -201,9 +202,8 @@ mod tests {
         assert!(restarts().contains(&("test-panics", 3)));
         let failing = failing();
         assert!(
-            failing
-                .iter()
-                .any(|f| f.starts_with("the test-panics task keeps failing")),
+            failing.iter().any(|(task, why)| *task == "test-panics"
+                && why.starts_with("the test-panics task keeps failing")),
             "{failing:?}"
         );
     }

@@ -35,6 +35,10 @@ pub struct Outcome {
     pub exit_code: u8,
     /// The line grpc_health_probe prints for it.
     pub message: String,
+    /// What grpc_health_probe does not say: for a connection that timed out, how many
+    /// attempts were made and why the last one failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(serialize_with = "millis")]
     pub connect: Option<Duration>,
     #[serde(serialize_with = "millis")]
@@ -64,6 +68,7 @@ impl Outcome {
             status: status.to_string(),
             exit_code,
             message,
+            detail: None,
             connect: None,
             rpc: None,
         }
@@ -83,6 +88,7 @@ impl Outcome {
                     status.as_str_name()
                 )
             },
+            detail: None,
             connect: None,
             rpc: None,
         }
@@ -101,39 +107,103 @@ pub fn add_headers<T>(request: &mut Request<T>, headers: &[(String, String)]) {
     }
 }
 
-/// Connects as grpc_health_probe does: a failure is exit 2, with its message.
+/// gRPC's connection backoff (connection-backoff.md), which grpc-go's blocking dial, and so
+/// grpc_health_probe, waits out between attempts: 1 s before the first retry, then 1.6
+/// times longer each time up to 120 s, each wait ±20%.
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+const BACKOFF_MULTIPLIER: f64 = 1.6;
+const BACKOFF_JITTER: f64 = 0.2;
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+/// `bound` ±[`BACKOFF_JITTER`], with `random` in [0, 1).
+fn jittered(bound: Duration, random: f64) -> Duration {
+    bound.mul_f64(1.0 - BACKOFF_JITTER + 2.0 * BACKOFF_JITTER * random.clamp(0.0, 1.0))
+}
+
+/// A duration as Go's `time.Duration` prints it (`300ms`, `1s`, `1.5s`, `1m30s`,
+/// `1h0m0s`), which grpc_health_probe's messages show.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    /// `value / unit` with the fraction's trailing zeros dropped.
+    fn decimal(value: u128, unit: u128, digits: usize) -> String {
+        let (whole, frac) = (value / unit, value % unit);
+        if frac == 0 {
+            return whole.to_string();
+        }
+        let frac = format!("{frac:0digits$}");
+        format!("{whole}.{}", frac.trim_end_matches('0'))
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", decimal(nanos, 1_000, 3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", decimal(nanos, 1_000_000, 6));
+    }
+    let (hours, rest) = (nanos / 3_600_000_000_000, nanos % 3_600_000_000_000);
+    let (minutes, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let seconds = format!("{}s", decimal(rest, 1_000_000_000, 9));
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
+
+/// Connects as grpc_health_probe does: attempt after attempt, with gRPC's connection backoff
+/// between them, until one succeeds or `connect_timeout` has passed since the first began
+/// (grpc-go's blocking dial under a deadline). Running out of time is exit 2 with its
+/// `timeout: failed to connect service "ADDR" within 1s`, the last attempt's error kept
+/// as the outcome's detail; bad arguments (exit 1) are not retried.
 async fn connect(dial: &Dial) -> Result<(Conn, Duration), Outcome> {
     let started = Instant::now();
-    match dial.open().await {
-        Ok(conn) => Ok((conn, started.elapsed())),
-        Err(err) => {
-            let (status, message) = match &err {
-                super::Error::ConnectTimeout { timeout, .. } => (
-                    "UNREACHABLE",
-                    format!(
-                        "timeout: failed to connect service \"{}\" within {timeout:?}",
-                        dial.addr
-                    ),
-                ),
-                _ if err.exit_code() == exit::ARGS => {
-                    ("INVALID", format!("error: {}", chain(&err)))
-                }
-                _ => (
-                    "UNREACHABLE",
-                    format!(
-                        "error: failed to connect service at \"{}\": {}",
-                        dial.addr,
-                        chain(&err)
-                    ),
-                ),
-            };
-            Err(Outcome::failed(
-                &dial.addr,
-                status,
-                err.exit_code(),
-                message,
-            ))
+    let deadline = started + dial.connect_timeout;
+    let mut backoff = INITIAL_BACKOFF;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let attempt = Dial {
+            connect_timeout: deadline.saturating_duration_since(Instant::now()),
+            ..dial.clone()
+        };
+        let err = match attempt.open().await {
+            Ok(conn) => return Ok((conn, started.elapsed())),
+            Err(err) => err,
+        };
+        if err.exit_code() == exit::ARGS {
+            let message = format!("error: {}", chain(&err));
+            return Err(Outcome::failed(&dial.addr, "INVALID", exit::ARGS, message));
         }
+        let wait = jittered(backoff, fastrand::f64());
+        backoff = backoff.mul_f64(BACKOFF_MULTIPLIER).min(MAX_BACKOFF);
+        if Instant::now() + wait < deadline {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        // As grpc-go's dial, which returns at its deadline, not at the last failure.
+        tokio::time::sleep_until(deadline.into()).await;
+        let mut outcome = Outcome::failed(
+            &dial.addr,
+            "UNREACHABLE",
+            exit::CONNECT,
+            format!(
+                "timeout: failed to connect service \"{}\" within {}",
+                dial.addr,
+                go_duration(dial.connect_timeout)
+            ),
+        );
+        let last = match err {
+            super::Error::ConnectTimeout { .. } => "it did not finish in time".to_string(),
+            err => chain(&err),
+        };
+        let tries = if attempts == 1 { "attempt" } else { "attempts" };
+        outcome.detail = Some(format!("{attempts} {tries}; the last: {last}"));
+        return Err(outcome);
     }
 }
 
@@ -150,10 +220,16 @@ fn rpc_failed(target: &str, status: &Status, rpc_timeout: Duration) -> Outcome {
             message
         }
         Code::DeadlineExceeded => {
-            format!("timeout: health rpc did not complete within {rpc_timeout:?}")
+            format!(
+                "timeout: health rpc did not complete within {}",
+                go_duration(rpc_timeout)
+            )
         }
         Code::Cancelled if status.message().contains("Timeout expired") => {
-            format!("timeout: health rpc did not complete within {rpc_timeout:?}")
+            format!(
+                "timeout: health rpc did not complete within {}",
+                go_duration(rpc_timeout)
+            )
         }
         _ => format!(
             "error: health rpc failed: rpc error: code = {:?} desc = {}",
@@ -380,10 +456,10 @@ pub fn sweep_table(outcomes: &[Outcome]) -> String {
     );
     for o in outcomes {
         let took = o.connect.unwrap_or_default() + o.rpc.unwrap_or_default();
-        let detail = if o.exit_code == exit::OK {
-            ""
-        } else {
-            o.message.as_str()
+        let detail = match (o.exit_code, &o.detail) {
+            (exit::OK, _) => String::new(),
+            (_, Some(detail)) => format!("{} ({detail})", o.message),
+            (_, None) => o.message.clone(),
         };
         let _ = writeln!(
             out,
@@ -460,6 +536,40 @@ mod tests {
         assert_eq!(sweep_exit_code(&[o(0), o(4), o(3)]), 3);
         assert_eq!(sweep_exit_code(&[o(4), o(2), o(0)]), 2);
         assert_eq!(sweep_exit_code(&[]), 0);
+    }
+
+    /// Durations print as Go prints them, as grpc_health_probe's messages show them.
+    #[test]
+    fn go_durations() {
+        let ms = Duration::from_millis;
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (ms(300), "300ms"),
+            (ms(1), "1ms"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_nanos(1500), "1.5µs"),
+            (Duration::from_nanos(7), "7ns"),
+            (ms(1000), "1s"),
+            (ms(1500), "1.5s"),
+            (ms(30_000), "30s"),
+            (ms(90_000), "1m30s"),
+            (ms(120_000), "2m0s"),
+            (ms(61_250), "1m1.25s"),
+            (ms(3_600_000), "1h0m0s"),
+            (ms(5_430_000), "1h30m30s"),
+        ] {
+            assert_eq!(go_duration(d), want, "{d:?}");
+        }
+    }
+
+    /// Waits between connection attempts stay within gRPC's ±20% of the bound.
+    #[test]
+    fn backoff_jitter_is_twenty_percent() {
+        let second = Duration::from_secs(1);
+        assert_eq!(jittered(second, 0.0), Duration::from_millis(800));
+        assert_eq!(jittered(second, 0.5), second);
+        assert!(jittered(second, 0.999_999) <= Duration::from_millis(1200));
+        assert_eq!(jittered(second, 7.0), Duration::from_millis(1200));
     }
 
     /// Target files skip blanks and comments.

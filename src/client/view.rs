@@ -121,6 +121,14 @@ pub fn snapshot_table(s: &Snapshot) -> String {
             codes.join(", ")
         );
     }
+    for check in s.health_checks.iter().filter(|c| c.failing) {
+        let on = if check.subject.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", check.subject)
+        };
+        let _ = writeln!(w, "failing  {}{on}: {}", check.check, check.reason);
+    }
     out
 }
 
@@ -185,5 +193,31 @@ mod tests {
             "{second}"
         );
         assert!(second.contains("calls 30"), "{second}");
+    }
+
+    /// The table names each failing check, with its subject and reason; passing ones are
+    /// left out.
+    #[test]
+    fn table_names_failing_checks() {
+        use crate::proto::metrics::HealthCheck;
+        let mut s = snapshot(1);
+        s.health_checks = vec![
+            HealthCheck {
+                check: "disk_free".into(),
+                subject: "/".into(),
+                failing: true,
+                reason: "filesystem / has 1.0% free, below 2%".into(),
+            },
+            HealthCheck {
+                check: "sample_fresh".into(),
+                ..Default::default()
+            },
+        ];
+        let table = snapshot_table(&s);
+        assert!(
+            table.contains("failing  disk_free /: filesystem / has 1.0% free, below 2%\n"),
+            "{table}"
+        );
+        assert!(!table.contains("sample_fresh"), "{table}");
     }
 }

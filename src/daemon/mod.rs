@@ -9,6 +9,7 @@
 //! - `issue.rs`: the `[tls.issue]` certificate: issued at start, renewed by a task, rotated
 //! - `files.rs`: the TLS files followed on disk, read again when they change
 //! - `refresh.rs`: Vault secrets read again on an interval, the operator's token renewed
+//! - `status.rs`: systemd's STATUS= line: the lifecycle, and readiness with its reasons
 
 mod check;
 mod files;
@@ -17,8 +18,10 @@ mod push;
 mod refresh;
 mod signals;
 mod start;
+mod status;
 
 pub use start::{Options, StartError, exit, start};
+use status::StatusLine;
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -317,27 +320,34 @@ impl Daemon {
             self.config.metrics.filesystem_timeout,
         )
         .await;
-        let failures = health::evaluate(&first, &self.checks.borrow(), SystemTime::now());
-        self.health.set_failures(failures);
+        let verdicts = judge(&first, &self.checks.borrow());
+        self.health.set_verdicts(verdicts);
+        let status = Arc::new(StatusLine::new(join(&tls_addrs)));
+        status.failures(self.health.failures());
         let checks = tokio::spawn({
             let mut state = (
                 self.health.clone(),
                 self.snapshots.rx.clone(),
                 self.checks.subscribe(),
+                status.clone(),
             );
             async move {
-                supervise::task("checks", &mut state, |(health, snapshots, checks)| {
-                    Box::pin(run_checks(
-                        health.clone(),
-                        snapshots.clone(),
-                        checks.clone(),
-                    ))
-                })
+                supervise::task(
+                    "checks",
+                    &mut state,
+                    |(health, snapshots, checks, status)| {
+                        Box::pin(run_checks(
+                            health.clone(),
+                            snapshots.clone(),
+                            checks.clone(),
+                            status.clone(),
+                        ))
+                    },
+                )
                 .await
             }
         });
         self.health.set_phase(Phase::Serving);
-        let status = format!("serving on {}", join(&tls_addrs));
         let (runtime, workers) = crate::runtime::describe();
         tracing::info!(
             listen = %join(&tls_addrs),
@@ -347,7 +357,7 @@ impl Daemon {
             files = %self.config.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "serving"
         );
-        systemd::notify(&format!("READY=1\nSTATUS={status}"));
+        status.ready(None);
 
         loop {
             let command = tokio::select! {
@@ -361,7 +371,7 @@ impl Daemon {
             };
             match command {
                 Some(Control::Reload) => {
-                    systemd::notify("RELOADING=1\nSTATUS=reloading");
+                    status.lifecycle("RELOADING=1\nSTATUS=reloading");
                     let outcome = self.reload().await;
                     let (counter, ok) = match outcome {
                         Ok(()) => (&self.counters.reloads_applied, 1),
@@ -373,15 +383,12 @@ impl Daemon {
                         generation += 1;
                         running.send_replace(self.running(generation));
                     }
-                    let status = match outcome {
-                        Ok(()) => status.clone(),
-                        Err(err) => {
-                            let reason = chain(&err);
-                            tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
-                            format!("{status}; last reload rejected: {reason}")
-                        }
-                    };
-                    systemd::notify(&format!("READY=1\nSTATUS={status}"));
+                    let rejected = outcome.err().map(|err| {
+                        let reason = chain(&err);
+                        tracing::error!(reason = %reason, "reload rejected; still running on the previous config");
+                        reason
+                    });
+                    status.ready(rejected);
                 }
                 Some(Control::Identity { why }) => {
                     if let Err(err) = self.reload_identity(why).await {
@@ -397,7 +404,7 @@ impl Daemon {
         renewal_stop.cancel();
         self.health.set_phase(Phase::Stopping);
         let delay = self.config.server.shutdown_delay;
-        systemd::notify(&format!(
+        status.lifecycle(&format!(
             "STOPPING=1\nSTATUS=stopping: health NOT_SERVING for {}ms, then draining",
             delay.as_millis()
         ));
@@ -410,7 +417,7 @@ impl Daemon {
         }
         let drain = self.config.server.drain_timeout;
         tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down");
-        systemd::notify("STATUS=draining in-flight calls");
+        status.lifecycle("STATUS=draining in-flight calls");
         self.health.set_phase(Phase::Draining);
         self.shared.shutdown.cancel();
         let left = serving.await.unwrap_or(0);
@@ -712,6 +719,7 @@ fn live(
             snapshots.rx.clone(),
             snapshots.started,
             stats.clone(),
+            health.clone(),
             config.metrics.sample_interval,
             shutdown.clone(),
         ),
@@ -811,19 +819,27 @@ async fn wait_out(delay: Duration, commands: &mut mpsc::Receiver<Control>) {
     }
 }
 
+/// The checks' verdicts on `snapshot` now, and one for each supervised task (failing while
+/// it keeps panicking).
+fn judge(snapshot: &Published, checks: &health::Checks) -> Vec<health::Verdict> {
+    let mut verdicts = health::judge(snapshot, checks, SystemTime::now());
+    verdicts.extend(health::tasks(&supervise::restarts(), &supervise::failing()));
+    verdicts
+}
+
 /// Judges every snapshot the sampler publishes, again when the checks change, and again
 /// when the newest sample turns stale (a stuck sampler publishes nothing).
 async fn run_checks(
     health: Health,
     mut snapshots: watch::Receiver<Published>,
     mut checks: watch::Receiver<health::Checks>,
+    status: Arc<StatusLine>,
 ) {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let current = checks.borrow_and_update().clone();
-        let mut failures = health::evaluate(&snapshot, &current, SystemTime::now());
-        failures.extend(supervise::failing());
-        health.set_failures(failures);
+        health.set_verdicts(judge(&snapshot, &current));
+        status.failures(health.failures());
         let sampled_at =
             SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.sampled_at_unix_ms);
         let stale_in = (sampled_at + current.stale_after + Duration::from_millis(10))

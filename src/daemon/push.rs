@@ -232,6 +232,7 @@ impl Inputs {
                 snapshot: &snapshot,
                 rpc: &self.stats,
                 health: &self.health.statuses(),
+                checks: &self.health.verdicts(),
                 daemon: &self.counters,
                 restarts: &crate::supervise::restarts(),
                 now,

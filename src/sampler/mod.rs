@@ -205,6 +205,7 @@ impl Sampler {
             temperatures: self.temperatures(relist),
             process: Some(process),
             rpc: Vec::new(),
+            health_checks: Vec::new(),
             cpu_times: node.cpu_times,
             kernel: node.kernel,
             meminfo: node.meminfo,

@@ -12,10 +12,14 @@
 //! - `http1.rs`: HTTP/1.1 connections (hyper's http1) for the pages, and the bounds on them
 //! - `pages.rs`: the plain pages (`GET /metrics`), on HTTP/2 and on HTTP/1.1
 //! - `io.rs`: the stream trait object, ALPN-less sniffing, a write deadline, lingering close
+//! - `authority.rs`: unix-socket requests' `:authority` (a socket path) made one h2 accepts
 //! - `frames.rs`: the frames through a connection: flood limits, silence deadlines
 //! - `registry.rs`: open mTLS connections and their peer chains, verified again on reload
 //! - `call.rs`: the per-call layer; `body.rs`: request bodies against the memory budget
 
+mod authority;
+#[cfg(fuzzing)]
+pub use authority::rewritten as authority_rewritten;
 mod body;
 mod call;
 mod conn;
@@ -513,7 +517,8 @@ async fn accept(listener: Plain, shared: Arc<Shared>, kind: Kind) {
                 }
                 (Box::new(tcp), PeerAddr::Tcp(addr))
             }
-            Accepted::Unix(unix) => (Box::new(unix), PeerAddr::Unix),
+            // gRPC C-core and Java clients name the socket path as the authority.
+            Accepted::Unix(unix) => (Box::new(authority::Rewrite::new(unix)), PeerAddr::Unix),
         };
         let conn_shared = shared.clone();
         shared.tracker.spawn(async move {

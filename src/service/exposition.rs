@@ -55,7 +55,7 @@ use prometheus_client::{
 
 use super::scrape::Format;
 use crate::{
-    health::Statuses,
+    health::{Statuses, Verdict},
     proto::metrics::Snapshot,
     rpc_stats::RpcStats,
     series::{self, DaemonStats, Sink, Sources, Type},
@@ -83,6 +83,7 @@ pub struct Exposition {
     pub snapshot: Arc<Snapshot>,
     pub rpc: Arc<RpcStats>,
     pub health: Statuses,
+    pub checks: Arc<[Verdict]>,
     pub daemon: Arc<DaemonStats>,
     pub restarts: Vec<(&'static str, u64)>,
     pub now: SystemTime,
@@ -97,6 +98,7 @@ pub fn encode(exposition: Exposition, format: Format) -> Result<String, EncodeEr
                 snapshot: &e.snapshot,
                 rpc: &e.rpc,
                 health: &e.health,
+                checks: &e.checks,
                 daemon: &e.daemon,
                 restarts: &e.restarts,
                 now: e.now,
@@ -537,6 +539,11 @@ mod tests {
             snapshot: Arc::new(snapshot),
             rpc: Arc::new(rpc),
             health: Arc::new(health),
+            checks: Arc::new([Verdict {
+                check: crate::health::SAMPLE_FRESH,
+                subject: String::new(),
+                failure: Some("stale metrics".into()),
+            }]),
             daemon: Arc::new(daemon),
             restarts: vec![("push", 1), ("sampler", 3)],
             now: UNIX_EPOCH + Duration::from_millis(1_700_000_003_250),
@@ -595,6 +602,7 @@ mod tests {
                     snapshot: &e.snapshot,
                     rpc: &e.rpc,
                     health: &e.health,
+                    checks: &e.checks,
                     daemon: &e.daemon,
                     restarts: &e.restarts,
                     now: e.now,

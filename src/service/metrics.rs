@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 
 use super::{TaskStream, task_stream};
 use crate::{
-    proto::metrics::{Snapshot, SnapshotRequest, WatchRequest, metrics_server},
+    health::Health,
+    proto::metrics::{HealthCheck, Snapshot, SnapshotRequest, WatchRequest, metrics_server},
     rpc_stats::RpcStats,
     sampler::{FIRST_SAMPLE_WAIT, Published},
 };
@@ -26,6 +27,8 @@ pub struct MetricsService {
     /// [`FIRST_SAMPLE_WAIT`] after this requests wait for the one that has.
     sampler_started: Instant,
     stats: Arc<RpcStats>,
+    /// The checks' verdicts, added to every snapshot sent.
+    health: Health,
     /// The sampler's interval: the shortest Watch interval worth serving.
     min_interval: Duration,
     shutdown: CancellationToken,
@@ -36,6 +39,7 @@ impl MetricsService {
         snapshots: watch::Receiver<Published>,
         sampler_started: Instant,
         stats: Arc<RpcStats>,
+        health: Health,
         min_interval: Duration,
         shutdown: CancellationToken,
     ) -> MetricsService {
@@ -43,6 +47,7 @@ impl MetricsService {
             snapshots,
             sampler_started,
             stats,
+            health,
             min_interval,
             shutdown,
         }
@@ -70,10 +75,22 @@ pub(super) async fn first_sample(
     snapshots.borrow().clone()
 }
 
-fn with_rpc(device: &Snapshot, stats: &RpcStats) -> Snapshot {
+/// The sampler's snapshot with what is read at the call: the RPC and transport counters,
+/// and health's verdicts.
+fn with_rpc(device: &Snapshot, stats: &RpcStats, health: &Health) -> Snapshot {
     let mut snapshot = device.clone();
     snapshot.rpc = stats.snapshot();
     snapshot.server = Some(stats.server.snapshot());
+    snapshot.health_checks = health
+        .verdicts()
+        .iter()
+        .map(|v| HealthCheck {
+            check: v.check.to_string(),
+            subject: v.subject.clone(),
+            failing: v.failure.is_some(),
+            reason: v.failure.clone().unwrap_or_default(),
+        })
+        .collect();
     snapshot
 }
 
@@ -84,7 +101,7 @@ impl metrics_server::Metrics for MetricsService {
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Snapshot>, Status> {
         let device = first_sample(self.snapshots.clone(), self.sampler_started).await;
-        Ok(Response::new(with_rpc(&device, &self.stats)))
+        Ok(Response::new(with_rpc(&device, &self.stats, &self.health)))
     }
 
     type WatchStream = TaskStream<Snapshot>;
@@ -99,6 +116,7 @@ impl metrics_server::Metrics for MetricsService {
         let slack = self.min_interval / 2;
         let mut snapshots = self.snapshots.clone();
         let stats = self.stats.clone();
+        let health = self.health.clone();
         let shutdown = self.shutdown.clone();
         let started = self.sampler_started;
         Ok(Response::new(task_stream(|tx| async move {
@@ -109,7 +127,11 @@ impl metrics_server::Metrics for MetricsService {
                 let sampled = complete(&snapshots.borrow(), started);
                 if sampled && now + slack >= next_due {
                     let device = snapshots.borrow_and_update().clone();
-                    if tx.send(Ok(with_rpc(&device, &stats))).await.is_err() {
+                    if tx
+                        .send(Ok(with_rpc(&device, &stats, &health)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     next_due = now + interval;

@@ -82,6 +82,7 @@ impl ScrapeService {
                 snapshot: snapshot.clone(),
                 rpc: self.stats.clone(),
                 health: self.health.statuses(),
+                checks: self.health.verdicts(),
                 daemon: self.daemon.clone(),
                 restarts: crate::supervise::restarts(),
                 now: SystemTime::now(),

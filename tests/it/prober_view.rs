@@ -393,3 +393,157 @@ async fn reload_keeps_readiness_steady() {
     );
     assert!(answers.len() >= 20, "only {} probes", answers.len());
 }
+
+/// Starts vitalsd on the config `$2` in a private mount namespace and prints its serving line
+/// and pid; once `$3/stall-now` exists, stalls its sampler by mounting a FIFO over /proc/stat
+/// (the sampler's next open of it waits for a writer that does not come), and prints
+/// STALLED; once `$3/release` exists, unmounts it and writes the FIFO's EOF, which frees the
+/// sampler, and prints RELEASED; then waits for vitalsd to exit.
+const STALLED_SAMPLER_SCRIPT: &str = r#"
+set -eu
+vitalsd=$1 config=$2 dir=$3
+mkfifo "$dir/stall"
+"$vitalsd" --config "$config" 2>"$dir/vitalsd.log" &
+pid=$!
+for _ in $(seq 500); do grep -q '"serving"' "$dir/vitalsd.log" && break; sleep 0.02; done
+echo "SERVING $(grep -m1 '"serving"' "$dir/vitalsd.log")"
+echo "PID $pid"
+while [ ! -e "$dir/stall-now" ]; do sleep 0.02; done
+mount --bind "$dir/stall" /proc/stat
+echo "STALLED"
+while [ ! -e "$dir/release" ]; do sleep 0.02; done
+umount -l /proc/stat
+timeout 5 sh -c ': > "$0"' "$dir/stall" || true
+echo "RELEASED"
+code=0; wait $pid || code=$?
+echo "EXIT $code"
+"#;
+
+/// The last value of `series` (name and labels as the text format writes them) on a page.
+fn value(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// A stalled sampler is explicit: `/metrics` keeps answering 200 with the device values of
+/// the last sample (node_cpu_seconds_total frozen) while `vitals_sample_age_seconds` grows,
+/// and once the sample is older than three intervals plus two filesystem timeouts (3.4 s
+/// here) `vitals_health_check_failing{check="sample_fresh"}` is 1, the overall status
+/// NOT_SERVING, the gRPC snapshot says "stale metrics", and systemd's STATUS says so without
+/// any reload; when the sampler runs again, all of it clears.
+#[tokio::test]
+async fn stalled_sampler_is_explicit_to_scrapers_and_systemd() {
+    require("unshare", "util-linux");
+    let pki = Arc::new(TestPki::new());
+    let port = free_port();
+    let work = tempfile::tempdir().unwrap();
+    let notify = crate::systemd::NotifySocket::new();
+    let dropin = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\
+         [metrics]\nsample_interval = \"1s\"\nfilesystem_timeout = \"200ms\"\n"
+    );
+    let dir = write_config(&pki, &dropin);
+    let script = NamespacedScript::spawn_with_env(
+        STALLED_SAMPLER_SCRIPT,
+        dir.path(),
+        &dir.path().join("vitalsd.toml"),
+        work.path(),
+        &[("NOTIFY_SOCKET", &notify.path)],
+    );
+    let next = |needle: &str| script.line_with(needle, Duration::from_secs(20));
+    let serving = next("SERVING");
+    assert!(serving.contains("\"serving\""), "{serving}");
+    let pid = next("PID ").trim_start_matches("PID ").to_string();
+    notify.until("READY=1", Duration::from_secs(5));
+    let addr = format!("127.0.0.1:{port}");
+    let client = crate::support::prometheus::https_client(&addr, &pki, "client", b"http/1.1");
+    let page = || async {
+        let (status, body) = crate::support::prometheus::get(&client, "/metrics", &[]).await;
+        (status.as_u16(), String::from_utf8(body.to_vec()).unwrap())
+    };
+    let fresh = r#"vitals_health_check_failing{check="sample_fresh",subject=""}"#;
+    let overall = r#"vitals_health_serving{service=""}"#;
+    let cpu = r#"node_cpu_seconds_total{cpu="0",mode="idle"}"#;
+    let (status, before) = page().await;
+    assert_eq!(
+        (status, value(&before, fresh)),
+        (200, Some(0.0)),
+        "{before}"
+    );
+
+    std::fs::write(work.path().join("stall-now"), "").unwrap();
+    next("STALLED");
+    let stalled = Instant::now();
+    let (status_line, _) =
+        notify.until("STATUS=NOT_SERVING: stale metrics", Duration::from_secs(10));
+    let flagged = stalled.elapsed();
+    assert!(status_line.contains("(more than 3s)"), "{status_line}");
+    let (status, first) = page().await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&first, fresh), Some(1.0), "{first}");
+    assert_eq!(value(&first, overall), Some(0.0));
+    let age = value(&first, "vitals_sample_age_seconds").unwrap();
+    assert!(age > 3.4, "{age}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, second) = page().await;
+    assert_eq!(
+        value(&second, cpu),
+        value(&first, cpu),
+        "device values frozen"
+    );
+    assert!(value(&second, cpu).is_some(), "{second}");
+    assert!(value(&second, "vitals_sample_age_seconds").unwrap() > age + 1.0);
+    let snapshot = vitals::proto::metrics::metrics_client::MetricsClient::new(
+        pki.dial(&addr).connect().await.unwrap(),
+    )
+    .snapshot(vitals::proto::metrics::SnapshotRequest {})
+    .await
+    .unwrap()
+    .into_inner();
+    let check = snapshot
+        .health_checks
+        .iter()
+        .find(|c| c.check == "sample_fresh");
+    assert!(
+        check.is_some_and(|c| c.failing && c.reason.starts_with("stale metrics: the last sample is")),
+        "{:?}",
+        snapshot.health_checks
+    );
+    eprintln!(
+        "prober_view: sampler stalled; STATUS and the gauge said so after {} ms (stale after 3.4 s)",
+        flagged.as_millis()
+    );
+
+    std::fs::write(work.path().join("release"), "").unwrap();
+    next("RELEASED");
+    let released = Instant::now();
+    notify.until(
+        &format!("STATUS=serving on {addr}"),
+        Duration::from_secs(10),
+    );
+    eprintln!(
+        "prober_view: sampler released; STATUS serving again after {} ms",
+        released.elapsed().as_millis()
+    );
+    // A page rendered in the last 250 ms is served again (scrape.rs, REUSE).
+    crate::support::eventually(Duration::from_secs(2), || {
+        let page = page();
+        async move {
+            let (_, after) = page.await;
+            let got = (value(&after, fresh), value(&after, overall));
+            (got == (Some(0.0), Some(1.0)))
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        }
+    })
+    .await;
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = next("EXIT ");
+    let _ = script.finish().await;
+    assert_eq!(exit, "EXIT 0");
+}

@@ -17,14 +17,14 @@ use vitals::proto::{echo::EchoRequest, health::HealthCheckRequest};
 use crate::support::{NamespacedScript, TestDaemon, TestPki, free_port, require, write_config};
 
 /// A NOTIFY_SOCKET the test owns.
-struct NotifySocket {
+pub(crate) struct NotifySocket {
     _dir: tempfile::TempDir,
-    path: String,
+    pub(crate) path: String,
     socket: UnixDatagram,
 }
 
 impl NotifySocket {
-    fn new() -> NotifySocket {
+    pub(crate) fn new() -> NotifySocket {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify").display().to_string();
         let socket = UnixDatagram::bind(&path).unwrap();
@@ -44,7 +44,7 @@ impl NotifySocket {
     }
 
     /// Reads messages until one contains `what`; returns it and the WATCHDOG pings seen.
-    fn until(&self, what: &str, limit: Duration) -> (String, usize) {
+    pub(crate) fn until(&self, what: &str, limit: Duration) -> (String, usize) {
         let deadline = Instant::now() + limit;
         let mut pings = 0;
         loop {
@@ -111,6 +111,42 @@ async fn notify_protocol() {
     daemon.signal("TERM");
     notify.until("STOPPING=1", Duration::from_secs(5));
     assert!(daemon.wait_exit(Duration::from_secs(5)).await.success());
+}
+
+/// STATUS= follows readiness with its reasons: READY=1 says NOT_SERVING and why when a
+/// check fails on the first sample; a reload that lifts the threshold brings `serving on`,
+/// and one that sets it again brings the reason back, each as soon as health judges it.
+#[tokio::test]
+async fn status_follows_readiness() {
+    let notify = NotifySocket::new();
+    let failing = "[health]\nmin_disk_free_percent = 99.99\n";
+    let daemon = TestDaemon::builder()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .dropin(failing)
+        .start()
+        .await;
+    let (ready, _) = notify.until("READY=1", Duration::from_secs(5));
+    let addr = daemon.addr.to_string();
+    assert!(
+        ready.contains("STATUS=NOT_SERVING: filesystem / has ")
+            && ready.contains("% free, below 99.99% (listening on ")
+            && ready.ends_with(&format!("{addr})")),
+        "{ready}"
+    );
+
+    daemon.rewrite_dropin("");
+    daemon.signal("HUP");
+    notify.until("RELOADING=1", Duration::from_secs(5));
+    let (serving, _) = notify.until(&format!("STATUS=serving on {addr}"), Duration::from_secs(5));
+    assert!(!serving.contains("NOT_SERVING"), "{serving}");
+
+    daemon.rewrite_dropin(failing);
+    daemon.signal("HUP");
+    let (again, _) = notify.until(
+        "STATUS=NOT_SERVING: filesystem / has",
+        Duration::from_secs(5),
+    );
+    assert!(again.contains("below 99.99%"), "{again}");
 }
 
 /// Without a reachable NOTIFY_SOCKET the daemon runs as usual.

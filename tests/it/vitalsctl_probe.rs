@@ -112,18 +112,22 @@ async fn invalid_arguments_exit_1() {
     }
 }
 
-/// Exit 2 when nothing listens; when the server does not speak HTTP/2 (the mTLS port
-/// probed in plaintext); and when the handshake does not finish within -connect-timeout
-/// (which is kept).
+/// Exit 2 when nothing listens (after trying for the whole -connect-timeout, with
+/// grpc_health_probe's timeout message and the last error below it); when the server does
+/// not speak HTTP/2 (the mTLS port probed in plaintext); and when the handshake does not
+/// finish within -connect-timeout (which is kept).
 #[tokio::test]
 async fn connection_failures_exit_2() {
-    let run = vitalsctl(&["probe", "-addr", &refused_addr()]).await;
+    let refused = refused_addr();
+    let run = vitalsctl(&["probe", "-addr", &refused]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(
-        run.stderr.contains("error: failed to connect service at"),
+    assert_eq!(
+        run.stderr.lines().next(),
+        Some(format!("timeout: failed to connect service \"{refused}\" within 1s").as_str()),
         "{}",
         run.stderr
     );
+    assert!(run.stderr.contains("Connection refused"), "{}", run.stderr);
 
     let daemon = TestDaemon::start("").await;
     let run = vitalsctl(&["probe", "-addr", &daemon.addr.to_string()]).await;
@@ -430,4 +434,91 @@ async fn probes_over_unix_sockets() {
     ])
     .await;
     assert_eq!(run.code, Some(2), "{run:?}");
+}
+
+/// As grpc_health_probe (main.go: a blocking dial under -connect-timeout, grpc-go's
+/// connection backoff between attempts), a probe started ~500 ms before the daemon listens
+/// keeps trying and prints `status: SERVING` after gRPC's first backoff (1 s ±20%), well
+/// within -connect-timeout.
+#[tokio::test]
+async fn connect_retries_until_the_daemon_listens() {
+    let addr = refused_addr();
+    let dropin = format!("[health]\nplaintext_listen = [\"{addr}\"]\n");
+    // The liveness name answers SERVING from the first accepted connection on, so the test
+    // measures the retries, not the daemon's first sample.
+    let args = [
+        "probe".to_string(),
+        format!("-addr={addr}"),
+        "-connect-timeout=10s".into(),
+        "-service=grpc.health.v1.Health".into(),
+    ];
+    let (run, _daemon) = tokio::join!(vitalsctl(&args), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        TestDaemon::start(&dropin).await
+    });
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout.trim(), "status: SERVING");
+    assert!(run.took >= Duration::from_millis(750), "{:?}", run.took);
+    assert!(run.took < Duration::from_secs(4), "{:?}", run.took);
+}
+
+/// grpc_health_probe's connection messages, exit codes and timing, from its main.go: with
+/// nothing listening it keeps trying until -connect-timeout (exit 2 no sooner) and says
+/// `timeout: failed to connect service "ADDR" within 300ms` (the duration as Go prints it),
+/// that line alone under the drop-in name and with the attempts and last error below it
+/// with -v; `vitalsctl probe` prints the same line first. The RPC timeout reads the same
+/// way (`within 1.5s`).
+#[tokio::test]
+async fn connection_messages_follow_grpc_health_probe() {
+    let refused = refused_addr();
+    let ms = Duration::from_millis;
+    for (timeout, printed, floor) in [("300ms", "300ms", ms(300)), ("1500ms", "1.5s", ms(1500))] {
+        let args = [
+            format!("-addr={refused}"),
+            format!("-connect-timeout={timeout}"),
+        ];
+        let run = grpc_health_probe(&args).await;
+        let want = format!("timeout: failed to connect service \"{refused}\" within {printed}");
+        assert_eq!(
+            (run.code, run.stderr.trim()),
+            (Some(2), want.as_str()),
+            "{run:?}"
+        );
+        assert_eq!(run.stdout, "");
+        assert!(run.took >= floor, "{timeout}: {:?}", run.took);
+        assert!(
+            run.took < floor + Duration::from_secs(1),
+            "{timeout}: {:?}",
+            run.took
+        );
+    }
+    let mut verbose = vec![
+        format!("-addr={refused}"),
+        "-connect-timeout=1500ms".to_string(),
+        "-v".into(),
+    ];
+    let run = grpc_health_probe(&verbose).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("2 attempts; the last: ") && last.contains("Connection refused"),
+        "{}",
+        run.stderr
+    );
+    verbose.insert(0, "probe".into());
+    verbose.pop();
+    let run = vitalsctl(&verbose).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert_eq!(
+        run.stderr.lines().next().unwrap_or_default(),
+        format!("timeout: failed to connect service \"{refused}\" within 1.5s")
+    );
+
+    let slow = Stub::slow(&[("grpc-status", "0")], Duration::from_secs(5)).await;
+    let run =
+        grpc_health_probe(&[format!("-addr={}", slow.addr), "-rpc-timeout=1.5s".into()]).await;
+    assert_eq!(
+        (run.code, run.stderr.trim()),
+        (Some(3), "timeout: health rpc did not complete within 1.5s")
+    );
 }

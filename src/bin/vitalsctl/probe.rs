@@ -43,7 +43,10 @@ as grpc_health_probe does.
   -addr HOST:PORT        the server (required unless --dev or targets are given); a unix
                          socket as unix:/path, unix:///path or unix-abstract:NAME
   -service NAME          the service to check (default \"\": the server as a whole)
-  -connect-timeout DUR   default 1s            -rpc-timeout DUR   default 1s
+  -connect-timeout DUR   how long to keep trying to connect, with gRPC's backoff between
+                         attempts (1s, then x1.6, each ±20%), as grpc_health_probe does;
+                         default 1s
+  -rpc-timeout DUR       default 1s
   -tls, -tls-ca-cert, -tls-client-cert, -tls-client-key, -tls-server-name, -tls-no-verify
   -rpc-header 'K: V'     repeatable            -user-agent TEXT   -gzip   -v   -version
   --watch                follow Watch and print every status change until the stream ends
@@ -226,7 +229,7 @@ pub async fn run(args: Args) -> u8 {
                     eprintln!("time elapsed: connect={connect:?} rpc={rpc:?}");
                 }
             }
-            report(&outcome, conn.json, args.drop_in)
+            report(&outcome, conn.json, args.drop_in, conn.verbose)
         }
         Mode::Watch => {
             let json = conn.json;
@@ -246,6 +249,9 @@ pub async fn run(args: Args) -> u8 {
                 .await;
             if outcome.exit_code != exit::OK && outcome.exit_code != exit::NOT_SERVING {
                 eprintln!("{}", outcome.message);
+                if let Some(detail) = &outcome.detail {
+                    eprintln!("{detail}");
+                }
             }
             outcome.exit_code
         }
@@ -256,6 +262,9 @@ pub async fn run(args: Args) -> u8 {
                 || outcome.status == "INVALID"
             {
                 eprintln!("{}", outcome.message);
+                if let Some(detail) = &outcome.detail {
+                    eprintln!("{detail}");
+                }
             } else if conn.json {
                 let map: serde_json::Map<_, _> = statuses
                     .iter()
@@ -282,10 +291,11 @@ pub async fn run(args: Args) -> u8 {
     }
 }
 
-/// One Check's outcome: on stdout if serving (or as JSON), else on stderr.
 /// Prints one check's outcome: on stdout when it serves (on stderr as grpc_health_probe,
-/// which writes everything through Go's log), on stderr when not.
-fn report(outcome: &Outcome, json: bool, drop_in: bool) -> u8 {
+/// which writes everything through Go's log), on stderr when not. The detail of a
+/// connection that timed out (the attempts and the last error) follows the message on its
+/// own line; as grpc_health_probe only with -v, so its output is upstream's line alone.
+fn report(outcome: &Outcome, json: bool, drop_in: bool, verbose: bool) -> u8 {
     if json {
         println!(
             "{}",
@@ -295,6 +305,12 @@ fn report(outcome: &Outcome, json: bool, drop_in: bool) -> u8 {
         println!("{}", outcome.message);
     } else {
         eprintln!("{}", outcome.message);
+    }
+    if let Some(detail) = &outcome.detail
+        && !json
+        && (verbose || !drop_in)
+    {
+        eprintln!("{detail}");
     }
     outcome.exit_code
 }
