@@ -23,6 +23,11 @@
 #   BENCH_HANDSHAKE_SECONDS=5            each openssl s_time run
 #   BENCH_PARTS=prometheus              only the Prometheus part (scrape cost against Debian's
 #                                       prometheus-node-exporter, push cost), then stop
+#   BENCH_PARTS=instructions            only the instructions per call, server side, under
+#                                       valgrind's callgrind (deterministic, unlike timings): each
+#                                       server runs N1 and then N2 calls (2 connections x 8 in flight,
+#                                       mutual TLS) in two runs, and (I(N2) - I(N1)) / (N2 - N1)
+#                                       cancels start-up and handshakes; BENCH_CALLS="2000 6000"
 #   BENCH_PARTS=footprint               only idle RSS beside node_exporter and the sizes, with the
 #                                       budgets (stripped <= 6 MiB on each ARM target; idle VmRSS
 #                                       <= 8 MiB, RssAnon <= 1 MiB), then stop; exits 1 over one
@@ -243,6 +248,58 @@ print(report)
 sys.exit(1 if over else 0)
 PY
 }
+# Instructions per call, server side: each server under callgrind, N1 then N2 echo calls of
+# each size; the difference of the two runs' totals over the difference of the calls. The
+# servers: vitalsd (its sampler slowed to once an hour so no sample lands in one run and not
+# the other), tonic at opt-level 3 (bench/tonic-default) and C++ gRPC (bench/cpp).
+instructions_part() {
+  need valgrind "apt-get install valgrind"
+  local calls=(${BENCH_CALLS:-2000 6000}) size who port n totals file run
+  log "building the peers for the instruction counts"
+  CARGO_TARGET_DIR=target/bench-peers/tonic-default cargo build --release --quiet --manifest-path bench/tonic-default/Cargo.toml
+  bench/cpp/build.sh >&2
+  write_config "$work/c.toml" 50192
+  printf '[metrics]\nsample_interval = "1h"\n' >> "$work/c.toml"
+  for who in vitalsd tonic-default cpp; do
+    for size in 5 4096; do
+      totals=()
+      for n in "${calls[@]}"; do
+        port=50193
+        file=$work/callgrind.$who.$size.$n
+        case $who in
+          vitalsd) run=(target/release/vitalsd --config "$work/c.toml"); port=50192 ;;
+          tonic-default) run=(target/bench-peers/tonic-default/release/tonic_default_echo --listen 127.0.0.1:$port --pki "$pki") ;;
+          cpp) run=(target/bench-peers/echo_server --listen 127.0.0.1:$port --pki "$pki") ;;
+        esac
+        valgrind --tool=callgrind --callgrind-out-file="$file" "${run[@]}" 2>"$work/cg.log" & local pid=$!
+        for _ in $(seq 600); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+        target/release/vitalsctl bench --addr 127.0.0.1:$port --tls-ca-cert "$pki/ca.crt" \
+          --tls-client-cert "$pki/client.crt" --tls-client-key "$pki/client.key" \
+          --connections 2 --streams 8 --requests "$n" --size "$size" --timeout 60s --json > "$work/cg-load.json"
+        kill -TERM $pid; wait $pid 2>/dev/null || true
+        totals+=("$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$file" | head -1)")
+      done
+      python3 -c 'import json,sys; a,b,n1,n2=map(int,sys.argv[3:7]); print(json.dumps({"label": "instructions", "server": sys.argv[1], "size": int(sys.argv[2]), "per_call": (b - a) / (n2 - n1), "totals": [a, b], "calls": [n1, n2]}))' \
+        "$who" "$size" "${totals[0]}" "${totals[1]}" "${calls[0]}" "${calls[1]}" | tee -a "$results" >&2
+    done
+  done
+  python3 - "$results" "$out/instructions.md" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"instructions"' in l]
+lines = ["| server | instructions per call, 5 B | 4 KiB |", "|---|---|---|"]
+for server in ("vitalsd", "tonic-default", "cpp"):
+    per = {r["size"]: r["per_call"] for r in rows if r["server"] == server}
+    lines.append(f"| {server} | {per.get(5, float('nan')):,.0f} | {per.get(4096, float('nan')):,.0f} |")
+report = "\n".join(lines) + "\n"
+open(sys.argv[2], "w").write(report)
+print(report)
+PY
+}
+if [ "${BENCH_PARTS:-}" = instructions ]; then
+  log "instructions per call under callgrind (vitalsd, tonic at opt-level 3, C++ gRPC)"
+  instructions_part
+  exit 0
+fi
 if [ "${BENCH_PARTS:-}" = footprint ]; then
   log "footprint: idle memory beside node_exporter, sizes, budgets"
   footprint_part
