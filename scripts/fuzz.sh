@@ -88,7 +88,9 @@ for target in "${targets[@]}"; do
     took=$(( $(date +%s) - started ))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$log" | tail -1)
-    corpus=$(grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
+    # A target that fails before its first status line has no corpus figure (`|| true`, or
+    # the pipeline's failure would end the script before it says what failed).
+    corpus=$(grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2 || true)
     line=$(printf '%-14s %5ss %10s execs  corpus %-11s %s' \
         "$target" "$took" "${execs:-?}" "${corpus:-?}" "$result")
     summary+=("$line")

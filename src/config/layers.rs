@@ -448,6 +448,8 @@ fn describe(err: ConfigError) -> (String, String) {
         }
         other => (String::new(), other.to_string()),
     };
+    // config-rs joins a key to the index before it without a dot (`rules[0]methods`).
+    let key = dotted(&key);
     // serde names an unknown key in its message, not in the path: the path is its table.
     let unknown = reason
         .strip_prefix("unknown field `")
@@ -458,6 +460,19 @@ fn describe(err: ConfigError) -> (String, String) {
         Some(name) if !key.ends_with(&format!(".{name}")) => (format!("{key}.{name}"), reason),
         _ => (key, reason),
     }
+}
+
+/// `key` with a dot between an index and the name after it: `a[0]b` is `a[0].b`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|next| !matches!(next, '.' | '[')) {
+            out.push('.');
+        }
+    }
+    out
 }
 
 /// The `*.toml` files of a drop-in directory, in lexical order; none when it does not exist.
@@ -725,6 +740,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "f.toml: `secrets.sources[0]`: missing field `kind`");
+    }
+
+    /// A value of the wrong type inside a list entry names the entry's key with its dot and
+    /// the file (the fuzzer's `wrong-type-in-a-list-entry`: `secrets.sources[1]client_cert`
+    /// from "built-in defaults").
+    #[test]
+    fn a_wrong_type_in_a_list_entry_names_the_file() {
+        let text = "[[secrets.sources]]\nkind = \"credentials\"\n[[secrets.sources]]\nkind = \"vault\"\nclient_cert = { tls_key = \"key\" }\n";
+        let err = layers(&[("f.toml", text)], &[])
+            .unwrap()
+            .raw()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("f.toml: `secrets.sources[1].client_cert`: invalid type"),
+            "{err}"
+        );
+        assert_eq!(dotted("a[0]b[1][2]c.d"), "a[0].b[1][2].c.d");
     }
 
     /// Lists, user-keyed tables and strings past their limits are refused naming the key
