@@ -53,6 +53,9 @@ need taskset "apt-get install util-linux"
 log "building"
 cargo build --release --quiet --bin vitalsd
 size_x86=$(stat -c %s target/release/vitalsd)
+# The daemon as shipped, kept aside: building the examples next unifies tonic's server
+# features into the crate and would replace target/release/vitalsd with another build.
+mkdir -p "$out"; cp target/release/vitalsd "$out/vitalsd"; vitalsd=$out/vitalsd
 cargo build --release --quiet --bins --examples
 if [ "${BENCH_SKIP_CROSS:-}" != 1 ] && [ "${BENCH_PARTS:-}" != prometheus ]; then
   scripts/build-target.sh aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl >&2
@@ -107,7 +110,7 @@ prometheus_part() {
   need prometheus-node-exporter "apt-get install prometheus-node-exporter"
   local py=scripts/lib/prometheus_bench.py n=${BENCH_SCRAPES:-60} window=${BENCH_PUSH_SECONDS:-30}
   write_config "$work/s.toml" 50175
-  target/release/vitalsd --config "$work/s.toml" 2>"$work/s.log" & pids+=($!); local s_pid=$!
+  "$vitalsd" --config "$work/s.toml" 2>"$work/s.log" & pids+=($!); local s_pid=$!
   wait_serving 127.0.0.1:50175
   printf 'tls_server_config:\n  cert_file: %s\n  key_file: %s\n' "$pki/server.crt" "$pki/server.key" > "$work/ne-web.yml"
   prometheus-node-exporter --web.listen-address=127.0.0.1:50176 --web.config.file="$work/ne-web.yml" 2>"$work/ne.log" & pids+=($!); local ne_pid=$!
@@ -155,7 +158,7 @@ prometheus_part() {
       printf '[push]\nurl = "http://127.0.0.1:50177/api/v1/write"\ninterval = "1s"\n' >> "$work/p.toml"
     fi
     printf '[metrics]\nsample_interval = "1s"\n' >> "$work/p.toml"
-    target/release/vitalsd --config "$work/p.toml" 2>"$work/p.log" & local p_pid=$!
+    "$vitalsd" --config "$work/p.toml" 2>"$work/p.log" & local p_pid=$!
     wait_serving 127.0.0.1:50178
     sleep 2
     local pushes0 cpu0 cpu1 pushes1
@@ -199,7 +202,7 @@ footprint_part() {
   printf 'tls_server_config:\n  cert_file: %s\n  key_file: %s\n' "$pki/server.crt" "$pki/server.key" > "$work/ne-web.yml"
   local round pid v=() n=()
   for round in 1 2 3; do
-    target/release/vitalsd --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); pid=$!
+    "$vitalsd" --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); pid=$!
     wait_serving 127.0.0.1:50173
     sleep 3
     v+=("$(awk '/^(VmRSS|RssAnon|RssFile)/ {printf "%s ", $2}' "/proc/$pid/status")")
@@ -267,7 +270,7 @@ instructions_part() {
         port=50193
         file=$work/callgrind.$who.$size.$n
         case $who in
-          vitalsd) run=(target/release/vitalsd --config "$work/c.toml"); port=50192 ;;
+          vitalsd) run=("$vitalsd" --config "$work/c.toml"); port=50192 ;;
           tonic-default) run=(target/bench-peers/tonic-default/release/tonic_default_echo --listen 127.0.0.1:$port --pki "$pki") ;;
           cpp) run=(target/bench-peers/echo_server --listen 127.0.0.1:$port --pki "$pki") ;;
         esac
@@ -319,7 +322,7 @@ peers=${BENCH_PEERS:-bare tonic-default cpp}
 declare -A addr_of pid_of
 addr_of[vitalsd]=127.0.0.1:50171
 write_config "$work/a.toml" 50171
-"${server_cpu[@]}" target/release/vitalsd --config "$work/a.toml" 2>"$work/a.log" & pids+=($!); pid_of[vitalsd]=$!
+"${server_cpu[@]}" "$vitalsd" --config "$work/a.toml" 2>"$work/a.log" & pids+=($!); pid_of[vitalsd]=$!
 for peer in $peers; do
   case $peer in
     bare) addr_of[bare]=127.0.0.1:50172
@@ -338,7 +341,7 @@ for peer in $peers; do
     vitalsd-tcache*) # vitalsd with glibc's per-thread cache at N (7 is glibc's default)
       n=${peer#vitalsd-tcache}; port=$((50181 + n)); addr_of[$peer]=127.0.0.1:$port
       write_config "$work/t$n.toml" $port
-      GLIBC_TUNABLES=glibc.malloc.tcache_count=$n "${server_cpu[@]}" target/release/vitalsd --config "$work/t$n.toml" 2>"$work/t$n.log" & ;;
+      GLIBC_TUNABLES=glibc.malloc.tcache_count=$n "${server_cpu[@]}" "$vitalsd" --config "$work/t$n.toml" 2>"$work/t$n.log" & ;;
     *) echo "bench: unknown peer $peer (bare, tonic-default, cpp, baseline, vitalsd-tcacheN)" >&2; exit 64 ;;
   esac
   pids+=($!); pid_of[$peer]=$!
@@ -426,7 +429,7 @@ log "footprint"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 footprint_ok=0
 footprint_part || footprint_ok=$?
-target/release/vitalsd --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); f_pid=$!
+"$vitalsd" --config "$work/f.toml" 2>"$work/f.log" & pids+=($!); f_pid=$!
 wait_serving 127.0.0.1:50173
 sleep 3
 target/release/examples/footprint hold 127.0.0.1:50173 "$pki" 1000 20 > "$work/hold.log" 2>&1 & hold_pid=$!
@@ -437,7 +440,7 @@ conns_rss=$(rss_kb $f_pid)
 conns_open=$(( $(ls /proc/$f_pid/fd | wc -l) ))
 kill $hold_pid 2>/dev/null || true; wait $hold_pid 2>/dev/null || true
 kill $f_pid; wait $f_pid 2>/dev/null || true; pids=()
-startup=$(target/release/examples/footprint startup target/release/vitalsd "$work/f.toml" 10)
+startup=$(target/release/examples/footprint startup "$vitalsd" "$work/f.toml" 10)
 sampler=$(target/release/examples/sampler_cost 200 | head -1)
 
 log "idle CPU over ${idle_seconds}s (sampler every 5s, watchdog every 10s)"
@@ -448,7 +451,7 @@ s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1])
 while True: s.recv(4096)
 PY
 sleep 0.3
-NOTIFY_SOCKET=$work/notify WATCHDOG_USEC=20000000 target/release/vitalsd --config "$work/i.toml" 2>"$work/i.log" & pids+=($!); i_pid=$!
+NOTIFY_SOCKET=$work/notify WATCHDOG_USEC=20000000 "$vitalsd" --config "$work/i.toml" 2>"$work/i.log" & pids+=($!); i_pid=$!
 wait_serving 127.0.0.1:50174
 sleep 2
 task_stats() { # prints: total_ns switches per-thread
