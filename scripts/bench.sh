@@ -10,6 +10,8 @@
 #   BENCH_IDLE_SECONDS=60               the idle-CPU window
 #   BENCH_SKIP_CROSS=1                  skip the aarch64/armv7 size builds
 #   BENCH_WORKERS=                      vitalsd server.worker_threads (default: one per CPU it may use)
+#   BENCH_VITALSD=path                  measure this vitalsd binary instead of the one built here
+#                                       (a build with other settings, to compare)
 #   BENCH_SERVER_CPUS=0 BENCH_CLIENT_CPUS=1-N  the cores servers and load run on (taskset lists);
 #                                       BENCH_SERVER_CPUS=0-1 BENCH_CLIENT_CPUS=0-1 BENCH_WORKERS=2
 #                                       measures the multi-thread scheduler on two cores
@@ -55,7 +57,7 @@ cargo build --release --quiet --bin vitalsd
 size_x86=$(stat -c %s target/release/vitalsd)
 # The daemon as shipped, kept aside: building the examples next unifies tonic's server
 # features into the crate and would replace target/release/vitalsd with another build.
-mkdir -p "$out"; cp target/release/vitalsd "$out/vitalsd"; vitalsd=$out/vitalsd
+mkdir -p "$out"; cp target/release/vitalsd "$out/vitalsd"; vitalsd=${BENCH_VITALSD:-$out/vitalsd}
 cargo build --release --quiet --bins --examples
 if [ "${BENCH_SKIP_CROSS:-}" != 1 ] && [ "${BENCH_PARTS:-}" != prometheus ]; then
   scripts/build-target.sh aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl >&2
