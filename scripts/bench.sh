@@ -29,7 +29,8 @@
 #                                       valgrind's callgrind (deterministic, unlike timings): each
 #                                       server runs N1 and then N2 calls (2 connections x 8 in flight,
 #                                       mutual TLS) in two runs, and (I(N2) - I(N1)) / (N2 - N1)
-#                                       cancels start-up and handshakes; BENCH_CALLS="2000 6000"
+#                                       cancels start-up and handshakes; BENCH_CALLS="2000 6000";
+#                                       BENCH_INSTRUCTION_SERVERS="vitalsd" counts only vitalsd
 #   BENCH_PARTS=footprint               only idle RSS beside node_exporter and the sizes, with the
 #                                       budgets (stripped <= 6 MiB on each ARM target; idle VmRSS
 #                                       <= 8 MiB, RssAnon <= 1 MiB), then stop; exits 1 over one
@@ -260,12 +261,15 @@ PY
 instructions_part() {
   need valgrind "apt-get install valgrind"
   local calls=(${BENCH_CALLS:-2000 6000}) size who port n totals file run
-  log "building the peers for the instruction counts"
-  CARGO_TARGET_DIR=target/bench-peers/tonic-default cargo build --release --quiet --manifest-path bench/tonic-default/Cargo.toml
-  bench/cpp/build.sh >&2
+  if [[ " ${BENCH_INSTRUCTION_SERVERS:-tonic-default cpp} " == *" tonic-default "* ]]; then
+    CARGO_TARGET_DIR=target/bench-peers/tonic-default cargo build --release --quiet --manifest-path bench/tonic-default/Cargo.toml
+  fi
+  if [[ " ${BENCH_INSTRUCTION_SERVERS:-tonic-default cpp} " == *" cpp "* ]]; then
+    bench/cpp/build.sh >&2
+  fi
   write_config "$work/c.toml" 50192
   printf '[metrics]\nsample_interval = "1h"\n' >> "$work/c.toml"
-  for who in vitalsd tonic-default cpp; do
+  for who in ${BENCH_INSTRUCTION_SERVERS:-vitalsd tonic-default cpp}; do
     for size in 5 4096; do
       totals=()
       for n in "${calls[@]}"; do
