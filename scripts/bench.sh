@@ -60,7 +60,7 @@ size_x86=$(stat -c %s target/release/vitalsd)
 # features into the crate and would replace target/release/vitalsd with another build.
 mkdir -p "$out"; cp target/release/vitalsd "$out/vitalsd"; vitalsd=${BENCH_VITALSD:-$out/vitalsd}
 cargo build --release --quiet --bins --examples
-if [ "${BENCH_SKIP_CROSS:-}" != 1 ] && [ "${BENCH_PARTS:-}" != prometheus ]; then
+if [ "${BENCH_SKIP_CROSS:-}" != 1 ] && [ "${BENCH_PARTS:-}" != prometheus ] && [ "${BENCH_PARTS:-}" != instructions ]; then
   scripts/build-target.sh aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl >&2
 fi
 size_of() { [ -f "dist/$1/vitalsd" ] && stat -c %s "dist/$1/vitalsd" || echo null; }
@@ -280,7 +280,10 @@ instructions_part() {
           tonic-default) run=(target/bench-peers/tonic-default/release/tonic_default_echo --listen 127.0.0.1:$port --pki "$pki") ;;
           cpp) run=(target/bench-peers/echo_server --listen 127.0.0.1:$port --pki "$pki") ;;
         esac
-        valgrind --tool=callgrind --callgrind-out-file="$file" "${run[@]}" 2>"$work/cg.log" & local pid=$!
+        # The unit's tunables, so vitalsd does not execute itself again (which under
+        # valgrind would run it outside the tool).
+        GLIBC_TUNABLES=glibc.malloc.mmap_threshold=262144:glibc.malloc.tcache_count=1 \
+          valgrind --tool=callgrind --callgrind-out-file="$file" "${run[@]}" 2>"$work/cg.log" & local pid=$!
         for _ in $(seq 600); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
         target/release/vitalsctl bench --addr 127.0.0.1:$port --tls-ca-cert "$pki/ca.crt" \
           --tls-client-cert "$pki/client.crt" --tls-client-key "$pki/client.key" \
