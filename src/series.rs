@@ -351,7 +351,7 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
         size_bytes|Filesystem size in bytes.";
     let value = |i: usize, f: &crate::proto::metrics::Filesystem| match i {
         0 => f.available_bytes as f64,
-        1 => f64::from(u8::from(f.stuck)),
+        1 => f64::from(u8::from(f.stuck || !f.error.is_empty())),
         2 => f.files as f64,
         3 => f.files_free as f64,
         4 => f.free_bytes as f64,
@@ -378,6 +378,10 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
         name.push_str(suffix);
         sink.family(&name, help, Type::Gauge);
         for f in &shown {
+            // As node_exporter: a mount that could not be read has only device_error.
+            if i != 1 && (f.stuck || !f.error.is_empty()) {
+                continue;
+            }
             let labels = [
                 ("device", f.device.as_str()),
                 ("fstype", f.fs_type.as_str()),

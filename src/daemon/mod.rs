@@ -112,6 +112,8 @@ struct Running {
 struct Snapshots {
     rx: watch::Receiver<Published>,
     started: std::time::Instant,
+    /// The paths health watches, which the sampler always reads (a reload changes them).
+    disk_paths: watch::Sender<Vec<std::path::PathBuf>>,
 }
 
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
@@ -154,12 +156,16 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let health = Health::new(&methods::LIVENESS_SERVICES, &methods::READINESS_SERVICES);
         let stats = Arc::new(RpcStats::new());
+        let disk_paths = watch::channel(config.health.disk_paths.clone()).0;
         let snapshots = Snapshots {
             started: std::time::Instant::now(),
-            rx: Sampler::spawn(
+            rx: Sampler::spawn_selecting(
                 config.metrics.sample_interval,
                 config.metrics.filesystem_timeout,
+                selection(&config),
+                Some(disk_paths.subscribe()),
             ),
+            disk_paths,
         };
         let counters = Arc::new(DaemonStats::default());
         // The daemon gets here only once startup pulled every secret.
@@ -503,6 +509,11 @@ impl Daemon {
         }
         self.checks
             .send_replace(checks(&self.config, identity.not_after));
+        self.snapshots.disk_paths.send_if_modified(|paths| {
+            let changed = *paths != self.config.health.disk_paths;
+            paths.clone_from(&self.config.health.disk_paths);
+            changed
+        });
         Ok(())
     }
 
@@ -627,6 +638,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "health.plaintext_max_connections" => health.plaintext_max_connections;
         "metrics.sample_interval" => metrics.sample_interval;
         "metrics.filesystem_timeout" => metrics.filesystem_timeout;
+        "metrics.filesystem_mount_points_exclude" => metrics.filesystem_mount_points_exclude;
+        "metrics.filesystem_types_exclude" => metrics.filesystem_types_exclude;
+        "metrics.disk_devices_exclude" => metrics.disk_devices_exclude;
+        "metrics.network_devices_exclude" => metrics.network_devices_exclude;
+        "metrics.textfile_directory" => metrics.textfile_directory;
         "push.buffer_size" => push.buffer_size;
         "push.buffer_dir" => push.buffer_dir;
     }
@@ -733,6 +749,16 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The filesystems the sampler reads, for `config`.
+fn selection(config: &Config) -> crate::sampler::Selection {
+    let regex = |p: &Option<config::Pattern>| p.as_ref().map(|p| p.regex.clone());
+    crate::sampler::Selection {
+        disk_paths: config.health.disk_paths.clone(),
+        mount_points_exclude: regex(&config.metrics.filesystem_mount_points_exclude),
+        types_exclude: regex(&config.metrics.filesystem_types_exclude),
+    }
 }
 
 /// What health judges snapshots against, for `config`.
