@@ -114,6 +114,8 @@ struct Snapshots {
     started: std::time::Instant,
     /// The paths health watches, which the sampler always reads (a reload changes them).
     disk_paths: watch::Sender<Vec<std::path::PathBuf>>,
+    /// What a scrape and a push read at the moment they are made.
+    live: Arc<std::sync::Mutex<crate::sampler::Live>>,
 }
 
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
@@ -166,6 +168,9 @@ impl Daemon {
                 Some(disk_paths.subscribe()),
             ),
             disk_paths,
+            live: Arc::new(std::sync::Mutex::new(crate::sampler::Live::new(
+                live_settings(&config),
+            ))),
         };
         let counters = Arc::new(DaemonStats::default());
         // The daemon gets here only once startup pulled every secret.
@@ -261,6 +266,7 @@ impl Daemon {
         let pushing = self.push_buffer.take().map(|buffer| {
             let inputs = push::Inputs {
                 snapshots: self.snapshots.rx.clone(),
+                live: self.snapshots.live.clone(),
                 stats: self.stats.clone(),
                 health: self.health.clone(),
                 counters: self.counters.clone(),
@@ -710,6 +716,7 @@ fn live(
             stats.clone(),
             health.clone(),
             counters.clone(),
+            snapshots.live.clone(),
         ),
         max_message,
     );
@@ -758,6 +765,16 @@ fn selection(config: &Config) -> crate::sampler::Selection {
         disk_paths: config.health.disk_paths.clone(),
         mount_points_exclude: regex(&config.metrics.filesystem_mount_points_exclude),
         types_exclude: regex(&config.metrics.filesystem_types_exclude),
+    }
+}
+
+/// What the live reader (scrape and push) is told, for `config`.
+fn live_settings(config: &Config) -> crate::sampler::live::Settings {
+    let regex = |p: &Option<config::Pattern>| p.as_ref().map(|p| p.regex.clone());
+    crate::sampler::live::Settings {
+        disk_devices_exclude: regex(&config.metrics.disk_devices_exclude),
+        network_devices_exclude: regex(&config.metrics.network_devices_exclude),
+        textfile_directory: config.metrics.textfile_directory.clone(),
     }
 }
 

@@ -35,7 +35,7 @@ use crate::{
     health::Health,
     outbound, remote_write,
     rpc_stats::RpcStats,
-    sampler::Published,
+    sampler::{Live, Published},
     secrets::Secrets,
     series::{self, DaemonStats, PushStats, Sink, Sources, Type},
     tls,
@@ -185,6 +185,8 @@ struct Batch {
 /// What a batch is built from.
 pub struct Inputs {
     pub snapshots: watch::Receiver<Published>,
+    /// The live reader the scrape uses too: a push's counters are as of the push.
+    pub live: Arc<std::sync::Mutex<Live>>,
     pub stats: Arc<RpcStats>,
     pub health: Health,
     pub counters: Arc<DaemonStats>,
@@ -198,6 +200,7 @@ impl Inputs {
         if snapshot.sampled_at_unix_ms == 0 {
             return None;
         }
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).read();
         let now = SystemTime::now();
         let mut encoder = Encoder {
             externals,
@@ -210,6 +213,7 @@ impl Inputs {
         series::collect(
             &Sources {
                 snapshot: &snapshot,
+                live: Some(&live),
                 rpc: &self.stats,
                 health: &self.health.statuses(),
                 daemon: &self.counters,

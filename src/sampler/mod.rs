@@ -36,11 +36,18 @@ use crate::proto::metrics::{
     Temperature, Uname,
 };
 
+pub mod clock;
+pub mod disk;
 mod filesystems;
+pub mod live;
+pub mod net;
+pub mod netclass;
 mod node;
+pub mod textfile;
 
 use filesystems::Filesystems;
 pub use filesystems::{MAX_HUNG, Selection, WORKER_ARG, worker_main};
+pub use live::{Live, LiveSample};
 
 /// How long a filesystem may take to answer statfs when the config does not say.
 pub const DEFAULT_FILESYSTEM_TIMEOUT: Duration = Duration::from_secs(1);

@@ -58,6 +58,7 @@ use crate::{
     health::Statuses,
     proto::metrics::Snapshot,
     rpc_stats::RpcStats,
+    sampler::LiveSample,
     series::{self, DaemonStats, Sink, Sources, Type},
 };
 
@@ -81,6 +82,8 @@ pub enum EncodeError {
 /// `Registry` keeps its collectors for `'static`.
 pub struct Exposition {
     pub snapshot: Arc<Snapshot>,
+    /// What the scrape read live (sampler/live.rs); `None`: the snapshot alone.
+    pub live: Option<Box<LiveSample>>,
     pub rpc: Arc<RpcStats>,
     pub health: Statuses,
     pub daemon: Arc<DaemonStats>,
@@ -94,6 +97,7 @@ pub fn encode(exposition: Exposition, format: Format) -> Result<String, EncodeEr
         series::collect(
             &Sources {
                 snapshot: &e.snapshot,
+                live: e.live.as_deref(),
                 rpc: &e.rpc,
                 health: &e.health,
                 daemon: &e.daemon,
@@ -239,6 +243,7 @@ impl<'a> Families<'a> {
                 None => (name.as_str(), MetricType::Unknown),
             },
             Type::Gauge => (name.as_str(), MetricType::Gauge),
+            Type::Untyped => (name.as_str(), MetricType::Unknown),
             Type::Histogram => (name.as_str(), MetricType::Histogram),
         };
         let mut metric = out.encode_descriptor(family, help, None, metric_type)?;
@@ -533,6 +538,7 @@ mod tests {
         daemon.push.samples_sent.store(42, Relaxed);
         Exposition {
             snapshot: Arc::new(snapshot),
+            live: None,
             rpc: Arc::new(rpc),
             health: Arc::new(health),
             daemon: Arc::new(daemon),
@@ -590,6 +596,7 @@ mod tests {
             series::collect(
                 &Sources {
                     snapshot: &e.snapshot,
+                    live: None,
                     rpc: &e.rpc,
                     health: &e.health,
                     daemon: &e.daemon,
@@ -625,6 +632,8 @@ mod tests {
             let kind = match kind {
                 Type::Counter => "counter",
                 Type::Gauge => "gauge",
+                Type::Untyped if self.open_metrics => "unknown",
+                Type::Untyped => "untyped",
                 Type::Histogram => "histogram",
             };
             self.out.push_str(&format!("# HELP {family} "));

@@ -1,0 +1,477 @@
+//! What a scrape (and a push) reads at the moment it is made, as node_exporter reads at
+//! each scrape: so a counter is as of the scrape, and `rate()` over it never runs ahead of
+//! the hardware (serving the sampler's last sample, up to `sample_interval` old, stamped
+//! with the scrape's time, gave rate(node_cpu_seconds_total) up to 7% over the CPU count).
+//!
+//! Only kernel counters and small /proc files are read here: they are made from kernel
+//! memory at the read and never wait on a device, so they are read inline, in tens of
+//! microseconds (BENCHMARKS.md has the cost of a whole scrape). What can block or is slow
+//! stays where it was or is cached: statfs in the sampler's workers (sampler/filesystems.rs),
+//! sensors in the sampler, the ~20 sysfs files an interface of netclass and the udev
+//! properties of disks at most every [`SLOW_TTL`], and textfiles until they change. Health
+//! still judges the sampler's snapshot, never this.
+//!
+//! Each source is timed and its success kept, for node_scrape_collector_duration_seconds
+//! and node_scrape_collector_success; a source that cannot be read is left out and its
+//! collector reported failed, as node_exporter does.
+
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use regex_lite::Regex;
+
+use super::{
+    clock::{self, Clocksource, Timex},
+    disk::{self, Disk},
+    net::{self, Conntrack, FieldFilter, NetDev},
+    netclass::{self, NetClass},
+    node,
+    textfile::{self, Textfile},
+};
+use crate::proto::metrics::{CpuTime, KernelStat, MemInfoField, Pressure};
+
+/// How long the slow-changing sysfs sources (netclass, clocksources, udev disk
+/// properties) are served again before they are read anew.
+pub const SLOW_TTL: Duration = Duration::from_secs(10);
+
+/// What the live reader is told by the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub disk_devices_exclude: Option<Regex>,
+    pub network_devices_exclude: Option<Regex>,
+    pub textfile_directory: Option<PathBuf>,
+}
+
+/// One read of every live source; what could not be read is empty.
+#[derive(Debug, Default)]
+pub struct LiveSample {
+    pub read_at: Option<SystemTime>,
+    pub cpu_times: Vec<CpuTime>,
+    pub kernel: Option<KernelStat>,
+    pub load: Option<[f64; 3]>,
+    pub meminfo: Vec<MemInfoField>,
+    pub pressure: Option<Pressure>,
+    pub process_cpu_seconds: Option<f64>,
+    /// Each disk with node_disk_info's udev labels.
+    pub disks: Vec<(Disk, Arc<disk::Info>)>,
+    pub vmstat: Vec<(String, f64)>,
+    pub netdev: Vec<NetDev>,
+    pub netstat: Vec<(String, f64)>,
+    pub sockstat: Vec<(String, f64)>,
+    pub softnet: Vec<[u64; 3]>,
+    pub arp: Vec<(String, u64)>,
+    /// (v4, v6) UDP queue bytes, each (tx, rx).
+    pub udp_queues: (Option<(f64, f64)>, Option<(f64, f64)>),
+    pub filefd: Option<[f64; 3]>,
+    /// The address space limit (`ulimit -v`; unlimited as 2^64), read once.
+    pub virtual_memory_max_bytes: Option<f64>,
+    /// Whether SELinux is enabled, looked at once.
+    pub selinux_enabled: bool,
+    pub conntrack: Conntrack,
+    pub entropy: Option<(f64, f64)>,
+    pub timex: Option<Timex>,
+    pub time_zone: Option<(String, i64)>,
+    pub clocksources: Arc<Vec<Clocksource>>,
+    pub netclass: Arc<Vec<NetClass>>,
+    pub textfile: Option<Arc<textfile::Collected>>,
+    /// (collector, seconds it took, succeeded), in node_exporter's collector names.
+    pub collectors: Vec<(&'static str, f64, bool)>,
+}
+
+/// The live reader: its buffers, caches and field filters; one per daemon, shared by the
+/// scrape and the push behind a mutex.
+pub struct Live {
+    settings: Settings,
+    buf: String,
+    vmstat: FieldFilter,
+    netstat: FieldFilter,
+    page_size: u64,
+    netclass: (Option<Instant>, Arc<Vec<NetClass>>),
+    clocksources: (Option<Instant>, Arc<Vec<Clocksource>>),
+    disk_info: (Option<Instant>, Vec<(String, Arc<disk::Info>)>),
+    textfile: Textfile,
+    virtual_memory_max_bytes: Option<f64>,
+    selinux_enabled: bool,
+}
+
+impl Live {
+    pub fn new(settings: Settings) -> Live {
+        // The defaults are node_exporter's and compile; a failure would be a bug here.
+        let filter = |pattern: &str| {
+            FieldFilter::new(Regex::new(pattern).unwrap_or_else(|_| Regex::new("$^").unwrap()))
+        };
+        Live {
+            textfile: Textfile::new(settings.textfile_directory.clone()),
+            settings,
+            buf: String::with_capacity(16 << 10),
+            vmstat: filter(node::VMSTAT_FIELDS),
+            netstat: filter(net::NETSTAT_FIELDS),
+            page_size: page_size().unwrap_or(4096),
+            netclass: (None, Arc::default()),
+            clocksources: (None, Arc::default()),
+            disk_info: (None, Vec::new()),
+            virtual_memory_max_bytes: fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|l| address_space_limit(&l)),
+            selinux_enabled: Path::new("/sys/fs/selinux/enforce").exists(),
+        }
+    }
+
+    /// Every live source, read now.
+    pub fn read(&mut self) -> LiveSample {
+        let mut out = LiveSample {
+            read_at: Some(SystemTime::now()),
+            ..LiveSample::default()
+        };
+        let now = Instant::now();
+        let timed = |out: &mut LiveSample, name: &'static str, start: Instant, ok: bool| {
+            out.collectors
+                .push((name, start.elapsed().as_secs_f64(), ok));
+        };
+
+        let t = Instant::now();
+        let ok = self.file("/proc/stat");
+        if ok {
+            let (cpus, kernel) = node::parse_stat(&self.buf);
+            out.cpu_times = cpus;
+            out.kernel = Some(kernel);
+        }
+        timed(&mut out, "cpu", t, ok);
+        timed(&mut out, "stat", t, ok);
+
+        let t = Instant::now();
+        let ok = self.file("/proc/loadavg");
+        out.load = ok.then(|| node::numbers::<3>(&self.buf)).flatten();
+        let ok = out.load.is_some();
+        timed(&mut out, "loadavg", t, ok);
+
+        let t = Instant::now();
+        if self.file("/proc/meminfo") {
+            out.meminfo = node::parse_meminfo(&self.buf);
+        }
+        let ok = !out.meminfo.is_empty();
+        timed(&mut out, "meminfo", t, ok);
+
+        let t = Instant::now();
+        out.pressure = self.pressure();
+        let ok = out.pressure.is_some();
+        timed(&mut out, "pressure", t, ok);
+
+        if self.file("/proc/self/stat") {
+            out.process_cpu_seconds = node::process_cpu_seconds(&self.buf);
+        }
+
+        let t = Instant::now();
+        let ok = self.file("/proc/diskstats");
+        if ok {
+            let disks = disk::parse(&self.buf, self.settings.disk_devices_exclude.as_ref());
+            let stale = self.disk_info.0.is_none_or(|at| now - at >= SLOW_TTL)
+                || disks.len() != self.disk_info.1.len();
+            if stale {
+                self.disk_info = (
+                    Some(now),
+                    disks
+                        .iter()
+                        .map(|d| {
+                            let key = format!("{}:{}", d.major, d.minor);
+                            (key, Arc::new(disk::info(&d.major, &d.minor)))
+                        })
+                        .collect(),
+                );
+            }
+            out.disks = disks
+                .into_iter()
+                .map(|d| {
+                    let key = format!("{}:{}", d.major, d.minor);
+                    let info = self
+                        .disk_info
+                        .1
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, i)| i.clone())
+                        .unwrap_or_default();
+                    (d, info)
+                })
+                .collect();
+        }
+        timed(&mut out, "diskstats", t, ok);
+
+        let t = Instant::now();
+        let ok = self.file("/proc/vmstat");
+        if ok {
+            node::parse_vmstat(&self.buf, &mut self.vmstat, &mut out.vmstat);
+        }
+        timed(&mut out, "vmstat", t, ok);
+
+        let t = Instant::now();
+        let ok = self.file("/proc/net/dev");
+        if ok {
+            out.netdev =
+                net::parse_netdev(&self.buf, self.settings.network_devices_exclude.as_ref());
+            for dev in &mut out.netdev {
+                let path = format!("/sys/class/net/{}/statistics/rx_nohandler", dev.device);
+                dev.nohandler = fs::read_to_string(path)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+            }
+        }
+        timed(&mut out, "netdev", t, ok);
+
+        let t = Instant::now();
+        let mut offset = 0;
+        let mut ok = false;
+        for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+            if self.file(file) {
+                ok = true;
+                net::parse_netstat(&self.buf, &mut self.netstat, &mut offset, &mut out.netstat);
+            }
+        }
+        if self.file("/proc/net/snmp6") {
+            net::parse_snmp6(&self.buf, &mut self.netstat, &mut offset, &mut out.netstat);
+        }
+        timed(&mut out, "netstat", t, ok);
+
+        let t = Instant::now();
+        let ok = self.file("/proc/net/sockstat");
+        if ok {
+            net::parse_sockstat(&self.buf, self.page_size, &mut out.sockstat);
+        }
+        if self.file("/proc/net/sockstat6") {
+            net::parse_sockstat(&self.buf, self.page_size, &mut out.sockstat);
+        }
+        timed(&mut out, "sockstat", t, ok);
+
+        let t = Instant::now();
+        let ok = self.file("/proc/net/softnet_stat");
+        if ok {
+            out.softnet = net::parse_softnet(&self.buf);
+        }
+        timed(&mut out, "softnet", t, ok);
+
+        let t = Instant::now();
+        let ok = self.file("/proc/net/arp");
+        if ok {
+            out.arp = net::parse_arp(&self.buf, self.settings.network_devices_exclude.as_ref());
+        }
+        timed(&mut out, "arp", t, ok);
+
+        let t = Instant::now();
+        for (file, slot) in [("/proc/net/udp", 0), ("/proc/net/udp6", 1)] {
+            let queues = self
+                .file(file)
+                .then(|| net::parse_udp_queues(&self.buf))
+                .flatten();
+            if slot == 0 {
+                out.udp_queues.0 = queues;
+            } else {
+                out.udp_queues.1 = queues;
+            }
+        }
+        let ok = out.udp_queues.0.is_some();
+        timed(&mut out, "udp_queues", t, ok);
+        out.virtual_memory_max_bytes = self.virtual_memory_max_bytes;
+        out.selinux_enabled = self.selinux_enabled;
+
+        let t = Instant::now();
+        out.filefd = self
+            .file("/proc/sys/fs/file-nr")
+            .then(|| node::numbers::<3>(&self.buf))
+            .flatten();
+        let ok = out.filefd.is_some();
+        timed(&mut out, "filefd", t, ok);
+
+        let t = Instant::now();
+        let number = |live: &mut Live, path: &str| {
+            live.file(path)
+                .then(|| node::numbers::<1>(&live.buf))
+                .flatten()
+                .map(|[n]| n)
+        };
+        out.conntrack.entries = number(self, "/proc/sys/net/netfilter/nf_conntrack_count");
+        out.conntrack.limit = number(self, "/proc/sys/net/netfilter/nf_conntrack_max");
+        if self.file("/proc/net/stat/nf_conntrack") {
+            out.conntrack.stats = net::parse_conntrack_stat(&self.buf);
+        }
+        // As node_exporter: no conntrack module is "not applicable", not a failure.
+        let ok = out.conntrack.entries.is_some();
+        timed(&mut out, "conntrack", t, ok);
+
+        let t = Instant::now();
+        let avail = number(self, "/proc/sys/kernel/random/entropy_avail");
+        let pool = number(self, "/proc/sys/kernel/random/poolsize");
+        out.entropy = avail.zip(pool);
+        let ok = out.entropy.is_some();
+        timed(&mut out, "entropy", t, ok);
+
+        let t = Instant::now();
+        let timex = clock::timex();
+        out.timex = timex.as_ref().ok().copied();
+        timed(&mut out, "timex", t, timex.is_ok());
+
+        let t = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        out.time_zone = clock::time_zone(unix);
+        if self.clocksources.0.is_none_or(|at| now - at >= SLOW_TTL) {
+            self.clocksources = (
+                Some(now),
+                Arc::new(clock::clocksources(Path::new(
+                    "/sys/devices/system/clocksource",
+                ))),
+            );
+        }
+        out.clocksources = self.clocksources.1.clone();
+        let ok = out.time_zone.is_some();
+        timed(&mut out, "time", t, ok);
+
+        let t = Instant::now();
+        if self.netclass.0.is_none_or(|at| now - at >= SLOW_TTL) {
+            self.netclass = (
+                Some(now),
+                Arc::new(netclass::read(
+                    Path::new("/sys/class/net"),
+                    self.settings.network_devices_exclude.as_ref(),
+                )),
+            );
+        }
+        out.netclass = self.netclass.1.clone();
+        let ok = !out.netclass.is_empty();
+        timed(&mut out, "netclass", t, ok);
+
+        let t = Instant::now();
+        out.textfile = self.textfile.read();
+        if out.textfile.is_some() {
+            let ok = out.textfile.as_ref().is_some_and(|c| !c.error);
+            timed(&mut out, "textfile", t, ok);
+        }
+        out
+    }
+
+    /// Reads `path` into the buffer; false when it cannot be read.
+    fn file(&mut self, path: &str) -> bool {
+        self.buf.clear();
+        fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut self.buf))
+            .is_ok()
+    }
+
+    fn pressure(&mut self) -> Option<Pressure> {
+        let mut p = Pressure::default();
+        for (file, some, full) in [
+            ("/proc/pressure/cpu", &mut p.cpu_some_micros, None),
+            (
+                "/proc/pressure/memory",
+                &mut p.memory_some_micros,
+                Some(&mut p.memory_full_micros),
+            ),
+            (
+                "/proc/pressure/io",
+                &mut p.io_some_micros,
+                Some(&mut p.io_full_micros),
+            ),
+        ] {
+            if !self.file(file) {
+                return None;
+            }
+            let (s, f) = node::parse_pressure(&self.buf)?;
+            *some = s;
+            if let Some(full) = full {
+                *full = f;
+            }
+        }
+        Some(p)
+    }
+}
+
+/// `Max address space`'s soft limit in a /proc/self/limits text, in bytes; unlimited as
+/// 2^64 (what the Go client reports).
+fn address_space_limit(limits: &str) -> Option<f64> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let soft = line["Max address space".len()..]
+        .split_ascii_whitespace()
+        .next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX as f64),
+        n => n.parse().ok(),
+    }
+}
+
+/// The kernel's page size, from the auxiliary vector (AT_PAGESZ): 4 KiB on most ARM boards,
+/// 16 KiB on some (the Raspberry Pi 5's kernel), so not assumed.
+fn page_size() -> Option<u64> {
+    let mut auxv = Vec::new();
+    fs::File::open("/proc/self/auxv")
+        .and_then(|mut f| f.read_to_end(&mut auxv))
+        .ok()?;
+    parse_page_size(&auxv)
+}
+
+/// AT_PAGESZ's value in an auxiliary vector: native-endian (key, value) word pairs.
+fn parse_page_size(auxv: &[u8]) -> Option<u64> {
+    const AT_PAGESZ: u64 = 6;
+    let word = size_of::<usize>();
+    auxv.chunks_exact(word * 2).find_map(|pair| {
+        let read = |bytes: &[u8]| {
+            let mut buf = [0u8; 8];
+            buf[..word].copy_from_slice(bytes);
+            if cfg!(target_endian = "big") {
+                u64::from_be_bytes(buf) >> (64 - 8 * word)
+            } else {
+                u64::from_le_bytes(buf)
+            }
+        };
+        (read(&pair[..word]) == AT_PAGESZ).then(|| read(&pair[word..]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One live read of this machine has the CPU times, the kernel counters, a load, memory,
+    /// the loopback interface, netstat and sockstat values, the clock, a page size, and a
+    /// timing for each collector; a second read gives counters that did not go back.
+    #[test]
+    fn reads_this_machine() {
+        let mut live = Live::new(Settings::default());
+        let first = live.read();
+        assert!(!first.cpu_times.is_empty());
+        assert!(first.kernel.is_some() && first.load.is_some());
+        assert!(first.meminfo.iter().any(|m| m.name == "MemTotal"));
+        assert!(
+            first.netdev.iter().any(|d| d.device == "lo"),
+            "{:?}",
+            first.netdev
+        );
+        assert!(first.netstat.iter().any(|(k, _)| k == "Tcp_CurrEstab"));
+        assert!(first.sockstat.iter().any(|(k, _)| k == "sockets_used"));
+        assert!(first.filefd.is_some() && first.timex.is_some());
+        assert!(first.process_cpu_seconds.is_some());
+        assert!(first.collectors.iter().any(|(n, _, ok)| *n == "cpu" && *ok));
+        assert!(live.page_size >= 4096 && live.page_size.is_power_of_two());
+        let second = live.read();
+        let idle = |s: &LiveSample| s.cpu_times.iter().map(|c| c.idle).sum::<f64>();
+        assert!(idle(&second) >= idle(&first));
+    }
+
+    /// AT_PAGESZ is found among the auxiliary vector's pairs.
+    #[test]
+    fn page_size_from_auxv() {
+        let word = size_of::<usize>();
+        let mut auxv = Vec::new();
+        for (k, v) in [(3u64, 0x400040u64), (6, 16384), (0, 0)] {
+            auxv.extend_from_slice(&k.to_ne_bytes()[..word]);
+            auxv.extend_from_slice(&v.to_ne_bytes()[..word]);
+        }
+        assert_eq!(parse_page_size(&auxv), Some(16384));
+        assert_eq!(parse_page_size(&auxv[..word * 2]), None);
+    }
+}
