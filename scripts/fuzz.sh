@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the config loader, the certificate identity parser, the bearer-token check and the
-# HTTP/2 frame follower.
+# Fuzzes the config loader, the certificate identity parser, the bearer-token check, the
+# HTTP/2 frame follower and the textfile collector's parser.
 #
 #   scripts/fuzz.sh            # short run: 20 s per target (the test script's)
 #   scripts/fuzz.sh 3600       # long run: an hour per target
@@ -24,7 +24,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     echo "usage: $0 [seconds-per-target]" >&2
     exit 64
 fi
-targets=(${FUZZ_TARGETS:-config_parse identity auth_bearer frames})
+targets=(${FUZZ_TARGETS:-config_parse identity auth_bearer frames textfile})
 
 cd "$(dirname "$0")/.."
 
