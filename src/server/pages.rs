@@ -101,7 +101,7 @@ pub(super) fn ready(response: Response<Bytes>) -> PageFuture {
 }
 
 /// Answers a request for a page the routes have: authorized by its path as a method is,
-/// `GET` only.
+/// `GET`, or `HEAD` (the same answer without its body, as node_exporter's server gives).
 pub(super) fn answer_page(
     calls: &Calls,
     path: &str,
@@ -109,11 +109,12 @@ pub(super) fn answer_page(
     headers: &HeaderMap,
 ) -> Option<PageFuture> {
     let page = calls.routes.page(path)?;
-    if method != Method::GET {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+    let head = method == Method::HEAD;
+    if method != Method::GET && !head {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
         response
             .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(ready(response));
     }
     let identity = calls.peer.identity.as_deref();
@@ -134,7 +135,13 @@ pub(super) fn answer_page(
             Some(slot) => {
                 let rendering = page.get(headers);
                 Box::pin(async move {
-                    let response = rendering.await?;
+                    let mut response = rendering.await?;
+                    if head {
+                        // The GET answer's headers, its length among them, and no body.
+                        let length = HeaderValue::from(response.body().len());
+                        response.headers_mut().insert(header::CONTENT_LENGTH, length);
+                        *response.body_mut() = Bytes::new();
+                    }
                     Ok(response.map(|data| PageBody {
                         data: Some(data),
                         _slot: Some(slot),
@@ -190,11 +197,20 @@ where
             request.method(),
             request.headers(),
         );
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
         match page {
             Some(response) => Box::pin(async move {
                 let response = response.await?;
                 Ok(response.map(Either::Right))
             }),
+            // Neither a page nor a gRPC call: what a web server says, not a gRPC status.
+            None if !grpc => {
+                let response = plain(StatusCode::NOT_FOUND, "no such page");
+                Box::pin(async move { Ok(response.map(|b| Either::Right(PageBody::whole(b)))) })
+            }
             None => {
                 let call = self.0.call(request);
                 Box::pin(async move { call.await.map(|r| r.map(Either::Left)) })
