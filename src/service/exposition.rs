@@ -15,14 +15,14 @@
 //! family is done; [`series::collect`] hands families over one after another through
 //! [`Sink::family`] and [`Sink::sample`]. So `Families` keeps the current family's samples
 //! (their text in one reused string) and writes the family when the next one starts. A
-//! histogram's samples come as series.rs builds them (cumulative `_bucket`s with `le`, `_sum`,
+//! histogram's samples come as series/mod.rs builds them (cumulative `_bucket`s with `le`, `_sum`,
 //! `_count`) and go to the crate as one histogram per label set.
 //!
-//! Names: series.rs names a counter with its `_total`, as node_exporter does; the crate wants
+//! Names: series/mod.rs names a counter with its `_total`, as node_exporter does; the crate wants
 //! the name without it and adds it back (to the samples in OpenMetrics, to HELP and TYPE as
 //! well in the text format). A counter whose name did not end in `_total` could not be an
 //! OpenMetrics counter: it is declared `unknown` (`untyped` in the text format) under its own
-//! name. series.rs has none (its tests check that every counter's name ends in `_total`).
+//! name. series/mod.rs has none (its tests check that every counter's name ends in `_total`).
 //!
 //! What the crate writes differently from the hand-written encoder this replaced (Prometheus
 //! reads both alike, except the first OpenMetrics point for Prometheus 2.x):
@@ -62,7 +62,7 @@ use crate::{
     series::{self, DaemonStats, Sink, Sources, Type},
 };
 
-/// Why a page could not be written. Not outside input: series.rs's families and the crate
+/// Why a page could not be written. Not outside input: series/mod.rs's families and the crate
 /// disagreeing, which the tests would show.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -441,7 +441,7 @@ mod tests {
         },
     };
 
-    /// series.rs's test snapshot with every family present and the awkward values: a label
+    /// series/mod.rs's test snapshot with every family present and the awkward values: a label
     /// value with a quote, a backslash and a newline, NaN and infinities, values past 1e15,
     /// tiny and inexact fractions, RPC calls in the histogram.
     fn fixture() -> Exposition {
