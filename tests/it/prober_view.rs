@@ -381,8 +381,8 @@ async fn hung_fuse_mount_does_not_keep_the_daemon() {
             .connect()
             .await
             .expect("connects while the mount hangs");
-        let mut health = HealthClient::new(channel.clone());
-        let mut metrics = vitals::proto::metrics::metrics_client::MetricsClient::new(channel);
+        let health = HealthClient::new(channel.clone());
+        let metrics = vitals::proto::metrics::metrics_client::MetricsClient::new(channel);
         let hang_point = hang.display().to_string();
         crate::support::eventually(Duration::from_secs(10), || {
             let (mut health, mut metrics) = (health.clone(), metrics.clone());
