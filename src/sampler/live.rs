@@ -91,12 +91,41 @@ pub struct Live {
     vmstat: FieldFilter,
     netstat: FieldFilter,
     page_size: u64,
-    netclass: (Option<Instant>, Arc<Vec<NetClass>>),
-    clocksources: (Option<Instant>, Arc<Vec<Clocksource>>),
-    disk_info: (Option<Instant>, Vec<(String, Arc<disk::Info>)>),
+    /// The slow sources as last read, and when.
+    slow: (Option<Instant>, Slow),
+    /// The entropy pool's size, which does not change.
+    pool_size: Option<f64>,
     textfile: Textfile,
     virtual_memory_max_bytes: Option<f64>,
     selinux_enabled: bool,
+}
+
+/// What [`Live::read_slow`] read last.
+#[derive(Debug, Default)]
+struct Slow {
+    sockstat: Vec<(String, f64)>,
+    arp: Vec<(String, u64)>,
+    udp_queues: (Option<(f64, f64)>, Option<(f64, f64)>),
+    filefd: Option<[f64; 3]>,
+    conntrack: Conntrack,
+    entropy: Option<(f64, f64)>,
+    clocksources: Arc<Vec<Clocksource>>,
+    netclass: Arc<Vec<NetClass>>,
+    nohandler: Vec<(String, u64)>,
+    netstat6: Vec<(String, f64)>,
+    /// (major, minor, udev properties) of each disk.
+    disk_info: Vec<(String, String, Arc<disk::Info>)>,
+    collectors: Vec<(&'static str, f64, bool)>,
+}
+
+/// Records how long a collector took since `start` and whether it succeeded.
+fn timed(
+    collectors: &mut Vec<(&'static str, f64, bool)>,
+    name: &'static str,
+    start: Instant,
+    ok: bool,
+) {
+    collectors.push((name, start.elapsed().as_secs_f64(), ok));
 }
 
 impl Live {
@@ -112,9 +141,8 @@ impl Live {
             vmstat: filter(node::VMSTAT_FIELDS),
             netstat: filter(net::NETSTAT_FIELDS),
             page_size: page_size().unwrap_or(4096),
-            netclass: (None, Arc::default()),
-            clocksources: (None, Arc::default()),
-            disk_info: (None, Vec::new()),
+            slow: (None, Slow::default()),
+            pool_size: None,
             virtual_memory_max_bytes: fs::read_to_string("/proc/self/limits")
                 .ok()
                 .and_then(|l| address_space_limit(&l)),
@@ -122,18 +150,53 @@ impl Live {
         }
     }
 
-    /// Every live source, read now.
+    /// Every live source: the counters read now, the slow sources as last read (at most
+    /// [`SLOW_TTL`] ago).
     pub fn read(&mut self) -> LiveSample {
         let mut out = LiveSample {
             read_at: Some(SystemTime::now()),
             ..LiveSample::default()
         };
         let now = Instant::now();
-        let timed = |out: &mut LiveSample, name: &'static str, start: Instant, ok: bool| {
-            out.collectors
-                .push((name, start.elapsed().as_secs_f64(), ok));
-        };
+        if self.slow.0.is_none_or(|at| now - at >= SLOW_TTL) {
+            let mut slow = std::mem::take(&mut self.slow.1);
+            self.read_slow(&mut slow);
+            self.slow = (Some(now), slow);
+        }
+        self.read_counters(&mut out);
+        let slow = &self.slow.1;
+        out.sockstat.clone_from(&slow.sockstat);
+        out.arp.clone_from(&slow.arp);
+        out.udp_queues = slow.udp_queues;
+        out.filefd = slow.filefd;
+        out.conntrack.clone_from(&slow.conntrack);
+        out.entropy = slow.entropy;
+        out.clocksources = slow.clocksources.clone();
+        out.netclass = slow.netclass.clone();
+        out.netstat.extend(slow.netstat6.iter().cloned());
+        for dev in &mut out.netdev {
+            dev.nohandler = slow
+                .nohandler
+                .iter()
+                .find(|(d, _)| *d == dev.device)
+                .map(|(_, n)| *n);
+        }
+        out.virtual_memory_max_bytes = self.virtual_memory_max_bytes;
+        out.selinux_enabled = self.selinux_enabled;
+        out.collectors.extend(slow.collectors.iter().copied());
 
+        let t = Instant::now();
+        out.textfile = self.textfile.read();
+        if out.textfile.is_some() {
+            let ok = out.textfile.as_ref().is_some_and(|c| !c.error);
+            timed(&mut out.collectors, "textfile", t, ok);
+        }
+        out
+    }
+
+    /// The counters (and the few gauges the dashboards chart from the same files), read
+    /// at every scrape.
+    fn read_counters(&mut self, out: &mut LiveSample) {
         let t = Instant::now();
         let ok = self.file("/proc/stat");
         if ok {
@@ -141,26 +204,25 @@ impl Live {
             out.cpu_times = cpus;
             out.kernel = Some(kernel);
         }
-        timed(&mut out, "cpu", t, ok);
-        timed(&mut out, "stat", t, ok);
+        timed(&mut out.collectors, "cpu", t, ok);
+        timed(&mut out.collectors, "stat", t, ok);
 
         let t = Instant::now();
-        let ok = self.file("/proc/loadavg");
-        out.load = ok.then(|| node::numbers::<3>(&self.buf)).flatten();
-        let ok = out.load.is_some();
-        timed(&mut out, "loadavg", t, ok);
+        out.load = self
+            .file("/proc/loadavg")
+            .then(|| node::numbers::<3>(&self.buf))
+            .flatten();
+        timed(&mut out.collectors, "loadavg", t, out.load.is_some());
 
         let t = Instant::now();
         if self.file("/proc/meminfo") {
             out.meminfo = node::parse_meminfo(&self.buf);
         }
-        let ok = !out.meminfo.is_empty();
-        timed(&mut out, "meminfo", t, ok);
+        timed(&mut out.collectors, "meminfo", t, !out.meminfo.is_empty());
 
         let t = Instant::now();
         out.pressure = self.pressure();
-        let ok = out.pressure.is_some();
-        timed(&mut out, "pressure", t, ok);
+        timed(&mut out.collectors, "pressure", t, out.pressure.is_some());
 
         if self.file("/proc/self/stat") {
             out.process_cpu_seconds = node::process_cpu_seconds(&self.buf);
@@ -170,57 +232,37 @@ impl Live {
         let ok = self.file("/proc/diskstats");
         if ok {
             let disks = disk::parse(&self.buf, self.settings.disk_devices_exclude.as_ref());
-            let stale = self.disk_info.0.is_none_or(|at| now - at >= SLOW_TTL)
-                || disks.len() != self.disk_info.1.len();
-            if stale {
-                self.disk_info = (
-                    Some(now),
-                    disks
-                        .iter()
-                        .map(|d| {
-                            let key = format!("{}:{}", d.major, d.minor);
-                            (key, Arc::new(disk::info(&d.major, &d.minor)))
-                        })
-                        .collect(),
-                );
-            }
             out.disks = disks
                 .into_iter()
                 .map(|d| {
-                    let key = format!("{}:{}", d.major, d.minor);
                     let info = self
-                        .disk_info
+                        .slow
                         .1
+                        .disk_info
                         .iter()
-                        .find(|(k, _)| *k == key)
-                        .map(|(_, i)| i.clone())
+                        .find(|(major, minor, _)| *major == d.major && *minor == d.minor)
+                        .map(|(.., i)| i.clone())
                         .unwrap_or_default();
                     (d, info)
                 })
                 .collect();
         }
-        timed(&mut out, "diskstats", t, ok);
+        timed(&mut out.collectors, "diskstats", t, ok);
 
         let t = Instant::now();
         let ok = self.file("/proc/vmstat");
         if ok {
             node::parse_vmstat(&self.buf, &mut self.vmstat, &mut out.vmstat);
         }
-        timed(&mut out, "vmstat", t, ok);
+        timed(&mut out.collectors, "vmstat", t, ok);
 
         let t = Instant::now();
         let ok = self.file("/proc/net/dev");
         if ok {
             out.netdev =
                 net::parse_netdev(&self.buf, self.settings.network_devices_exclude.as_ref());
-            for dev in &mut out.netdev {
-                let path = format!("/sys/class/net/{}/statistics/rx_nohandler", dev.device);
-                dev.nohandler = fs::read_to_string(path)
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok());
-            }
         }
-        timed(&mut out, "netdev", t, ok);
+        timed(&mut out.collectors, "netdev", t, ok);
 
         let t = Instant::now();
         let mut offset = 0;
@@ -231,59 +273,71 @@ impl Live {
                 net::parse_netstat(&self.buf, &mut self.netstat, &mut offset, &mut out.netstat);
             }
         }
-        if self.file("/proc/net/snmp6") {
-            net::parse_snmp6(&self.buf, &mut self.netstat, &mut offset, &mut out.netstat);
-        }
-        timed(&mut out, "netstat", t, ok);
-
-        let t = Instant::now();
-        let ok = self.file("/proc/net/sockstat");
-        if ok {
-            net::parse_sockstat(&self.buf, self.page_size, &mut out.sockstat);
-        }
-        if self.file("/proc/net/sockstat6") {
-            net::parse_sockstat(&self.buf, self.page_size, &mut out.sockstat);
-        }
-        timed(&mut out, "sockstat", t, ok);
+        timed(&mut out.collectors, "netstat", t, ok);
 
         let t = Instant::now();
         let ok = self.file("/proc/net/softnet_stat");
         if ok {
             out.softnet = net::parse_softnet(&self.buf);
         }
-        timed(&mut out, "softnet", t, ok);
+        timed(&mut out.collectors, "softnet", t, ok);
+
+        let t = Instant::now();
+        let timex = clock::timex();
+        out.timex = timex.as_ref().ok().copied();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        out.time_zone = clock::time_zone(unix);
+        timed(&mut out.collectors, "timex", t, timex.is_ok());
+    }
+
+    /// The gauges and rarely-moving sources, read at most every [`SLOW_TTL`]: sockstat,
+    /// arp, UDP queues, filefd, conntrack, entropy, the clocksources, netclass's sysfs
+    /// files, udev's disk properties, the IPv6 netstat counters (snmp6, which no dashboard
+    /// panel or mixin rule reads) and rx_nohandler.
+    fn read_slow(&mut self, slow: &mut Slow) {
+        slow.collectors.clear();
+        let t = Instant::now();
+        slow.sockstat.clear();
+        let ok = self.file("/proc/net/sockstat");
+        if ok {
+            net::parse_sockstat(&self.buf, self.page_size, &mut slow.sockstat);
+        }
+        if self.file("/proc/net/sockstat6") {
+            net::parse_sockstat(&self.buf, self.page_size, &mut slow.sockstat);
+        }
+        timed(&mut slow.collectors, "sockstat", t, ok);
 
         let t = Instant::now();
         let ok = self.file("/proc/net/arp");
-        if ok {
-            out.arp = net::parse_arp(&self.buf, self.settings.network_devices_exclude.as_ref());
-        }
-        timed(&mut out, "arp", t, ok);
+        slow.arp = if ok {
+            net::parse_arp(&self.buf, self.settings.network_devices_exclude.as_ref())
+        } else {
+            Vec::new()
+        };
+        timed(&mut slow.collectors, "arp", t, ok);
 
         let t = Instant::now();
-        for (file, slot) in [("/proc/net/udp", 0), ("/proc/net/udp6", 1)] {
-            let queues = self
-                .file(file)
-                .then(|| net::parse_udp_queues(&self.buf))
-                .flatten();
-            if slot == 0 {
-                out.udp_queues.0 = queues;
-            } else {
-                out.udp_queues.1 = queues;
-            }
-        }
-        let ok = out.udp_queues.0.is_some();
-        timed(&mut out, "udp_queues", t, ok);
-        out.virtual_memory_max_bytes = self.virtual_memory_max_bytes;
-        out.selinux_enabled = self.selinux_enabled;
+        let udp = |live: &mut Live, file: &str| {
+            live.file(file)
+                .then(|| net::parse_udp_queues(&live.buf))
+                .flatten()
+        };
+        slow.udp_queues = (udp(self, "/proc/net/udp"), udp(self, "/proc/net/udp6"));
+        timed(
+            &mut slow.collectors,
+            "udp_queues",
+            t,
+            slow.udp_queues.0.is_some(),
+        );
 
         let t = Instant::now();
-        out.filefd = self
+        slow.filefd = self
             .file("/proc/sys/fs/file-nr")
             .then(|| node::numbers::<3>(&self.buf))
             .flatten();
-        let ok = out.filefd.is_some();
-        timed(&mut out, "filefd", t, ok);
+        timed(&mut slow.collectors, "filefd", t, slow.filefd.is_some());
 
         let t = Instant::now();
         let number = |live: &mut Live, path: &str| {
@@ -292,65 +346,82 @@ impl Live {
                 .flatten()
                 .map(|[n]| n)
         };
-        out.conntrack.entries = number(self, "/proc/sys/net/netfilter/nf_conntrack_count");
-        out.conntrack.limit = number(self, "/proc/sys/net/netfilter/nf_conntrack_max");
-        if self.file("/proc/net/stat/nf_conntrack") {
-            out.conntrack.stats = net::parse_conntrack_stat(&self.buf);
-        }
+        slow.conntrack.entries = number(self, "/proc/sys/net/netfilter/nf_conntrack_count");
+        slow.conntrack.limit = number(self, "/proc/sys/net/netfilter/nf_conntrack_max");
+        slow.conntrack.stats = if self.file("/proc/net/stat/nf_conntrack") {
+            net::parse_conntrack_stat(&self.buf)
+        } else {
+            None
+        };
         // As node_exporter: no conntrack module is "not applicable", not a failure.
-        let ok = out.conntrack.entries.is_some();
-        timed(&mut out, "conntrack", t, ok);
+        timed(
+            &mut slow.collectors,
+            "conntrack",
+            t,
+            slow.conntrack.entries.is_some(),
+        );
 
         let t = Instant::now();
         let avail = number(self, "/proc/sys/kernel/random/entropy_avail");
-        let pool = number(self, "/proc/sys/kernel/random/poolsize");
-        out.entropy = avail.zip(pool);
-        let ok = out.entropy.is_some();
-        timed(&mut out, "entropy", t, ok);
+        if self.pool_size.is_none() {
+            self.pool_size = number(self, "/proc/sys/kernel/random/poolsize");
+        }
+        slow.entropy = avail.zip(self.pool_size);
+        timed(&mut slow.collectors, "entropy", t, slow.entropy.is_some());
 
         let t = Instant::now();
-        let timex = clock::timex();
-        out.timex = timex.as_ref().ok().copied();
-        timed(&mut out, "timex", t, timex.is_ok());
+        slow.clocksources = Arc::new(clock::clocksources(Path::new(
+            "/sys/devices/system/clocksource",
+        )));
+        timed(
+            &mut slow.collectors,
+            "time",
+            t,
+            !slow.clocksources.is_empty(),
+        );
 
         let t = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        out.time_zone = clock::time_zone(unix);
-        if self.clocksources.0.is_none_or(|at| now - at >= SLOW_TTL) {
-            self.clocksources = (
-                Some(now),
-                Arc::new(clock::clocksources(Path::new(
-                    "/sys/devices/system/clocksource",
-                ))),
+        slow.netclass = Arc::new(netclass::read(
+            Path::new("/sys/class/net"),
+            self.settings.network_devices_exclude.as_ref(),
+        ));
+        slow.nohandler = slow
+            .netclass
+            .iter()
+            .filter_map(|c| {
+                let path = format!("/sys/class/net/{}/statistics/rx_nohandler", c.device);
+                let n = fs::read_to_string(path).ok()?.trim().parse().ok()?;
+                Some((c.device.clone(), n))
+            })
+            .collect();
+        timed(
+            &mut slow.collectors,
+            "netclass",
+            t,
+            !slow.netclass.is_empty(),
+        );
+
+        slow.netstat6.clear();
+        if self.file("/proc/net/snmp6") {
+            // Numbered after netstat's and snmp's names in the same filter.
+            let mut offset = 1 << 16;
+            net::parse_snmp6(
+                &self.buf,
+                &mut self.netstat,
+                &mut offset,
+                &mut slow.netstat6,
             );
         }
-        out.clocksources = self.clocksources.1.clone();
-        let ok = out.time_zone.is_some();
-        timed(&mut out, "time", t, ok);
 
-        let t = Instant::now();
-        if self.netclass.0.is_none_or(|at| now - at >= SLOW_TTL) {
-            self.netclass = (
-                Some(now),
-                Arc::new(netclass::read(
-                    Path::new("/sys/class/net"),
-                    self.settings.network_devices_exclude.as_ref(),
-                )),
-            );
+        if self.file("/proc/diskstats") {
+            slow.disk_info = disk::parse(&self.buf, self.settings.disk_devices_exclude.as_ref())
+                .into_iter()
+                .map(|d| {
+                    let info = Arc::new(disk::info(&d.major, &d.minor));
+                    (d.major, d.minor, info)
+                })
+                .collect();
         }
-        out.netclass = self.netclass.1.clone();
-        let ok = !out.netclass.is_empty();
-        timed(&mut out, "netclass", t, ok);
-
-        let t = Instant::now();
-        out.textfile = self.textfile.read();
-        if out.textfile.is_some() {
-            let ok = out.textfile.as_ref().is_some_and(|c| !c.error);
-            timed(&mut out, "textfile", t, ok);
-        }
-        out
     }
 
     /// Reads `path` into the buffer; false when it cannot be read.

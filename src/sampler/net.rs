@@ -76,6 +76,20 @@ impl FieldFilter {
         }
     }
 
+    /// [`FieldFilter::keep`] for the name `{proto}_{name}`, without making it when the
+    /// verdict is cached.
+    pub fn keep_joined(&mut self, i: usize, proto: &str, name: &str) -> bool {
+        if let Some((seen, keep)) = self.seen.get(i)
+            && seen.len() == proto.len() + 1 + name.len()
+            && seen.starts_with(proto)
+            && seen.as_bytes()[proto.len()] == b'_'
+            && seen.ends_with(name)
+        {
+            return *keep;
+        }
+        self.keep(i, &format!("{proto}_{name}"))
+    }
+
     /// Whether the `i`th name of the source, `name`, is kept.
     pub fn keep(&mut self, i: usize, name: &str) -> bool {
         match self.seen.get(i) {
@@ -120,11 +134,10 @@ pub fn parse_netstat(
             .split_ascii_whitespace()
             .zip(values.split_ascii_whitespace())
         {
-            let key = format!("{proto}_{name}");
-            if filter.keep(*offset, &key)
+            if filter.keep_joined(*offset, proto, name)
                 && let Ok(value) = value.parse::<f64>()
             {
-                out.push((key, value));
+                out.push((format!("{proto}_{name}"), value));
             }
             *offset += 1;
         }

@@ -139,7 +139,9 @@ pub(super) fn answer_page(
                     if head {
                         // The GET answer's headers, its length among them, and no body.
                         let length = HeaderValue::from(response.body().len());
-                        response.headers_mut().insert(header::CONTENT_LENGTH, length);
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_LENGTH, length);
                         *response.body_mut() = Bytes::new();
                     }
                     Ok(response.map(|data| PageBody {

@@ -237,7 +237,11 @@ async fn promtool_checks_both_formats() {
     let (_, out) = promtool(&["check", "metrics"], &text, dir.path());
     let textfiles = tempfile::tempdir().unwrap();
     let exporter = crate::support::prometheus::NodeExporter::start(textfiles.path()).await;
-    let (_, theirs) = promtool(&["check", "metrics"], exporter.page().await.as_bytes(), dir.path());
+    let (_, theirs) = promtool(
+        &["check", "metrics"],
+        exporter.page().await.as_bytes(),
+        dir.path(),
+    );
     // A parse error would be a remark too ("error while linting: ...").
     let remarks: Vec<&str> = out
         .lines()
@@ -334,7 +338,11 @@ async fn head_and_unknown_paths_answer_like_a_web_server() {
     sender.ready().await.unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().contains_key(http::header::CONTENT_LENGTH));
+    assert!(
+        response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH)
+    );
     // gRPC is as it was on the same connection.
     daemon.echo_ok().await;
 }
