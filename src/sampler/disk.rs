@@ -6,7 +6,7 @@
 
 use std::{fs, path::Path};
 
-use regex_lite::Regex;
+use super::net::FieldFilter;
 
 /// /proc/diskstats fields after major, minor and name: reads completed, merged, sectors
 /// read, ms reading; the same four for writes; I/Os in progress, ms doing I/O, weighted ms;
@@ -25,12 +25,13 @@ pub struct Disk {
 }
 
 /// The devices of a /proc/diskstats text that `exclude` does not match.
-pub fn parse(text: &str, exclude: Option<&Regex>) -> Vec<Disk> {
+pub fn parse(text: &str, mut exclude: Option<&mut FieldFilter>) -> Vec<Disk> {
     text.lines()
-        .filter_map(|line| {
+        .enumerate()
+        .filter_map(|(i, line)| {
             let mut words = line.split_ascii_whitespace();
             let (major, minor, device) = (words.next()?, words.next()?, words.next()?);
-            if exclude.is_some_and(|r| r.is_match(device)) {
+            if exclude.as_mut().is_some_and(|r| r.matches(i, device)) {
                 return None;
             }
             let mut stats = [0u64; FIELDS];
@@ -84,6 +85,7 @@ pub fn parse_udev(text: &str) -> Info {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use regex_lite::Regex;
 
     /// Devices with 11, 15 and 17 fields parse; the default exclusion drops loop devices and
     /// partitions of whole disks it reports, not mmcblk partitions or zram.
@@ -97,7 +99,7 @@ mod tests {
                     253       0 zram0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n\
                     bad line\n";
         let exclude = Regex::new(crate::config::DISK_DEVICES_EXCLUDE).unwrap();
-        let disks = parse(text, Some(&exclude));
+        let disks = parse(text, Some(&mut FieldFilter::new(exclude)));
         let names: Vec<_> = disks.iter().map(|d| d.device.as_str()).collect();
         assert_eq!(names, ["vda", "mmcblk0", "mmcblk0p1", "zram0"]);
         assert_eq!(disks[0].fields, 17);

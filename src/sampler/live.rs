@@ -17,7 +17,7 @@
 
 use std::{
     fs,
-    io::Read,
+    io::{self, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -47,6 +47,9 @@ pub struct Settings {
     pub textfile_directory: Option<PathBuf>,
 }
 
+/// (IPv4, IPv6) UDP queue bytes, each (tx, rx); `None` where the file is missing.
+pub type UdpQueues = (Option<(f64, f64)>, Option<(f64, f64)>);
+
 /// One read of every live source; what could not be read is empty.
 #[derive(Debug, Default)]
 pub struct LiveSample {
@@ -65,8 +68,7 @@ pub struct LiveSample {
     pub sockstat: Vec<(String, f64)>,
     pub softnet: Vec<[u64; 3]>,
     pub arp: Vec<(String, u64)>,
-    /// (v4, v6) UDP queue bytes, each (tx, rx).
-    pub udp_queues: (Option<(f64, f64)>, Option<(f64, f64)>),
+    pub udp_queues: UdpQueues,
     pub filefd: Option<[f64; 3]>,
     /// The address space limit (`ulimit -v`; unlimited as 2^64), read once.
     pub virtual_memory_max_bytes: Option<f64>,
@@ -88,8 +90,18 @@ pub struct LiveSample {
 pub struct Live {
     settings: Settings,
     buf: String,
+    /// The files read at every scrape, kept open: a /proc file read again from offset 0
+    /// is made anew, and the open (path walk, allocation) was a tenth of a scrape.
+    open: Vec<(&'static str, fs::File)>,
+    /// What a file is read into before it is checked as UTF-8 and copied to `buf`.
+    scratch: Vec<u8>,
     vmstat: FieldFilter,
     netstat: FieldFilter,
+    /// The same fields' filter for /proc/net/snmp6, numbered on its own.
+    netstat6: FieldFilter,
+    /// The exclusions of disks and interfaces, their verdicts cached by line.
+    disk_exclude: Option<FieldFilter>,
+    netdev_exclude: Option<FieldFilter>,
     page_size: u64,
     /// The slow sources as last read, and when.
     slow: (Option<Instant>, Slow),
@@ -105,7 +117,7 @@ pub struct Live {
 struct Slow {
     sockstat: Vec<(String, f64)>,
     arp: Vec<(String, u64)>,
-    udp_queues: (Option<(f64, f64)>, Option<(f64, f64)>),
+    udp_queues: UdpQueues,
     filefd: Option<[f64; 3]>,
     conntrack: Conntrack,
     entropy: Option<(f64, f64)>,
@@ -136,10 +148,18 @@ impl Live {
         };
         Live {
             textfile: Textfile::new(settings.textfile_directory.clone()),
-            settings,
             buf: String::with_capacity(16 << 10),
+            open: Vec::new(),
+            scratch: Vec::new(),
             vmstat: filter(node::VMSTAT_FIELDS),
             netstat: filter(net::NETSTAT_FIELDS),
+            netstat6: filter(net::NETSTAT_FIELDS),
+            disk_exclude: settings.disk_devices_exclude.clone().map(FieldFilter::new),
+            netdev_exclude: settings
+                .network_devices_exclude
+                .clone()
+                .map(FieldFilter::new),
+            settings,
             page_size: page_size().unwrap_or(4096),
             slow: (None, Slow::default()),
             pool_size: None,
@@ -198,7 +218,7 @@ impl Live {
     /// at every scrape.
     fn read_counters(&mut self, out: &mut LiveSample) {
         let t = Instant::now();
-        let ok = self.file("/proc/stat");
+        let ok = self.kept("/proc/stat");
         if ok {
             let (cpus, kernel) = node::parse_stat(&self.buf);
             out.cpu_times = cpus;
@@ -209,13 +229,13 @@ impl Live {
 
         let t = Instant::now();
         out.load = self
-            .file("/proc/loadavg")
+            .kept("/proc/loadavg")
             .then(|| node::numbers::<3>(&self.buf))
             .flatten();
         timed(&mut out.collectors, "loadavg", t, out.load.is_some());
 
         let t = Instant::now();
-        if self.file("/proc/meminfo") {
+        if self.kept("/proc/meminfo") {
             out.meminfo = node::parse_meminfo(&self.buf);
         }
         timed(&mut out.collectors, "meminfo", t, !out.meminfo.is_empty());
@@ -224,14 +244,14 @@ impl Live {
         out.pressure = self.pressure();
         timed(&mut out.collectors, "pressure", t, out.pressure.is_some());
 
-        if self.file("/proc/self/stat") {
+        if self.kept("/proc/self/stat") {
             out.process_cpu_seconds = node::process_cpu_seconds(&self.buf);
         }
 
         let t = Instant::now();
-        let ok = self.file("/proc/diskstats");
+        let ok = self.kept("/proc/diskstats");
         if ok {
-            let disks = disk::parse(&self.buf, self.settings.disk_devices_exclude.as_ref());
+            let disks = disk::parse(&self.buf, self.disk_exclude.as_mut());
             out.disks = disks
                 .into_iter()
                 .map(|d| {
@@ -250,17 +270,16 @@ impl Live {
         timed(&mut out.collectors, "diskstats", t, ok);
 
         let t = Instant::now();
-        let ok = self.file("/proc/vmstat");
+        let ok = self.kept("/proc/vmstat");
         if ok {
             node::parse_vmstat(&self.buf, &mut self.vmstat, &mut out.vmstat);
         }
         timed(&mut out.collectors, "vmstat", t, ok);
 
         let t = Instant::now();
-        let ok = self.file("/proc/net/dev");
+        let ok = self.kept("/proc/net/dev");
         if ok {
-            out.netdev =
-                net::parse_netdev(&self.buf, self.settings.network_devices_exclude.as_ref());
+            out.netdev = net::parse_netdev(&self.buf, self.netdev_exclude.as_mut());
         }
         timed(&mut out.collectors, "netdev", t, ok);
 
@@ -268,7 +287,7 @@ impl Live {
         let mut offset = 0;
         let mut ok = false;
         for file in ["/proc/net/netstat", "/proc/net/snmp"] {
-            if self.file(file) {
+            if self.kept(file) {
                 ok = true;
                 net::parse_netstat(&self.buf, &mut self.netstat, &mut offset, &mut out.netstat);
             }
@@ -276,7 +295,7 @@ impl Live {
         timed(&mut out.collectors, "netstat", t, ok);
 
         let t = Instant::now();
-        let ok = self.file("/proc/net/softnet_stat");
+        let ok = self.kept("/proc/net/softnet_stat");
         if ok {
             out.softnet = net::parse_softnet(&self.buf);
         }
@@ -403,18 +422,17 @@ impl Live {
 
         slow.netstat6.clear();
         if self.file("/proc/net/snmp6") {
-            // Numbered after netstat's and snmp's names in the same filter.
-            let mut offset = 1 << 16;
+            let mut offset = 0;
             net::parse_snmp6(
                 &self.buf,
-                &mut self.netstat,
+                &mut self.netstat6,
                 &mut offset,
                 &mut slow.netstat6,
             );
         }
 
         if self.file("/proc/diskstats") {
-            slow.disk_info = disk::parse(&self.buf, self.settings.disk_devices_exclude.as_ref())
+            slow.disk_info = disk::parse(&self.buf, self.disk_exclude.as_mut())
                 .into_iter()
                 .map(|d| {
                     let info = Arc::new(disk::info(&d.major, &d.minor));
@@ -426,10 +444,43 @@ impl Live {
 
     /// Reads `path` into the buffer; false when it cannot be read.
     fn file(&mut self, path: &str) -> bool {
+        let read =
+            fs::File::open(path).and_then(|mut f| read_from_start(&mut f, &mut self.scratch));
+        self.set_buf(read)
+    }
+
+    /// [`Live::file`] for the files read at every scrape: kept open and read again from
+    /// the start next time; one that fails is opened anew once.
+    fn kept(&mut self, path: &'static str) -> bool {
+        let kept = self.open.iter().position(|(p, _)| *p == path);
+        let mut read = match kept {
+            Some(i) => read_from_start(&mut self.open[i].1, &mut self.scratch),
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        if read.is_err() {
+            if let Some(i) = kept {
+                self.open.swap_remove(i);
+            }
+            read = fs::File::open(path).and_then(|mut f| {
+                let n = read_from_start(&mut f, &mut self.scratch)?;
+                self.open.push((path, f));
+                Ok(n)
+            });
+        }
+        self.set_buf(read)
+    }
+
+    /// Makes the first `n` bytes of the scratch buffer the text buffer if they were read
+    /// whole and are UTF-8; else leaves it empty and says false.
+    fn set_buf(&mut self, read: io::Result<usize>) -> bool {
         self.buf.clear();
-        fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut self.buf))
-            .is_ok()
+        match read.map(|n| std::str::from_utf8(&self.scratch[..n])) {
+            Ok(Ok(text)) => {
+                self.buf.push_str(text);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn pressure(&mut self) -> Option<Pressure> {
@@ -447,7 +498,7 @@ impl Live {
                 Some(&mut p.io_full_micros),
             ),
         ] {
-            if !self.file(file) {
+            if !self.kept(file) {
                 return None;
             }
             let (s, f) = node::parse_pressure(&self.buf)?;
@@ -457,6 +508,25 @@ impl Live {
             }
         }
         Some(p)
+    }
+}
+
+/// Reads `f` whole from offset 0 into `scratch` (grown, zeroed, when too small; never
+/// shrunk), saying how many bytes; without the fstat and lseek that `read_to_end` spends
+/// on a size hint (a /proc file says 0) or zeroing its spare capacity at each read.
+fn read_from_start(f: &mut fs::File, scratch: &mut Vec<u8>) -> io::Result<usize> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut filled = 0;
+    loop {
+        if filled == scratch.len() {
+            scratch.resize((scratch.len() * 2).max(16 << 10), 0);
+        }
+        match f.read(&mut scratch[filled..]) {
+            Ok(0) => return Ok(filled),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -531,6 +601,45 @@ mod tests {
         let second = live.read();
         let idle = |s: &LiveSample| s.cpu_times.iter().map(|c| c.idle).sum::<f64>();
         assert!(idle(&second) >= idle(&first));
+    }
+
+    /// A kept file is read again from its start, whole, however long: what it holds at
+    /// the second read, not the first, through one descriptor; a missing file is reported
+    /// unread with an empty buffer. Live reads keep a descriptor per file read at each
+    /// scrape, no more, and the IPv6 netstat names (numbered on their own) leave the
+    /// filters' caches small (they once made a 65,536-entry one: 2 MiB).
+    #[test]
+    fn kept_files_are_read_anew() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path: &'static str = Box::leak(
+            dir.path()
+                .join("f")
+                .to_string_lossy()
+                .into_owned()
+                .into_boxed_str(),
+        );
+        let mut live = Live::new(Settings::default());
+        fs::write(path, "first").unwrap();
+        assert!(live.kept(path) && live.buf == "first");
+        let long = "x".repeat(100_000);
+        // Written in place, so the open descriptor sees it.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .write_all(long.as_bytes())
+            .unwrap();
+        assert!(live.kept(path) && live.buf == long);
+        assert_eq!(live.open.len(), 1);
+        assert!(!live.file(&format!("{path}.missing")));
+        assert!(live.buf.is_empty());
+
+        for _ in 0..3 {
+            live.read();
+        }
+        assert!(live.open.len() <= 16, "{}", live.open.len());
+        assert!(live.netstat.seen_len() < 1024 && live.netstat6.seen_len() < 1024);
     }
 
     /// AT_PAGESZ is found among the auxiliary vector's pairs.

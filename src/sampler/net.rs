@@ -36,13 +36,14 @@ pub const NETDEV_NAMES: [&str; 16] = [
 
 /// The interfaces of a /proc/net/dev text that `exclude` does not match; lines that do not
 /// parse (the two headers) are skipped.
-pub fn parse_netdev(text: &str, exclude: Option<&Regex>) -> Vec<NetDev> {
+pub fn parse_netdev(text: &str, mut exclude: Option<&mut FieldFilter>) -> Vec<NetDev> {
     text.lines()
-        .filter_map(|line| {
+        .enumerate()
+        .filter_map(|(i, line)| {
             // Interface names cannot hold ':'; a long counter may touch the colon.
             let (name, rest) = line.split_once(':')?;
             let device = name.trim();
-            if exclude.is_some_and(|r| r.is_match(device)) {
+            if exclude.as_mut().is_some_and(|r| r.matches(i, device)) {
                 return None;
             }
             let mut counters = [0u64; 16];
@@ -90,8 +91,20 @@ impl FieldFilter {
         self.keep(i, &format!("{proto}_{name}"))
     }
 
+    /// How many verdicts are cached.
+    #[cfg(test)]
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Whether the `i`th name of the source, `name`, is kept.
     pub fn keep(&mut self, i: usize, name: &str) -> bool {
+        self.matches(i, name)
+    }
+
+    /// Whether the regular expression matches `name`, the `i`th name of the source (for
+    /// an exclusion: whether it is left out).
+    pub fn matches(&mut self, i: usize, name: &str) -> bool {
         match self.seen.get(i) {
             Some((seen, keep)) if seen == name => *keep,
             _ => {
@@ -312,7 +325,7 @@ Inter-|   Receive                                                |  Transmit
             ]
         );
         let lo = Regex::new("^lo$").unwrap();
-        let kept = parse_netdev(text, Some(&lo));
+        let kept = parse_netdev(text, Some(&mut FieldFilter::new(lo)));
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].device, "eth0");
     }

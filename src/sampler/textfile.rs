@@ -66,13 +66,17 @@ pub struct ParseError {
     pub reason: String,
 }
 
+/// A series already seen: its family's index, suffix and labels.
+type Series = (usize, &'static str, Vec<(String, String)>);
+
 /// The families of a text-format file, in the order first named; samples of a family
 /// stay in file order.
 pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
     let mut families: Vec<Family> = Vec::new();
     // Per family: HELP seen, TYPE seen, samples seen.
     let mut seen: Vec<(bool, bool)> = Vec::new();
-    let mut series: Vec<(usize, &'static str, Vec<(String, String)>)> = Vec::new();
+    // To find a series written twice.
+    let mut series: Vec<Series> = Vec::new();
     for (n, line) in text.split('\n').enumerate() {
         let err = |reason: String| ParseError {
             line: n + 1,

@@ -135,7 +135,7 @@ pub fn collect(s: &Sources<'_>, sink: &mut dyn Sink) {
     match s.live {
         // The textfile's families come last, after every name of ours they may not reuse.
         Some(live) => {
-            let mut names = node::Names::new(sink);
+            let mut names = node::Names::new(sink, live);
             node(s, &mut names);
             node::live(live, &mut names);
             process(s.snapshot, s.live, &mut names);

@@ -16,14 +16,21 @@ use crate::sampler::{
 /// only that family is left out, and node_textfile_scrape_error says so).
 pub(super) struct Names<'a> {
     sink: &'a mut dyn Sink,
+    /// Whether names are remembered: only when there are textfile families to check.
+    track: bool,
     seen: Vec<u64>,
 }
 
 impl<'a> Names<'a> {
-    pub(super) fn new(sink: &'a mut dyn Sink) -> Names<'a> {
+    pub(super) fn new(sink: &'a mut dyn Sink, live: &LiveSample) -> Names<'a> {
+        let track = live
+            .textfile
+            .as_ref()
+            .is_some_and(|c| !c.families.is_empty());
         Names {
             sink,
-            seen: Vec::with_capacity(512),
+            track,
+            seen: Vec::with_capacity(if track { 512 } else { 0 }),
         }
     }
 
@@ -34,7 +41,9 @@ impl<'a> Names<'a> {
 
 impl Sink for Names<'_> {
     fn family(&mut self, name: &str, help: &str, kind: Type) {
-        self.seen.push(fnv(name));
+        if self.track {
+            self.seen.push(fnv(name));
+        }
         self.sink.family(name, help, kind);
     }
 

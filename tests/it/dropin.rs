@@ -258,7 +258,7 @@ async fn textfiles_are_read_like_node_exporter() {
     let pki = Arc::new(TestPki::new());
     let daemon = TestDaemon::builder()
         .pki(pki.clone())
-        .dropin(&format!(
+        .dropin(format!(
             "[metrics]\ntextfile_directory = \"{}\"\n",
             dir.path().display()
         ))
