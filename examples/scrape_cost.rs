@@ -5,7 +5,8 @@
 //! ```
 //!
 //! RENDERS (per round, default 200) of this machine's own snapshot, with every routed method
-//! called a few times so the histograms are populated; the median of 15 rounds per format,
+//! called a few times so the histograms are populated, each render reading the live
+//! sources (sampler/live.rs) as a scrape does; the median of 15 rounds per format,
 //! the formats interleaved round by round. The page is not gzipped here (flate2's cost is
 //! the same whatever writes the text). `scripts/bench.sh` measures a scrape end to end.
 
@@ -20,7 +21,7 @@ use vitals::{
     health::Health,
     methods,
     rpc_stats::RpcStats,
-    sampler::Sampler,
+    sampler::{Live, Sampler},
     series::DaemonStats,
     service::scrape::{Format, ScrapeService},
 };
@@ -56,7 +57,8 @@ fn main() -> ExitCode {
         .store(1_800_000_000, std::sync::atomic::Ordering::Relaxed);
     let (_tx, rx) = tokio::sync::watch::channel(snapshot.clone());
     let health = Health::new(&methods::LIVENESS_SERVICES, &methods::READINESS_SERVICES);
-    let service = ScrapeService::new(rx, std::time::Instant::now(), stats, health, daemon);
+    let live = Arc::new(std::sync::Mutex::new(Live::new(Default::default())));
+    let service = ScrapeService::new(rx, std::time::Instant::now(), stats, health, daemon, live);
 
     let formats = [
         ("text 0.0.4", Format::Text),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the config loader, the certificate identity parser, the bearer-token check, the
-# HTTP/2 frame follower and the unix-socket header-block rewriter.
+# HTTP/2 frame follower, the unix-socket header-block rewriter and the textfile collector's
+# parser.
 #
 #   scripts/fuzz.sh            # short run: 20 s per target (the test script's)
 #   scripts/fuzz.sh 3600       # long run: an hour per target
@@ -24,7 +25,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     echo "usage: $0 [seconds-per-target]" >&2
     exit 64
 fi
-targets=(${FUZZ_TARGETS:-config_parse identity auth_bearer frames authority})
+targets=(${FUZZ_TARGETS:-config_parse identity auth_bearer frames authority textfile})
 
 cd "$(dirname "$0")/.."
 

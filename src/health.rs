@@ -302,14 +302,31 @@ pub fn judge(snapshot: &Snapshot, checks: &Checks, now: SystemTime) -> Vec<Verdi
     let thresholds = &checks.thresholds;
     if thresholds.min_disk_free_percent > 0.0 {
         for path in &thresholds.disk_paths {
+            // The sampler always reads the mount a watched path is on: none here means it
+            // could not be read at all, which is a failure, not a pass.
+            let subject = path.display().to_string();
             let Some(fs) = filesystem_of(snapshot, path) else {
+                let why = format!(
+                    "no filesystem could be read for {}, so its free space cannot be checked",
+                    path.display()
+                );
+                verdicts.push(Verdict::new(DISK_FREE, subject, Some(why)));
                 continue;
             };
-            let subject = path.display().to_string();
             if fs.stuck {
                 let why = format!(
                     "filesystem {} does not answer (stuck), so {} cannot be checked",
                     fs.mount_point,
+                    path.display()
+                );
+                verdicts.push(Verdict::new(DISK_FREE, subject, Some(why)));
+                continue;
+            }
+            if !fs.error.is_empty() {
+                let why = format!(
+                    "filesystem {} could not be read ({}), so {} cannot be checked",
+                    fs.mount_point,
+                    fs.error,
                     path.display()
                 );
                 verdicts.push(Verdict::new(DISK_FREE, subject, Some(why)));
@@ -376,7 +393,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// The filesystem a path lives on: the one with the longest mount point that contains it
-/// (a stuck one included: it hides whatever is below it).
+/// (a stuck or unreadable one included: it hides whatever is below it).
 fn filesystem_of<'a>(
     snapshot: &'a Snapshot,
     path: &Path,
@@ -384,7 +401,10 @@ fn filesystem_of<'a>(
     snapshot
         .filesystems
         .iter()
-        .filter(|fs| (fs.total_bytes > 0 || fs.stuck) && path.starts_with(&fs.mount_point))
+        .filter(|fs| {
+            (fs.total_bytes > 0 || fs.stuck || !fs.error.is_empty())
+                && path.starts_with(&fs.mount_point)
+        })
         .max_by_key(|fs| fs.mount_point.len())
 }
 
@@ -584,7 +604,13 @@ mod tests {
     #[test]
     fn certificate_below_min_validity_fails() {
         let now = SystemTime::now();
-        let snapshot = sampled(now, Snapshot::default());
+        let snapshot = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![fs("/", 100, 50)],
+                ..Default::default()
+            },
+        );
         let thresholds = config::Health {
             min_cert_validity: Duration::from_secs(30),
             ..thresholds()
@@ -647,7 +673,13 @@ mod tests {
         let now = SystemTime::now();
         let none = evaluate(&Snapshot::default(), &checks(thresholds(), None), now);
         assert_eq!(none, ["no metrics sample yet"]);
-        let old = sampled(now - Duration::from_secs(20), Snapshot::default());
+        let old = sampled(
+            now - Duration::from_secs(20),
+            Snapshot {
+                filesystems: vec![fs("/", 100, 50)],
+                ..Default::default()
+            },
+        );
         let stale = evaluate(&old, &checks(thresholds(), None), now);
         assert_eq!(stale.len(), 1, "{stale:?}");
         assert!(
@@ -670,6 +702,50 @@ mod tests {
         assert_eq!(
             failures,
             ["filesystem /var/lib does not answer (stuck), so /var/lib/x cannot be checked"]
+        );
+    }
+
+    /// A watched path whose filesystem is missing from the sample (it could not be read)
+    /// fails, and so does one on a filesystem whose read failed; the reason says which.
+    #[test]
+    fn unreadable_watched_paths_fail() {
+        let now = SystemTime::now();
+        let t = config::Health {
+            disk_paths: vec!["/data/x".into()],
+            ..thresholds()
+        };
+        let missing = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![fs("/srv", 100, 50)],
+                ..Default::default()
+            },
+        );
+        let failures = evaluate(&missing, &checks(t.clone(), None), now);
+        assert_eq!(
+            failures,
+            ["no filesystem could be read for /data/x, so its free space cannot be checked"]
+        );
+        let failed = sampled(
+            now,
+            Snapshot {
+                filesystems: vec![
+                    fs("/", 100, 50),
+                    Filesystem {
+                        mount_point: "/data".into(),
+                        error: "Permission denied (os error 13)".into(),
+                        ..Filesystem::default()
+                    },
+                ],
+                ..Default::default()
+            },
+        );
+        let failures = evaluate(&failed, &checks(t, None), now);
+        assert_eq!(
+            failures,
+            [
+                "filesystem /data could not be read (Permission denied (os error 13)), so /data/x cannot be checked"
+            ]
         );
     }
 }

@@ -26,8 +26,11 @@
 //! - [`tls`]: rustls server and client configs from resolved material, peer identity
 //! - [`outbound`]: the one HTTP client (secret store, remote_write receiver), on hyper's http1
 //! - [`rpc_stats`]: per-method call statistics
-//! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs)
+//! - [`sampler`]: the one sysinfo sampler (node_exporter's extra sources in sampler/node.rs,
+//!   statfs under deadlines in sampler/filesystems.rs), and what a scrape or a push reads at
+//!   that moment (sampler/live.rs over disk.rs, net.rs, netclass.rs, clock.rs, textfile.rs)
 //! - [`series`]: the Prometheus series the scrape and the push both produce, built once
+//!   (node_exporter's live collectors in series/node.rs)
 //! - [`remote_write`]: remote_write bodies, snappy-compressed by the `snap` crate
 //!
 //! Vocabulary:
@@ -45,10 +48,12 @@
 //! - [`throttle`]: log lines at a bounded pace, with what was held back counted by reason
 //! - [`supervise`]: long-lived tasks run again after a panic, counted, failing in readiness
 //! - [`proto`]: generated protobuf code
-// Four audited exceptions: adopting socket-activation descriptors (systemd::adopt),
+// Six audited exceptions: adopting socket-activation descriptors (systemd::adopt),
 // exporting `pow` by its C name (runtime::pow, safe code; the attribute is what is unsafe),
-// statvfs(2), which std lacks (sampler::filesystems::statvfs), and declaring glibc's
-// mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in).
+// statvfs(2), which std lacks (sampler::filesystems::statvfs), declaring glibc's
+// mallopt and malloc_trim (malloc::glibc, integers in and out) and execve (strings in),
+// and two libc calls std does not wrap, each on a struct it fills: adjtimex(2) read only
+// (sampler::clock::timex) and localtime_r(3) (sampler::clock::time_zone).
 #![deny(unsafe_code)]
 
 #[cfg(feature = "count-allocs")]

@@ -70,6 +70,13 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
 static ALLOCATOR: vitals::alloc_count::Counting = vitals::alloc_count::Counting;
 
 fn main() -> ExitCode {
+    // A statfs worker for FUSE mounts (src/sampler/filesystems.rs), started by the daemon:
+    // before anything else, with nothing of the daemon set up.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(vitals::sampler::WORKER_ARG))
+    {
+        return vitals::sampler::worker_main();
+    }
     let options = match parse_args() {
         Ok(Parsed::Run(options)) => options,
         Ok(Parsed::Print(text)) => {

@@ -43,6 +43,7 @@ impl Error {
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -252,6 +253,7 @@ impl Client {
         };
         let (response, http1) = response;
         let status = response.status();
+        let headers = response.headers().clone();
         let keep = !response
             .headers()
             .get_all(header::CONNECTION)
@@ -270,7 +272,11 @@ impl Client {
         if keep {
             *kept = Some(http1);
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     async fn connect(&self) -> Result<Http1, Error> {

@@ -81,6 +81,10 @@ pub struct Leaf {
 pub enum Usage {
     Server,
     Client,
+    /// A device's own certificate: it serves (serverAuth) and is also the client
+    /// certificate of its remote_write push (clientAuth), which a receiver that checks the
+    /// usage refuses otherwise.
+    Device,
 }
 
 impl Leaf {
@@ -164,6 +168,10 @@ impl Authority {
         params.extended_key_usages = match leaf.usage {
             Some(Usage::Server) => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Some(Usage::Client) => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Some(Usage::Device) => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             None => vec![],
         };
         params.use_authority_key_identifier_extension = true;
@@ -233,7 +241,7 @@ impl DevPki {
         let ca = Authority::new("vitals dev CA")?;
         let mut sans = vec!["localhost", "127.0.0.1", "::1"];
         sans.extend(extra_sans.iter().map(String::as_str));
-        let server = ca.issue(&Leaf::new("vitalsd dev server", &sans, Usage::Server, 825))?;
+        let server = ca.issue(&Leaf::new("vitalsd dev server", &sans, Usage::Device, 825))?;
         let client = ca.issue(&Leaf::new(
             "vitals dev client",
             &[DEV_CLIENT_IDENTITY],

@@ -138,6 +138,9 @@ fn adopt(fd: i32) -> Result<Socket, ActivationError> {
     socket
         .set_nonblocking(true)
         .map_err(|e| bad(e.to_string()))?;
+    // systemd passes them inheritable; no child of ours (the statfs worker) should hold a
+    // listener after the daemon is gone.
+    socket.set_cloexec(true).map_err(|e| bad(e.to_string()))?;
     socket.set_cloexec(true).map_err(|e| bad(e.to_string()))?;
     Ok(if unix {
         Socket::Unix(socket.into())

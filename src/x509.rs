@@ -65,6 +65,31 @@ pub fn identity(der: &[u8]) -> Option<String> {
     }
 }
 
+/// Whether a certificate may be used as a TLS client's (the clientAuth extended key usage,
+/// or anyExtendedKeyUsage, or no extended key usage extension at all, which restricts
+/// nothing); `None` when it does not parse. The extension's value is a sequence of OIDs,
+/// looked up as DER bytes rather than parsed, so no extension reader is linked for it.
+pub fn allows_client_auth(der: &[u8]) -> Option<bool> {
+    /// 2.5.29.37, extKeyUsage, as x509-parser spells its OIDs.
+    const EXT_KEY_USAGE: [u64; 4] = [2, 5, 29, 37];
+    /// 1.3.6.1.5.5.7.3.2 (id-kp-clientAuth) and 2.5.29.37.0 (anyExtendedKeyUsage), as DER.
+    const CLIENT_AUTH: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+    const ANY: &[u8] = &[0x06, 0x04, 0x55, 0x1d, 0x25, 0x00];
+    let cert = certificate(der)?;
+    let eku = cert.extensions().iter().find(|extension| {
+        extension
+            .oid
+            .iter()
+            .is_some_and(|arcs| arcs.eq(EXT_KEY_USAGE.iter().copied()))
+    });
+    Some(eku.is_none_or(|extension| {
+        let value = extension.value;
+        [CLIENT_AUTH, ANY]
+            .iter()
+            .any(|oid| value.windows(oid.len()).any(|w| w == *oid))
+    }))
+}
+
 /// The first URI, else the first DNS name; `None` when that one is empty or not UTF-8
 /// (x509-parser keeps a name that is not UTF-8 as `Invalid` with its tag, and it still counts
 /// as the first of its kind: a later one does not stand in for it).
@@ -754,5 +779,25 @@ mod tests {
         for len in 0..spki.len() {
             assert_eq!(p256_point(&spki[..len]), None);
         }
+    }
+
+    /// clientAuth, serverAuth and clientAuth, and no extended key usage at all allow a
+    /// client's use; serverAuth alone does not.
+    #[test]
+    fn client_auth_usage() {
+        use crate::pki::{Authority, Leaf, Usage};
+        let ca = Authority::new("ca").unwrap();
+        let der = |usage: Option<Usage>| {
+            let mut leaf = Leaf::new("x", &["x.test"], Usage::Server, 1);
+            leaf.usage = usage;
+            let pem = ca.issue(&leaf).unwrap();
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            CertificateDer::from_pem_slice(pem.cert.as_bytes()).unwrap()
+        };
+        assert_eq!(allows_client_auth(&der(Some(Usage::Server))), Some(false));
+        assert_eq!(allows_client_auth(&der(Some(Usage::Client))), Some(true));
+        assert_eq!(allows_client_auth(&der(Some(Usage::Device))), Some(true));
+        assert_eq!(allows_client_auth(&der(None)), Some(true));
+        assert_eq!(allows_client_auth(b"junk"), None);
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 mod layers;
 mod raw;
+pub use raw::{DISK_DEVICES_EXCLUDE, FS_TYPES_EXCLUDE, MOUNT_POINTS_EXCLUDE};
 pub mod units;
 mod validate;
 
@@ -463,6 +464,34 @@ pub struct Metrics {
     pub sample_interval: Duration,
     /// A filesystem that does not answer statfs within this is reported stuck.
     pub filesystem_timeout: Duration,
+    /// node_exporter's exclusions: mount points and filesystem types not read (a mount
+    /// holding a health.disk_paths entry is read all the same), block and network devices
+    /// left out of the metrics. `None`: nothing excluded.
+    pub filesystem_mount_points_exclude: Option<Pattern>,
+    pub filesystem_types_exclude: Option<Pattern>,
+    pub disk_devices_exclude: Option<Pattern>,
+    pub network_devices_exclude: Option<Pattern>,
+    /// The textfile collector's directory of `*.prom` files; `None`: off.
+    pub textfile_directory: Option<PathBuf>,
+}
+
+/// A regular expression from the config, compared and shown as it was written.
+#[derive(Clone)]
+pub struct Pattern {
+    pub text: String,
+    pub regex: regex_lite::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.text == other.text
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

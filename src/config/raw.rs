@@ -241,13 +241,45 @@ pub struct RawMetrics {
     pub sample_interval: String,
     /// How long one filesystem may take to answer statfs before it is reported stuck.
     pub filesystem_timeout: String,
+    /// Mount points left out of the filesystem metrics (a regular expression; node_exporter's
+    /// `--collector.filesystem.mount-points-exclude`). A mount holding a health.disk_paths
+    /// entry is always read.
+    pub filesystem_mount_points_exclude: String,
+    /// Filesystem types left out (node_exporter's `--collector.filesystem.fs-types-exclude`,
+    /// plus FUSE's types).
+    pub filesystem_types_exclude: String,
+    /// Block devices left out of node_disk_* (node_exporter's
+    /// `--collector.diskstats.device-exclude`).
+    pub disk_devices_exclude: String,
+    /// Network devices left out of node_network_* and node_arp_entries (node_exporter's
+    /// `--collector.netdev.device-exclude`; empty: none).
+    pub network_devices_exclude: String,
+    /// A directory of `*.prom` files whose metrics are served too (node_exporter's
+    /// textfile collector); empty: off.
+    pub textfile_directory: String,
 }
+
+/// node_exporter's default (`--collector.filesystem.mount-points-exclude`, v1.5 to today).
+pub const MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+/// node_exporter's default (`--collector.filesystem.fs-types-exclude`), and FUSE's types:
+/// a FUSE request its server has read is waited out even through SIGKILL, so a hung FUSE
+/// mount would keep the daemon from exiting (RELIABILITY.md).
+pub const FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs|fuse|fuse\\..*|fuseblk|virtiofs)$";
+/// node_exporter's default (`--collector.diskstats.device-exclude`): RAM disks, loop
+/// devices, floppies and partitions of whole disks it already reports.
+pub const DISK_DEVICES_EXCLUDE: &str = "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$";
 
 impl Default for RawMetrics {
     fn default() -> Self {
         RawMetrics {
             sample_interval: "5s".into(),
             filesystem_timeout: "1s".into(),
+            filesystem_mount_points_exclude: MOUNT_POINTS_EXCLUDE.into(),
+            filesystem_types_exclude: FS_TYPES_EXCLUDE.into(),
+            disk_devices_exclude: DISK_DEVICES_EXCLUDE.into(),
+            network_devices_exclude: String::new(),
+            textfile_directory: String::new(),
         }
     }
 }

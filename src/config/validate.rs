@@ -6,9 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
     Auth, BearerConfig, BearerKind, Config, Echo, Error, Health, Issue, JwtAlgorithm, ListenAddr,
-    Log, Material, Metrics, Push, PushAuth, RawAuth, RawConfig, RawIssue, RawPush, RawSource,
-    RuleConfig, SECRET_PREFIX, Secrets, Server, Source, Tls, Vault, VaultAuth, layers::Layers,
-    units,
+    Log, Material, Metrics, Pattern, Push, PushAuth, RawAuth, RawConfig, RawIssue, RawPush,
+    RawSource, RuleConfig, SECRET_PREFIX, Secrets, Server, Source, Tls, Vault, VaultAuth,
+    layers::Layers, units,
 };
 use super::{FileWatch, RawTls, WatchMode};
 use crate::x509::KeyType;
@@ -228,6 +228,28 @@ pub(super) fn validate(
             "must be between 10ms and metrics.sample_interval",
         ));
     }
+    let m = &raw.metrics;
+    let metrics = Metrics {
+        sample_interval,
+        filesystem_timeout,
+        filesystem_mount_points_exclude: v.pattern(
+            "metrics.filesystem_mount_points_exclude",
+            &m.filesystem_mount_points_exclude,
+        )?,
+        filesystem_types_exclude: v.pattern(
+            "metrics.filesystem_types_exclude",
+            &m.filesystem_types_exclude,
+        )?,
+        disk_devices_exclude: v.pattern("metrics.disk_devices_exclude", &m.disk_devices_exclude)?,
+        network_devices_exclude: v.pattern(
+            "metrics.network_devices_exclude",
+            &m.network_devices_exclude,
+        )?,
+        textfile_directory: match m.textfile_directory.trim() {
+            "" => None,
+            dir => Some(v.path("metrics.textfile_directory", dir)?),
+        },
+    };
     let log = Log {
         level: v.log_level("log.level", &raw.log.level)?,
         format: raw.log.format,
@@ -251,10 +273,7 @@ pub(super) fn validate(
         server,
         tls,
         health,
-        metrics: Metrics {
-            sample_interval,
-            filesystem_timeout,
-        },
+        metrics,
         log,
         secrets,
         auth,
@@ -345,6 +364,20 @@ impl Validator<'_> {
             return Err(self.err(key, format!("{p} is not a percentage below 100")));
         }
         Ok(p)
+    }
+
+    /// A regular expression (regex-lite's syntax, which covers node_exporter's flag
+    /// values); empty means none.
+    fn pattern(&self, key: &str, value: &str) -> Result<Option<Pattern>, Error> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let regex = regex_lite::Regex::new(value)
+            .map_err(|e| self.err(key, format!("`{value}` is not a regular expression: {e}")))?;
+        Ok(Some(Pattern {
+            text: value.to_owned(),
+            regex,
+        }))
     }
 
     fn path(&self, key: &str, value: &str) -> Result<PathBuf, Error> {

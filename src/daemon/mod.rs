@@ -115,6 +115,10 @@ struct Running {
 struct Snapshots {
     rx: watch::Receiver<Published>,
     started: std::time::Instant,
+    /// The paths health watches, which the sampler always reads (a reload changes them).
+    disk_paths: watch::Sender<Vec<std::path::PathBuf>>,
+    /// What a scrape and a push read at the moment they are made.
+    live: Arc<std::sync::Mutex<crate::sampler::Live>>,
 }
 
 /// A daemon ready to serve: TLS loaded, services built, the sampler running.
@@ -155,12 +159,19 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let health = Health::new(&methods::LIVENESS_SERVICES, &methods::READINESS_SERVICES);
         let stats = Arc::new(RpcStats::new());
+        let disk_paths = watch::channel(config.health.disk_paths.clone()).0;
         let snapshots = Snapshots {
             started: std::time::Instant::now(),
-            rx: Sampler::spawn(
+            rx: Sampler::spawn_selecting(
                 config.metrics.sample_interval,
                 config.metrics.filesystem_timeout,
+                selection(&config),
+                Some(disk_paths.subscribe()),
             ),
+            disk_paths,
+            live: Arc::new(std::sync::Mutex::new(crate::sampler::Live::new(
+                live_settings(&config),
+            ))),
         };
         let counters = Arc::new(DaemonStats::default());
         // The daemon gets here only once startup pulled every secret.
@@ -255,6 +266,7 @@ impl Daemon {
         let pushing = self.push_buffer.take().map(|buffer| {
             let inputs = push::Inputs {
                 snapshots: self.snapshots.rx.clone(),
+                live: self.snapshots.live.clone(),
                 stats: self.stats.clone(),
                 health: self.health.clone(),
                 counters: self.counters.clone(),
@@ -529,6 +541,11 @@ impl Daemon {
         }
         self.checks
             .send_replace(checks(&self.config, identity.not_after));
+        self.snapshots.disk_paths.send_if_modified(|paths| {
+            let changed = *paths != self.config.health.disk_paths;
+            paths.clone_from(&self.config.health.disk_paths);
+            changed
+        });
         Ok(())
     }
 
@@ -659,6 +676,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<(&'static str, S
         "health.plaintext_max_connections" => health.plaintext_max_connections;
         "metrics.sample_interval" => metrics.sample_interval;
         "metrics.filesystem_timeout" => metrics.filesystem_timeout;
+        "metrics.filesystem_mount_points_exclude" => metrics.filesystem_mount_points_exclude;
+        "metrics.filesystem_types_exclude" => metrics.filesystem_types_exclude;
+        "metrics.disk_devices_exclude" => metrics.disk_devices_exclude;
+        "metrics.network_devices_exclude" => metrics.network_devices_exclude;
+        "metrics.textfile_directory" => metrics.textfile_directory;
         "push.buffer_size" => push.buffer_size;
         "push.buffer_dir" => push.buffer_dir;
     }
@@ -730,6 +752,7 @@ fn live(
             stats.clone(),
             health.clone(),
             counters.clone(),
+            snapshots.live.clone(),
         ),
         max_message,
     );
@@ -769,6 +792,26 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The filesystems the sampler reads, for `config`.
+fn selection(config: &Config) -> crate::sampler::Selection {
+    let regex = |p: &Option<config::Pattern>| p.as_ref().map(|p| p.regex.clone());
+    crate::sampler::Selection {
+        disk_paths: config.health.disk_paths.clone(),
+        mount_points_exclude: regex(&config.metrics.filesystem_mount_points_exclude),
+        types_exclude: regex(&config.metrics.filesystem_types_exclude),
+    }
+}
+
+/// What the live reader (scrape and push) is told, for `config`.
+fn live_settings(config: &Config) -> crate::sampler::live::Settings {
+    let regex = |p: &Option<config::Pattern>| p.as_ref().map(|p| p.regex.clone());
+    crate::sampler::live::Settings {
+        disk_devices_exclude: regex(&config.metrics.disk_devices_exclude),
+        network_devices_exclude: regex(&config.metrics.network_devices_exclude),
+        textfile_directory: config.metrics.textfile_directory.clone(),
+    }
 }
 
 /// What health judges snapshots against, for `config`.

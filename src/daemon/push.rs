@@ -35,7 +35,7 @@ use crate::{
     health::Health,
     outbound, remote_write,
     rpc_stats::RpcStats,
-    sampler::Published,
+    sampler::{Live, Published},
     secrets::Secrets,
     series::{self, DaemonStats, PushStats, Sink, Sources, Type},
     tls,
@@ -71,6 +71,9 @@ pub struct Settings {
     bearer: Option<HeaderValue>,
     min_backoff: Duration,
     max_backoff: Duration,
+    /// False when the client certificate lacks the clientAuth usage: a refused handshake
+    /// is then said to be about it.
+    client_auth: bool,
 }
 
 impl Settings {
@@ -91,10 +94,22 @@ impl Settings {
             Some(slash) => (&url[..slash], &url[slash..]),
             None => (url.as_str(), "/"),
         };
+        let mut client_auth = true;
         let tls = if https {
             let identity = match &push.auth {
                 PushAuth::Mtls { cert, key } => {
-                    Some((tls::load_certs(cert)?, secrets.key(key)?.der))
+                    let chain = tls::load_certs(cert)?;
+                    client_auth = chain
+                        .first()
+                        .and_then(|leaf| crate::x509::allows_client_auth(leaf))
+                        .unwrap_or(true);
+                    if !client_auth {
+                        tracing::warn!(
+                            cert = %cert.display(),
+                            "push: the client certificate has no clientAuth extended key usage (serverAuth only): a receiver that checks the usage refuses the handshake (BadCertificate); issue the device's certificate with serverAuth and clientAuth (certs/README.md)"
+                        );
+                    }
+                    Some((chain, secrets.key(key)?.der))
                 }
                 PushAuth::None | PushAuth::Bearer { .. } => None,
             };
@@ -135,6 +150,7 @@ impl Settings {
             bearer,
             min_backoff: push.min_backoff,
             max_backoff: push.max_backoff,
+            client_auth,
         }))
     }
 
@@ -194,6 +210,8 @@ struct Batch {
 /// What a batch is built from.
 pub struct Inputs {
     pub snapshots: watch::Receiver<Published>,
+    /// The live reader the scrape uses too: a push's counters are as of the push.
+    pub live: Arc<std::sync::Mutex<Live>>,
     pub stats: Arc<RpcStats>,
     pub health: Health,
     pub counters: Arc<DaemonStats>,
@@ -214,6 +232,7 @@ impl Inputs {
         if snapshot.sampled_at_unix_ms == 0 {
             return Vec::new();
         }
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).read();
         let now = SystemTime::now();
         let mut encoder = Encoder {
             externals,
@@ -230,6 +249,7 @@ impl Inputs {
         series::collect(
             &Sources {
                 snapshot: &snapshot,
+                live: Some(&live),
                 rpc: &self.stats,
                 health: &self.health.statuses(),
                 checks: &self.health.verdicts(),
@@ -591,6 +611,12 @@ pub async fn run(
                         let wait = backoff(attempt, min, max);
                         retry_at = Some(Instant::now() + wait);
                         // Said once per failing spell; vitals_push_retries_total counts them all.
+                        let reason = match settings.as_ref() {
+                            Some(s) if !s.client_auth && reason.contains("Certificate") => format!(
+                                "{reason}: the receiver refused our client certificate, whose extended key usage is serverAuth without clientAuth"
+                            ),
+                            _ => reason,
+                        };
                         if !failing {
                             tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "push failed; buffering and retrying with backoff");
                             failing = true;
@@ -774,6 +800,9 @@ mod tests {
         let (_tx, snapshots) = watch::channel(Arc::new(crate::series::tests::snapshot()));
         let inputs = Inputs {
             snapshots,
+            live: Arc::new(std::sync::Mutex::new(crate::sampler::Live::new(
+                Default::default(),
+            ))),
             stats: Arc::new(RpcStats::new()),
             health: Health::new(&[], &[]),
             counters: Arc::new(DaemonStats::default()),

@@ -36,11 +36,18 @@ use crate::proto::metrics::{
     Temperature, Uname,
 };
 
+pub mod clock;
+pub mod disk;
 mod filesystems;
+pub mod live;
+pub mod net;
+pub mod netclass;
 mod node;
+pub mod textfile;
 
 use filesystems::Filesystems;
-pub use filesystems::MAX_HUNG;
+pub use filesystems::{MAX_HUNG, Selection, WORKER_ARG, worker_main};
+pub use live::{Live, LiveSample};
 
 /// How long a filesystem may take to answer statfs when the config does not say.
 pub const DEFAULT_FILESYSTEM_TIMEOUT: Duration = Duration::from_secs(1);
@@ -112,6 +119,11 @@ impl Sampler {
 
     /// The same, with each filesystem's statfs bounded by `filesystem_timeout`.
     pub fn with_filesystem_timeout(filesystem_timeout: Duration) -> Sampler {
+        Sampler::with_filesystems(filesystem_timeout, Selection::default())
+    }
+
+    /// The same, reading the mounts `selection` keeps.
+    pub fn with_filesystems(filesystem_timeout: Duration, selection: Selection) -> Sampler {
         let mut failures = Failures::default();
         // CPU times first, so the 200 ms sysinfo needs before a usage figure run while the rest
         // is listed.
@@ -122,7 +134,7 @@ impl Sampler {
         let cpu_refreshed_at = Instant::now();
         let cpufreq = Path::new("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").exists();
 
-        let mut filesystems = Filesystems::new(filesystem_timeout);
+        let mut filesystems = Filesystems::with_selection(filesystem_timeout, selection);
         failures.check(Collector::Disks, filesystems.relist());
         let components =
             failures.check(Collector::Components, Components::new_with_refreshed_list());
@@ -229,12 +241,26 @@ impl Sampler {
     /// [`MINIMUM_CPU_UPDATE_INTERVAL`] when shorter. Each filesystem's statfs is bounded by
     /// `filesystem_timeout`. The thread notices that every receiver is gone at its next tick.
     pub fn spawn(interval: Duration, filesystem_timeout: Duration) -> watch::Receiver<Published> {
+        Sampler::spawn_selecting(interval, filesystem_timeout, Selection::default(), None)
+    }
+
+    /// The same, reading the filesystems `selection` keeps; the watched paths follow
+    /// `disk_paths` when given (a reload changes them).
+    pub fn spawn_selecting(
+        interval: Duration,
+        filesystem_timeout: Duration,
+        selection: Selection,
+        disk_paths: Option<watch::Receiver<Vec<std::path::PathBuf>>>,
+    ) -> watch::Receiver<Published> {
         let interval = interval.max(MINIMUM_CPU_UPDATE_INTERVAL);
         let (tx, rx) = watch::channel(Published::default());
         let spawned = thread::Builder::new()
             .name("vitals-sampler".to_owned())
             .spawn(move || {
-                crate::supervise::thread("sampler", || run(&tx, interval, filesystem_timeout))
+                crate::supervise::thread("sampler", || {
+                    let (selection, disk_paths) = (selection.clone(), disk_paths.clone());
+                    run(&tx, interval, filesystem_timeout, selection, disk_paths)
+                })
             });
         if let Err(e) = spawned {
             error!("starting the sampler thread: {e}; metrics stay empty");
@@ -460,8 +486,14 @@ impl Default for Sampler {
 
 /// The sampler thread: a first sample at once, the first with CPU usage once it can have
 /// one, then one per `interval` until every receiver is gone.
-fn run(tx: &watch::Sender<Published>, interval: Duration, filesystem_timeout: Duration) {
-    let mut sampler = Sampler::with_filesystem_timeout(filesystem_timeout);
+fn run(
+    tx: &watch::Sender<Published>,
+    interval: Duration,
+    filesystem_timeout: Duration,
+    selection: Selection,
+    mut disk_paths: Option<watch::Receiver<Vec<std::path::PathBuf>>>,
+) {
+    let mut sampler = Sampler::with_filesystems(filesystem_timeout, selection);
     let mut first = sampler.sample();
     first.cpu = None;
     tx.send_replace(Arc::new(first));
@@ -475,6 +507,14 @@ fn run(tx: &watch::Sender<Published>, interval: Duration, filesystem_timeout: Du
         thread::sleep(next.saturating_duration_since(Instant::now()));
         if tx.is_closed() {
             break;
+        }
+        if let Some(paths) = disk_paths
+            .as_mut()
+            .filter(|p| p.has_changed().unwrap_or(false))
+        {
+            let paths = paths.borrow_and_update().clone();
+            let listed = sampler.filesystems.set_disk_paths(paths);
+            sampler.failures.check(Collector::Disks, listed);
         }
         if tx.send(Arc::new(sampler.sample())).is_err() {
             break;

@@ -396,6 +396,48 @@ pub(super) fn max_fds() -> u64 {
         .unwrap_or(0)
 }
 
+/// node_exporter's default `--collector.vmstat.fields`.
+pub const VMSTAT_FIELDS: &str = "^(oom_kill|pgpg|pswp|pg.*fault).*";
+
+/// The /proc/vmstat values `filter` keeps (`name value` lines).
+pub(super) fn parse_vmstat(
+    text: &str,
+    filter: &mut super::net::FieldFilter,
+    out: &mut Vec<(String, f64)>,
+) {
+    for (i, line) in text.lines().enumerate() {
+        let Some((name, value)) = line.split_once(' ') else {
+            continue;
+        };
+        if filter.keep(i, name)
+            && let Ok(value) = value.trim().parse::<f64>()
+        {
+            out.push((name.to_owned(), value));
+        }
+    }
+}
+
+/// The first `n` whitespace-separated numbers of a text (/proc/sys/fs/file-nr,
+/// /proc/loadavg, entropy files).
+pub(super) fn numbers<const N: usize>(text: &str) -> Option<[f64; N]> {
+    let mut out = [0f64; N];
+    let mut words = text.split_ascii_whitespace();
+    for slot in &mut out {
+        *slot = words.next()?.parse().ok()?;
+    }
+    Some(out)
+}
+
+/// This process's user and system CPU seconds from a /proc/<pid>/stat text (fields 14 and
+/// 15 after the parenthesised command, which may hold spaces).
+pub(super) fn process_cpu_seconds(stat: &str) -> Option<f64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_ascii_whitespace();
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,5 +532,50 @@ mod tests {
         assert!(sample.kernel.unwrap().context_switches > 0);
         assert_eq!(uname("x").sysname, "Linux");
         assert!(max_fds() > 0);
+    }
+
+    /// vmstat keeps node_exporter's default fields; file-nr, loadavg and /proc/self/stat
+    /// give their numbers (the command may hold spaces and parentheses).
+    #[test]
+    fn vmstat_and_small_files() {
+        let mut filter =
+            super::super::net::FieldFilter::new(regex_lite::Regex::new(VMSTAT_FIELDS).unwrap());
+        let mut out = Vec::new();
+        parse_vmstat(
+            "nr_free_pages 100
+pgpgin 5
+pgpgout 6
+pswpin 0
+pgfault 99
+pgmajfault 3
+oom_kill 1
+numa_hit 7
+",
+            &mut filter,
+            &mut out,
+        );
+        let names: Vec<_> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pgpgin",
+                "pgpgout",
+                "pswpin",
+                "pgfault",
+                "pgmajfault",
+                "oom_kill"
+            ]
+        );
+        assert_eq!(
+            numbers::<3>("2688\t0\t9223372036854775807\n"),
+            Some([2688.0, 0.0, 9.223372036854776e18])
+        );
+        assert_eq!(
+            numbers::<3>("0.52 0.58 0.59 1/391 12345\n"),
+            Some([0.52, 0.58, 0.59])
+        );
+        let stat =
+            "1234 (vi tals) d) S 1 1234 1234 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 7 0 100 0 0";
+        assert_eq!(process_cpu_seconds(stat), Some(3.0));
     }
 }

@@ -220,7 +220,7 @@ pub(super) fn ready(response: Response<Bytes>) -> PageFuture {
 }
 
 /// Answers a request for a page the routes have: authorized by its path as a method is,
-/// `GET` only.
+/// `GET`, or `HEAD` (the same answer without its body, as node_exporter's server gives).
 pub(super) fn answer_page(
     calls: &Calls,
     path: &str,
@@ -228,11 +228,12 @@ pub(super) fn answer_page(
     headers: &HeaderMap,
 ) -> Option<PageFuture> {
     let page = calls.routes.page(path)?;
-    if method != Method::GET {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+    let head = method == Method::HEAD;
+    if method != Method::GET && !head {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
         response
             .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(ready(response));
     }
     let identity = calls.peer.identity.as_deref();
@@ -254,7 +255,7 @@ pub(super) fn answer_page(
                 let rendering = page.get(headers);
                 Box::pin(async move {
                     // A page that panics is a 500 for its request, logged and counted.
-                    let response = match crate::supervise::once("scrape", rendering).await {
+                    let mut response = match crate::supervise::once("scrape", rendering).await {
                         Ok(Ok(response)) => response,
                         Ok(Err(never)) => match never {},
                         Err(_) => plain(
@@ -262,6 +263,14 @@ pub(super) fn answer_page(
                             "the page could not be written",
                         ),
                     };
+                    if head {
+                        // The GET answer's headers, its length among them, and no body.
+                        let length = HeaderValue::from(response.body().len());
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_LENGTH, length);
+                        *response.body_mut() = Bytes::new();
+                    }
                     Ok(response.map(|data| PageBody {
                         data: Some(data),
                         _slot: Some(slot),
@@ -323,11 +332,20 @@ where
             request.method(),
             request.headers(),
         );
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
         match page {
             Some(response) => Box::pin(async move {
                 let response = response.await?;
                 Ok(response.map(Either::Right))
             }),
+            // Neither a page nor a gRPC call: what a web server says, not a gRPC status.
+            None if !grpc => {
+                let response = plain(StatusCode::NOT_FOUND, "no such page");
+                Box::pin(async move { Ok(response.map(|b| Either::Right(PageBody::whole(b)))) })
+            }
             None => {
                 let call = self.0.call(request);
                 Box::pin(async move { call.await.map(|r| r.map(Either::Left)) })

@@ -15,14 +15,14 @@
 //! family is done; [`series::collect`] hands families over one after another through
 //! [`Sink::family`] and [`Sink::sample`]. So `Families` keeps the current family's samples
 //! (their text in one reused string) and writes the family when the next one starts. A
-//! histogram's samples come as series.rs builds them (cumulative `_bucket`s with `le`, `_sum`,
+//! histogram's samples come as series/mod.rs builds them (cumulative `_bucket`s with `le`, `_sum`,
 //! `_count`) and go to the crate as one histogram per label set.
 //!
-//! Names: series.rs names a counter with its `_total`, as node_exporter does; the crate wants
+//! Names: series/mod.rs names a counter with its `_total`, as node_exporter does; the crate wants
 //! the name without it and adds it back (to the samples in OpenMetrics, to HELP and TYPE as
 //! well in the text format). A counter whose name did not end in `_total` could not be an
 //! OpenMetrics counter: it is declared `unknown` (`untyped` in the text format) under its own
-//! name. series.rs has none (its tests check that every counter's name ends in `_total`).
+//! name. series/mod.rs has none (its tests check that every counter's name ends in `_total`).
 //!
 //! What the crate writes differently from the hand-written encoder this replaced (Prometheus
 //! reads both alike, except the first OpenMetrics point for Prometheus 2.x):
@@ -42,7 +42,10 @@
 use std::{
     fmt,
     ops::Range,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -58,10 +61,11 @@ use crate::{
     health::{Statuses, Verdict},
     proto::metrics::Snapshot,
     rpc_stats::RpcStats,
+    sampler::LiveSample,
     series::{self, DaemonStats, Sink, Sources, Type},
 };
 
-/// Why a page could not be written. Not outside input: series.rs's families and the crate
+/// Why a page could not be written. Not outside input: series/mod.rs's families and the crate
 /// disagreeing, which the tests would show.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -81,6 +85,8 @@ pub enum EncodeError {
 /// `Registry` keeps its collectors for `'static`.
 pub struct Exposition {
     pub snapshot: Arc<Snapshot>,
+    /// What the scrape read live (sampler/live.rs); `None`: the snapshot alone.
+    pub live: Option<Box<LiveSample>>,
     pub rpc: Arc<RpcStats>,
     pub health: Statuses,
     pub checks: Arc<[Verdict]>,
@@ -96,6 +102,7 @@ pub fn encode(exposition: Exposition, format: Format) -> Result<String, EncodeEr
         series::collect(
             &Sources {
                 snapshot: &e.snapshot,
+                live: e.live.as_deref(),
                 rpc: &e.rpc,
                 health: &e.health,
                 checks: &e.checks,
@@ -120,7 +127,11 @@ where
     });
     let mut registry = Registry::default();
     registry.register_collector(Box::new(collector.clone()));
-    let mut out = String::with_capacity(64 * 1024);
+    // Sized from the last page, so the text is not copied into a buffer twice its size
+    // halfway through (a tenth of a render's time went on that and its page faults).
+    static LAST: AtomicUsize = AtomicUsize::new(64 * 1024);
+    let last = LAST.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(last + last / 16);
     let written = match format {
         Format::Text => prometheus_text::encode(&mut out, &registry),
         Format::OpenMetrics => text::encode(&mut out, &registry),
@@ -132,7 +143,12 @@ where
         .take();
     match error {
         Some(error) => Err(error),
-        None => written.map(|()| out).map_err(EncodeError::from),
+        None => written
+            .map(|()| {
+                LAST.store(out.len(), Ordering::Relaxed);
+                out
+            })
+            .map_err(EncodeError::from),
     }
 }
 
@@ -243,6 +259,7 @@ impl<'a> Families<'a> {
                 None => (name.as_str(), MetricType::Unknown),
             },
             Type::Gauge => (name.as_str(), MetricType::Gauge),
+            Type::Untyped => (name.as_str(), MetricType::Unknown),
             Type::Histogram => (name.as_str(), MetricType::Histogram),
         };
         let mut metric = out.encode_descriptor(family, help, None, metric_type)?;
@@ -440,7 +457,7 @@ mod tests {
         },
     };
 
-    /// series.rs's test snapshot with every family present and the awkward values: a label
+    /// series/mod.rs's test snapshot with every family present and the awkward values: a label
     /// value with a quote, a backslash and a newline, NaN and infinities, values past 1e15,
     /// tiny and inexact fractions, RPC calls in the histogram.
     fn fixture() -> Exposition {
@@ -537,6 +554,7 @@ mod tests {
         daemon.push.samples_sent.store(42, Relaxed);
         Exposition {
             snapshot: Arc::new(snapshot),
+            live: None,
             rpc: Arc::new(rpc),
             health: Arc::new(health),
             checks: Arc::new([Verdict {
@@ -600,6 +618,7 @@ mod tests {
             series::collect(
                 &Sources {
                     snapshot: &e.snapshot,
+                    live: None,
                     rpc: &e.rpc,
                     health: &e.health,
                     checks: &e.checks,
@@ -637,6 +656,8 @@ mod tests {
             let kind = match kind {
                 Type::Counter => "counter",
                 Type::Gauge => "gauge",
+                Type::Untyped if self.open_metrics => "unknown",
+                Type::Untyped => "untyped",
                 Type::Histogram => "histogram",
             };
             self.out.push_str(&format!("# HELP {family} "));

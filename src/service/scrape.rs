@@ -3,10 +3,11 @@
 //! `Accept` header asks for it, OpenMetrics 1.0; gzip when accepted. The text is written by
 //! prometheus-client ([`super::exposition`]); this module negotiates, compresses and reuses.
 //!
-//! A scrape reads what the sampler published and a few atomics, and never touches /proc:
-//! the sampler's interval bounds how fresh the device values are, while the counters are
-//! read at the scrape. The series themselves are built by [`crate::series`], which the
-//! remote_write push shares.
+//! A scrape reads the kernel's counters and small /proc files at the scrape, as
+//! node_exporter does ([`crate::sampler::live`]), so a rate over them stays within what
+//! the hardware can do; what is slow or can hang (statfs, sensors) comes from what the
+//! sampler published, and the RPC counters are a few atomics. The series themselves are
+//! built by [`crate::series`], which the remote_write push shares.
 //!
 //! A rendered page is served again for [`REUSE`]: scrapes that arrive together (a
 //! Prometheus HA pair, or a flood from a client holding the grant) cost one render, so a
@@ -29,7 +30,11 @@ use super::{
     metrics::first_sample,
 };
 use crate::{
-    context::Page, health::Health, rpc_stats::RpcStats, sampler::Published, series::DaemonStats,
+    context::Page,
+    health::Health,
+    rpc_stats::RpcStats,
+    sampler::{Live, Published},
+    series::DaemonStats,
 };
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -54,6 +59,8 @@ pub struct ScrapeService {
     stats: Arc<RpcStats>,
     health: Health,
     daemon: Arc<DaemonStats>,
+    /// The live reader, shared with the push.
+    live: Arc<Mutex<Live>>,
     pages: Arc<Mutex<Pages>>,
 }
 
@@ -64,6 +71,7 @@ impl ScrapeService {
         stats: Arc<RpcStats>,
         health: Health,
         daemon: Arc<DaemonStats>,
+        live: Arc<Mutex<Live>>,
     ) -> ScrapeService {
         ScrapeService {
             snapshots,
@@ -71,6 +79,7 @@ impl ScrapeService {
             stats,
             health,
             daemon,
+            live,
             pages: Arc::default(),
         }
     }
@@ -80,6 +89,9 @@ impl ScrapeService {
         exposition::encode(
             Exposition {
                 snapshot: snapshot.clone(),
+                live: Some(Box::new(
+                    self.live.lock().unwrap_or_else(|e| e.into_inner()).read(),
+                )),
                 rpc: self.stats.clone(),
                 health: self.health.statuses(),
                 checks: self.health.verdicts(),

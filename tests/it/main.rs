@@ -6,6 +6,7 @@ mod auth;
 mod blackbox;
 mod config;
 mod connections;
+mod dropin;
 mod echo;
 mod health;
 mod hostile;

@@ -320,6 +320,125 @@ async fn stuck_mount_is_reported_and_the_rest_keeps_serving() {
     assert_eq!(exit, "EXIT 0");
 }
 
+/// Checks that FUSE can be mounted here by hang_fs.py.
+fn require_fuse() {
+    require("python3", "python3");
+    require("fusermount3", "fuse3");
+    assert!(
+        std::path::Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing"
+    );
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import mfusepy"])
+        .status()
+        .unwrap();
+    assert!(
+        probe.success(),
+        "the Python FUSE binding is missing: scripts/test.sh installs it (pip install mfusepy)"
+    );
+}
+
+/// A FUSE mount that stays hung (its statfs never answers while the daemon lives) does not
+/// keep the daemon from exiting: SIGTERM ends it within seconds and it exits 0, both when
+/// a health.disk_paths entry is on the mount (read by a statfs worker process, which the
+/// hung mount may keep instead; overall health NOT_SERVING meanwhile) and when none is
+/// (FUSE types are left out by default, so the mount is never asked). It used to stay a
+/// zombie, its sampler threads in D state, until the mount answered.
+#[tokio::test]
+async fn hung_fuse_mount_does_not_keep_the_daemon() {
+    require_fuse();
+    for watched in [true, false] {
+        let pki = Arc::new(TestPki::new());
+        let port = free_port();
+        let work = tempfile::tempdir().unwrap();
+        let hang = work.path().join("hang");
+        let disk_paths = if watched {
+            format!("[\"/\", \"{}/data\"]", hang.display())
+        } else {
+            "[\"/\"]".to_owned()
+        };
+        let dropin = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\
+             [health]\ndisk_paths = {disk_paths}\n\
+             [metrics]\nsample_interval = \"1s\"\nfilesystem_timeout = \"200ms\"\n"
+        );
+        let dir = write_config(&pki, &dropin);
+        let script = NamespacedScript::spawn_with_env(
+            STUCK_MOUNT_SCRIPT,
+            dir.path(),
+            &dir.path().join("vitalsd.toml"),
+            work.path(),
+            &[(
+                "HANG_FS",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuse/hang_fs.py"),
+            )],
+        );
+        let next = |needle: &str| script.line_with(needle, Duration::from_secs(20));
+        assert!(next("SERVING").contains("\"serving\""));
+        let pid = next("PID ").trim_start_matches("PID ").to_string();
+        let channel = pki
+            .dial(&format!("127.0.0.1:{port}"))
+            .connect()
+            .await
+            .expect("connects while the mount hangs");
+        let health = HealthClient::new(channel.clone());
+        let metrics = vitals::proto::metrics::metrics_client::MetricsClient::new(channel);
+        let hang_point = hang.display().to_string();
+        crate::support::eventually(Duration::from_secs(10), || {
+            let (mut health, mut metrics) = (health.clone(), metrics.clone());
+            let hang_point = hang_point.clone();
+            async move {
+                let status = health.check(req("")).await.map_err(|e| e.to_string())?;
+                let snapshot = metrics
+                    .snapshot(vitals::proto::metrics::SnapshotRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                let mount = snapshot
+                    .filesystems
+                    .iter()
+                    .find(|f| f.mount_point == hang_point);
+                let root = snapshot.filesystems.iter().find(|f| f.mount_point == "/");
+                match (watched, status.into_inner().status(), mount, root) {
+                    (true, ServingStatus::NotServing, Some(m), Some(r))
+                        if m.stuck && r.total_bytes > 0 =>
+                    {
+                        Ok(())
+                    }
+                    (false, ServingStatus::Serving, None, Some(r)) if r.total_bytes > 0 => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await;
+        // No connection left open, so the drain has nothing to wait for.
+        drop((health, metrics));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let termed = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let exit = next("EXIT ");
+        let took = termed.elapsed();
+        let (_, _) = script.finish().await;
+        eprintln!(
+            "prober_view: FUSE mount hung, {}: vitalsd exited {} ms after SIGTERM",
+            if watched {
+                "watched (statfs worker process)"
+            } else {
+                "not watched (left out)"
+            },
+            took.as_millis()
+        );
+        assert_eq!(exit, "EXIT 0");
+        assert!(
+            took < Duration::from_secs(5),
+            "exited {took:?} after SIGTERM"
+        );
+    }
+}
+
 /// A reload does not blink: probes sent back to back on new plaintext connections and on one
 /// mutual-TLS connection, all through three reloads (one rejected), answer SERVING, and an
 /// open Watch is sent nothing new.

@@ -315,3 +315,54 @@ async fn a_misbehaving_receiver_never_blocks_serving() {
     wait_scraped(&daemon, "vitals_push_retries_total", LIMIT, |n| n > retries).await;
     serving().await;
 }
+
+/// A push over mutual TLS with a client certificate that has serverAuth only (what the
+/// device certificate used to get from certs/README.md's recipe and `--dev`) is said at
+/// start, naming the missing clientAuth usage; a device certificate with serverAuth and
+/// clientAuth (pki's `Usage::Device`, what `--dev` now makes) is not.
+#[tokio::test]
+async fn push_certificate_without_client_auth_is_said_at_start() {
+    use vitals::pki::{Leaf, Usage};
+    let pki = Arc::new(TestPki::new());
+    let (device_cert, device_key) = pki.issue(
+        "device",
+        &Leaf::new("device", &["localhost"], Usage::Device, 30),
+    );
+    // Nothing listens there: only what is said at start matters.
+    let url = "https://127.0.0.1:9/api/v1/write";
+    let dropin = |extra: &str| {
+        push_dropin(
+            url,
+            &format!(
+                "auth = \"mtls\"\nca_cert = \"{}\"\n{extra}",
+                pki.path("ca.crt").display()
+            ),
+        )
+    };
+    let server_only = TestDaemon::builder()
+        .pki(pki.clone())
+        .dropin(dropin(""))
+        .start()
+        .await;
+    server_only
+        .wait_for_log(|l| l.contains("no clientAuth extended key usage") && l.contains("push"))
+        .await;
+    let device = TestDaemon::builder()
+        .pki(pki.clone())
+        .dropin(dropin(&format!(
+            "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+            device_cert.display(),
+            device_key.display()
+        )))
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !device
+            .logs()
+            .iter()
+            .any(|l| l.contains("no clientAuth extended key usage")),
+        "{:#?}",
+        device.logs()
+    );
+}

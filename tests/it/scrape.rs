@@ -221,7 +221,9 @@ async fn scrapes_together_share_one_render() {
 
 /// promtool check metrics passes on the text format, its only remarks being on the
 /// /proc/meminfo names node_exporter itself uses (node_memory_MemTotal_bytes and kin:
-/// the dashboards need them as they are). The OpenMetrics form is read by promtool's
+/// the dashboards need them as they are) and the ones it makes of node_exporter's own page
+/// in the same run (node_netstat_Tcp_InSegs and kin, node_entropy_*_bits: the names the
+/// dashboards and the mixin read). The OpenMetrics form is read by promtool's
 /// OpenMetrics parser sample for sample (promtool 2.42's `check metrics` reads only the
 /// text format; Prometheus' scrape negotiates OpenMetrics and reads it in the scrape
 /// tests).
@@ -233,6 +235,13 @@ async fn promtool_checks_both_formats() {
     let (_, text) = get(&client, "/metrics", &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let (_, out) = promtool(&["check", "metrics"], &text, dir.path());
+    let textfiles = tempfile::tempdir().unwrap();
+    let exporter = crate::support::prometheus::NodeExporter::start(textfiles.path()).await;
+    let (_, theirs) = promtool(
+        &["check", "metrics"],
+        exporter.page().await.as_bytes(),
+        dir.path(),
+    );
     // A parse error would be a remark too ("error while linting: ...").
     let remarks: Vec<&str> = out
         .lines()
@@ -240,6 +249,7 @@ async fn promtool_checks_both_formats() {
             !(l.starts_with("node_memory_")
                 && l.ends_with("metric names should be written in 'snake_case' not 'camelCase'"))
         })
+        .filter(|l| !theirs.lines().any(|t| t == *l))
         .collect();
     assert!(remarks.is_empty(), "promtool says: {remarks:#?}");
 
@@ -288,4 +298,51 @@ fn alert_rules_check_out() {
     assert!(out.contains("SUCCESS"), "{out}");
     let (code, out) = promtool(&["test", "rules", "alerts_test.yml"], b"", &dir);
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// HEAD /metrics is answered as node_exporter's server answers it: 200, the GET answer's
+/// headers (its length among them) and no body, on HTTP/1.1 and HTTP/2; a POST is 405 with
+/// `Allow: GET, HEAD`. Over HTTP/2, a path that is neither a page nor a gRPC call is a 404,
+/// not a 200 with grpc-status 12.
+#[tokio::test]
+async fn head_and_unknown_paths_answer_like_a_web_server() {
+    let daemon = TestDaemon::start("").await;
+    let addr = daemon.addr.to_string();
+    let http1 = https_client(&addr, &daemon.pki, "client", b"http/1.1");
+    let head = http::Request::head("/metrics")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let answer = http1.send(head, 1 << 20).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.is_empty(), "{:?}", answer.body);
+    let length: usize = answer.headers[http::header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 10_000, "{length}");
+    let post = http::Request::post("/metrics")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let refused = http1.send(post, 1 << 20).await.unwrap();
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.headers[http::header::ALLOW], "GET, HEAD");
+
+    let h2 = h2_sender(daemon.addr, &daemon.pki, "client").await;
+    let (status, body) = h2_get(&h2, daemon.addr, "/nope").await.unwrap();
+    assert_eq!(status, 404, "{body:?}");
+    let mut sender = h2.clone();
+    let request = http::Request::head(format!("https://localhost:{}/metrics", daemon.addr.port()))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    sender.ready().await.unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH)
+    );
+    // gRPC is as it was on the same connection.
+    daemon.echo_ok().await;
 }

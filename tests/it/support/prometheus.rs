@@ -160,6 +160,46 @@ impl Prometheus {
         }
     }
 
+    /// A range query's values (one series expected): each point's value, over the last
+    /// `seconds` at `step` seconds.
+    pub async fn range_values(&self, promql: &str, seconds: u64, step: u64) -> Vec<f64> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={end}&step={step}",
+            encode(promql),
+            end - seconds
+        );
+        let (status, body) = self
+            .get(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{promql}: {e}"));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, StatusCode::OK, "{promql}: {json}");
+        let result = json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(result.len(), 1, "{promql}: one series, got {json}");
+        result[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v[1].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The metric names that have a series for `job` now.
+    pub async fn names(&self, job: &str) -> std::collections::BTreeSet<String> {
+        self.query(&format!("group by (__name__) ({{job=\"{job}\"}})"))
+            .await
+            .iter()
+            .filter_map(|r| r["metric"]["__name__"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// The timestamps (ms) of the raw samples of `selector` over the last `range`.
     pub async fn sample_times(&self, selector: &str, range: &str) -> Vec<i64> {
         let result = self.query(&format!("{selector}[{range}]")).await;
@@ -343,4 +383,68 @@ pub async fn h2_get(
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, body))
+}
+
+/// Debian's node_exporter on loopback, killed when dropped.
+pub struct NodeExporter {
+    child: Child,
+    pub port: u16,
+}
+
+impl NodeExporter {
+    /// node_exporter with its default collectors, reading `textfiles`, on a free port.
+    pub async fn start(textfiles: &Path) -> NodeExporter {
+        require("prometheus-node-exporter", "prometheus-node-exporter");
+        let port = free_port();
+        let child = Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                textfiles.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node_exporter starts");
+        let exporter = NodeExporter { child, port };
+        eventually(Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        exporter
+    }
+
+    /// A plain scrape job for it.
+    pub fn job(&self, job: &str) -> String {
+        format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            self.port
+        )
+    }
+
+    /// Its page now.
+    pub async fn page(&self) -> String {
+        let client = outbound::Client::new(
+            &format!("http://127.0.0.1:{}", self.port),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let request = Request::get("/metrics")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.send(request, 16 << 20).await.unwrap();
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -20,7 +20,10 @@ use crate::{
     methods::{self, Kind},
     proto::{health::health_check_response::ServingStatus, metrics::Snapshot},
     rpc_stats::RpcStats,
+    sampler::LiveSample,
 };
+
+mod node;
 
 /// A family's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,9 @@ pub enum Type {
     /// Its name ends in `_total`.
     Counter,
     Gauge,
+    /// node_exporter's untyped families (vmstat, netstat, textfile ones without TYPE);
+    /// OpenMetrics' `unknown`.
+    Untyped,
     /// Its samples are `_bucket` (with `le`), `_sum` and `_count`.
     Histogram,
 }
@@ -93,6 +99,10 @@ pub struct PushStats {
 pub struct Sources<'a> {
     /// The sampler's last snapshot (its `rpc` part is not read).
     pub snapshot: &'a Snapshot,
+    /// What was read at this scrape or push (sampler/live.rs): its counters replace the
+    /// snapshot's, and node_exporter's other collectors come from it. `None`: the
+    /// snapshot's values only.
+    pub live: Option<&'a LiveSample>,
     pub rpc: &'a RpcStats,
     pub health: &'a BTreeMap<String, ServingStatus>,
     /// Each readiness check's verdict on the last sample judged.
@@ -127,10 +137,24 @@ fn single(sink: &mut dyn Sink, name: &str, help: &str, kind: Type, value: f64) {
 
 /// Every family; see the module docs.
 pub fn collect(s: &Sources<'_>, sink: &mut dyn Sink) {
-    node(s, sink);
-    process(s.snapshot, sink);
-    grpc(s.rpc, sink);
-    vitals(s, sink);
+    match s.live {
+        // The textfile's families come last, after every name of ours they may not reuse.
+        Some(live) => {
+            let mut names = node::Names::new(sink, live);
+            node(s, &mut names);
+            node::live(live, &mut names);
+            process(s.snapshot, s.live, &mut names);
+            grpc(s.rpc, &mut names);
+            vitals(s, &mut names);
+            node::textfile(live, names);
+        }
+        None => {
+            node(s, sink);
+            process(s.snapshot, None, sink);
+            grpc(s.rpc, sink);
+            vitals(s, sink);
+        }
+    }
 }
 
 fn node(s: &Sources<'_>, sink: &mut dyn Sink) {
@@ -152,13 +176,14 @@ fn node(s: &Sources<'_>, sink: &mut dyn Sink) {
         Type::Gauge,
         now,
     );
-    if !snap.cpu_times.is_empty() {
+    let cpu_times = s.live.map_or(&snap.cpu_times, |l| &l.cpu_times);
+    if !cpu_times.is_empty() {
         sink.family(
             "node_cpu_seconds_total",
             "Seconds the CPUs spent in each mode.",
             Type::Counter,
         );
-        for t in &snap.cpu_times {
+        for t in cpu_times {
             let cpu = t.cpu.strip_prefix("cpu").unwrap_or(&t.cpu);
             for (mode, v) in [
                 ("idle", t.idle),
@@ -173,8 +198,21 @@ fn node(s: &Sources<'_>, sink: &mut dyn Sink) {
                 sink.sample("", &[("cpu", cpu), ("mode", mode)], v);
             }
         }
+        // The kernel counts guest time inside user (and guest_nice inside nice);
+        // node_exporter reports it apart as well.
+        sink.family(
+            "node_cpu_guest_seconds_total",
+            "Seconds the CPUs spent in guests (VMs) for each mode.",
+            Type::Counter,
+        );
+        for t in cpu_times {
+            let cpu = t.cpu.strip_prefix("cpu").unwrap_or(&t.cpu);
+            sink.sample("", &[("cpu", cpu), ("mode", "nice")], t.guest_nice);
+            sink.sample("", &[("cpu", cpu), ("mode", "user")], t.guest);
+        }
     }
-    if let Some(k) = &snap.kernel {
+    let kernel = s.live.map_or(snap.kernel.as_ref(), |l| l.kernel.as_ref());
+    if let Some(k) = kernel {
         for (name, help, kind, v) in [
             (
                 "node_context_switches_total",
@@ -210,18 +248,22 @@ fn node(s: &Sources<'_>, sink: &mut dyn Sink) {
             single(sink, name, help, kind, v as f64);
         }
     }
-    if let Some(cpu) = &snap.cpu {
+    let load = match s.live {
+        Some(live) => live.load,
+        None => snap.cpu.as_ref().map(|c| [c.load_1, c.load_5, c.load_15]),
+    };
+    if let Some([one, five, fifteen]) = load {
         for (name, help, v) in [
-            ("node_load1", "1m load average.", cpu.load_1),
-            ("node_load5", "5m load average.", cpu.load_5),
-            ("node_load15", "15m load average.", cpu.load_15),
+            ("node_load1", "1m load average.", one),
+            ("node_load5", "5m load average.", five),
+            ("node_load15", "15m load average.", fifteen),
         ] {
             single(sink, name, help, Type::Gauge, v);
         }
     }
     let mut name = String::with_capacity(48);
     let mut help = String::with_capacity(64);
-    for field in &snap.meminfo {
+    for field in s.live.map_or(&snap.meminfo, |l| &l.meminfo) {
         name.clear();
         name.push_str("node_memory_");
         name.push_str(&field.name);
@@ -236,8 +278,13 @@ fn node(s: &Sources<'_>, sink: &mut dyn Sink) {
         single(sink, &name, &help, Type::Gauge, field.value as f64);
     }
     filesystems(snap, sink);
-    networks(snap, sink);
-    if let Some(p) = &snap.pressure {
+    if s.live.is_none() {
+        networks(snap, sink);
+    }
+    let pressure = s
+        .live
+        .map_or(snap.pressure.as_ref(), |l| l.pressure.as_ref());
+    if let Some(p) = pressure {
         for (name, help, micros) in [
             (
                 "node_pressure_cpu_waiting_seconds_total",
@@ -356,7 +403,7 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
         size_bytes|Filesystem size in bytes.";
     let value = |i: usize, f: &crate::proto::metrics::Filesystem| match i {
         0 => f.available_bytes as f64,
-        1 => f64::from(u8::from(f.stuck)),
+        1 => f64::from(u8::from(f.stuck || !f.error.is_empty())),
         2 => f.files as f64,
         3 => f.files_free as f64,
         4 => f.free_bytes as f64,
@@ -383,6 +430,10 @@ fn filesystems(snap: &Snapshot, sink: &mut dyn Sink) {
         name.push_str(suffix);
         sink.family(&name, help, Type::Gauge);
         for f in &shown {
+            // As node_exporter: a mount that could not be read has only device_error.
+            if i != 1 && (f.stuck || !f.error.is_empty()) {
+                continue;
+            }
             let labels = [
                 ("device", f.device.as_str()),
                 ("fstype", f.fs_type.as_str()),
@@ -485,14 +536,17 @@ fn temperatures(snap: &Snapshot, sink: &mut dyn Sink) {
     }
 }
 
-fn process(snap: &Snapshot, sink: &mut dyn Sink) {
+fn process(snap: &Snapshot, live: Option<&LiveSample>, sink: &mut dyn Sink) {
     let Some(p) = &snap.process else { return };
+    let cpu = live
+        .and_then(|l| l.process_cpu_seconds)
+        .unwrap_or(p.cpu_time_millis as f64 / 1000.0);
     for (name, help, kind, v) in [
         (
             "process_cpu_seconds_total",
             "Total user and system CPU time spent in seconds.",
             Type::Counter,
-            p.cpu_time_millis as f64 / 1000.0,
+            cpu,
         ),
         (
             "process_max_fds",
@@ -865,6 +919,7 @@ pub(crate) mod tests {
         collect(
             &Sources {
                 snapshot,
+                live: None,
                 rpc,
                 health: &health,
                 checks: &checks,
