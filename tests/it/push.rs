@@ -1,5 +1,6 @@
 //! remote_write: vitalsd pushes into a real Prometheus (`--web.enable-remote-write-
-//! receiver`), which is stopped and started again on the same data directory to make an
+//! receiver`) and into a real VictoriaMetrics (a second receiver, written apart from
+//! Prometheus), each stopped and started again on the same data directory to make an
 //! outage; the file buffer carries what waited across a vitalsd restart; a receiver that
 //! misbehaves never holds up serving, health or reload.
 
@@ -49,7 +50,30 @@ fn longest_gap(times: &[i64]) -> i64 {
 /// configured labels: node_exporter's, the RPC counters and ours.
 #[tokio::test]
 async fn pushed_series_arrive_with_the_device_labels() {
-    let prometheus = Prometheus::start("", true).await;
+    series_arrive(&Prometheus::start("", true).await).await;
+}
+
+/// The same in VictoriaMetrics, and its values are the daemon's own: a gauge that does not
+/// move equals the page's, and a histogram arrives with its buckets.
+#[tokio::test]
+async fn pushed_series_arrive_in_victoria_metrics() {
+    let victoria = Prometheus::victoria_metrics().await;
+    let daemon = series_arrive(&victoria).await;
+    let total = "node_memory_MemTotal_bytes";
+    let pushed = victoria
+        .wait_value(&format!("{total}{{site=\"test\"}}"), LIMIT, |_| true)
+        .await;
+    assert_eq!(Some(pushed), scraped(&daemon, total).await);
+    let buckets = victoria
+        .query("grpc_server_handling_seconds_bucket{site=\"test\",grpc_method=\"Echo\"}")
+        .await;
+    assert!(
+        buckets.iter().any(|b| b["metric"]["le"] == "+Inf"),
+        "{buckets:?}"
+    );
+}
+
+async fn series_arrive(prometheus: &Prometheus) -> TestDaemon {
     let daemon = TestDaemon::start(&push_dropin(&prometheus.write_url(), "")).await;
     daemon.echo_ok().await;
     prometheus.wait_value(SERIES, LIMIT, |_| true).await;
@@ -66,6 +90,7 @@ async fn pushed_series_arrive_with_the_device_labels() {
     })
     .await;
     assert!(sent > 100.0, "{sent}");
+    daemon
 }
 
 /// Prometheus is down for several push intervals, then starts again on the same data
@@ -73,7 +98,16 @@ async fn pushed_series_arrive_with_the_device_labels() {
 /// has no hole longer than about one interval.
 #[tokio::test]
 async fn an_outage_is_filled_from_the_buffer() {
-    let mut prometheus = Prometheus::start("", true).await;
+    outage_filled(Prometheus::start("", true).await).await;
+}
+
+/// The same with VictoriaMetrics as the receiver that goes away.
+#[tokio::test]
+async fn a_victoria_metrics_outage_is_filled_from_the_buffer() {
+    outage_filled(Prometheus::victoria_metrics().await).await;
+}
+
+async fn outage_filled(mut prometheus: Prometheus) {
     let daemon = TestDaemon::start(&push_dropin(&prometheus.write_url(), "")).await;
     let started = now_ms();
     prometheus.wait_value(SERIES, LIMIT, |_| true).await;

@@ -73,8 +73,10 @@ impl Footprint {
 }
 
 /// Warms the daemon up (connections, calls of a few sizes, so allocator pools and lazy
-/// statics exist), waits for its descriptors to settle, and returns its footprint.
+/// statics exist; a scrape, so the /proc files the page reads at every scrape are open, as
+/// they stay), waits for its descriptors to settle, and returns its footprint.
 pub async fn baseline(daemon: &TestDaemon) -> Footprint {
+    crate::support::prometheus::scraped(daemon, "vitals_build_info").await;
     for _ in 0..3 {
         let mut echo = daemon.echo().await;
         for size in [0, 1024, 64 * 1024] {

@@ -70,19 +70,37 @@ async fn huge_headers() {
     assert_recovered(&daemon, "scrape_huge_headers", base).await;
 }
 
-/// Twenty connections each ask for the page fifty times in a row and never read: the
-/// daemon stops reading them once their answers back up, an established client is served
-/// all along, a new scrape is answered, and once they hang up everything comes back.
+/// A daemon whose PKI has a second client, "greedy", granted the page.
+async fn with_greedy_scraper() -> TestDaemon {
+    use vitals::pki::{Leaf, Usage};
+    let pki = Arc::new(crate::support::TestPki::new());
+    pki.issue(
+        "greedy",
+        &Leaf::new("greedy", &["spiffe://test.vitals/greedy"], Usage::Client, 1),
+    );
+    TestDaemon::builder()
+        .pki(pki)
+        .dropin("[[auth.rules]]\nidentities = [\"spiffe://test.vitals/greedy\"]\nmethods = [\"/metrics\"]\n")
+        .start()
+        .await
+}
+
+/// Twenty connections of one identity each ask for the page fifty times in a row and never
+/// read: the daemon stops reading them once their answers back up, an established client
+/// is served all along, another identity's new scrape is answered (the stuck one holds at
+/// most 4 of the 16 page slots), and once they hang up everything comes back.
 #[tokio::test]
 async fn readers_that_never_read() {
-    let daemon = TestDaemon::start("").await;
+    let daemon = with_greedy_scraper().await;
     let base = baseline(&daemon).await;
     let prober = Prober::start(&daemon).await;
     let request = "GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n".repeat(50);
     let mut stuck = Vec::new();
     for _ in 0..20 {
-        let mut tls = http1_tls(&daemon).await;
-        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut tls = tls_as(&daemon, "greedy", b"http/1.1").await;
+        // The daemon stops reading once its answers back up; what it took is enough.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), tls.write_all(request.as_bytes())).await;
         stuck.push(tls);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -167,18 +185,9 @@ async fn a_thousand_parallel_scrapes() {
 #[tokio::test]
 async fn a_greedy_scraper_leaves_prometheus_its_slots() {
     use crate::support::prometheus::{Prometheus, scrape_job};
-    use vitals::pki::{Leaf, Usage};
 
-    let pki = Arc::new(crate::support::TestPki::new());
-    pki.issue(
-        "greedy",
-        &Leaf::new("greedy", &["spiffe://test.vitals/greedy"], Usage::Client, 1),
-    );
-    let daemon = TestDaemon::builder()
-        .pki(pki.clone())
-        .dropin("[[auth.rules]]\nidentities = [\"spiffe://test.vitals/greedy\"]\nmethods = [\"/metrics\"]\n")
-        .start()
-        .await;
+    let daemon = with_greedy_scraper().await;
+    let pki = daemon.pki.clone();
     let addr = daemon.addr.to_string();
     let prometheus =
         Prometheus::start(&scrape_job("vitals", &addr, &pki, "client", false), false).await;

@@ -1,7 +1,8 @@
 //! A real Prometheus (Debian's `prometheus` package) on loopback with a temporary config
 //! and data directory, stopped and started again on the same data directory when a test
-//! needs an outage; its HTTP API queried with the daemon's own HTTP client. Also the
-//! HTTPS scraping client the tests use to read `/metrics` themselves.
+//! needs an outage; its HTTP API queried with the daemon's own HTTP client. Debian's
+//! `victoria-metrics` the same way, as a second remote_write receiver with the same query
+//! API. Also the HTTPS scraping client the tests use to read `/metrics` themselves.
 
 use std::{
     path::{Path, PathBuf},
@@ -18,13 +19,20 @@ use vitals::outbound;
 
 use super::{TestPki, eventually, free_port, require};
 
-/// A Prometheus process; killed when dropped.
+/// Which time-series database runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Engine {
+    Prometheus { receiver: bool },
+    VictoriaMetrics,
+}
+
+/// A Prometheus (or VictoriaMetrics) process; killed when dropped.
 pub struct Prometheus {
     child: Option<Child>,
     pub port: u16,
     /// Holds prometheus.yml and data/.
     pub dir: Arc<TempDir>,
-    receiver: bool,
+    engine: Engine,
     api: outbound::Client,
 }
 
@@ -43,28 +51,50 @@ impl Prometheus {
             }
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        Prometheus::run(dir, free_port(), receiver).await
+        Prometheus::run(dir, free_port(), Engine::Prometheus { receiver }).await
     }
 
-    async fn run(dir: Arc<TempDir>, port: u16, receiver: bool) -> Prometheus {
-        let mut command = Command::new("prometheus");
+    /// Starts Debian's single-node VictoriaMetrics, which takes remote_write at
+    /// /api/v1/write and answers Prometheus's query API; fresh samples are queryable at
+    /// once (`-search.latencyOffset=0s`).
+    pub async fn victoria_metrics() -> Prometheus {
+        require("victoria-metrics", "victoria-metrics");
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Prometheus::run(dir, free_port(), Engine::VictoriaMetrics).await
+    }
+
+    async fn run(dir: Arc<TempDir>, port: u16, engine: Engine) -> Prometheus {
+        let data = dir.path().join("data");
+        let mut command = match engine {
+            Engine::Prometheus { receiver } => {
+                let mut command = Command::new("prometheus");
+                command
+                    .arg(format!(
+                        "--config.file={}",
+                        dir.path().join("prometheus.yml").display()
+                    ))
+                    .arg(format!("--storage.tsdb.path={}", data.display()))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+                if receiver {
+                    command.arg("--web.enable-remote-write-receiver");
+                }
+                command
+            }
+            Engine::VictoriaMetrics => {
+                let mut command = Command::new("victoria-metrics");
+                command
+                    .arg(format!("-storageDataPath={}", data.display()))
+                    .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                    .arg("-search.latencyOffset=0s")
+                    .arg("-loggerOutput=stderr");
+                command
+            }
+        };
         command
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap());
-        if receiver {
-            command.arg("--web.enable-remote-write-receiver");
-        }
-        let child = command.spawn().expect("prometheus starts");
+        let child = command.spawn().expect("the time-series database starts");
         let api = outbound::Client::new(
             &format!("http://127.0.0.1:{port}"),
             None,
@@ -75,11 +105,15 @@ impl Prometheus {
             child: Some(child),
             port,
             dir,
-            receiver,
+            engine,
             api,
         };
+        let ready = match engine {
+            Engine::Prometheus { .. } => "/-/ready",
+            Engine::VictoriaMetrics => "/health",
+        };
         eventually(Duration::from_secs(30), || async {
-            match prometheus.get("/-/ready").await {
+            match prometheus.get(ready).await {
                 Ok((StatusCode::OK, _)) => Ok(()),
                 other => Err(format!("not ready: {other:?}\n{}", prometheus.log())),
             }
@@ -102,7 +136,7 @@ impl Prometheus {
     /// Starts it again on the same port and data directory.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let again = Prometheus::run(self.dir.clone(), self.port, self.receiver).await;
+        let again = Prometheus::run(self.dir.clone(), self.port, self.engine).await;
         *self = again;
     }
 
