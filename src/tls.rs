@@ -423,6 +423,25 @@ mod tests {
     use super::*;
     use crate::pki::{Authority, DevPki, Leaf, Usage, write_file};
 
+    /// Runs a handshake between the two in memory.
+    fn handshake(c: &mut rustls::ClientConnection, s: &mut rustls::ServerConnection) {
+        let mut buf = Vec::new();
+        while c.is_handshaking() || s.is_handshaking() {
+            buf.clear();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets().unwrap();
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets().unwrap();
+        }
+    }
+
     fn der(pem: &str) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
@@ -510,21 +529,7 @@ mod tests {
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
         let mut s = rustls::ServerConnection::new(server).unwrap();
-        let mut buf = Vec::new();
-        while c.is_handshaking() || s.is_handshaking() {
-            buf.clear();
-            while c.wants_write() {
-                c.write_tls(&mut buf).unwrap();
-            }
-            s.read_tls(&mut &buf[..]).unwrap();
-            s.process_new_packets().unwrap();
-            buf.clear();
-            while s.wants_write() {
-                s.write_tls(&mut buf).unwrap();
-            }
-            c.read_tls(&mut &buf[..]).unwrap();
-            c.process_new_packets().unwrap();
-        }
+        handshake(&mut c, &mut s);
         let suite = s.negotiated_cipher_suite().unwrap().suite();
         assert!(
             [
@@ -593,21 +598,7 @@ mod tests {
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
         let mut s = rustls::ServerConnection::new(served).unwrap();
-        let mut buf = Vec::new();
-        while c.is_handshaking() || s.is_handshaking() {
-            buf.clear();
-            while c.wants_write() {
-                c.write_tls(&mut buf).unwrap();
-            }
-            s.read_tls(&mut &buf[..]).unwrap();
-            s.process_new_packets().unwrap();
-            buf.clear();
-            while s.wants_write() {
-                s.write_tls(&mut buf).unwrap();
-            }
-            c.read_tls(&mut &buf[..]).unwrap();
-            c.process_new_packets().unwrap();
-        }
+        handshake(&mut c, &mut s);
         let sent = c.peer_certificates().unwrap();
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].as_ref(), der(&middle.cert_pem()).as_ref());

@@ -10,10 +10,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
 use vitals::proto::health::{HealthCheckRequest, health_check_response::ServingStatus};
 
 use crate::support::{
@@ -23,47 +19,17 @@ use crate::support::{
 
 /// A remote_write receiver on loopback that answers 204 and counts the requests it read.
 async fn counting_receiver() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
     let counted = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 16 << 10];
-                while let Ok(n) = socket.read(&mut chunk).await {
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length: usize = text[..end]
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + length {
-                        continue;
-                    }
-                    buf.drain(..end + 4 + length);
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    if socket
-                        .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, count)
+    let addr = crate::support::fake::answering_server(
+        move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+        },
+        None,
+    )
+    .await;
+    (format!("http://{addr}/api/v1/write"), count)
 }
 
 /// The push task panics as it starts: it is said once with its name, counted in
