@@ -81,7 +81,9 @@ fn convert(t: &libc::timex, state: i32) -> Timex {
 /// /etc/localtime; UTC without either).
 #[allow(unsafe_code)]
 pub fn time_zone(unix_secs: i64) -> Option<(String, i64)> {
-    let now = libc::time_t::try_from(unix_secs).ok()?;
+    // time_t as localtime_r takes it (inferred: musl's libc marks the alias deprecated
+    // while it moves to 64 bits), bounded by the conversion on 32-bit targets.
+    let now = unix_secs.try_into().ok()?;
     // SAFETY: localtime_r writes only the struct tm it is given, which lives across the
     // call; tm_zone then points at libc's time zone data (static, NUL-terminated), copied
     // out at once. libc's tzset is guarded by its own lock, and nothing here sets TZ.
