@@ -83,6 +83,7 @@ fn convert(t: &libc::timex, state: i32) -> Timex {
 pub fn time_zone(unix_secs: i64) -> Option<(String, i64)> {
     // time_t as localtime_r takes it (inferred: musl's libc marks the alias deprecated
     // while it moves to 64 bits), bounded by the conversion on 32-bit targets.
+    #[allow(clippy::useless_conversion)] // i64 on 64-bit targets, i32 on armv7-gnu
     let now = unix_secs.try_into().ok()?;
     // SAFETY: localtime_r writes only the struct tm it is given, which lives across the
     // call; tm_zone then points at libc's time zone data (static, NUL-terminated), copied
