@@ -51,8 +51,8 @@ pub struct Calls {
     pub(super) activity: Option<Arc<Activity>>,
     pub(super) in_flight: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) max_calls: usize,
-    /// The connection's pages in flight (`pages.rs`).
-    pub(super) pages: Arc<super::pages::ConnPages>,
+    /// The connection's pages in flight (`slots.rs`).
+    pub(super) pages: Arc<super::slots::ConnPages>,
 }
 
 impl Calls {

@@ -15,7 +15,7 @@
 //!   larger than [`MAX_REQUEST_BODY`] gets 413; `Expect: 100-continue` gets the final status;
 //! - exactly one `Host` on HTTP/1.1 (RFC 9112 §3.2), at most one on HTTP/1.0, else 400;
 //! - [`WRITE_TIMEOUT`] for readers that do not read, and a close when a page is not taken
-//!   within `pages::PAGE_TIMEOUT`;
+//!   within `slots::PAGE_TIMEOUT`;
 //! - at shutdown, or when the peer's certificate stops being good, the answer in progress
 //!   finishes and the connection closes, within [`CLOSING_GRACE`] at most.
 

@@ -11,6 +11,7 @@
 //! - `conn.rs`: one connection: TLS, HTTP/2, A9 management, credential expiry
 //! - `http1.rs`: HTTP/1.1 connections (hyper's http1) for the pages, and the bounds on them
 //! - `pages.rs`: the plain pages (`GET /metrics`), on HTTP/2 and on HTTP/1.1
+//! - `slots.rs`: the pages in flight, across the server, per identity and per connection
 //! - `io.rs`: the stream trait object, ALPN-less sniffing, a write deadline, lingering close
 //! - `authority.rs`: unix-socket requests' `:authority` (a socket path) made one h2 accepts
 //! - `frames.rs`: the frames through a connection: flood limits, silence deadlines
@@ -31,6 +32,7 @@ mod http1;
 mod io;
 mod pages;
 mod registry;
+mod slots;
 
 use std::{
     net::SocketAddr,
