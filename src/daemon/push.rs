@@ -226,7 +226,7 @@ impl Inputs {
         &self,
         externals: &[(String, String)],
         max: usize,
-        mut seq: impl FnMut() -> u64,
+        seq: impl FnMut() -> u64,
     ) -> Vec<Batch> {
         let snapshot = self.snapshots.borrow().clone();
         if snapshot.sampled_at_unix_ms == 0 {
@@ -234,50 +234,60 @@ impl Inputs {
         }
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).read();
         let now = SystemTime::now();
-        let mut encoder = Encoder {
-            externals,
-            timestamp_ms: now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-            name: String::new(),
-            request: remote_write::Request::with_capacity(64 << 10),
-            // snappy's worst case is the input and a sixth more: split early enough that
-            // even that fits.
-            split_at: (max / 7 * 6).max(1),
-            full: Vec::new(),
+        let sources = Sources {
+            snapshot: &snapshot,
+            live: Some(&live),
+            rpc: &self.stats,
+            health: &self.health.statuses(),
+            checks: &self.health.verdicts(),
+            daemon: &self.counters,
+            restarts: &crate::supervise::restarts(),
+            now,
         };
-        series::collect(
-            &Sources {
-                snapshot: &snapshot,
-                live: Some(&live),
-                rpc: &self.stats,
-                health: &self.health.statuses(),
-                checks: &self.health.verdicts(),
-                daemon: &self.counters,
-                restarts: &crate::supervise::restarts(),
-                now,
-            },
-            &mut encoder,
-        );
-        let mut requests = encoder.full;
-        if encoder.request.series() > 0 {
-            requests.push(encoder.request);
-        }
-        requests
-            .into_iter()
-            .filter_map(|request| {
-                let body = request
-                    .body()
-                    .map_err(|e| tracing::warn!(reason = %e, "push: a batch could not be compressed; skipping it"))
-                    .ok()?;
-                Some(Batch {
-                    seq: seq(),
-                    samples: request.series(),
-                    body: Bytes::from(body),
-                })
-            })
-            .collect()
+        encode(&sources, externals, max, seq)
     }
+}
+
+/// `sources` encoded and compressed into batches of at most `max` bytes (see
+/// [`Inputs::batches`]).
+fn encode(
+    sources: &Sources,
+    externals: &[(String, String)],
+    max: usize,
+    mut seq: impl FnMut() -> u64,
+) -> Vec<Batch> {
+    let mut encoder = Encoder {
+        externals,
+        timestamp_ms: sources
+            .now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        name: String::new(),
+        request: remote_write::Request::with_capacity(64 << 10),
+        // snappy's worst case is the input and a sixth more: split early enough that
+        // even that fits.
+        split_at: (max / 7 * 6).max(1),
+        full: Vec::new(),
+    };
+    series::collect(sources, &mut encoder);
+    let mut requests = encoder.full;
+    if encoder.request.series() > 0 {
+        requests.push(encoder.request);
+    }
+    requests
+        .into_iter()
+        .filter_map(|request| {
+            let body = request
+                .body()
+                .map_err(|e| tracing::warn!(reason = %e, "push: a batch could not be compressed; skipping it"))
+                .ok()?;
+            Some(Batch {
+                seq: seq(),
+                samples: request.series(),
+                body: Bytes::from(body),
+            })
+        })
+        .collect()
 }
 
 /// File operations, done in order by one thread so a batch's file is never removed
@@ -797,28 +807,34 @@ mod tests {
     /// whole past it, with every series in one of them; small enough, it is one batch.
     #[test]
     fn a_push_larger_than_the_buffer_is_split() {
-        let (_tx, snapshots) = watch::channel(Arc::new(crate::series::tests::snapshot()));
-        let inputs = Inputs {
-            snapshots,
-            live: Arc::new(std::sync::Mutex::new(crate::sampler::Live::new(
-                Default::default(),
-            ))),
-            stats: Arc::new(RpcStats::new()),
-            health: Health::new(&[], &[]),
-            counters: Arc::new(DaemonStats::default()),
+        // One reading of every source, encoded twice: the live counters and the global
+        // task restarts (which other tests move) are the same for both.
+        let snapshot = Arc::new(crate::series::tests::snapshot());
+        let live = crate::sampler::Live::new(Default::default()).read();
+        let (stats, counters) = (Arc::new(RpcStats::new()), Arc::new(DaemonStats::default()));
+        let health = Health::new(&[], &[]);
+        let sources = Sources {
+            snapshot: &snapshot,
+            live: Some(&live),
+            rpc: &stats,
+            health: &health.statuses(),
+            checks: &health.verdicts(),
+            daemon: &counters,
+            restarts: &crate::supervise::restarts(),
+            now: SystemTime::now(),
         };
         // Labels that make every series long, as a drop-in with many of them would.
         let externals: Vec<(String, String)> = (0..16)
             .map(|i| (format!("label_{i:02}"), format!("{i}").repeat(200)))
             .collect();
         let mut seq = 0;
-        let whole = inputs.batches(&externals, 64 << 20, || {
+        let whole = encode(&sources, &externals, 64 << 20, || {
             seq += 1;
             seq
         });
         assert_eq!(whole.len(), 1);
         let max = whole[0].body.len() / 5;
-        let split = inputs.batches(&externals, max, || {
+        let split = encode(&sources, &externals, max, || {
             seq += 1;
             seq
         });
