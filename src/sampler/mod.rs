@@ -542,36 +542,24 @@ fn rate(before: u64, now: u64, elapsed: Duration) -> f64 {
     per_second(now.saturating_sub(before), elapsed)
 }
 
-/// The interfaces in a /proc/net/dev, with their cumulative counters (rates left at 0).
-/// Lines that do not parse (the two headers) are skipped.
-fn parse_net_dev(text: &str) -> impl Iterator<Item = NetworkInterface> + '_ {
-    text.lines().filter_map(|line| {
-        // Interface names cannot hold ':'; a long counter may touch the colon.
-        let (name, counters) = line.split_once(':')?;
-        let mut counters = counters.split_whitespace().map(|c| c.parse::<u64>().ok());
-        // Receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes
-        // packets errs ...
-        let rx_bytes = counters.next()??;
-        let rx_packets = counters.next()??;
-        let rx_errors = counters.next()??;
-        let rx_dropped = counters.next()??;
-        let tx_bytes = counters.nth(4)??;
-        let tx_packets = counters.next()??;
-        let tx_errors = counters.next()??;
-        let tx_dropped = counters.next()??;
-        Some(NetworkInterface {
-            name: name.trim().to_owned(),
-            rx_bytes,
-            tx_bytes,
-            rx_packets,
-            tx_packets,
-            rx_errors,
-            tx_errors,
+/// The interfaces of a /proc/net/dev text, through the parser the page's netdev collector
+/// uses ([`net::parse_netdev`]), as the snapshot's fields (rates filled in by the caller).
+fn parse_net_dev(text: &str) -> impl Iterator<Item = NetworkInterface> {
+    net::parse_netdev(text, None).into_iter().map(|dev| {
+        let c = dev.counters;
+        NetworkInterface {
+            name: dev.device,
+            rx_bytes: c[0],
+            rx_packets: c[1],
+            rx_errors: c[2],
+            rx_dropped: c[3],
+            tx_bytes: c[8],
+            tx_packets: c[9],
+            tx_errors: c[10],
+            tx_dropped: c[11],
             rx_bytes_per_sec: 0.0,
             tx_bytes_per_sec: 0.0,
-            rx_dropped,
-            tx_dropped,
-        })
+        }
     })
 }
 
