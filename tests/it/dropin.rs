@@ -57,23 +57,45 @@ fn filled(panels: &[(u32, String, Vec<Vec<String>>)], names: &BTreeSet<String>) 
         .collect()
 }
 
+/// vitalsd (job `vitals`, over mutual TLS) and Debian's node_exporter (job `node`, with an
+/// empty textfile directory) scraped by one Prometheus.
+struct Beside {
+    _textfiles: tempfile::TempDir,
+    exporter: NodeExporter,
+    daemon: TestDaemon,
+    prometheus: Prometheus,
+}
+
+impl Beside {
+    async fn start() -> Beside {
+        let textfiles = tempfile::tempdir().unwrap();
+        let exporter = NodeExporter::start(textfiles.path()).await;
+        let daemon = TestDaemon::start("").await;
+        let jobs = scrape_job(
+            "vitals",
+            &daemon.addr.to_string(),
+            &daemon.pki,
+            "client",
+            false,
+        ) + &exporter.job("node");
+        let prometheus = Prometheus::start(&jobs, false).await;
+        Beside {
+            _textfiles: textfiles,
+            exporter,
+            daemon,
+            prometheus,
+        }
+    }
+}
+
 /// Of the dashboard-1860 panels node_exporter fills on this machine, vitalsd fills at least
 /// 95% (both scraped by one Prometheus, vitalsd over mutual TLS); every metric a node-mixin
 /// rule reads that node_exporter serves here, vitalsd serves too; and each family both
 /// serve has the same label names.
 #[tokio::test]
 async fn fills_the_dashboard_and_the_mixin_like_node_exporter() {
-    let textfiles = tempfile::tempdir().unwrap();
-    let exporter = NodeExporter::start(textfiles.path()).await;
-    let daemon = TestDaemon::start("").await;
-    let jobs = scrape_job(
-        "vitals",
-        &daemon.addr.to_string(),
-        &daemon.pki,
-        "client",
-        false,
-    ) + &exporter.job("node");
-    let prometheus = Prometheus::start(&jobs, false).await;
+    let beside = Beside::start().await;
+    let (exporter, daemon, prometheus) = (&beside.exporter, &beside.daemon, &beside.prometheus);
     let limit = Duration::from_secs(30);
     for job in ["vitals", "node"] {
         prometheus
@@ -189,17 +211,8 @@ fn label_names(page: &str) -> Vec<(String, BTreeSet<Vec<String>>)> {
 /// for node_exporter as for vitalsd.)
 #[tokio::test]
 async fn cpu_rate_stays_within_the_cpu_count() {
-    let textfiles = tempfile::tempdir().unwrap();
-    let exporter = NodeExporter::start(textfiles.path()).await;
-    let daemon = TestDaemon::start("").await;
-    let jobs = scrape_job(
-        "vitals",
-        &daemon.addr.to_string(),
-        &daemon.pki,
-        "client",
-        false,
-    ) + &exporter.job("node");
-    let prometheus = Prometheus::start(&jobs, false).await;
+    let beside = Beside::start().await;
+    let prometheus = &beside.prometheus;
     prometheus
         .wait_value("up{job=\"vitals\"}", Duration::from_secs(30), |v| v == 1.0)
         .await;

@@ -190,20 +190,7 @@ echo "EXIT $code"
 /// has its sizes.
 #[tokio::test]
 async fn stuck_mount_is_reported_and_the_rest_keeps_serving() {
-    require("python3", "python3");
-    require("fusermount3", "fuse3");
-    assert!(
-        std::path::Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing"
-    );
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import mfusepy"])
-        .status()
-        .unwrap();
-    assert!(
-        probe.success(),
-        "the Python FUSE binding is missing: scripts/test.sh installs it (pip install mfusepy)"
-    );
+    require_fuse();
     let pki = Arc::new(TestPki::new());
     let port = free_port();
     let work = tempfile::tempdir().unwrap();
