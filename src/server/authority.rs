@@ -310,17 +310,11 @@ fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: [u8; 4], parts: &[&[u8]
 /// turn (zeros count as one; none: all at once). For the fuzz target `authority`, whose
 /// properties are no panic and the same bytes however the input is split.
 #[cfg(any(fuzzing, test))]
-pub fn rewritten(mut bytes: &[u8], pieces: &[usize]) -> Result<Vec<u8>, Error> {
+pub fn rewritten(bytes: &[u8], pieces: &[usize]) -> Result<Vec<u8>, Error> {
     let mut frames = Frames::default();
     let mut out = Vec::new();
-    let mut sizes = pieces.iter().cycle();
-    while !bytes.is_empty() {
-        let n = sizes
-            .next()
-            .map_or(bytes.len(), |&n| n.max(1))
-            .min(bytes.len());
-        frames.feed(&bytes[..n], &mut out)?;
-        bytes = &bytes[n..];
+    for piece in super::frames::split(bytes, pieces) {
+        frames.feed(piece, &mut out)?;
     }
     Ok(out)
 }

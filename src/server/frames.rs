@@ -141,21 +141,38 @@ impl Framing {
 /// of the sizes `pieces` gives, in turn (zeros count as one; none: all at once). For the
 /// fuzz target `frames`, whose property is that every way of splitting finds the same frames.
 #[cfg(any(fuzzing, test))]
-pub fn frame_headers(mut bytes: &[u8], pieces: &[usize]) -> Vec<(u8, u8, u32)> {
+pub fn frame_headers(bytes: &[u8], pieces: &[usize]) -> Vec<(u8, u8, u32)> {
     let mut framing = Framing::default();
     let mut found = Vec::new();
+    for piece in split(bytes, pieces) {
+        framing.feed(piece, |kind, flags, stream| {
+            found.push((kind, flags, stream))
+        });
+    }
+    found
+}
+
+/// `bytes` cut into pieces of the sizes `pieces` gives, in turn (zeros count as one; none:
+/// all at once): how the fuzz targets of this module and `authority.rs` replay the ways TLS
+/// records and TCP segments split what a client sends.
+#[cfg(any(fuzzing, test))]
+pub(super) fn split<'a>(
+    mut bytes: &'a [u8],
+    pieces: &'a [usize],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
     let mut sizes = pieces.iter().cycle();
-    while !bytes.is_empty() {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
         let n = sizes
             .next()
             .map_or(bytes.len(), |&n| n.max(1))
             .min(bytes.len());
-        framing.feed(&bytes[..n], |kind, flags, stream| {
-            found.push((kind, flags, stream))
-        });
-        bytes = &bytes[n..];
-    }
-    found
+        let (piece, rest) = bytes.split_at(n);
+        bytes = rest;
+        Some(piece)
+    })
 }
 
 /// The state of a watched connection, kept by its owner across the HTTP/2 connection.
