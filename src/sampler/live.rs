@@ -484,30 +484,13 @@ impl Live {
     }
 
     fn pressure(&mut self) -> Option<Pressure> {
-        let mut p = Pressure::default();
-        for (file, some, full) in [
-            ("/proc/pressure/cpu", &mut p.cpu_some_micros, None),
-            (
-                "/proc/pressure/memory",
-                &mut p.memory_some_micros,
-                Some(&mut p.memory_full_micros),
-            ),
-            (
-                "/proc/pressure/io",
-                &mut p.io_some_micros,
-                Some(&mut p.io_full_micros),
-            ),
-        ] {
-            if !self.kept(file) {
-                return None;
+        node::pressure(|file| {
+            if self.kept(file) {
+                node::parse_pressure(&self.buf)
+            } else {
+                None
             }
-            let (s, f) = node::parse_pressure(&self.buf)?;
-            *some = s;
-            if let Some(full) = full {
-                *full = f;
-            }
-        }
-        Some(p)
+        })
     }
 }
 

@@ -112,30 +112,14 @@ impl Node {
     }
 
     fn read_pressure(&mut self) -> Option<Pressure> {
-        let mut pressure = Pressure::default();
-        for (file, some, full) in [
-            ("/proc/pressure/cpu", &mut pressure.cpu_some_micros, None),
-            (
-                "/proc/pressure/memory",
-                &mut pressure.memory_some_micros,
-                Some(&mut pressure.memory_full_micros),
-            ),
-            (
-                "/proc/pressure/io",
-                &mut pressure.io_some_micros,
-                Some(&mut pressure.io_full_micros),
-            ),
-        ] {
-            if !read_into(file, &mut self.buf) {
-                return None;
+        let buf = &mut self.buf;
+        pressure(|file| {
+            if read_into(file, buf) {
+                parse_pressure(buf)
+            } else {
+                None
             }
-            let (s, f) = parse_pressure(&self.buf)?;
-            *some = s;
-            if let Some(full) = full {
-                *full = f;
-            }
-        }
-        Some(pressure)
+        })
     }
 }
 
@@ -221,6 +205,23 @@ pub(super) fn parse_meminfo(text: &str) -> Vec<MemInfoField> {
             })
         })
         .collect()
+}
+
+/// The three PSI files, each read and parsed by `totals` (its `some` and `full` totals);
+/// none when one of them cannot be (a kernel without PSI).
+pub(super) fn pressure(
+    mut totals: impl FnMut(&'static str) -> Option<(u64, u64)>,
+) -> Option<Pressure> {
+    let (cpu_some_micros, _) = totals("/proc/pressure/cpu")?;
+    let (memory_some_micros, memory_full_micros) = totals("/proc/pressure/memory")?;
+    let (io_some_micros, io_full_micros) = totals("/proc/pressure/io")?;
+    Some(Pressure {
+        cpu_some_micros,
+        memory_some_micros,
+        memory_full_micros,
+        io_some_micros,
+        io_full_micros,
+    })
 }
 
 /// The `total=` of the `some` and `full` lines of a /proc/pressure file (`full` is 0 when
