@@ -25,8 +25,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const PREFACE: usize = 24;
-const HEADERS: u8 = 0x1;
+use super::frames::{HEADERS, PREFACE};
+
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;

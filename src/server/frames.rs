@@ -24,9 +24,11 @@ use tokio::{
     time::Sleep,
 };
 
-const PREFACE: usize = 24;
+/// The client connection preface's length (RFC 9113); it and `HEADERS` are `authority.rs`'s
+/// too.
+pub(super) const PREFACE: usize = 24;
 const DATA: u8 = 0;
-const HEADERS: u8 = 1;
+pub(super) const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
